@@ -1,0 +1,42 @@
+# portero: `make run` brings up the demo portal behind portero; `make test` sets up and runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup provision run test lint typecheck unit integration lock clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+provision:
+	./scripts/provision.sh
+
+run: setup
+	$(BIN)/portero up --file portero.yaml
+
+lint: setup
+	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
+
+typecheck: setup
+	$(BIN)/mypy src examples/portal/main.py
+
+test: setup provision lint typecheck
+	$(BIN)/pytest
+
+unit: setup
+	$(BIN)/pytest tests/unit
+
+# Re-pin every dependency (needs network to PyPI); commit the result.
+lock:
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --no-header -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .portero .pytest_cache .mypy_cache .ruff_cache src/*.egg-info

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the system packages portero's tests and benchmarks use. Idempotent: installs only what is missing,
+# and runs `apt-get update` once, only then. Where it cannot (not root, no apt-get) it says what it skipped;
+# the tests that need a missing tool skip with a reason (and fail under PORTERO_REQUIRE_ALL=1, as in CI).
+set -euo pipefail
+
+PACKAGES=(procps curl)
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "provision: system packages present (${PACKAGES[*]})"
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "provision: missing ${missing[*]}; not root with apt-get, so not installing them."
+  echo "provision: tests that need them will skip; install them and re-run \`make test\` to enable those tests."
+  exit 0
+fi
+echo "provision: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

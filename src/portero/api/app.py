@@ -1,0 +1,191 @@
+"""The FastAPI application: thin handlers over the control plane."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Query
+from fastapi.responses import StreamingResponse
+
+import portero
+from portero import logs
+from portero.api import errors
+from portero.api.schemas import (
+    Accepted,
+    AppliedOut,
+    ContainersOut,
+    ErrorResponse,
+    EventOut,
+    EventsOut,
+    HealthOut,
+    LogLineOut,
+    LogsOut,
+    ReplicaOut,
+    ScaleIn,
+    ServiceHealth,
+    ServiceOut,
+    ServicesOut,
+    SpecIn,
+    StatsOut,
+)
+from portero.control import ControlPlane, NotFound, Refused
+from portero.replicas import ReplicaState
+from portero.spec.loader import parse_spec
+from portero.spec.models import NAME_PATTERN
+
+REPLICA_ID = r"^[a-z][a-z0-9-]{0,63}$"
+SERVICE_NAME = NAME_PATTERN
+ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (404, 409, 422, 502, 503)}
+
+
+def create_app(control: ControlPlane, request_shutdown: Callable[[], None]) -> FastAPI:
+    app = FastAPI(
+        title="portero",
+        version=portero.__version__,
+        description="Management API of portero: replicas, services, spec, events and logs.",
+        responses=ERRORS,
+    )
+    app.state.control = control
+    errors.install(app)
+    router = APIRouter(prefix="/scalability")
+
+    def now() -> float:
+        return control.clock()
+
+    @router.get("/health", tags=["health"])
+    async def health() -> HealthOut:
+        services = {
+            view.name: ServiceHealth(
+                desired=view.record.desired,
+                ready=sum(1 for r in view.replicas if r.state is ReplicaState.READY),
+            )
+            for view in control.services()
+        }
+        degraded = any(s.ready < s.desired for s in services.values())
+        return HealthOut(
+            status="degraded" if degraded else "ok",
+            version=portero.__version__,
+            uptime_s=round(now() - control.started_at, 1),
+            runtime=control.runtime.name,
+            services=services,
+        )
+
+    @router.get("/containers/list", tags=["containers"])
+    async def list_containers() -> ContainersOut:
+        return ContainersOut(containers=[ReplicaOut.of(r, now()) for r in control.supervisor.replicas])
+
+    @router.post("/containers/{replica_id}/stop", tags=["containers"])
+    async def stop_container(replica_id: Annotated[str, Depends(_replica_id)]) -> ReplicaOut:
+        replica = await control.supervisor.hold(replica_id)
+        if replica is None:
+            raise NotFound("replica", replica_id)
+        return ReplicaOut.of(replica, now())
+
+    @router.post("/containers/{replica_id}/start", tags=["containers"])
+    async def start_container(replica_id: Annotated[str, Depends(_replica_id)]) -> ReplicaOut:
+        replica = await control.supervisor.release(replica_id)
+        if replica is None:
+            raise NotFound("replica", replica_id)
+        return ReplicaOut.of(replica, now())
+
+    @router.get("/containers/{replica_id}/stats", tags=["containers"])
+    async def container_stats(replica_id: Annotated[str, Depends(_replica_id)]) -> StatsOut:
+        replica = control.replica(replica_id)
+        if replica.process is None or not replica.running:
+            raise Refused(f"replica {replica_id} is {replica.state.value}: no process to measure")
+        stats = await control.runtime.stats(replica.id, replica.process)
+        return StatsOut(
+            id=replica.id,
+            service=replica.service,
+            state=replica.state.value,
+            pid=replica.process.pid,
+            app_pid=stats.app_pid,
+            cpu_percent=stats.cpu_percent,
+            memory_bytes=stats.memory_bytes,
+            memory_percent=stats.memory_percent,
+            processes=stats.processes,
+            uptime_s=round(now() - (replica.started_at or now()), 1),
+            restarts=replica.restarts,
+        )
+
+    @router.get("/services", tags=["services"])
+    async def list_services() -> ServicesOut:
+        return ServicesOut(services=[ServiceOut.of(view, now()) for view in control.services()])
+
+    @router.post("/services/{name}/scale", tags=["services"])
+    async def scale(name: Annotated[str, Depends(_service_name)], body: ScaleIn) -> ServiceOut:
+        await control.scale(name, body.replicas)
+        view = next(v for v in control.services() if v.name == name)
+        return ServiceOut.of(view, now())
+
+    @router.put("/spec", tags=["spec"])
+    async def apply_spec(body: SpecIn) -> AppliedOut:
+        spec = parse_spec(body.yaml, source=body.source)
+        if spec.runtime != control.spec.runtime or spec.admin != control.spec.admin:
+            raise Refused("changing `runtime` or `admin` needs a restart of portero (portero down, up)")
+        return AppliedOut(changes=await control.apply(spec, body.source, reason=f"applied from {body.source}"))
+
+    @router.get("/events", tags=["events"])
+    async def events(
+        since: Annotated[float | None, Query(ge=0, description="Unix time.")] = None,
+        service: Annotated[str | None, Query(pattern=SERVICE_NAME)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> EventsOut:
+        found = await control.store.get_events(since=since, service=service, limit=limit)
+        return EventsOut(events=[EventOut(**vars(e)) for e in found])
+
+    @router.get("/logs", tags=["logs"], response_model=LogsOut)
+    async def get_logs(
+        service: Annotated[str | None, Query(pattern=SERVICE_NAME)] = None,
+        replica: Annotated[str | None, Query(pattern=REPLICA_ID)] = None,
+        since: Annotated[float | None, Query(description="Unix time, or seconds ago when negative.")] = None,
+        grep: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
+        follow: bool = False,
+    ) -> LogsOut | StreamingResponse:
+        if service is not None:
+            control.service_spec(service)
+        if replica is not None:
+            control.replica(replica)
+        sources = [
+            logs.LogSource(r.service, r.id, control.runtime.log_path(r.id))
+            for r in control.supervisor.replicas
+            if (service is None or r.service == service) and (replica is None or r.id == replica)
+        ]
+        start = now() + since if since is not None and since < 0 else since
+        backlog = [LogLineOut(**vars(line)) for line in logs.read(sources, start, grep, limit)]
+        if not follow:
+            return LogsOut(lines=backlog)
+        return StreamingResponse(_sse(backlog, sources, grep), media_type="text/event-stream")
+
+    @router.post("/shutdown", tags=["portero"], status_code=202)
+    async def shutdown() -> Accepted:
+        request_shutdown()
+        return Accepted(status="stopping")
+
+    app.include_router(router)
+    return app
+
+
+def _replica_id(replica_id: str) -> str:
+    """An id that cannot be one of ours is simply not found; it never reaches the runtime."""
+    if not re.fullmatch(REPLICA_ID, replica_id):
+        raise NotFound("replica", replica_id)
+    return replica_id
+
+
+def _service_name(name: str) -> str:
+    if not re.fullmatch(SERVICE_NAME, name):
+        raise NotFound("service", name)
+    return name
+
+
+async def _sse(backlog: list[LogLineOut], sources: list[logs.LogSource], grep: str | None) -> AsyncIterator[str]:
+    # Starlette cancels this generator when the client goes away.
+    for line in backlog:
+        yield f"data: {line.model_dump_json()}\n\n"
+    async for new in logs.follow(sources, grep):
+        yield f"data: {json.dumps(vars(new))}\n\n"

@@ -1,0 +1,43 @@
+"""Every error the API returns has one JSON shape: {"error": {"status", "message", "problems"}}."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from portero.control import NotFound, Refused
+from portero.runtimes.base import RuntimeFailure
+from portero.spec.loader import SpecError
+
+
+def error(status: int, message: str, problems: list[str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message, "problems": problems or []}}, status)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(NotFound)
+    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return error(404, str(exc))
+
+    @app.exception_handler(Refused)
+    async def refused(_: Request, exc: Refused) -> JSONResponse:
+        return error(409, str(exc))
+
+    @app.exception_handler(SpecError)
+    async def bad_spec(_: Request, exc: SpecError) -> JSONResponse:
+        return error(422, f"spec refused ({exc.source}); nothing was changed", exc.problems)
+
+    @app.exception_handler(RuntimeFailure)
+    async def runtime_failed(_: Request, exc: RuntimeFailure) -> JSONResponse:
+        return error(503 if exc.retryable else 502, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return error(422, "invalid request", problems)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail))

@@ -1,0 +1,152 @@
+"""Response and request bodies of the management API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from portero.control import ServiceView
+from portero.replicas import Replica, ReplicaState
+
+
+class ErrorBody(BaseModel):
+    status: int
+    message: str
+    problems: list[str] = Field(default_factory=list)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class ServiceHealth(BaseModel):
+    desired: int
+    ready: int
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    version: str
+    uptime_s: float
+    runtime: str
+    services: dict[str, ServiceHealth]
+
+
+class ReplicaOut(BaseModel):
+    id: str
+    service: str
+    revision: int
+    state: str
+    address: str | None
+    port: int | None
+    pid: int | None
+    uptime_s: float | None
+    restarts: int
+    last_exit_code: int | None
+    next_start_in_s: float | None
+
+    @classmethod
+    def of(cls, replica: Replica, now: float) -> ReplicaOut:
+        process = replica.process
+        waiting = replica.next_start_at - now if replica.state is ReplicaState.BACKOFF else None
+        return cls(
+            id=replica.id,
+            service=replica.service,
+            revision=replica.revision,
+            state=replica.state.value,
+            address=f"{process.host}:{process.port}" if process else None,
+            port=process.port if process else None,
+            pid=process.pid if process else None,
+            uptime_s=round(now - replica.started_at, 1) if process and replica.started_at else None,
+            restarts=replica.restarts,
+            last_exit_code=replica.last_exit_code,
+            next_start_in_s=round(max(waiting, 0.0), 1) if waiting is not None else None,
+        )
+
+
+class ContainersOut(BaseModel):
+    containers: list[ReplicaOut]
+
+
+class StatsOut(BaseModel):
+    id: str
+    service: str
+    state: str
+    pid: int
+    app_pid: int | None
+    cpu_percent: float = Field(description="Percent of one core, summed over the replica's processes.")
+    memory_bytes: int
+    memory_percent: float
+    processes: int
+    uptime_s: float
+    restarts: int
+
+
+class ServiceOut(BaseModel):
+    name: str
+    revision: int
+    desired: int
+    ready: int
+    min: int
+    max: int
+    replicas: list[ReplicaOut]
+
+    @classmethod
+    def of(cls, view: ServiceView, now: float) -> ServiceOut:
+        return cls(
+            name=view.name,
+            revision=view.record.revision,
+            desired=view.record.desired,
+            ready=sum(1 for r in view.replicas if r.state is ReplicaState.READY),
+            min=view.spec.replicas.min,
+            max=view.spec.replicas.max,
+            replicas=[ReplicaOut.of(r, now) for r in view.replicas],
+        )
+
+
+class ServicesOut(BaseModel):
+    services: list[ServiceOut]
+
+
+class ScaleIn(BaseModel):
+    replicas: int = Field(ge=0, le=100, examples=[3])
+
+
+class SpecIn(BaseModel):
+    yaml: str = Field(min_length=1, max_length=1_000_000, description="The whole portero.yaml text.")
+    source: str = Field(default="api", max_length=200)
+
+
+class AppliedOut(BaseModel):
+    changes: list[str]
+
+
+class EventOut(BaseModel):
+    id: int | None
+    at: float
+    kind: str
+    subject: str
+    service: str | None
+    message: str
+    data: dict[str, object]
+
+
+class EventsOut(BaseModel):
+    events: list[EventOut]
+
+
+class LogLineOut(BaseModel):
+    at: float
+    service: str
+    replica: str
+    stream: str
+    text: str
+
+
+class LogsOut(BaseModel):
+    lines: list[LogLineOut]
+
+
+class Accepted(BaseModel):
+    status: str

@@ -1,0 +1,90 @@
+"""HTTP client of the management API; every failure becomes one clear `CliError` line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from portero.daemon import admin_url
+from portero.spec.loader import SpecError, load_spec
+
+DEFAULT_URL = "http://127.0.0.1:9900"
+
+
+class CliError(Exception):
+    pass
+
+
+def resolve_url(explicit: str | None, state_dir: Path, spec_file: Path) -> str:
+    """--admin / PORTERO_ADMIN, else the running instance's admin.json, else the spec's admin section."""
+    if explicit:
+        return explicit.rstrip("/")
+    info = state_dir / "admin.json"
+    if info.exists():
+        try:
+            return str(json.loads(info.read_text())["url"])
+        except (ValueError, KeyError):
+            pass
+    if spec_file.exists():
+        try:
+            return admin_url(load_spec(spec_file))
+        except SpecError:
+            pass
+    return DEFAULT_URL
+
+
+class Client:
+    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+        self.url = url
+        self._http = httpx.Client(base_url=url, timeout=timeout_s, trust_env=False)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, f"/scalability{path}", **kwargs)
+        except httpx.ConnectError as exc:
+            raise CliError(f"portero is not running at {self.url} (start it with `portero up`)") from exc
+        except httpx.HTTPError as exc:
+            raise CliError(f"no answer from portero at {self.url}: {exc}") from exc
+        return _body(response)
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self.request("POST", path, json=body)
+
+    def stream(self, path: str, **params: Any) -> Iterator[dict[str, Any]]:
+        query = {k: v for k, v in params.items() if v is not None}
+        try:
+            with self._http.stream("GET", f"/scalability{path}", params=query, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _body(response)
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        yield json.loads(line[6:])
+        except httpx.ConnectError as exc:
+            raise CliError(f"portero is not running at {self.url} (start it with `portero up`)") from exc
+
+    def alive(self) -> bool:
+        try:
+            return self._http.get("/scalability/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if response.status_code >= 400:
+        error = data.get("error", {}) if isinstance(data, dict) else {}
+        message = error.get("message") or f"HTTP {response.status_code}"
+        problems = error.get("problems") or []
+        raise CliError("\n".join([message, *(f"  {p}" for p in problems)]))
+    return data

@@ -1,0 +1,264 @@
+"""`portero`: up, status, scale, logs, events, apply, validate, down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+
+from portero.api.schemas import ServiceOut
+from portero.cli.client import Client, CliError, resolve_url
+from portero.cli.views import events_table, status_table
+from portero.control import ControlPlane
+from portero.spec.loader import SpecError, load_spec
+
+app = typer.Typer(
+    help="portero keeps a web application up, fast and deployable.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+# Piped output (CI, `| less`) gets a wide fixed width so that tables are not squeezed into 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+SpecFile = Annotated[Path, typer.Option("--file", "-f", help="The spec file.", envvar="PORTERO_SPEC")]
+STATE_DIR = Path(os.environ.get("PORTERO_STATE_DIR", ".portero"))
+
+
+class Context:
+    state_dir: Path = STATE_DIR
+    admin: str | None = None
+
+    @classmethod
+    def client(cls, spec_file: Path = Path("portero.yaml")) -> Client:
+        return Client(resolve_url(cls.admin, cls.state_dir, spec_file))
+
+
+@app.callback()
+def main(
+    state_dir: Annotated[
+        Path, typer.Option(help="Where portero keeps its state.", envvar="PORTERO_STATE_DIR")
+    ] = STATE_DIR,
+    admin: Annotated[str | None, typer.Option(help="URL of the admin API.", envvar="PORTERO_ADMIN")] = None,
+) -> None:
+    Context.state_dir = state_dir
+    Context.admin = admin
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    errors.print(f"[red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@app.command()
+def up(
+    file: SpecFile = Path("portero.yaml"),
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")] = False,
+    ui: Annotated[bool, typer.Option(help="Live status table (foreground only).")] = True,
+    wait_s: Annotated[float, typer.Option(help="With --detach: how long to wait for ready replicas.")] = 60,
+) -> None:
+    """Start portero on a spec: run its services' replicas and the admin API."""
+    try:
+        load_spec(file)
+    except SpecError as exc:
+        raise fail(str(exc)) from None
+    if detach:
+        _detach(file, wait_s)
+        return
+    from portero.daemon import AlreadyRunning, StartupError, serve
+
+    live = ui and console.is_terminal
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        filename=str(Context.state_dir / "portero.log") if live else None,
+    )
+    Context.state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        asyncio.run(serve(file, Context.state_dir, _live_view if live else None))
+    except (AlreadyRunning, StartupError, SpecError) as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+async def _live_view(control: ControlPlane) -> None:
+    with Live(console=console, refresh_per_second=2, transient=False) as live:
+        while True:
+            now = control.clock()
+            services = [ServiceOut.of(view, now).model_dump() for view in control.services()]
+            recent = await control.store.get_events(limit=8)
+            live.update(Group(status_table(services), events_table([vars(e) for e in recent], "recent events")))
+            await asyncio.sleep(1)
+
+
+def _detach(file: Path, wait_s: float) -> None:
+    state_dir = Context.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    client = Context.client(file)
+    if client.alive():
+        raise fail(f"portero is already running at {client.url}; use `portero apply` to change its spec")
+    (state_dir / "admin.json").unlink(missing_ok=True)
+    command = [sys.executable, "-m", "portero", "--state-dir", str(state_dir), "up", "--file", str(file), "--no-ui"]
+    with (state_dir / "portero.log").open("ab") as out:
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+    deadline = time.monotonic() + wait_s
+    client = Context.client(file)
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            tail = (state_dir / "portero.log").read_text(errors="replace").splitlines()[-5:]
+            raise fail("portero exited at start:\n" + "\n".join(tail))
+        if client.alive():
+            services = client.get("/services")["services"]
+            if all(s["ready"] >= s["desired"] for s in services):
+                console.print(status_table(services))
+                console.print(f"portero running in the background (pid {child.pid}), admin API at {client.url}")
+                return
+        time.sleep(0.25)
+    raise fail(f"portero (pid {child.pid}) started but its replicas were not all ready within {wait_s:g} s")
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    file: SpecFile = Path("portero.yaml"),
+) -> None:
+    """Services and replicas: state, address, pid, uptime, restarts."""
+    services = _call(lambda c: c.get("/services"), file)["services"]
+    if as_json:
+        console.print_json(json.dumps(services))
+    else:
+        console.print(status_table(services))
+
+
+@app.command()
+def scale(
+    service: Annotated[str, typer.Argument(help="Service name.")],
+    replicas: Annotated[int, typer.Argument(help="Replica count.", min=0, max=100)],
+    file: SpecFile = Path("portero.yaml"),
+) -> None:
+    """Set a service's replica count (within its spec's min..max)."""
+    result = _call(lambda c: c.post(f"/services/{service}/scale", {"replicas": replicas}), file)
+    console.print(f"{service}: scaling to {result['desired']} replica(s) ({result['ready']} ready now)")
+
+
+@app.command()
+def logs(
+    service: Annotated[str | None, typer.Argument(help="Service name (all when omitted).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    since: Annotated[str | None, typer.Option(help="30s, 5m, 2h, 1d, or an ISO time.")] = None,
+    grep: Annotated[str | None, typer.Option(help="Only lines containing this text.")] = None,
+    replica: Annotated[str | None, typer.Option(help="Only this replica.")] = None,
+    tail: Annotated[int, typer.Option("--tail", "-n", help="Lines of backlog.", min=1, max=10_000)] = 200,
+    file: SpecFile = Path("portero.yaml"),
+) -> None:
+    """Replica output, merged in time order."""
+    try:
+        start = parse_since(since)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    params: dict[str, Any] = {"service": service, "replica": replica, "since": start, "grep": grep, "limit": tail}
+    client = Context.client(file)
+    try:
+        if follow:
+            for line in client.stream("/logs", follow="true", **params):
+                _print_line(line)
+        else:
+            for line in client.get("/logs", **params)["lines"]:
+                _print_line(line)
+    except CliError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+def _print_line(line: dict[str, Any]) -> None:
+    stamp = datetime.fromtimestamp(line["at"]).isoformat(timespec="milliseconds")
+    style = "red" if line["stream"] == "stderr" else "cyan"
+    console.print(f"[dim]{stamp}[/] [{style}]{line['replica']}[/] {line['text']}", highlight=False, markup=True)
+
+
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def parse_since(text: str | None) -> float | None:
+    """`5m` -> -300 (seconds ago, as the API takes it); an ISO time -> its Unix time."""
+    if text is None:
+        return None
+    match = DURATION.match(text.strip())
+    if match:
+        return -float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise ValueError(f"--since {text!r}: expected 30s, 5m, 2h, 1d or an ISO time") from None
+
+
+@app.command()
+def events(
+    service: Annotated[str | None, typer.Option(help="Only this service.")] = None,
+    limit: Annotated[int, typer.Option(help="How many.", min=1, max=1000)] = 30,
+    file: SpecFile = Path("portero.yaml"),
+) -> None:
+    """The event log: what happened, when, and why."""
+    found = _call(lambda c: c.get("/events", service=service, limit=limit), file)["events"]
+    console.print(events_table(found))
+
+
+@app.command()
+def apply(file: SpecFile = Path("portero.yaml")) -> None:
+    """Send a changed spec to the running portero; a refused spec changes nothing."""
+    try:
+        load_spec(file)
+        text = file.read_text(encoding="utf-8")
+    except SpecError as exc:
+        raise fail(str(exc)) from None
+    result = _call(lambda c: c.request("PUT", "/spec", json={"yaml": text, "source": str(file)}), file)
+    console.print("\n".join(result["changes"]) or "no change")
+
+
+@app.command()
+def validate(file: SpecFile = Path("portero.yaml")) -> None:
+    """Check a spec without running anything."""
+    try:
+        spec = load_spec(file)
+    except SpecError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"{file}: valid ({len(spec.services)} service(s), runtime {spec.runtime})")
+
+
+@app.command()
+def down(
+    file: SpecFile = Path("portero.yaml"),
+    timeout_s: Annotated[float, typer.Option(help="How long to wait for portero to stop.")] = 60,
+) -> None:
+    """Stop every replica gracefully, then portero itself."""
+    client = Context.client(file)
+    _call(lambda c: c.post("/shutdown"), file)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not client.alive() and not (Context.state_dir / "admin.json").exists():
+            console.print("portero stopped; no replica left running")
+            return
+        time.sleep(0.2)
+    raise fail(f"portero did not stop within {timeout_s:g} s")
+
+
+def _call(work: Any, file: Path) -> Any:
+    try:
+        return work(Context.client(file))
+    except CliError as exc:
+        raise fail(str(exc)) from None

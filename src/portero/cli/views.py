@@ -1,0 +1,64 @@
+"""Rich renderings shared by `status`, `up`'s live view and `scale`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.table import Table
+
+STATE_STYLE = {
+    "ready": "green",
+    "starting": "yellow",
+    "pending": "yellow",
+    "unhealthy": "red",
+    "backoff": "red",
+    "stopping": "magenta",
+    "stopped": "dim",
+}
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def status_table(services: list[dict[str, Any]]) -> Table:
+    table = Table(title="portero status", title_justify="left")
+    for column in ("SERVICE", "REPLICA", "REV", "STATE", "ADDRESS", "PID", "UPTIME", "RESTARTS"):
+        table.add_column(column, justify="right" if column in {"REV", "PID", "RESTARTS"} else "left", no_wrap=True)
+    for service in services:
+        summary = f"{service['name']} ({service['ready']}/{service['desired']} ready)"
+        for index, replica in enumerate(service["replicas"]):
+            state = replica["state"]
+            if replica.get("next_start_in_s") is not None:
+                state += f" ({replica['next_start_in_s']:.0f}s)"
+            table.add_row(
+                summary if index == 0 else "",
+                replica["id"],
+                str(replica["revision"]),
+                f"[{STATE_STYLE.get(replica['state'], 'white')}]{state}[/]",
+                replica["address"] or "-",
+                str(replica["pid"] or "-"),
+                duration(replica["uptime_s"]),
+                str(replica["restarts"]),
+            )
+        if not service["replicas"]:
+            table.add_row(summary, "-", "-", "-", "-", "-", "-", "-")
+    return table
+
+
+def events_table(events: list[dict[str, Any]], title: str = "events") -> Table:
+    table = Table(title=title, title_justify="left", show_edge=False)
+    for column in ("TIME", "KIND", "SUBJECT", "MESSAGE"):
+        table.add_column(column, overflow="fold")
+    for event in events:
+        stamp = time.strftime("%H:%M:%S", time.localtime(event["at"]))
+        table.add_row(stamp, event["kind"], event["subject"], event["message"])
+    return table

@@ -1,0 +1,142 @@
+"""`portero up`: the control plane and its API in one process, with an ordered shutdown.
+
+Shutdown order (uvicorn's and circus's ladder): stop taking management requests that change things, stop
+every replica with its grace period, then close the API and the store. A lock file keeps a second portero
+off the same state directory; the kernel releases it when portero dies, even by SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import uvicorn
+
+from portero.api.app import create_app
+from portero.control import ControlPlane
+from portero.runtimes.base import Runtime
+from portero.runtimes.process import ProcessRuntime
+from portero.spec.loader import load_spec
+from portero.spec.models import Spec
+from portero.store.sqlite import SqliteStore
+from portero.tasks import spawn
+
+log = logging.getLogger(__name__)
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+class StartupError(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def state_lock(state_dir: Path) -> Iterator[None]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "portero.lock"
+    handle: IO[str] = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "?"
+        handle.close()
+        raise AlreadyRunning(f"portero is already running on {state_dir} (pid {pid}); use `portero apply`") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+def make_runtime(spec: Spec, state_dir: Path) -> Runtime:
+    if spec.runtime == "process":
+        return ProcessRuntime(state_dir)
+    raise StartupError(f"runtime {spec.runtime!r} is not available in this version; use `runtime: process`")
+
+
+def admin_url(spec: Spec) -> str:
+    host = spec.admin.host
+    return f"http://{'[' + host + ']' if ':' in host else host}:{spec.admin.port}"
+
+
+def _bind(spec: Spec) -> socket.socket:
+    family = socket.AF_INET6 if ":" in spec.admin.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((spec.admin.host, spec.admin.port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(
+            f"cannot listen on {spec.admin.host}:{spec.admin.port} for the admin API: {exc.strerror} "
+            "(set admin.port in the spec)"
+        ) from exc
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # portero owns SIGINT/SIGTERM: it must stop the replicas before the API goes
+
+
+async def serve(
+    spec_path: Path,
+    state_dir: Path,
+    on_started: Callable[[ControlPlane], Coroutine[Any, Any, None]] | None = None,
+) -> None:
+    spec = load_spec(spec_path)
+    with state_lock(state_dir):
+        sock = _bind(spec)
+        store = SqliteStore(state_dir / "state.db")
+        control = ControlPlane(spec, spec_path.resolve().parent, store, make_runtime(spec, state_dir))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await control.start(str(spec_path))
+        supervisor = spawn(control.supervisor.run(), name="supervisor", eternal=True)
+        config = uvicorn.Config(
+            create_app(control, stop.set),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        )
+        server = _Server(config)
+        api = spawn(server.serve(sockets=[sock]), name="admin-api", eternal=True)
+        info = state_dir / "admin.json"
+        info.write_text(json.dumps({"url": admin_url(spec), "pid": os.getpid()}))
+        log.info("portero up: admin API on %s, state in %s", admin_url(spec), state_dir)
+        ui = spawn(on_started(control), name="ui") if on_started else None
+        try:
+            await stop.wait()
+        finally:
+            log.info("portero stopping: replicas first, then the API")
+            if ui is not None:
+                ui.cancel()
+            await control.shutdown()
+            supervisor.cancel()
+            server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await api
+            await store.close()
+            info.unlink(missing_ok=True)
+            sock.close()

@@ -1,0 +1,200 @@
+"""The process runtime (the embedded default): each replica an OS process group on its own loopback port.
+
+Each replica runs under `portero.runtimes.shim`, which leads the process group, owns the app's output and
+writes its exit status, so replicas outlive a killed portero and are adopted by the next one.
+Stopping escalates on a deadline: SIGTERM to the shim (relayed to the app), the grace period, then SIGKILL
+to the whole group so that no worker of the app is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from string import Template
+
+import psutil
+
+from portero.replicas import Process
+from portero.runtimes.base import Exit, Launch, RuntimeFailure, Stats
+from portero.runtimes.ports import free_port
+
+log = logging.getLogger(__name__)
+POLL_S = 0.05
+
+
+class ProcessRuntime:
+    name = "process"
+
+    def __init__(self, state_dir: Path, host: str = "127.0.0.1", log_max_bytes: int = 10 * 1024 * 1024) -> None:
+        self.root = state_dir.resolve() / "replicas"  # absolute: replicas run in their own workdir
+        self.host = host
+        self.log_max_bytes = log_max_bytes
+        self._children: dict[int, subprocess.Popen[bytes]] = {}  # started by this portero: reap them
+        self._ports: dict[str, int] = {}  # given to live replicas; never handed out twice
+        # psutil objects kept per replica so that cpu_percent measures since the previous call
+        self._sampled: dict[int, dict[int, psutil.Process]] = {}
+
+    def _dir(self, replica_id: str) -> Path:
+        return self.root / replica_id
+
+    def log_path(self, replica_id: str) -> Path:
+        return self._dir(replica_id) / "replica.log"
+
+    async def start(self, launch: Launch) -> Process:
+        port = free_port(self.host, avoid=set(self._ports.values()))
+        env = self._environment(launch, port)
+        argv = [Template(arg).safe_substitute(env) for arg in launch.command]
+        if shutil.which(argv[0], path=env["PATH"]) is None:
+            raise RuntimeFailure(f"command not found: {argv[0]!r} (PATH={env['PATH']})", retryable=False)
+        if launch.workdir is not None and not launch.workdir.is_dir():
+            raise RuntimeFailure(f"workdir does not exist: {launch.workdir}", retryable=False)
+        folder = self._dir(launch.replica_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "exit.json").unlink(missing_ok=True)
+        shim = [sys.executable, "-m", "portero.runtimes.shim", "--log", str(self.log_path(launch.replica_id))]
+        shim += ["--max-bytes", str(self.log_max_bytes), "--exit-file", str(folder / "exit.json"), "--"]
+        try:
+            with (folder / "shim.err").open("ab") as shim_errors:  # the shim's own failures, if any
+                child = subprocess.Popen(  # noqa: ASYNC220 - fork+exec only; it returns at once
+                    shim + argv,
+                    cwd=launch.workdir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=shim_errors,
+                    start_new_session=True,  # own session and process group: killpg reaches every worker
+                )
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot start the replica shim: {exc}", retryable=True) from exc
+        self._children[child.pid] = child
+        self._ports[launch.replica_id] = port
+        token = psutil.Process(child.pid).create_time()
+        return Process(host=self.host, port=port, pid=child.pid, started_token=token)
+
+    def _environment(self, launch: Launch, port: int) -> dict[str, str]:
+        env = dict(os.environ)
+        # Tools installed beside portero (a venv's gunicorn) are found without activating it.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
+        env.update(launch.env)
+        env.update(
+            PORT=str(port),
+            PORTERO_REPLICA_ID=launch.replica_id,
+            PORTERO_SERVICE=launch.service,
+            PORTERO_REVISION=str(launch.revision),
+        )
+        return env
+
+    async def poll(self, replica_id: str, process: Process) -> Exit | None:
+        child = self._children.get(process.pid)
+        if child is not None:
+            code = child.poll()
+            if code is None:
+                return None
+            del self._children[process.pid]
+        elif self._is_same(process):
+            return None
+        else:
+            code = None
+        self._kill_group(process.pid)  # leftovers of a crashed app (orphaned workers) go with it
+        self._sampled.pop(process.pid, None)
+        self._ports.pop(replica_id, None)
+        return self._read_exit(replica_id, code)
+
+    def _read_exit(self, replica_id: str, code: int | None) -> Exit:
+        try:
+            data = json.loads((self._dir(replica_id) / "exit.json").read_text())
+            return Exit(code=int(data["code"]), signal=data.get("signal"), ran_s=data.get("ran_s"))
+        except (OSError, ValueError, KeyError):
+            pass  # the shim itself was killed before it could write
+        if code is None:
+            return Exit(code=-1)
+        return Exit(code=128 - code, signal=-code) if code < 0 else Exit(code=code)
+
+    def _is_same(self, process: Process) -> bool:
+        try:
+            leader = psutil.Process(process.pid)
+            return leader.create_time() == process.started_token and leader.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def _kill_group(self, pgid: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+    async def adopt(self, replica_id: str, process: Process) -> bool:
+        if not self._is_same(process):
+            return False
+        self._ports[replica_id] = process.port
+        return True
+
+    async def stop(self, replica_id: str, process: Process, grace_s: float) -> Exit | None:
+        if not self._is_same(process):
+            return await self.poll(replica_id, process)
+        log.info("stopping replica %s: SIGTERM, %.1f s grace", replica_id, grace_s, extra={"replica": replica_id})
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            ended = await self.poll(replica_id, process)
+            if ended is not None:
+                return ended
+            await asyncio.sleep(POLL_S)
+        log.warning(
+            "replica %s outlived its %.1f s grace: SIGKILL",
+            replica_id,
+            grace_s,
+            extra={"replica": replica_id},
+        )
+        self._kill_group(process.pid)
+        for _ in range(100):
+            ended = await self.poll(replica_id, process)
+            if ended is not None:
+                return ended
+            await asyncio.sleep(POLL_S)
+        raise RuntimeFailure(f"replica {replica_id} (pid {process.pid}) survived SIGKILL", retryable=True)
+
+    async def stats(self, replica_id: str, process: Process) -> Stats:
+        return await asyncio.to_thread(self._stats, process)
+
+    def _stats(self, process: Process) -> Stats:
+        try:
+            leader = psutil.Process(process.pid)
+            tree = [leader, *leader.children(recursive=True)]
+        except psutil.Error as exc:
+            raise RuntimeFailure(f"process {process.pid} is gone", retryable=False) from exc
+        known = self._sampled.get(process.pid, {})
+        procs = {p.pid: known.get(p.pid, p) for p in tree}
+        fresh = [p for pid, p in procs.items() if pid not in known]
+        for proc in fresh:
+            _cpu(proc)  # the first reading only primes the counter
+        if fresh:
+            time.sleep(0.1)
+        self._sampled[process.pid] = procs
+        cpu = memory = 0.0
+        for proc in procs.values():
+            cpu += _cpu(proc)
+            with contextlib.suppress(psutil.Error):
+                memory += proc.memory_info().rss
+        app_pid = tree[1].pid if len(tree) > 1 else None
+        total = psutil.virtual_memory().total
+        return Stats(round(cpu, 1), int(memory), round(100 * memory / total, 2), len(tree), app_pid)
+
+    async def forget(self, replica_id: str) -> None:
+        self._ports.pop(replica_id, None)
+        await asyncio.to_thread(shutil.rmtree, self._dir(replica_id), True)
+
+
+def _cpu(proc: psutil.Process) -> float:
+    try:
+        return float(proc.cpu_percent(interval=None))
+    except psutil.Error:
+        return 0.0

@@ -1,0 +1,76 @@
+"""Reading `portero.yaml`: YAML, then the environment's overrides, then strict validation."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from portero.spec.models import Spec
+from portero.spec.overrides import SeedEnvironment, apply_overrides
+
+
+class SpecError(ValueError):
+    """A refused spec: every problem names the source, the field path and the reason."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {problem}" for problem in problems))
+
+
+def load_spec(path: Path, environ: Mapping[str, str] | None = None) -> Spec:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(str(path), [f"cannot read the spec file: {exc.strerror}"]) from exc
+    return parse_spec(text, source=str(path), environ=environ)
+
+
+def parse_spec(text: str, source: str = "portero.yaml", environ: Mapping[str, str] | None = None) -> Spec:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(source, [f"not valid YAML: {exc}"]) from exc
+    if not isinstance(raw, dict):
+        raise SpecError(source, [f"(root): expected a mapping of settings, got {type(raw).__name__}"])
+    try:
+        overrides = SeedEnvironment(_env=None, **_env_kwargs(environ)).set_values()
+    except ValidationError as exc:
+        raise SpecError("environment", _describe(exc)) from exc
+    try:
+        return Spec.model_validate(apply_overrides(raw, overrides))
+    except ValidationError as exc:
+        raise SpecError(source, _describe(exc)) from exc
+
+
+def _env_kwargs(environ: Mapping[str, str] | None) -> dict[str, Any]:
+    """pydantic-settings reads os.environ itself; an explicit mapping (tests, API) is passed as values."""
+    if environ is None:
+        return {}
+    names = SeedEnvironment.model_fields
+    return {name: value for name, value in environ.items() if name in names}
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        message = error["msg"].removeprefix("Value error, ")
+        path = ".".join(str(part) for part in error["loc"])
+        if not path:
+            problems.append(message)  # whole-spec checks name their own fields
+            continue
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif "input" in error and error["type"] not in {"missing"} and not isinstance(error["input"], dict):
+            message += f" (got {error['input']!r})"
+        problems.append(f"{path}: {message}")
+    return problems
+
+
+def environ_snapshot() -> dict[str, str]:
+    return dict(os.environ)

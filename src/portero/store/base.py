@@ -1,0 +1,43 @@
+"""The `Store` seam. SQLite is the embedded default; Redis joins it when several porteros share state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from portero.events import Event
+from portero.replicas import Replica
+from portero.revisions import Revision
+
+
+@dataclass(frozen=True)
+class ServiceRecord:
+    name: str
+    desired: int  # replicas the supervisor keeps; `portero scale` and the autoscaler move it
+    initial: int  # the spec's `replicas.initial` when `desired` was last set from the spec
+    revision: int  # the revision that should run
+
+
+class Store(Protocol):
+    async def close(self) -> None: ...
+
+    async def put_spec(self, source: str, spec: dict[str, Any]) -> None: ...
+    async def get_spec(self) -> tuple[str, dict[str, Any]] | None: ...
+
+    async def put_service(self, record: ServiceRecord) -> None: ...
+    async def get_services(self) -> dict[str, ServiceRecord]: ...
+    async def delete_service(self, name: str) -> None: ...
+
+    async def add_revision(self, revision: Revision, keep: int) -> None: ...
+    async def get_revisions(self, service: str) -> list[Revision]: ...
+
+    async def save_replicas(self, replicas: list[Replica]) -> None:
+        """Replace the whole set atomically: a reader sees the old set or the new one, never a mix."""
+        ...
+
+    async def load_replicas(self) -> list[Replica]: ...
+
+    async def append_event(self, event: Event) -> Event: ...
+    async def get_events(
+        self, *, since: float | None = None, service: str | None = None, limit: int = 100
+    ) -> list[Event]: ...

@@ -1,0 +1,1 @@
+"""The supervisor: keeps every service at its desired count of healthy replicas."""

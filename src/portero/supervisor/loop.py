@@ -1,0 +1,234 @@
+"""The supervisor's thin async shell: gather observations, call `reconcile`, carry out its actions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from portero.events import Event
+from portero.health.prober import Prober
+from portero.health.verdict import next_probe_due
+from portero.replicas import Replica, ReplicaState
+from portero.runtimes.base import Exit, Launch, Runtime, RuntimeFailure
+from portero.spec.models import ServiceSpec
+from portero.store.base import Store
+from portero.supervisor import decide
+from portero.supervisor.decide import Desired, Forget, Observed, Start, Stop
+from portero.tasks import spawn
+
+log = logging.getLogger(__name__)
+TICK_S = 0.2  # how often the supervisor looks even when nothing wakes it
+
+
+class Supervisor:
+    def __init__(
+        self,
+        runtime: Runtime,
+        store: Store,
+        base_dir: Path,
+        clock: Callable[[], float] = time.time,
+        tick_s: float = TICK_S,
+    ) -> None:
+        self.runtime = runtime
+        self.store = store
+        self.base_dir = base_dir
+        self.clock = clock
+        self.tick_s = tick_s
+        self.replicas: list[Replica] = []
+        self.desired: dict[str, Desired] = {}
+        self.templates: dict[tuple[str, int], ServiceSpec] = {}
+        self.lock = asyncio.Lock()
+        self.prober = Prober()
+        self._wake = asyncio.Event()
+        self._stops: dict[str, asyncio.Task[None]] = {}
+        self._saved: list[Replica] | None = None
+        self._running = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    async def adopt(self) -> None:
+        """Take over the replicas a previous portero left running; dead ones are noticed by the first pass."""
+        self.replicas = await self.store.load_replicas()
+        self._saved = list(self.replicas)
+        for replica in self.replicas:
+            if replica.process is None or not replica.running:
+                continue
+            if await self.runtime.adopt(replica.id, replica.process):
+                message = f"adopted: still running as pid {replica.process.pid} on port {replica.process.port}"
+                await self.record(Event("replica.adopted", replica.id, message, replica.service, self.clock()))
+                if replica.state is ReplicaState.STOPPING:
+                    grace = self._grace(replica.service)
+                    self._stop(replica, grace)
+
+    async def run(self) -> None:
+        self._running = True
+        while self._running:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("supervisor pass failed; the next pass starts over from what it observes")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.tick_s)
+            self._wake.clear()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def shutdown(self) -> None:
+        """Stop every replica (each with its grace ladder, all at once) and forget them."""
+        self._running = False
+        self.wake()
+        async with self.lock:
+            for replica in self.replicas:
+                if replica.running and replica.process is not None and replica.id not in self._stops:
+                    grace = self._grace(replica.service)
+                    self._stop(replica, grace)
+            if self._stops:
+                await asyncio.gather(*self._stops.values(), return_exceptions=True)
+            for replica in self.replicas:
+                await self.runtime.forget(replica.id)
+            now = self.clock()
+            await self.record(Event("portero.stopped", "portero", f"stopped {len(self.replicas)} replica(s)", at=now))
+            self.replicas = []
+            await self._persist()
+        await self.prober.close()
+
+    # -- one pass ----------------------------------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        async with self.lock:
+            now = self.clock()
+            exits: dict[str, Exit] = {}
+            for replica in self.replicas:
+                if replica.running and replica.process is not None:
+                    ended = await self.runtime.poll(replica.id, replica.process)
+                    if ended is not None:
+                        exits[replica.id] = ended
+            observed = Observed(exits=exits, checks=self.prober.collect())
+            plan = decide.reconcile(self.replicas, observed, self.desired, now, self._new_id)
+            self.replicas = plan.replicas
+            for event in plan.events:
+                await self.record(event)
+            for action in plan.actions:
+                await self._perform(action, now)
+            self._probe(now)
+            await self._persist()
+
+    async def _perform(self, action: decide.Action, now: float) -> None:
+        if isinstance(action, Start):
+            await self._start(action.replica, now)
+        elif isinstance(action, Stop):
+            self._stop(action.replica, action.grace_s)
+        elif isinstance(action, Forget):
+            self.prober.forget(action.replica_id)
+            await self.runtime.forget(action.replica_id)
+
+    async def _start(self, replica: Replica, now: float) -> None:
+        spec = self.templates[(replica.service, replica.revision)]
+        try:
+            process = await self.runtime.start(self._launch(replica, spec))
+        except RuntimeFailure as exc:
+            updated, event = decide.start_failed(replica, str(exc), spec.restart, now)
+            await self.record(event)
+        else:
+            updated = decide.started(replica, process, now)
+            message = f"started on {process.host}:{process.port} as pid {process.pid}"
+            await self.record(Event("replica.started", replica.id, message, replica.service, now))
+        self._replace(updated)
+
+    def _launch(self, replica: Replica, spec: ServiceSpec) -> Launch:
+        assert spec.command is not None
+        workdir = (self.base_dir / spec.workdir).resolve() if spec.workdir else self.base_dir
+        env = dict(spec.env)
+        if spec.version is not None:
+            env.setdefault("APP_VERSION", spec.version)
+        return Launch(replica.id, replica.service, replica.revision, spec.command, workdir, env, spec.port)
+
+    def _stop(self, replica: Replica, grace_s: float) -> None:
+        if replica.id in self._stops or replica.process is None:
+            return
+        process = replica.process
+
+        async def stop() -> None:
+            try:
+                await self.runtime.stop(replica.id, process, grace_s)
+            except RuntimeFailure as exc:
+                log.error("could not stop replica %s: %s", replica.id, exc, extra={"replica": replica.id})
+            finally:
+                self._stops.pop(replica.id, None)
+                self.wake()
+
+        self._stops[replica.id] = spawn(stop(), name=f"stop:{replica.id}")
+
+    def _probe(self, now: float) -> None:
+        for replica in self.replicas:
+            want = self.desired.get(replica.service)
+            if want is None or replica.state not in decide.PROBED:
+                continue
+            if now >= next_probe_due(replica, want.health, self.prober.last_probe_at(replica.id)):
+                self.prober.launch(replica, want.health, now)
+
+    async def _persist(self) -> None:
+        if self.replicas != self._saved:
+            await self.store.save_replicas(self.replicas)
+            self._saved = list(self.replicas)
+
+    def _grace(self, service: str) -> float:
+        want = self.desired.get(service)
+        return want.stop_grace_s if want is not None else decide.DEFAULT_GRACE_S
+
+    def _replace(self, replica: Replica) -> None:
+        self.replicas = [replica if r.id == replica.id else r for r in self.replicas]
+
+    def _new_id(self, service: str, revision: int) -> str:
+        taken = {r.id for r in self.replicas}
+        while (candidate := f"{service}-{revision}-{secrets.token_hex(2)}") in taken:
+            pass
+        return candidate
+
+    async def record(self, event: Event) -> None:
+        stored = await self.store.append_event(event)
+        log.info("%s %s: %s", event.kind, event.subject, event.message, extra={"subject": event.subject})
+        del stored
+
+    # -- operator commands -------------------------------------------------------------------------------------
+
+    def find(self, replica_id: str) -> Replica | None:
+        return next((r for r in self.replicas if r.id == replica_id), None)
+
+    async def hold(self, replica_id: str) -> Replica | None:
+        async with self.lock:
+            replica = self.find(replica_id)
+            if replica is None:
+                return None
+            if replica.state is not ReplicaState.STOPPED:
+                grace = self._grace(replica.service)
+                replica, actions = decide.hold(replica, grace)
+                self._replace(replica)
+                for action in actions:
+                    await self._perform(action, self.clock())
+                now = self.clock()
+                await self.record(Event("replica.held", replica.id, "stopped by the operator", replica.service, now))
+                await self._persist()
+            return replica
+
+    async def release(self, replica_id: str) -> Replica | None:
+        async with self.lock:
+            replica = self.find(replica_id)
+            if replica is None:
+                return None
+            if replica.state in (ReplicaState.STOPPED, ReplicaState.STOPPING):
+                replica = decide.release(replica)
+                self._replace(replica)
+                now = self.clock()
+                await self.record(
+                    Event("replica.released", replica.id, "started by the operator", replica.service, now)
+                )
+                await self._persist()
+        self.wake()
+        return replica
