@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from portero.spec.models import Spec
 from portero.spec.overrides import SeedEnvironment, apply_overrides
@@ -39,13 +40,29 @@ def parse_spec(text: str, source: str = "portero.yaml", environ: Mapping[str, st
     if not isinstance(raw, dict):
         raise SpecError(source, [f"(root): expected a mapping of settings, got {type(raw).__name__}"])
     try:
-        overrides = SeedEnvironment(_env=None, **_env_kwargs(environ)).set_values()
+        seed = SeedEnvironment() if environ is None else _MappingOnly(**_env_kwargs(environ))
+        overrides = seed.set_values()
     except ValidationError as exc:
         raise SpecError("environment", _describe(exc)) from exc
     try:
         return Spec.model_validate(apply_overrides(raw, overrides))
     except ValidationError as exc:
         raise SpecError(source, _describe(exc)) from exc
+
+
+class _MappingOnly(SeedEnvironment):
+    """An explicit mapping is the whole environment: os.environ is not consulted."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
 
 
 def _env_kwargs(environ: Mapping[str, str] | None) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # variable -> path in the spec; `*` stands for every service.
@@ -40,6 +40,16 @@ class SeedEnvironment(BaseSettings):
     MIN_REPLICAS: int | None = Field(default=None, ge=0, le=100)
     MAX_REPLICAS: int | None = Field(default=None, ge=1, le=100)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> SeedEnvironment:
+        low, high = self.MIN_REPLICAS, self.MAX_REPLICAS
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"MIN_REPLICAS ({low}) must not exceed MAX_REPLICAS ({high})")
+        down, up = self.SCALE_DOWN_THRESHOLD, self.SCALE_UP_THRESHOLD
+        if down is not None and up is not None and down >= up:
+            raise ValueError(f"SCALE_DOWN_THRESHOLD ({down}) must be below SCALE_UP_THRESHOLD ({up})")
+        return self
+
     def set_values(self) -> dict[str, Any]:
         return {name: value for name, value in self.model_dump().items() if value is not None}
 
@@ -55,24 +65,20 @@ def apply_overrides(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, An
                 for service in services.values():
                     if isinstance(service, dict):
                         _set(service, path[2:], value)
-                        _clamp_initial(service)
+                        _clamp_initial(service, name, value)
         else:
             _set(result, path, value)
     return result
 
 
-def _clamp_initial(service: dict[str, Any]) -> None:
-    """MIN_/MAX_REPLICAS bound the file's `initial` as HPA bounds a deployment's replicas."""
+def _clamp_initial(service: dict[str, Any], name: str, bound: int) -> None:
+    """MIN_/MAX_REPLICAS bound the file's `initial` as HPA bounds a deployment's replicas; only toward the
+    bound the variable set, so a file that contradicts itself is still refused."""
     replicas = service.get("replicas")
-    if not isinstance(replicas, dict):
+    if not isinstance(replicas, dict) or type(replicas.get("initial")) is not int:
         return
-    initial, low, high = replicas.get("initial"), replicas.get("min"), replicas.get("max")
-    if type(initial) is int:
-        if type(low) is int:
-            initial = max(initial, low)
-        if type(high) is int:
-            initial = min(initial, high)
-        replicas["initial"] = initial
+    pick = max if name == "MIN_REPLICAS" else min
+    replicas["initial"] = pick(replicas["initial"], bound)
 
 
 def _set(node: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

@@ -110,8 +110,9 @@ class SqliteStore:
                 ),
             )
             db.execute(
-                "DELETE FROM revisions WHERE service = ? AND number <= ?",
-                (revision.service, revision.number - keep),
+                "DELETE FROM revisions WHERE service = ? AND number NOT IN "
+                "(SELECT number FROM revisions WHERE service = ? ORDER BY number DESC LIMIT ?)",
+                (revision.service, revision.service, max(keep, 1)),
             )
 
         await self._write(work)

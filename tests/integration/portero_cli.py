@@ -1,0 +1,119 @@
+"""Drive a real `portero` through its CLI, in its own state directory, on free loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from portero.runtimes.ports import free_port
+
+ROOT = Path(__file__).parents[2]
+PORTAL = ROOT / "examples" / "portal"
+
+
+def portal_service(replicas: int = 3, **extra: Any) -> dict[str, Any]:
+    service: dict[str, Any] = {
+        "workdir": str(PORTAL),
+        "command": "gunicorn -c gunicorn.conf.py --bind 127.0.0.1:${PORT} main:app",
+        "version": "v1",
+        "env": {"WEB_CONCURRENCY": "1"},
+        "replicas": {"initial": replicas, "min": 0, "max": 10},
+        "health": {"interval_s": 1, "start_period_s": 20},
+        "stop_grace_s": 5,
+    }
+    service.update(extra)
+    return service
+
+
+class Portero:
+    def __init__(self, tmp: Path) -> None:
+        self.dir = tmp
+        self.state = tmp / "state"
+        self.spec_file = tmp / "portero.yaml"
+        self.admin_port = free_port()
+        self.url = f"http://127.0.0.1:{self.admin_port}/scalability"
+        self.http = httpx.Client(trust_env=False, timeout=10)
+
+    def write_spec(self, services: dict[str, Any], **top: Any) -> None:
+        spec = {"admin": {"port": self.admin_port}, "services": services, **top}
+        self.spec_file.write_text(json.dumps(spec))  # JSON is YAML
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "portero", "--state-dir", str(self.state), *args]
+        if args and args[0] not in {"logs"}:
+            command += ["--file", str(self.spec_file)]
+        env = {**os.environ, "COLUMNS": "200"}
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=self.dir)
+        if check and result.returncode != 0:
+            raise AssertionError(f"portero {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = self.http.get(self.url + path, params=params)
+        response.raise_for_status()
+        return response.json()
+
+    def replicas(self) -> list[dict[str, Any]]:
+        return self.get("/containers/list")["containers"]
+
+    def events(self, **params: Any) -> list[dict[str, Any]]:
+        return self.get("/events", limit=1000, **params)["events"]
+
+    def pid(self) -> int:
+        return int((self.state / "portero.lock").read_text())
+
+    def wait(self, what: str, predicate: Callable[[], Any], timeout_s: float = 15, step_s: float = 0.05) -> Any:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            try:
+                value = predicate()
+            except (httpx.HTTPError, KeyError, IndexError):
+                value = None
+            if value:
+                return value
+            time.sleep(step_s)
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+    def ready(self, count: int) -> list[dict[str, Any]]:
+        def check() -> list[dict[str, Any]] | None:
+            ready = [r for r in self.replicas() if r["state"] == "ready"]
+            return ready if len(ready) == count else None
+
+        result: list[dict[str, Any]] = self.wait(f"{count} ready replicas", check, timeout_s=30)
+        return result
+
+    def group_pids(self) -> set[int]:
+        """Every process in the replicas' process groups (the shim, the app, its workers)."""
+        groups = {r["pid"] for r in self.replicas() if r["pid"]}
+        return {p.pid for p in psutil.process_iter() if _pgid(p.pid) in groups}
+
+    def kill_everything(self) -> None:
+        """Teardown after a failed test: portero and every replica shim of this state directory, by group."""
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(self.pid(), signal.SIGKILL)
+        for proc in psutil.process_iter():
+            try:
+                command = " ".join(proc.cmdline())
+            except psutil.Error:
+                continue
+            if "portero.runtimes.shim" in command and str(self.state) in command:
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None

@@ -1,0 +1,156 @@
+"""The process runtime against real processes on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from portero.logs import LINE
+from portero.runtimes.base import Launch, RuntimeFailure
+from portero.runtimes.process import ProcessRuntime
+
+pytestmark = pytest.mark.integration
+TINY = Path(__file__).parents[1] / "fixtures" / "tiny_app.py"
+
+
+def launch(replica_id: str = "tiny-1-0001", **env: str) -> Launch:
+    return Launch(replica_id, "tiny", 1, (sys.executable, str(TINY)), None, dict(env))
+
+
+async def wait_http(port: int, deadline_s: float = 5.0) -> httpx.Response:
+    async with httpx.AsyncClient(trust_env=False) as client:
+        end = time.monotonic() + deadline_s
+        while True:
+            try:
+                return await client.get(f"http://127.0.0.1:{port}/health", timeout=0.5)
+            except httpx.HTTPError:
+                if time.monotonic() > end:
+                    raise
+                await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def runtime(tmp_path):
+    rt = ProcessRuntime(tmp_path, log_max_bytes=4096)
+    yield rt
+    for pid in list(rt._children):  # whatever a failed test left behind
+        os.killpg(pid, signal.SIGKILL)
+
+
+async def test_replica_runs_in_its_own_group_on_its_own_port(runtime):
+    a = await runtime.start(launch("tiny-1-000a"))
+    b = await runtime.start(launch("tiny-1-000b"))
+    assert a.port != b.port
+    assert (await wait_http(a.port)).text == "tiny-1-000a /health\n"
+    assert os.getpgid(a.pid) == a.pid  # leads its own process group
+    assert os.getpgid(a.pid) != os.getpgid(os.getpid())
+    assert await runtime.poll("tiny-1-000a", a) is None
+    for rid, proc in (("tiny-1-000a", a), ("tiny-1-000b", b)):
+        await runtime.stop(rid, proc, grace_s=5)
+
+
+async def test_graceful_stop_uses_sigterm(runtime):
+    proc = await runtime.start(launch())
+    await wait_http(proc.port)
+    started = time.monotonic()
+    ended = await runtime.stop("tiny-1-0001", proc, grace_s=5)
+    assert ended is not None
+    assert ended.code == 0  # the app's own SIGTERM handler ran
+    assert time.monotonic() - started < 2
+
+
+async def test_stop_escalates_to_sigkill_after_the_grace_period(runtime):
+    proc = await runtime.start(launch(TINY_IGNORE_TERM="1"))
+    await wait_http(proc.port)
+    app_pid = psutil.Process(proc.pid).children()[0].pid
+    started = time.monotonic()
+    await runtime.stop("tiny-1-0001", proc, grace_s=0.5)
+    assert 0.5 <= time.monotonic() - started < 3
+    assert not psutil.pid_exists(app_pid) or psutil.Process(app_pid).status() == psutil.STATUS_ZOMBIE
+
+
+async def test_crash_is_reported_with_its_code_and_output_kept(runtime):
+    proc = await runtime.start(launch(TINY_EXIT="3"))
+    for _ in range(100):
+        ended = await runtime.poll("tiny-1-0001", proc)
+        if ended is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert ended is not None
+    assert (ended.code, ended.signal) == (3, None)
+    text = runtime.log_path("tiny-1-0001").read_text()
+    assert " stderr exiting at once" in text
+    assert " portero process exited with code 3" in text
+
+
+async def test_kill_9_of_the_app_is_seen_as_signal_9(runtime):
+    proc = await runtime.start(launch())
+    await wait_http(proc.port)
+    app = psutil.Process(proc.pid).children()[0]
+    app.kill()
+    for _ in range(100):
+        ended = await runtime.poll("tiny-1-0001", proc)
+        if ended is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert ended is not None
+    assert ended.signal == 9
+    assert ended.describe() == "killed by signal 9"
+
+
+async def test_unknown_command_is_a_final_failure(runtime):
+    bad = Launch("tiny-1-0001", "tiny", 1, ("no-such-command-portero",))
+    with pytest.raises(RuntimeFailure, match="command not found: 'no-such-command-portero'") as info:
+        await runtime.start(bad)
+    assert info.value.retryable is False
+
+
+async def test_a_new_runtime_adopts_a_running_replica_and_refuses_a_stranger(runtime, tmp_path):
+    proc = await runtime.start(launch())
+    await wait_http(proc.port)
+    successor = ProcessRuntime(tmp_path)  # as after a restart of portero
+    assert await successor.adopt("tiny-1-0001", proc)
+    assert await successor.poll("tiny-1-0001", proc) is None
+    forged = type(proc)(proc.host, proc.port, proc.pid, proc.started_token + 1)  # pid reused by another process
+    assert not await successor.adopt("tiny-1-0001", forged)
+    ended = await successor.stop("tiny-1-0001", proc, grace_s=5)
+    assert ended is not None
+    assert ended.code == 0  # read from the shim's exit file: the successor is not the parent
+
+
+async def test_output_is_captured_with_timestamps_and_rotated_within_its_bound(runtime):
+    proc = await runtime.start(launch())
+    await wait_http(proc.port)
+    async with httpx.AsyncClient(trust_env=False) as client:
+        for n in range(200):
+            await client.get(f"http://127.0.0.1:{proc.port}/line-{n:03d}")
+    await runtime.stop("tiny-1-0001", proc, grace_s=5)
+    log = runtime.log_path("tiny-1-0001")
+    files = sorted(log.parent.glob("replica.log*"))
+    assert len(files) >= 2  # rotated
+    assert all(f.stat().st_size <= 4096 + 200 for f in files)
+    assert any("served /line-199 with 200" in f.read_text() for f in files)
+    lines = log.read_text().splitlines()
+    assert lines
+    assert all(LINE.match(line) for line in lines)  # `<ISO time>Z <stream> <text>`, what `portero logs` parses
+
+
+async def test_stats_measure_the_replica_process_tree(runtime):
+    proc = await runtime.start(launch())
+    await wait_http(proc.port)
+    stats = await runtime.stats("tiny-1-0001", proc)
+    leader = psutil.Process(proc.pid)
+    expected = sum(p.memory_info().rss for p in [leader, *leader.children(recursive=True)])
+    assert stats.processes == 2
+    assert stats.app_pid == leader.children()[0].pid
+    assert abs(stats.memory_bytes - expected) / expected < 0.1
+    assert 0 <= stats.cpu_percent < 100
+    await runtime.stop("tiny-1-0001", proc, grace_s=5)
