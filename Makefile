@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup provision run test lint typecheck unit integration lock clean
+.PHONY: setup provision run test lint typecheck unit integration lock clean docs
 
 setup: $(STAMP)
 
@@ -40,3 +40,7 @@ lock:
 
 clean:
 	rm -rf $(VENV) .portero .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
+
+# Regenerate the generated parts of the docs (the spec reference).
+docs: setup
+	$(BIN)/python -m portero.spec.reference docs/spec.md

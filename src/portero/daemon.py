@@ -103,6 +103,8 @@ async def serve(
     on_started: Callable[[ControlPlane], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     spec = load_spec(spec_path)
+    if spec.store.redis_url:
+        log.warning("store.redis_url (REDIS_URL) is set, but this version keeps its state in SQLite only")
     with state_lock(state_dir):
         sock = _bind(spec)
         store = SqliteStore(state_dir / "state.db")

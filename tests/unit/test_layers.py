@@ -1,0 +1,41 @@
+"""The package layout is the architecture; these contracts keep it so (kopf's import-linter, in a test)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).parents[2] / "src" / "portero"
+PURE = ["supervisor/decide.py", "health/verdict.py", "replicas.py", "events.py", "revisions.py", "spec/models.py"]
+IO_MODULES = {"asyncio", "psutil", "docker", "httpx", "subprocess", "socket", "sqlite3", "time"}
+
+
+def imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_decision_code_does_no_io_and_reads_no_clock(module):
+    found = {name.split(".")[0] for name in imports(SRC / module)}
+    assert not found & IO_MODULES, f"{module} imports {found & IO_MODULES}: decisions take facts and `now` as inputs"
+
+
+def test_only_runtimes_touch_processes_and_engines():
+    for path in SRC.rglob("*.py"):
+        relative = path.relative_to(SRC).as_posix()
+        if relative.startswith("runtimes/"):
+            continue
+        found = {name.split(".")[0] for name in imports(path)} & {"psutil", "docker"}
+        assert not found, f"{relative} imports {found}; only portero.runtimes may"
+
+
+def test_the_shim_imports_nothing_from_portero():
+    assert not [name for name in imports(SRC / "runtimes" / "shim.py") if name.startswith("portero")]
