@@ -28,7 +28,7 @@ from portero.runtimes.process import ProcessRuntime
 from portero.spec.loader import load_spec
 from portero.spec.models import Spec
 from portero.store.sqlite import SqliteStore
-from portero.tasks import spawn
+from portero.tasks import settle, spawn
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,8 @@ async def serve(
             log.info("portero stopping: replicas first, then the API")
             if ui is not None:
                 ui.cancel()
+            settle(supervisor)
+            settle(api)
             await control.shutdown()
             supervisor.cancel()
             server.should_exit = True

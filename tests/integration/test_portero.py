@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -182,3 +183,37 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_follow_shows_a_new_line_within_a_second(running):
+    port = running.replicas()[0]["port"]
+    command = [sys.executable, "-m", "portero", "--admin", running.url.removesuffix("/scalability")]
+    follower = subprocess.Popen(
+        [*command, "logs", "portal", "-f", "--grep", "plover"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(1.0)  # the follower is connected and has read the backlog
+        httpx.get(f"http://127.0.0.1:{port}/announcements?plover=1", trust_env=False)
+        printed_at = time.monotonic()
+        line = follower.stdout.readline()
+        assert "plover" in line
+        assert time.monotonic() - printed_at < 1.0
+    finally:
+        follower.terminate()
+        follower.wait(5)
+
+
+def test_sigterm_to_a_foreground_portero_stops_its_replicas_first(portero):
+    portero.write_spec({"portal": portal_service(replicas=2)})
+    command = [sys.executable, "-m", "portero", "--state-dir", str(portero.state), "up", "-f", str(portero.spec_file)]
+    daemon = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        pids = portero.group_pids() if portero.ready(2) else set()
+        assert len(pids) >= 4  # shim + gunicorn master + worker, per replica
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(20) == 0
+        assert not [pid for pid in pids if alive(pid)]
+        assert not (portero.state / "admin.json").exists()
+        assert "Traceback" not in daemon.stderr.read()
+    finally:
+        daemon.kill()

@@ -35,6 +35,8 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 SpecFile = Annotated[Path, typer.Option("--file", "-f", help="The spec file.", envvar="PORTERO_SPEC")]
+# `logs -f` is --follow, as in kubectl and docker.
+SpecFileLong = Annotated[Path, typer.Option("--file", help="The spec file.", envvar="PORTERO_SPEC")]
 STATE_DIR = Path(os.environ.get("PORTERO_STATE_DIR", ".portero"))
 
 
@@ -81,12 +83,13 @@ def up(
     from portero.daemon import AlreadyRunning, StartupError, serve
 
     live = ui and console.is_terminal
+    Context.state_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         filename=str(Context.state_dir / "portero.log") if live else None,
     )
-    Context.state_dir.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health check is noise
     try:
         asyncio.run(serve(file, Context.state_dir, _live_view if live else None))
     except (AlreadyRunning, StartupError, SpecError) as exc:
@@ -163,7 +166,7 @@ def logs(
     grep: Annotated[str | None, typer.Option(help="Only lines containing this text.")] = None,
     replica: Annotated[str | None, typer.Option(help="Only this replica.")] = None,
     tail: Annotated[int, typer.Option("--tail", "-n", help="Lines of backlog.", min=1, max=10_000)] = 200,
-    file: SpecFile = Path("portero.yaml"),
+    file: SpecFileLong = Path("portero.yaml"),
 ) -> None:
     """Replica output, merged in time order."""
     try:
