@@ -60,6 +60,7 @@ class ControlPlane:
         self.records: dict[str, ServiceRecord] = {}
         self.supervisor = Supervisor(runtime, store, base_dir, clock)
         self.started_at = clock()
+        self.on_applied: list[Callable[[Spec], None]] = []  # told of every applied spec (the router)
 
     async def start(self, source: str) -> None:
         self.records = await self.store.get_services()
@@ -84,7 +85,8 @@ class ControlPlane:
             self.supervisor.templates[(name, revision.number)] = service
             for older in await self.store.get_revisions(name):
                 self.supervisor.templates.setdefault((name, older.number), _template(older))
-            desired[name] = _desired(name, service, record)
+            if service.managed:
+                desired[name] = _desired(name, service, record)
         for gone in set(self.records) - set(spec.services):
             await self.store.delete_service(gone)
             del self.records[gone]
@@ -93,6 +95,8 @@ class ControlPlane:
         async with self.supervisor.lock:
             self.supervisor.desired = desired
         self.spec = spec
+        for hook in self.on_applied:
+            hook(spec)
         message = "; ".join(changes) or "no change"
         await self.supervisor.record(Event("spec.applied", "spec", f"{reason}: {message}", at=self.clock()))
         self.supervisor.wake()
@@ -123,6 +127,8 @@ class ControlPlane:
 
     async def scale(self, name: str, replicas: int) -> ServiceRecord:
         service = self.service_spec(name)
+        if not service.managed:
+            raise Refused(f"{name}: portero runs no replicas of it (it only routes to its `endpoints`)")
         limits = service.replicas
         if not limits.min <= replicas <= limits.max:
             raise Refused(

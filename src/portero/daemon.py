@@ -23,6 +23,8 @@ import uvicorn
 
 from portero.api.app import create_app
 from portero.control import ControlPlane
+from portero.dataplane import DataPlane
+from portero.router.server import Router, RouterError
 from portero.runtimes.base import Runtime
 from portero.runtimes.process import ProcessRuntime
 from portero.spec.loader import load_spec
@@ -109,6 +111,14 @@ async def serve(
         sock = _bind(spec)
         store = SqliteStore(state_dir / "state.db")
         control = ControlPlane(spec, spec_path.resolve().parent, store, make_runtime(spec, state_dir))
+        router = Router(spec.router) if spec.router.enabled else None
+        if router is not None:
+            await DataPlane(control, router).attach()
+            try:
+                await router.start()
+            except RouterError as exc:
+                sock.close()
+                raise StartupError(str(exc)) from exc
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -116,7 +126,7 @@ async def serve(
         await control.start(str(spec_path))
         supervisor = spawn(control.supervisor.run(), name="supervisor", eternal=True)
         config = uvicorn.Config(
-            create_app(control, stop.set),
+            create_app(control, stop.set, router),
             log_level="warning",
             access_log=False,
             lifespan="off",
@@ -136,6 +146,8 @@ async def serve(
                 ui.cancel()
             settle(supervisor)
             settle(api)
+            if router is not None:
+                await router.stop(grace_s=5.0)  # no new requests; those in flight finish first
             await control.shutdown()
             supervisor.cancel()
             server.should_exit = True

@@ -42,11 +42,12 @@ class Portero:
         self.state = tmp / "state"
         self.spec_file = tmp / "portero.yaml"
         self.admin_port = free_port()
+        self.router_port = free_port(avoid={self.admin_port})
         self.url = f"http://127.0.0.1:{self.admin_port}/scalability"
         self.http = httpx.Client(trust_env=False, timeout=10)
 
     def write_spec(self, services: dict[str, Any], **top: Any) -> None:
-        spec = {"admin": {"port": self.admin_port}, "services": services, **top}
+        spec = {"admin": {"port": self.admin_port}, "router": {"port": self.router_port}, "services": services, **top}
         self.spec_file.write_text(json.dumps(spec))  # JSON is YAML
 
     def cli(self, *args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,22 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).parents[2] / "src" / "portero"
-PURE = ["supervisor/decide.py", "health/verdict.py", "replicas.py", "events.py", "revisions.py", "spec/models.py"]
+PURE = [
+    "supervisor/decide.py",
+    "health/verdict.py",
+    "replicas.py",
+    "events.py",
+    "revisions.py",
+    "spec/models.py",
+    "router/target.py",
+    "router/balancer.py",
+    "router/health.py",
+    "router/outlier.py",
+    "router/breaker.py",
+    "router/budget.py",
+    "router/stats.py",
+    "router/routes.py",
+]
 IO_MODULES = {"asyncio", "psutil", "docker", "httpx", "subprocess", "socket", "sqlite3", "time"}
 
 

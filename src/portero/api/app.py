@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 import portero
 from portero import logs
-from portero.api import errors
+from portero.api import errors, loadbalancer
 from portero.api.schemas import (
     Accepted,
     AppliedOut,
@@ -33,6 +33,7 @@ from portero.api.schemas import (
 )
 from portero.control import ControlPlane, NotFound, Refused
 from portero.replicas import ReplicaState
+from portero.router.server import Router
 from portero.spec.loader import parse_spec
 from portero.spec.models import NAME_PATTERN
 
@@ -41,7 +42,7 @@ SERVICE_NAME = NAME_PATTERN
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (404, 409, 422, 502, 503)}
 
 
-def create_app(control: ControlPlane, request_shutdown: Callable[[], None]) -> FastAPI:
+def create_app(control: ControlPlane, request_shutdown: Callable[[], None], router: Router | None = None) -> FastAPI:
     app = FastAPI(
         title="portero",
         version=portero.__version__,
@@ -50,12 +51,12 @@ def create_app(control: ControlPlane, request_shutdown: Callable[[], None]) -> F
     )
     app.state.control = control
     errors.install(app)
-    router = APIRouter(prefix="/scalability")
+    api = APIRouter(prefix="/scalability")
 
     def now() -> float:
         return control.clock()
 
-    @router.get("/health", tags=["health"])
+    @api.get("/health", tags=["health"])
     async def health() -> HealthOut:
         services = {
             view.name: ServiceHealth(
@@ -73,25 +74,25 @@ def create_app(control: ControlPlane, request_shutdown: Callable[[], None]) -> F
             services=services,
         )
 
-    @router.get("/containers/list", tags=["containers"])
+    @api.get("/containers/list", tags=["containers"])
     async def list_containers() -> ContainersOut:
         return ContainersOut(containers=[ReplicaOut.of(r, now()) for r in control.supervisor.replicas])
 
-    @router.post("/containers/{replica_id}/stop", tags=["containers"])
+    @api.post("/containers/{replica_id}/stop", tags=["containers"])
     async def stop_container(replica_id: Annotated[str, Depends(_replica_id)]) -> ReplicaOut:
         replica = await control.supervisor.hold(replica_id)
         if replica is None:
             raise NotFound("replica", replica_id)
         return ReplicaOut.of(replica, now())
 
-    @router.post("/containers/{replica_id}/start", tags=["containers"])
+    @api.post("/containers/{replica_id}/start", tags=["containers"])
     async def start_container(replica_id: Annotated[str, Depends(_replica_id)]) -> ReplicaOut:
         replica = await control.supervisor.release(replica_id)
         if replica is None:
             raise NotFound("replica", replica_id)
         return ReplicaOut.of(replica, now())
 
-    @router.get("/containers/{replica_id}/stats", tags=["containers"])
+    @api.get("/containers/{replica_id}/stats", tags=["containers"])
     async def container_stats(replica_id: Annotated[str, Depends(_replica_id)]) -> StatsOut:
         replica = control.replica(replica_id)
         if replica.process is None or not replica.running:
@@ -111,24 +112,24 @@ def create_app(control: ControlPlane, request_shutdown: Callable[[], None]) -> F
             restarts=replica.restarts,
         )
 
-    @router.get("/services", tags=["services"])
+    @api.get("/services", tags=["services"])
     async def list_services() -> ServicesOut:
         return ServicesOut(services=[ServiceOut.of(view, now()) for view in control.services()])
 
-    @router.post("/services/{name}/scale", tags=["services"])
+    @api.post("/services/{name}/scale", tags=["services"])
     async def scale(name: Annotated[str, Depends(_service_name)], body: ScaleIn) -> ServiceOut:
         await control.scale(name, body.replicas)
         view = next(v for v in control.services() if v.name == name)
         return ServiceOut.of(view, now())
 
-    @router.put("/spec", tags=["spec"])
+    @api.put("/spec", tags=["spec"])
     async def apply_spec(body: SpecIn) -> AppliedOut:
         spec = parse_spec(body.yaml, source=body.source)
         if spec.runtime != control.spec.runtime or spec.admin != control.spec.admin:
             raise Refused("changing `runtime` or `admin` needs a restart of portero (portero down, up)")
         return AppliedOut(changes=await control.apply(spec, body.source, reason=f"applied from {body.source}"))
 
-    @router.get("/events", tags=["events"])
+    @api.get("/events", tags=["events"])
     async def events(
         since: Annotated[float | None, Query(ge=0, description="Unix time.")] = None,
         service: Annotated[str | None, Query(pattern=SERVICE_NAME)] = None,
@@ -137,7 +138,7 @@ def create_app(control: ControlPlane, request_shutdown: Callable[[], None]) -> F
         found = await control.store.get_events(since=since, service=service, limit=limit)
         return EventsOut(events=[EventOut(**vars(e)) for e in found])
 
-    @router.get("/logs", tags=["logs"], response_model=LogsOut)
+    @api.get("/logs", tags=["logs"], response_model=LogsOut)
     async def get_logs(
         service: Annotated[str | None, Query(pattern=SERVICE_NAME)] = None,
         replica: Annotated[str | None, Query(pattern=REPLICA_ID)] = None,
@@ -161,12 +162,13 @@ def create_app(control: ControlPlane, request_shutdown: Callable[[], None]) -> F
             return LogsOut(lines=backlog)
         return StreamingResponse(_sse(backlog, sources, grep), media_type="text/event-stream")
 
-    @router.post("/shutdown", tags=["portero"], status_code=202)
+    @api.post("/shutdown", tags=["portero"], status_code=202)
     async def shutdown() -> Accepted:
         request_shutdown()
         return Accepted(status="stopping")
 
-    app.include_router(router)
+    app.include_router(api)
+    app.include_router(loadbalancer.routes(control, router))
     return app
 
 

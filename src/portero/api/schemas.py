@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from portero.control import ServiceView
 from portero.replicas import Replica, ReplicaState
+from portero.spec.models import ADDRESS_PATTERN, NAME_PATTERN
 
 
 class ErrorBody(BaseModel):
@@ -150,3 +151,50 @@ class LogsOut(BaseModel):
 
 class Accepted(BaseModel):
     status: str
+
+
+class ServerIn(BaseModel):
+    service: str = Field(pattern=NAME_PATTERN, examples=["portal"])
+    address: str = Field(pattern=ADDRESS_PATTERN, max_length=300, examples=["127.0.0.1:5001"])
+    weight: int = Field(default=1, ge=0, le=1000)
+
+
+class ServerRef(BaseModel):
+    service: str = Field(pattern=NAME_PATTERN, examples=["portal"])
+    address: str = Field(pattern=ADDRESS_PATTERN, max_length=300, examples=["127.0.0.1:5001"])
+
+
+class WeightIn(ServerRef):
+    weight: int = Field(ge=0, le=1000)
+
+
+class DrainIn(ServerRef):
+    timeout_s: float | None = Field(default=None, gt=0, le=3600)
+
+
+class ServerOut(BaseModel):
+    address: str
+    service: str
+    source: Literal["replica", "static", "registered"]
+    replica: str | None
+    state: Literal["active", "draining", "down"]
+    weight: int
+    effective_weight: float
+    health: Literal["up", "down"] | None = Field(
+        description="Active checks; null for replicas (the supervisor checks them)."
+    )
+    breaker: Literal["closed", "open", "half_open"]
+    ejected: bool
+    in_flight: int
+    requests: int
+    responses: dict[str, int]
+    errors: int
+    retries: int
+    ejections: int
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    latency_p99_s: float | None
+
+
+class ServersOut(BaseModel):
+    servers: list[ServerOut]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import uvloop
 from rich.console import Console, Group
 from rich.live import Live
 
@@ -91,7 +92,7 @@ def up(
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health check is noise
     try:
-        asyncio.run(serve(file, Context.state_dir, _live_view if live else None))
+        uvloop.run(serve(file, Context.state_dir, _live_view if live else None))
     except (AlreadyRunning, StartupError, SpecError) as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:

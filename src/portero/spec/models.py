@@ -7,6 +7,7 @@ rather than coerced, because a spec that means something other than what was wri
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import shlex
 from typing import Annotated, Literal
@@ -15,10 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 ENV_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ADDRESS_PATTERN = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253}):\d{1,5}$"
 
 Seconds = Annotated[float, Field(gt=0, le=86_400)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 Port = Annotated[int, Field(ge=1, le=65_535)]
+LIST = Field(strict=False)  # YAML lists become the frozen models' tuples; their items stay strict
 
 
 class Model(BaseModel):
@@ -32,6 +35,119 @@ class AdminSettings(Model):
     """Address of the admin API. Anything but loopback exposes replica control to that network."""
     port: Port = 9900
     """Port of the admin API; the CLI finds it through `.portero/admin.json` or this file."""
+
+
+class Route(Model):
+    """Requests whose Host and path match go to `service`; the longest matching prefix wins."""
+
+    host: Annotated[str, Field(pattern=r"^(\*|(\*\.)?[A-Za-z0-9.-]{1,253})$")] = "*"
+    """Exact host, `*.example.com` (any subdomain) or `*` (any)."""
+    prefix: Annotated[str, Field(pattern=r"^/[!-~]*$", max_length=512)] = "/"
+    """Path prefix."""
+    service: Annotated[str, Field(pattern=NAME_PATTERN)]
+    """Service that serves the matching requests."""
+
+
+class EndpointHealth(Model):
+    """Active checks of endpoints portero does not run (its replicas are checked by the supervisor)."""
+
+    interval_s: Seconds = 2
+    """Seconds between checks."""
+    timeout_s: Seconds = 1
+    """Seconds a check may take."""
+    rise: Annotated[int, Field(ge=1, le=100)] = 2
+    """Consecutive passes that bring a down endpoint back."""
+    fall: Annotated[int, Field(ge=1, le=100)] = 3
+    """Consecutive failures that take an endpoint down."""
+
+
+class OutlierSettings(Model):
+    """Passive outlier detection (Envoy's): endpoints that keep failing real requests are ejected."""
+
+    consecutive_failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    """5xx responses or connect failures in a row that eject an endpoint."""
+    base_ejection_s: Seconds = 30
+    """First ejection; each further ejection lasts this times the number of ejections."""
+    max_ejection_s: Seconds = 300
+    """Cap of an ejection."""
+    max_ejection_percent: Percent = 50
+    """Never more than this share of a service's endpoints ejected at once."""
+
+
+class BreakerSettings(Model):
+    """Circuit breaker per endpoint: closed, open, half-open with probe requests."""
+
+    failure_ratio: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """Share of failed requests in the window that opens the breaker."""
+    min_requests: Annotated[int, Field(ge=1, le=100_000)] = 20
+    """Requests the window needs before the ratio counts."""
+    window_s: Seconds = 10
+    """Length of the rolling window."""
+    open_s: Seconds = 5
+    """How long an open breaker refuses requests before it lets probes through."""
+    half_open_probes: Annotated[int, Field(ge=1, le=1000)] = 3
+    """Probe requests that must succeed to close the breaker."""
+
+
+class RouterSettings(Model):
+    """portero's HTTP load balancer in front of the services."""
+
+    enabled: bool = True
+    """Run the router."""
+    host: str = "127.0.0.1"
+    """Address the router listens on."""
+    port: Port = 8000
+    """Port the router listens on."""
+    trusted_proxies: Annotated[tuple[Annotated[str, Field(max_length=64)], ...], LIST] = ()
+    """Networks (CIDR) whose X-Forwarded-* headers are kept and appended to; others' are replaced."""
+    header_timeout_s: Seconds = 10
+    """A client must send a whole request head within this time (slowloris)."""
+    idle_timeout_s: Seconds = 60
+    """A keep-alive client connection without a request is closed after this."""
+    min_body_rate_bytes_s: Annotated[int, Field(ge=0, le=1 << 30)] = 1024
+    """A request body slower than this on average, after `body_grace_s`, is cut (slow POST; 0: off)."""
+    body_grace_s: Seconds = 10
+    """Time a request body may take before its rate is judged."""
+    max_body_bytes: Annotated[int, Field(ge=0, le=1 << 40)] = 1 << 30
+    """Largest request body; larger gets 413."""
+    connect_timeout_s: Seconds = 2
+    """Seconds to open a connection to an endpoint."""
+    response_timeout_s: Seconds = 60
+    """Seconds an endpoint may take to start its response, per try; then 504."""
+    retry_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    """Tries of one request, the first included."""
+    retry_budget_ratio: Annotated[float, Field(ge=0, le=1)] = 0.2
+    """Retries in flight may be at most this share of active requests..."""
+    retry_budget_min: Annotated[int, Field(ge=0, le=1000)] = 3
+    """...or this many, whichever is larger."""
+    queue_timeout_s: Annotated[float, Field(ge=0, le=600)] = 10
+    """How long a request waits for a ready endpoint before it gets 503 and the maintenance page."""
+    queue_max: Annotated[int, Field(ge=0, le=1_000_000)] = 1000
+    """Requests that may wait at once per service; more get 503 at once."""
+    drain_timeout_s: Seconds = 30
+    """How long a draining endpoint may finish its requests before they are cut."""
+    pool_size: Annotated[int, Field(ge=0, le=10_000)] = 128
+    """Idle keep-alive connections kept per endpoint."""
+    serve_stale: bool = False
+    """Serve the last good copy of a cacheable GET response when every endpoint fails."""
+    health: EndpointHealth = EndpointHealth()
+    """Active checks of endpoints portero does not run."""
+    outlier: OutlierSettings = OutlierSettings()
+    """Passive outlier detection."""
+    breaker: BreakerSettings = BreakerSettings()
+    """Circuit breaker per endpoint."""
+    routes: Annotated[tuple[Route, ...], LIST] = ()
+    """Host and path routes; without them every request goes to the first service."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"not a network: {network!r} (expected CIDR such as 10.0.0.0/8)") from None
+        return value
 
 
 class DockerSettings(Model):
@@ -110,7 +226,7 @@ class AlertRule(Model):
 class AlertSettings(Model):
     """Alert rules beside the seed's CPU and memory thresholds."""
 
-    rules: tuple[AlertRule, ...] = ()
+    rules: Annotated[tuple[AlertRule, ...], LIST] = ()
     """List of rules."""
 
 
@@ -181,6 +297,39 @@ class Build(Model):
     """Build arguments (`ARG`s)."""
 
 
+class StaticEndpoint(Model):
+    """A server portero does not run (registered in the file rather than through the API)."""
+
+    address: Annotated[str, Field(pattern=ADDRESS_PATTERN)]
+    """`host:port` of the server."""
+    weight: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Share of traffic relative to the service's other endpoints (0: none)."""
+
+
+class Balance(Model):
+    """How the router spreads a service's requests over its endpoints."""
+
+    algorithm: Literal["round_robin", "least_requests", "hash"] = "round_robin"
+    """`round_robin` (smooth weighted, nginx's), `least_requests` (power of two choices) or `hash` (consistent
+    hashing of `hash_header` or `hash_cookie`, for sticky sessions)."""
+    hash_header: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")] | None = None
+    """Header whose value picks the endpoint with `algorithm: hash`."""
+    hash_cookie: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+    """Cookie whose value picks the endpoint with `algorithm: hash`."""
+    weight: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Weight of each replica portero runs."""
+    slow_start_s: Annotated[float, Field(ge=0, le=3_600)] = 5
+    """A new or recovered endpoint ramps from 10% to its full weight over this many seconds (0: off)."""
+    max_in_flight: Annotated[int, Field(ge=0, le=100_000)] = 0
+    """Most requests one endpoint serves at once; more wait in the service's queue (0: no limit)."""
+
+    @model_validator(mode="after")
+    def _hash_needs_a_key(self) -> Balance:
+        if self.algorithm == "hash" and (self.hash_header is None) == (self.hash_cookie is None):
+            raise ValueError("algorithm `hash` needs exactly one of hash_header or hash_cookie")
+        return self
+
+
 class ServiceSpec(Model):
     command: tuple[str, ...] | None = None
     """Argv of a replica (process runtime). A string is split like a shell would, but never run by one;
@@ -207,6 +356,10 @@ class ServiceSpec(Model):
     """Seconds between SIGTERM and SIGKILL when a replica stops."""
     deploy: DeploySettings | None = None
     """This service's deploy strategy; the top-level `deploy` when unset."""
+    balance: Balance = Balance()
+    """Load balancing of this service's traffic."""
+    endpoints: Annotated[tuple[StaticEndpoint, ...], LIST] = ()
+    """Servers portero does not run, routed beside (or instead of) its replicas."""
 
     @field_validator("command", mode="before")
     @classmethod
@@ -226,9 +379,14 @@ class ServiceSpec(Model):
 
     @model_validator(mode="after")
     def _something_to_run(self) -> ServiceSpec:
-        if self.command is None and self.image is None and self.build is None:
-            raise ValueError("a service needs `command` (process runtime) or `image`/`build` (containers)")
+        if not self.managed and not self.endpoints:
+            raise ValueError("a service needs `command` (process runtime), `image`/`build` (containers) or `endpoints`")
         return self
+
+    @property
+    def managed(self) -> bool:
+        """Whether portero runs replicas of it (an `endpoints`-only service is routed, not run)."""
+        return self.command is not None or self.image is not None or self.build is not None
 
     def template_digest(self) -> str:
         """Digest of what makes a replica what it is; replica counts and checks are not part of it."""
@@ -246,6 +404,8 @@ class Spec(Model):
     """Where replicas run: `process` (local processes, the embedded default), `docker` or `swarm`."""
     admin: AdminSettings = AdminSettings()
     """The management API."""
+    router: RouterSettings = RouterSettings()
+    """The HTTP load balancer."""
     docker: DockerSettings = DockerSettings()
     """The Docker Engine."""
     store: StoreSettings = StoreSettings()
@@ -264,7 +424,18 @@ class Spec(Model):
     @model_validator(mode="after")
     def _runnable_on_runtime(self) -> Spec:
         if self.runtime == "process":
-            missing = [f"services.{name}.command" for name, svc in self.services.items() if svc.command is None]
+            missing = [
+                f"services.{name}.command"
+                for name, svc in self.services.items()
+                if svc.command is None and (svc.image is not None or svc.build is not None)
+            ]
             if missing:
                 raise ValueError(f"{', '.join(missing)}: required by runtime `process`")
+        unknown = [
+            f"router.routes.{i}.service: no service named {r.service!r}"
+            for i, r in enumerate(self.router.routes)
+            if r.service not in self.services
+        ]
+        if unknown:
+            raise ValueError("; ".join(unknown))
         return self

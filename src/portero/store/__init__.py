@@ -1,6 +1,6 @@
 """Where desired state, replicas, revisions and events live."""
 
-from portero.store.base import ServiceRecord, Store
+from portero.store.base import ServerRecord, ServiceRecord, Store
 from portero.store.sqlite import SqliteStore
 
-__all__ = ["ServiceRecord", "SqliteStore", "Store"]
+__all__ = ["ServerRecord", "ServiceRecord", "SqliteStore", "Store"]

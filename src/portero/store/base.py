@@ -18,6 +18,15 @@ class ServiceRecord:
     revision: int  # the revision that should run
 
 
+@dataclass(frozen=True)
+class ServerRecord:
+    """A server registered by hand with the router (one portero does not run)."""
+
+    service: str
+    address: str
+    weight: int
+
+
 class Store(Protocol):
     async def close(self) -> None: ...
 
@@ -36,6 +45,10 @@ class Store(Protocol):
         ...
 
     async def load_replicas(self) -> list[Replica]: ...
+
+    async def put_server(self, server: ServerRecord) -> None: ...
+    async def delete_server(self, service: str, address: str) -> None: ...
+    async def get_servers(self) -> list[ServerRecord]: ...
 
     async def append_event(self, event: Event) -> Event: ...
     async def get_events(

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from portero.events import Event
 from portero.replicas import Replica
 from portero.revisions import Revision
-from portero.store.base import ServiceRecord
+from portero.store.base import ServerRecord, ServiceRecord
 
 T = TypeVar("T")
 
@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
     service TEXT, message TEXT NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
+CREATE TABLE IF NOT EXISTS servers (
+    service TEXT NOT NULL, address TEXT NOT NULL, weight INTEGER NOT NULL, PRIMARY KEY (service, address));
 """
 MAX_EVENTS = 50_000  # the log is bounded; older events are dropped in batches
 
@@ -139,6 +141,23 @@ class SqliteStore:
     async def load_replicas(self) -> list[Replica]:
         rows = await self._run(lambda db: db.execute("SELECT body FROM replicas ORDER BY rowid").fetchall())
         return [Replica.from_dict(json.loads(row[0])) for row in rows]
+
+    async def put_server(self, server: ServerRecord) -> None:
+        await self._write(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO servers (service, address, weight) VALUES (?, ?, ?)",
+                (server.service, server.address, server.weight),
+            )
+        )
+
+    async def delete_server(self, service: str, address: str) -> None:
+        await self._write(
+            lambda db: db.execute("DELETE FROM servers WHERE service = ? AND address = ?", (service, address))
+        )
+
+    async def get_servers(self) -> list[ServerRecord]:
+        rows = await self._run(lambda db: db.execute("SELECT service, address, weight FROM servers").fetchall())
+        return [ServerRecord(*row) for row in rows]
 
     async def append_event(self, event: Event) -> Event:
         def work(db: sqlite3.Connection) -> int:

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from portero.events import Event
@@ -48,6 +48,9 @@ class Supervisor:
         self._stops: dict[str, asyncio.Task[None]] = {}
         self._saved: list[Replica] | None = None
         self._running = False
+        # The data plane's hooks: told of every change of the replica set, asked to drain before a stop.
+        self.observers: list[Callable[[list[Replica]], None]] = []
+        self.drain: Callable[[Replica], Awaitable[None]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -62,8 +65,9 @@ class Supervisor:
                 message = f"adopted: still running as pid {replica.process.pid} on port {replica.process.port}"
                 await self.record(Event("replica.adopted", replica.id, message, replica.service, self.clock()))
                 if replica.state is ReplicaState.STOPPING:
-                    grace = self._grace(replica.service)
-                    self._stop(replica, grace)
+                    self._stop(replica, self._grace(replica.service))
+        for observer in self.observers:
+            observer(self.replicas)
 
     async def run(self) -> None:
         self._running = True
@@ -156,6 +160,8 @@ class Supervisor:
 
         async def stop() -> None:
             try:
+                if self.drain is not None:
+                    await self.drain(replica)  # out of rotation, requests in flight done, before SIGTERM
                 await self.runtime.stop(replica.id, process, grace_s)
             except RuntimeFailure as exc:
                 log.error("could not stop replica %s: %s", replica.id, exc, extra={"replica": replica.id})
@@ -175,6 +181,8 @@ class Supervisor:
 
     async def _persist(self) -> None:
         if self.replicas != self._saved:
+            for observer in self.observers:
+                observer(self.replicas)
             await self.store.save_replicas(self.replicas)
             self._saved = list(self.replicas)
 

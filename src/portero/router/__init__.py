@@ -1,0 +1,1 @@
+"""The router: portero's own HTTP load balancer (data plane)."""

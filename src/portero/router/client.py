@@ -1,0 +1,372 @@
+"""The client side of the router: parse requests strictly, turn each into an exchange, keep order.
+
+Parsing is llhttp's (via httptools) in its strict default, plus the checks it leaves to us (RFC 9112 §6):
+a Transfer-Encoding other than exactly `chunked`, Transfer-Encoding in HTTP/1.0, a missing or repeated Host.
+Anything ambiguous about where a request ends gets 400 and the connection is closed, so no byte after it
+can be read as another request. The head is forwarded as the client sent it when it can be (only the
+router's own headers are appended); it is rebuilt from the parsed fields when headers must be removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from portero.router import wire
+from portero.router.exchange import Exchange
+
+if TYPE_CHECKING:
+    from portero.router.server import Router
+    from portero.router.upstream import Upstream
+
+HEAD, BODY, WAIT, IDLE = 1, 2, 3, 4  # what the connection is waiting for; its deadline means that
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = (
+        "body_bytes",
+        "body_started",
+        "chunk",
+        "chunk_fresh",
+        "closed",
+        "content_lengths",
+        "current",
+        "deadline",
+        "head_at_start",
+        "head_received",
+        "headers",
+        "host",
+        "host_count",
+        "parser",
+        "paused",
+        "peer",
+        "phase",
+        "queued",
+        "request_id",
+        "rewrite",
+        "router",
+        "te",
+        "transport",
+        "tunnel",
+        "url",
+    )
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer = b""
+        self.current: Exchange | None = None
+        self.queued: deque[Exchange] = deque()
+        self.tunnel: Upstream | None = None
+        self.closed = False
+        self.paused = False
+        self.phase = HEAD
+        self.deadline = 0.0
+        self.head_received = 0
+        self.chunk = b""
+        self.chunk_fresh = False
+        self._reset_request()
+
+    def _reset_request(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.rewrite = False
+        self.te: bytes | None = None
+        self.content_lengths = 0
+        self.host: bytes | None = None
+        self.host_count = 0
+        self.request_id: bytes | None = None
+        self.head_at_start = False
+        self.body_started = 0.0
+        self.body_bytes = 0
+
+    # -- transport events -----------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not its subclasses
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]).encode() if peer else b""
+        self.deadline = self.router.now() + self.router.settings.header_timeout_s
+        self.router.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.write(data)
+            return
+        if self.phase == IDLE:
+            self.phase = HEAD
+            self.deadline = self.router.now() + self.router.settings.header_timeout_s
+        if self.phase == HEAD:
+            self.head_received += len(data)  # counts until the head is complete; bounds a head that never ends
+            if self.head_received > wire.MAX_HEAD_BYTES and data.find(b"\r\n\r\n") < 0:
+                self.reject(431, "request head larger than 16 KiB")
+                return
+        self.chunk = data
+        self.chunk_fresh = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._upgrade_data(data, upgrade)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, BadRequest):
+                self.reject(cause.status, str(cause))
+            elif not self.closed:
+                raise
+        except httptools.HttpParserError as exc:
+            self.reject(400, f"malformed request: {exc}")
+
+    def _upgrade_data(self, data: bytes, upgrade: httptools.HttpParserUpgrade) -> None:
+        offset = upgrade.args[0] if upgrade.args and isinstance(upgrade.args[0], int) else len(data)
+        early = data[offset:]
+        if early and self.current is not None:
+            self.current.request_body(early)  # the first tunnel bytes, held until the endpoint answers 101
+        self.pause_reading()  # nothing more until the endpoint accepts the upgrade
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.router.connections.discard(self)
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+        for exchange in (self.current, *self.queued):
+            if exchange is not None and not exchange.done:
+                exchange.abort()
+        self.current = None
+        self.queued.clear()
+
+    def pause_writing(self) -> None:
+        exchange = self.current
+        if exchange is not None and exchange.upstream is not None and exchange.upstream.transport is not None:
+            exchange.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        exchange = self.current
+        if exchange is not None and exchange.upstream is not None and exchange.upstream.transport is not None:
+            exchange.upstream.transport.resume_reading()
+
+    # -- httptools callbacks --------------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._reset_request()
+        self.head_at_start = self.chunk_fresh
+        if self.phase == IDLE:
+            self.phase = HEAD
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lower = name.lower()
+        self.headers.append((name, value))
+        if lower in wire.REWRITTEN:
+            self.rewrite = True
+            if lower == b"x-request-id":
+                self.request_id = value
+        elif lower == b"host":
+            self.host = value
+            self.host_count += 1
+        elif lower == b"transfer-encoding":
+            if self.te is not None:
+                raise BadRequest(400, "more than one Transfer-Encoding header")
+            self.te = value
+        elif lower == b"content-length":
+            self.content_lengths += 1
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        self.head_received = 0
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > wire.MAX_HEAD_BYTES:
+            raise BadRequest(431, "request head larger than 16 KiB")
+        http10 = parser.get_http_version() == "1.0"
+        chunked = self.te is not None
+        if chunked:
+            if self.te.strip().lower() != b"chunked":  # type: ignore[union-attr]
+                raise BadRequest(400, "Transfer-Encoding must be exactly `chunked`")
+            if http10:
+                raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if self.host_count > 1 or (self.host_count == 0 and not http10):
+            raise BadRequest(400, "a request needs exactly one Host header")
+        router = self.router
+        now = router.now()
+        service = router.route(self.host or b"", self.url)
+        if service is None:
+            raise BadRequest(404, "no service is routed for this host and path")
+        length = 0
+        if not chunked and self.content_lengths:
+            length = int(next(v for n, v in self.headers if n.lower() == b"content-length"))
+        if length > router.settings.max_body_bytes:
+            raise BadRequest(413, f"request body larger than {router.settings.max_body_bytes} bytes")
+        upgrade = bool(parser.should_upgrade())
+        request_id = self._request_id()
+        head = self._upstream_head(parser.get_method(), request_id, http10, upgrade)
+        exchange = Exchange(
+            self,
+            service,
+            parser.get_method(),
+            head,
+            request_id,
+            keep_alive=bool(parser.should_keep_alive()) and not upgrade,
+            chunked=chunked,
+            content_length=length,
+            http10=http10,
+            upgrade=upgrade,
+            now=now,
+        )
+        if service.hash_header is not None or service.hash_cookie is not None:
+            exchange.hash_key = service.hash_key_of(self.headers)
+        router.active += 1
+        self.body_started = now
+        if length or chunked:
+            self.phase = BODY
+            self.deadline = now + router.settings.body_grace_s
+        else:
+            self.phase = WAIT
+            self.deadline = 0.0
+        if self.current is None:
+            self.current = exchange
+            exchange.dispatch(now)
+        else:
+            self.queued.append(exchange)  # pipelined: answered in order, after the current one
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        exchange = self.queued[-1] if self.queued else self.current
+        if exchange is None:
+            return
+        if self.body_bytes > self.router.settings.max_body_bytes:
+            raise BadRequest(413, f"request body larger than {self.router.settings.max_body_bytes} bytes")
+        exchange.request_body(body)
+
+    def on_message_complete(self) -> None:
+        self.chunk_fresh = False
+        exchange = self.queued[-1] if self.queued else self.current
+        if self.phase == BODY:
+            self.phase = WAIT
+            self.deadline = 0.0
+        if exchange is not None:
+            exchange.request_complete()
+        if self.queued:
+            self.pause_reading()  # pipelined: one request waits at most; the rest of this chunk is parsed already
+
+    # -- building the forwarded head ------------------------------------------------------------------------------
+
+    def _request_id(self) -> bytes:
+        incoming = self.request_id
+        if incoming is not None and 0 < len(incoming) <= 128 and incoming.replace(b"-", b"").isalnum():
+            return incoming
+        return self.router.next_request_id()
+
+    def _upstream_head(self, method: bytes, request_id: bytes, http10: bool, upgrade: bool) -> bytes:
+        trusted = self.router.is_trusted(self.peer)
+        forwarded_for, proto, forwarded_host = self.peer, b"http", self.host or b""
+        raw_end = self.chunk.find(b"\r\n\r\n") if self.head_at_start else -1
+        if not self.rewrite and not http10 and not upgrade and raw_end > 0:
+            start = self.chunk[: raw_end + 2]  # the client's own head, byte for byte
+        else:
+            lines = [method + b" " + self.url + b" HTTP/1.1"]
+            for name, value in self.headers:
+                lower = name.lower()
+                if lower in wire.REWRITTEN:
+                    if trusted and lower == b"x-forwarded-for":
+                        forwarded_for = value + b", " + self.peer
+                    elif trusted and lower == b"x-forwarded-proto":
+                        proto = value
+                    elif trusted and lower == b"x-forwarded-host":
+                        forwarded_host = value
+                    elif upgrade and lower == b"upgrade":
+                        lines.append(b"upgrade: " + value)
+                    continue
+                lines.append(name + b": " + value)
+            if upgrade:
+                lines.append(b"connection: upgrade")
+            start = b"\r\n".join(lines) + b"\r\n"
+        return b"%bx-forwarded-for: %b\r\nx-forwarded-proto: %b\r\nx-forwarded-host: %b\r\nx-request-id: %b\r\n\r\n" % (
+            start,
+            forwarded_for,
+            proto,
+            forwarded_host,
+            request_id,
+        )
+
+    # -- called by exchanges --------------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def exchange_done(self, exchange: Exchange, close: bool) -> None:
+        if close or self.closed:
+            self.close()
+            return
+        if exchange is self.current:
+            self.current = None
+        if self.queued:
+            self.current = self.queued.popleft()
+            self.current.dispatch(self.router.now())
+            return
+        self.phase = IDLE
+        self.head_received = 0
+        self.deadline = self.router.now() + self.router.settings.idle_timeout_s
+        self.resume_reading()
+
+    def start_tunnel(self, exchange: Exchange) -> None:
+        """The endpoint accepted an upgrade: from now on bytes flow both ways untouched."""
+        self.tunnel = exchange.upstream
+        self.phase = WAIT
+        self.deadline = 0.0
+        self.resume_reading()
+
+    def pause_reading(self) -> None:
+        if not self.paused and self.transport is not None and not self.closed:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.paused and self.transport is not None and not self.closed:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def reject(self, status: int, detail: str) -> None:
+        """A request the router refuses before any exchange: answer and close, so nothing after it is read."""
+        if self.current is not None and not self.current.done:
+            self.current.abort()
+        self.write(wire.response(status, wire.error_body(status, detail), close=True))
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    # -- deadlines, checked by the router's sweep -----------------------------------------------------------------
+
+    def check(self, now: float) -> None:
+        settings = self.router.settings
+        if self.phase == BODY and settings.min_body_rate_bytes_s and now - self.body_started > settings.body_grace_s:
+            rate = self.body_bytes / (now - self.body_started)
+            if rate < settings.min_body_rate_bytes_s:
+                self.reject(408, f"request body slower than {settings.min_body_rate_bytes_s} bytes/s")
+                return
+        if self.deadline and now > self.deadline:
+            if self.phase in (HEAD, IDLE):
+                if self.phase == HEAD and self.head_received:
+                    self.reject(408, "request head not received in time")
+                else:
+                    self.close()
+            elif self.phase == BODY:
+                pass  # judged by rate above
+        exchange = self.current
+        if exchange is not None and exchange.deadline and now > exchange.deadline and not exchange.done:
+            exchange.timed_out(now)

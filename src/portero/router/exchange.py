@@ -1,0 +1,371 @@
+"""One request through the router: pick an endpoint, stream the request there, stream the response back,
+retry where it is safe, and account for it.
+
+Theory of operation. An exchange is created when a request head is complete. It asks its service for an
+endpoint; with none free it waits in the service's bounded queue. Once it has a connection it writes the head
+and whatever body arrived meanwhile (at most PENDING_MAX bytes are held: beyond that the client is paused),
+then streams the rest of the body as it comes. Framing to the endpoint is always made by the router from the
+parsed message (Content-Length bytes as counted, chunked re-encoded), never copied, so bytes the client sends
+after the end of a request can never reach an endpoint as part of it. A connect failure, or a connection lost
+before any response byte, is retried on another endpoint when the method is idempotent (or nothing was sent),
+the body can be replayed, tries remain and the router's retry budget allows.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import httptools
+
+from portero.router import wire
+from portero.router.upstream import Upstream
+
+if TYPE_CHECKING:
+    from portero.router.client import ClientConnection
+    from portero.router.service import Endpoint, ServiceRoute
+
+PENDING_MAX = 64 * 1024  # body held while no endpoint is attached; also the most a retry can replay
+NO_BODY_STATUS = frozenset({204, 304})
+
+
+class Exchange:
+    __slots__ = (
+        "attempt",
+        "client",
+        "client_http10",
+        "content_length",
+        "deadline",
+        "done",
+        "endpoint",
+        "hash_key",
+        "head",
+        "is_head",
+        "keep_alive",
+        "method",
+        "pending",
+        "pending_size",
+        "reason",
+        "rechunk",
+        "replay",
+        "request_chunked",
+        "request_done",
+        "request_id",
+        "response_close",
+        "response_headers",
+        "response_started",
+        "retrying",
+        "sent_anything",
+        "service",
+        "started_at",
+        "status",
+        "tried",
+        "upgrade",
+        "upstream",
+        "waiting",
+    )
+
+    def __init__(
+        self,
+        client: ClientConnection,
+        service: ServiceRoute,
+        method: bytes,
+        head: bytes,
+        request_id: bytes,
+        *,
+        keep_alive: bool,
+        chunked: bool,
+        content_length: int,
+        http10: bool,
+        upgrade: bool,
+        now: float,
+    ) -> None:
+        self.client = client
+        self.service = service
+        self.method = method
+        self.head = head
+        self.request_id = request_id
+        self.keep_alive = keep_alive
+        self.request_chunked = chunked
+        self.content_length = content_length
+        self.client_http10 = http10
+        self.upgrade = upgrade
+        self.is_head = method == b"HEAD"
+        self.started_at = now
+        self.request_done = False
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.replay: list[bytes] | None = []  # None once the body outgrew what a retry may resend
+        self.endpoint: Endpoint | None = None
+        self.upstream: Upstream | None = None
+        self.tried: list[Endpoint] = []
+        self.attempt = 0
+        self.sent_anything = False
+        self.response_started = False
+        self.response_close = False
+        self.rechunk = False
+        self.retrying = False
+        self.waiting = False
+        self.status = 0
+        self.reason = b""
+        self.response_headers: list[tuple[bytes, bytes]] = []
+        self.deadline = 0.0
+        self.done = False
+        self.hash_key: bytes | None = None
+
+    # -- dispatch --------------------------------------------------------------------------------------------------
+
+    def dispatch(self, now: float) -> None:
+        endpoint = self.service.pick(self, now)
+        if endpoint is None:
+            if not self.service.enqueue(self, now):
+                self.fail(503, "no endpoint is ready and the queue is full", maintenance=True)
+            return
+        self.attempt += 1
+        self.tried.append(endpoint)
+        self.endpoint = endpoint
+        endpoint.begin()
+        conn = endpoint.pool.take()
+        if conn is not None:
+            self.attach(conn, now)
+        else:
+            self.deadline = now + self.service.router.settings.connect_timeout_s + 1
+            endpoint.connect(self)
+
+    def attach(self, conn: Upstream, now: float) -> None:
+        if self.client.closed:  # the client left while we were connecting
+            assert self.endpoint is not None
+            self.endpoint.pool.give_back(conn, now)
+            self.release(ok=None)
+            return
+        self.upstream = conn
+        conn.exchange = self
+        # The response timeout runs from the end of the request: a long upload is judged by its rate instead.
+        self.deadline = now + self.service.router.settings.response_timeout_s if self.request_done else 0.0
+        parts = [self.head, *self.pending]
+        if self.request_done and self.request_chunked and not self.upgrade:
+            parts.append(wire.LAST_CHUNK)
+        conn.write(b"".join(parts))
+        self.sent_anything = True
+        if self.pending_size > PENDING_MAX:
+            self.client.resume_reading()
+        self.pending = []
+        self.pending_size = 0
+
+    def connect_failed(self, exc: BaseException, now: float) -> None:
+        timed_out = isinstance(exc, TimeoutError)
+        self.retry_or_fail(now, 504 if timed_out else 502, f"cannot connect to an endpoint ({type(exc).__name__})")
+
+    def retry_or_fail(self, now: float, status: int, detail: str) -> None:
+        endpoint = self.endpoint
+        self.release(ok=False)
+        router = self.service.router
+        if (
+            endpoint is not None
+            and not self.response_started
+            and router.retry_policy.may_retry(self.method, self.unreplayable(), False, self.attempt)
+            and router.budget.can_retry(router.active, router.retries_in_flight)
+        ):
+            endpoint.stats.retries += 1
+            if not self.retrying:
+                self.retrying = True
+                router.retries_in_flight += 1
+            self.sent_anything = False
+            self.pending = list(self.replay or [])
+            self.pending_size = sum(len(p) for p in self.pending)
+            self.dispatch(now)
+            return
+        self.fail(status, detail)
+
+    def unreplayable(self) -> bool:
+        """Something went upstream that a retry could not send again (a body beyond the replay buffer)."""
+        return self.sent_anything and self.replay is None
+
+    def release(self, ok: bool | None) -> None:
+        """Let go of the endpoint; `ok` is the outcome for passive health (None: no verdict)."""
+        endpoint, self.endpoint = self.endpoint, None
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            upstream.close()
+        if endpoint is not None:
+            endpoint.end(ok, self.service.router.now())
+
+    # -- request body, from the client ----------------------------------------------------------------------------
+
+    def request_body(self, data: bytes) -> None:
+        if self.request_chunked and not self.upgrade:
+            data = wire.chunk(data)
+        if self.replay is not None:
+            self.replay.append(data)
+            if sum(len(p) for p in self.replay) > PENDING_MAX:
+                self.replay = None
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.write(data)
+            return
+        self.pending.append(data)
+        self.pending_size += len(data)
+        if self.pending_size > PENDING_MAX:
+            self.client.pause_reading()  # resumed when an endpoint is attached
+
+    def request_complete(self) -> None:
+        self.request_done = True
+        if self.upstream is not None:
+            if self.request_chunked and not self.upgrade:
+                self.upstream.write(wire.LAST_CHUNK)
+            router = self.service.router
+            self.deadline = router.now() + router.settings.response_timeout_s
+
+    # -- response, from the endpoint ------------------------------------------------------------------------------
+
+    def upstream_data(self, data: bytes) -> None:
+        upstream = self.upstream
+        assert upstream is not None
+        if self.status == 101:  # tunnel (WebSocket): bytes as they are
+            self.client.write(data)
+            return
+        try:
+            upstream.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as switch:  # 101: what follows the head is the tunnel's
+            offset = switch.args[0] if switch.args and isinstance(switch.args[0], int) else len(data)
+            if data[offset:]:
+                self.client.write(data[offset:])
+        except httptools.HttpParserError as exc:
+            self.broken_response(f"invalid response from the endpoint: {exc}")
+
+    def response_head(self, status: int, upstream_keep_alive: bool) -> None:
+        if 100 <= status < 200 and status != 101:
+            if not self.client_http10:  # interim responses (100 Continue) pass through to HTTP/1.1 clients
+                self.client.write(b"HTTP/1.1 %d %b\r\n\r\n" % (status, self.reason))
+            self.response_headers = []
+            return
+        self.status = status
+        self.response_started = True
+        has_length = False
+        out = [b"HTTP/1.1 %d %b" % (status, self.reason)]
+        for name, value in self.response_headers:
+            lower = name.lower()
+            if lower in wire.HOP_BY_HOP or lower == b"transfer-encoding":
+                continue
+            if lower == b"content-length":
+                has_length = True
+            out.append(name + b": " + value)
+        bodiless = self.is_head or status in NO_BODY_STATUS or status == 101
+        if status == 101:
+            out.append(b"connection: upgrade")
+            upgrade = next((v for n, v in self.response_headers if n.lower() == b"upgrade"), b"websocket")
+            out.append(b"upgrade: " + upgrade)
+        elif not has_length and not bodiless:
+            if self.client_http10:
+                self.response_close = True  # an HTTP/1.0 client reads to the close
+            else:
+                self.rechunk = True
+                out.append(b"transfer-encoding: chunked")
+        close = self.response_close or not self.keep_alive or not self.request_done
+        if status != 101:
+            out.append(b"connection: close" if close else b"connection: keep-alive")
+            self.response_close = close
+        out.append(b"x-request-id: " + self.request_id)
+        self.client.write(b"\r\n".join(out) + b"\r\n\r\n")
+        self.deadline = 0.0
+        if status == 101:
+            self.client.start_tunnel(self)
+        elif self.is_head:
+            assert self.upstream is not None
+            self.upstream.reset_parser()  # httptools cannot be told a HEAD response has no body
+            self.response_done(upstream_keep_alive)
+
+    def response_body(self, data: bytes) -> None:
+        self.client.write(wire.chunk(data) if self.rechunk else data)
+
+    def response_done(self, upstream_keep_alive: bool) -> None:
+        if self.status in (0, 101):
+            return  # the end of an interim response, or of a head that opened a tunnel
+        if self.rechunk:
+            self.client.write(wire.LAST_CHUNK)
+        router = self.service.router
+        now = router.now()
+        endpoint, upstream = self.endpoint, self.upstream
+        self.endpoint = self.upstream = None
+        if endpoint is not None:
+            endpoint.stats.record(self.status, now - self.started_at)
+            if upstream is not None and upstream_keep_alive and self.request_done and not upstream.lost:
+                endpoint.pool.give_back(upstream, now)
+            elif upstream is not None:
+                upstream.close()
+            endpoint.end(self.status < 500, now)
+        self.finish()
+        self.client.exchange_done(self, close=self.response_close)
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        if self.status == 101:
+            self.client.close()
+            return
+        self.upstream = None
+        if self.response_started:
+            # Part of a response is out; the client cannot be told anything else. Close-delimited bodies end here.
+            if not self.rechunk and self.response_close and self.endpoint is not None:
+                self.response_done(False)
+                return
+            self.release(ok=False)
+            self.finish()
+            self.client.close()
+            return
+        self.retry_or_fail(self.service.router.now(), 502, "the endpoint closed the connection before responding")
+
+    def broken_response(self, detail: str) -> None:
+        if self.response_started:
+            self.release(ok=False)
+            self.finish()
+            self.client.close()
+        else:
+            self.release(ok=False)
+            self.fail(502, detail)
+
+    # -- endings --------------------------------------------------------------------------------------------------
+
+    def timed_out(self, now: float) -> None:
+        if self.waiting:
+            self.service.dequeue(self)
+            self.fail(503, "no endpoint became ready in time", maintenance=True)
+        elif not self.response_started:
+            if self.endpoint is not None:
+                self.endpoint.stats.timeouts += 1
+            self.retry_or_fail(now, 504, "the endpoint did not answer in time")
+        else:
+            self.abort()
+
+    def fail(self, status: int, detail: str, maintenance: bool = False) -> None:
+        """Answer with the router's own response; the connection closes unless the request was read whole."""
+        self.release(ok=None)
+        self.status = status
+        close = not self.request_done or not self.keep_alive or self.upgrade
+        if maintenance:
+            body = wire.MAINTENANCE_PAGE
+            headers: tuple[tuple[bytes, bytes], ...] = ((b"retry-after", b"5"), (b"cache-control", b"no-store"))
+            kind = b"text/html; charset=utf-8"
+        else:
+            body, headers, kind = wire.error_body(status, detail), (), b"text/plain; charset=utf-8"
+        self.client.write(
+            wire.response(status, body, content_type=kind, headers=headers, close=close, request_id=self.request_id)
+        )
+        self.service.stats.record(status, self.service.router.now() - self.started_at)
+        self.finish()
+        self.client.exchange_done(self, close=close)
+
+    def abort(self) -> None:
+        """The client is gone (or the exchange cannot go on): drop everything, no verdict on the endpoint."""
+        if self.waiting:
+            self.service.dequeue(self)
+        self.release(ok=None)
+        self.finish()
+
+    def finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.deadline = 0.0
+        router = self.service.router
+        router.active -= 1
+        if self.retrying:
+            self.retrying = False
+            router.retries_in_flight -= 1

@@ -1,0 +1,309 @@
+"""The router: listener, services and routes, the sweep that enforces deadlines, and the registry of
+endpoints (replicas from the supervisor, static ones from the spec, registered ones from the API)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import logging
+import os
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from portero.router.balancer import make_balancer
+from portero.router.breaker import BreakerPolicy
+from portero.router.budget import RetryBudget, RetryPolicy
+from portero.router.client import ClientConnection
+from portero.router.outlier import OutlierPolicy
+from portero.router.routes import CompiledRoute, compile_routes, match
+from portero.router.service import Endpoint, EndpointState, ServiceRoute
+from portero.spec.models import RouterSettings, ServiceSpec
+from portero.tasks import settle, spawn
+
+log = logging.getLogger(__name__)
+SWEEP_S = 0.25  # resolution of every router deadline
+
+
+@dataclass(frozen=True)
+class ReplicaEndpoint:
+    replica_id: str
+    host: str
+    port: int
+
+
+class RouterError(ValueError):
+    """A registry request that cannot be done; the message names the field and value."""
+
+
+class Router:
+    def __init__(self, settings: RouterSettings) -> None:
+        self.settings = settings
+        self.services: dict[str, ServiceRoute] = {}
+        self.routes: list[CompiledRoute] = []
+        self.default_service: str | None = None
+        self.connections: set[ClientConnection] = set()
+        self.active = 0
+        self.retries_in_flight = 0
+        self._configure(settings)
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(4).hex().encode()
+        self._trusted_cache: dict[bytes, bool] = {}
+        self._server: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._demand_hooks: list[Callable[[str], None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.stopped = False
+        self.now: Callable[[], float] = lambda: 0.0
+
+    def _configure(self, settings: RouterSettings) -> None:
+        self.settings = settings
+        self.budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min)
+        self.retry_policy = RetryPolicy(attempts=settings.retry_attempts)
+        o, b = settings.outlier, settings.breaker
+        self.outlier_policy = OutlierPolicy(
+            o.consecutive_failures, o.base_ejection_s, o.max_ejection_s, o.max_ejection_percent
+        )
+        self.breaker_policy = BreakerPolicy(b.failure_ratio, b.min_requests, b.window_s, b.open_s, b.half_open_probes)
+        self._trusted = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.now = loop.time
+        settings = self.settings
+        try:
+            self._server = await loop.create_server(
+                lambda: ClientConnection(self), settings.host, settings.port, backlog=4096, reuse_address=True
+            )
+        except OSError as exc:
+            raise RouterError(
+                f"cannot listen on {settings.host}:{settings.port} for the router: {exc.strerror} "
+                "(set router.port in the spec)"
+            ) from exc
+        for sock in self._server.sockets:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._tasks = [
+            spawn(self._sweep(), name="router-sweep", eternal=True),
+            spawn(self._check_endpoints(), name="router-health", eternal=True),
+        ]
+        log.info("router listening on %s:%d", settings.host, settings.port)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop accepting, let requests in flight finish within `grace_s`, then close every connection."""
+        self.stopped = True
+        if self._server is not None:
+            self._server.close()
+        deadline = self.now() + grace_s
+        while self.active and self.now() < deadline:  # noqa: ASYNC110 - a counter the hot path keeps, no event
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.close()
+        for task in self._tasks:
+            settle(task)
+            task.cancel()
+        for service in self.services.values():
+            for endpoint in service.endpoints.values():
+                endpoint.pool.close()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._server is not None
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return str(host), int(port)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            now = self.now()
+            for conn in list(self.connections):
+                conn.check(now)
+            for service in self.services.values():
+                service.sweep(now)
+
+    # -- configuration from the spec ------------------------------------------------------------------------------
+
+    def apply(self, settings: RouterSettings, services: dict[str, ServiceSpec]) -> None:
+        self._configure(settings)
+        now = self.now()
+        for name, spec in services.items():
+            balance = spec.balance
+            route = self.services.get(name)
+            if route is None or route.balancer_name != balance.algorithm:
+                balancer = make_balancer(balance.algorithm, random.random, balance.slow_start_s)
+                fresh = ServiceRoute(self, name, balancer, balance.slow_start_s)
+                if route is not None:
+                    fresh.endpoints = route.endpoints
+                route = self.services[name] = fresh
+                route.balancer_name = balance.algorithm
+            route.slow_start_s = balance.slow_start_s
+            route.max_in_flight = balance.max_in_flight
+            route.hash_header = balance.hash_header.lower().encode() if balance.hash_header else None
+            route.hash_cookie = balance.hash_cookie
+            route.replica_weight = balance.weight
+            route.health_path = spec.health.path
+            route.outlier_policy = self.outlier_policy
+            wanted = {e.address: e.weight for e in spec.endpoints}
+            for key, endpoint in list(route.endpoints.items()):
+                if endpoint.source == "static" and key not in wanted:
+                    endpoint.drain(now + settings.drain_timeout_s)
+            for address, weight in wanted.items():
+                host, port = split_address(address)
+                existing = route.endpoints.get(address)
+                if existing is None:
+                    route.add(Endpoint(route, host, port, weight, "static", now), now)
+                else:
+                    existing.target.weight = weight
+        for gone in set(self.services) - set(services):
+            for endpoint in self.services[gone].endpoints.values():
+                endpoint.drain(now + settings.drain_timeout_s)
+        self.routes = compile_routes([(r.host, r.prefix, r.service) for r in settings.routes])
+        self.default_service = next(iter(services), None)
+
+    # -- the request path's helpers -------------------------------------------------------------------------------
+
+    def route(self, host: bytes, path: bytes) -> ServiceRoute | None:
+        name = match(self.routes, host, path) if self.routes else self.default_service
+        return self.services.get(name) if name is not None else None
+
+    def is_trusted(self, peer: bytes) -> bool:
+        if not self._trusted:
+            return False
+        known = self._trusted_cache.get(peer)
+        if known is None:
+            try:
+                address = ipaddress.ip_address(peer.decode())
+            except ValueError:
+                known = False
+            else:
+                known = any(address in network for network in self._trusted)
+            if len(self._trusted_cache) > 10_000:
+                self._trusted_cache.clear()
+            self._trusted_cache[peer] = known
+        return known
+
+    def next_request_id(self) -> bytes:
+        return b"%b-%x" % (self._id_prefix, next(self._ids))
+
+    def demand(self, service: ServiceRoute) -> None:
+        """A request is waiting for an endpoint (scale from zero listens here)."""
+        for hook in self._demand_hooks:
+            hook(service.name)
+
+    def on_demand(self, hook: Callable[[str], None]) -> None:
+        self._demand_hooks.append(hook)
+
+    # -- registry -------------------------------------------------------------------------------------------------
+
+    def sync_replicas(self, service: str, ready: list[ReplicaEndpoint]) -> None:
+        """The supervisor's ready replicas of `service`: new ones join (with slow start), gone ones drain."""
+        route = self.services.get(service)
+        if route is None:
+            return
+        now = self.now()
+        wanted = {f"{r.host}:{r.port}": r for r in ready}
+        for key, endpoint in route.endpoints.items():
+            if endpoint.source == "replica" and key not in wanted and endpoint.state is not EndpointState.DRAINING:
+                endpoint.drain(now + self.settings.drain_timeout_s)
+        for key, replica in wanted.items():
+            current = route.endpoints.get(key)
+            if current is None or current.state is EndpointState.DRAINING:
+                fresh = Endpoint(
+                    route, replica.host, replica.port, route.replica_weight, "replica", now, replica.replica_id
+                )
+                route.add(fresh, now)
+
+    def register(self, service: str, address: str, weight: int) -> Endpoint:
+        route = self._service(service)
+        host, port = split_address(address)
+        now = self.now()
+        existing = route.endpoints.get(address)
+        if existing is not None and existing.state is not EndpointState.DRAINING:
+            existing.target.weight = weight
+            return existing
+        endpoint = Endpoint(route, host, port, weight, "registered", now)
+        route.add(endpoint, now)
+        return endpoint
+
+    def deregister(self, service: str, address: str) -> None:
+        self.endpoint(service, address).drain(self.now() + self.settings.drain_timeout_s)
+
+    def set_weight(self, service: str, address: str, weight: int) -> Endpoint:
+        endpoint = self.endpoint(service, address)
+        endpoint.target.weight = weight
+        return endpoint
+
+    def drain(self, service: str, address: str, timeout_s: float | None = None) -> Endpoint:
+        endpoint = self.endpoint(service, address)
+        endpoint.drain(self.now() + (self.settings.drain_timeout_s if timeout_s is None else timeout_s))
+        return endpoint
+
+    async def drained(self, service: str, address: str) -> None:
+        """Wait until a draining endpoint has no request left (or its drain deadline passed)."""
+        route = self.services.get(service)
+        while not self.stopped and route is not None and address in route.endpoints:  # noqa: ASYNC110 - the sweep removes it
+            await asyncio.sleep(SWEEP_S)
+
+    def endpoint(self, service: str, address: str) -> Endpoint:
+        route = self._service(service)
+        endpoint = route.endpoints.get(address)
+        if endpoint is None:
+            raise LookupError(f"service {service!r} has no endpoint {address!r}")
+        return endpoint
+
+    def _service(self, name: str) -> ServiceRoute:
+        route = self.services.get(name)
+        if route is None:
+            raise LookupError(f"no service named {name!r} is routed")
+        return route
+
+    # -- active checks of endpoints portero does not run ----------------------------------------------------------
+
+    async def _check_endpoints(self) -> None:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            while True:
+                await asyncio.sleep(SWEEP_S)
+                now = self.now()
+                checks = self.settings.health
+                for route in self.services.values():
+                    for endpoint in route.endpoints.values():
+                        if endpoint.health is not None and now - endpoint.last_check >= checks.interval_s:
+                            endpoint.last_check = now
+                            spawn(self._check(client, route, endpoint), name=f"check:{endpoint.key}")
+
+    async def _check(self, client: httpx.AsyncClient, route: ServiceRoute, endpoint: Endpoint) -> None:
+        assert endpoint.health is not None
+        try:
+            response = await client.get(
+                f"http://{endpoint.key}{route.health_path}", timeout=self.settings.health.timeout_s
+            )
+            ok = 200 <= response.status_code < 400
+        except httpx.HTTPError:
+            ok = False
+        if endpoint.health.observe(ok):
+            now = self.now()
+            if endpoint.health.healthy:
+                if endpoint.state is EndpointState.DOWN:
+                    endpoint.state = EndpointState.ACTIVE
+                    endpoint.target.since = now
+                    route.wake(now)
+                log.info("endpoint %s of %s is up", endpoint.key, route.name)
+            else:
+                if endpoint.state is EndpointState.ACTIVE:
+                    endpoint.state = EndpointState.DOWN
+                log.warning("endpoint %s of %s is down", endpoint.key, route.name)
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise RouterError(f"address {address!r}: expected host:port")
+    return host.strip("[]"), int(port)

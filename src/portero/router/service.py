@@ -1,0 +1,292 @@
+"""A routed service: its endpoints (each with pool, health, breaker, outlier state and stats), its balancer
+and the bounded queue where requests wait when no endpoint can take them."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import deque
+from enum import StrEnum
+from http.cookies import CookieError, SimpleCookie
+from typing import TYPE_CHECKING
+
+from portero.router import outlier
+from portero.router.balancer import Balancer, effective_weight
+from portero.router.breaker import BreakerState, CircuitBreaker
+from portero.router.health import ActiveHealth
+from portero.router.stats import Counters, LatencyHistogram
+from portero.router.target import Target
+from portero.router.upstream import Pool
+from portero.tasks import spawn
+
+if TYPE_CHECKING:
+    from portero.router.exchange import Exchange
+    from portero.router.server import Router
+
+log = logging.getLogger(__name__)
+
+
+class EndpointState(StrEnum):
+    ACTIVE = "active"
+    DRAINING = "draining"  # no new requests; the ones in flight may finish until `drain_until`
+    DOWN = "down"  # failing its active checks
+
+
+class Stats:
+    """Counters and a latency histogram; one per endpoint, one per service for the router's own answers."""
+
+    __slots__ = ("counters", "latency")
+
+    def __init__(self) -> None:
+        self.counters = Counters()
+        self.latency = LatencyHistogram()
+
+    def record(self, status: int, seconds: float) -> None:
+        self.counters.record_status(status)
+        self.latency.observe(seconds)
+
+    # Attribute-style access for the hot path's rarer counters.
+    @property
+    def retries(self) -> int:
+        return self.counters.retries
+
+    @retries.setter
+    def retries(self, value: int) -> None:
+        self.counters.retries = value
+
+    @property
+    def timeouts(self) -> int:
+        return self.counters.timeouts
+
+    @timeouts.setter
+    def timeouts(self, value: int) -> None:
+        self.counters.timeouts = value
+
+
+class Endpoint:
+    __slots__ = (
+        "breaker",
+        "drain_until",
+        "health",
+        "key",
+        "last_check",
+        "outlier",
+        "pool",
+        "replica_id",
+        "service",
+        "source",
+        "state",
+        "stats",
+        "target",
+    )
+
+    def __init__(
+        self, service: ServiceRoute, host: str, port: int, weight: int, source: str, now: float, replica_id: str = ""
+    ) -> None:
+        router = service.router
+        self.service = service
+        self.key = f"{host}:{port}"
+        self.source = source  # "replica" (portero runs it), "static" (spec file) or "registered" (API)
+        self.replica_id = replica_id
+        self.target = Target(self.key, weight, since=now)
+        self.pool = Pool(host, port, router.settings.pool_size)
+        self.state = EndpointState.ACTIVE
+        self.drain_until = 0.0
+        # Replicas are checked by the supervisor; other endpoints by the router, starting UP as in HAProxy.
+        checks = router.settings.health
+        self.health = None if source == "replica" else ActiveHealth(True, rise=checks.rise, fall=checks.fall)
+        self.last_check = 0.0
+        self.breaker = CircuitBreaker(router.breaker_policy)
+        self.outlier = outlier.OutlierState(healthy_since=now)
+        self.stats = Stats()
+
+    def available(self, now: float) -> bool:
+        """May take a new request now (the breaker's half-open probe slots are taken only on `allow`)."""
+        if self.state is not EndpointState.ACTIVE or self.target.weight <= 0:
+            return False
+        ejected_until = self.outlier.ejected_until
+        if ejected_until is not None and now < ejected_until:
+            return False
+        limit = self.service.max_in_flight
+        if limit and self.target.in_flight >= limit:
+            return False
+        reopens = self.breaker.reopens_at
+        return not (self.breaker.state is BreakerState.OPEN and reopens is not None and now < reopens)
+
+    def begin(self) -> None:
+        self.target.in_flight += 1
+        self.stats.counters.requests += 1
+        self.stats.counters.in_flight += 1
+
+    def end(self, ok: bool | None, now: float) -> None:
+        self.target.in_flight -= 1
+        self.stats.counters.in_flight -= 1
+        if ok is None:
+            self.breaker.release()
+        else:
+            self.breaker.record(ok, now)
+            service = self.service
+            ejected = outlier.record(
+                self.outlier, ok, now, service.outlier_policy, service.ejected_count(now), len(service.endpoints)
+            )
+            if ejected:
+                self.stats.counters.ejections += 1
+                log.warning(
+                    "endpoint %s of %s ejected until +%.0f s",
+                    self.key,
+                    service.name,
+                    (self.outlier.ejected_until or now) - now,
+                    extra={"endpoint": self.key},
+                )
+        self.service.wake(now)
+
+    def connect(self, exchange: Exchange) -> None:
+        timeout = self.service.router.settings.connect_timeout_s
+
+        async def open_connection() -> None:
+            try:
+                conn = await self.pool.connect(timeout)
+            except (OSError, TimeoutError) as exc:
+                self.stats.counters.connect_errors += 1
+                exchange.connect_failed(exc, self.service.router.now())
+            else:
+                exchange.attach(conn, self.service.router.now())
+
+        spawn(open_connection(), name=f"connect:{self.key}")
+
+    def drain(self, until: float) -> None:
+        self.state = EndpointState.DRAINING
+        self.drain_until = until
+
+    def snapshot(self, now: float) -> dict[str, object]:
+        latency = self.stats.latency
+        return {
+            "address": self.key,
+            "service": self.service.name,
+            "source": self.source,
+            "replica": self.replica_id or None,
+            "state": self.state.value,
+            "weight": self.target.weight,
+            "effective_weight": round(self.service.effective_weight(self, now), 2),
+            "health": None if self.health is None else ("up" if self.health.healthy else "down"),
+            "breaker": self.breaker.state.value,
+            "ejected": outlier.is_ejected(self.outlier, now),
+            "in_flight": self.target.in_flight,
+            "requests": self.stats.counters.requests,
+            "responses": self.stats.counters.as_dict()["responses"],
+            "errors": self.stats.counters.responses[4] + self.stats.counters.connect_errors,
+            "retries": self.stats.counters.retries,
+            "ejections": self.stats.counters.ejections,
+            "latency_p50_s": latency.percentile(50),
+            "latency_p95_s": latency.percentile(95),
+            "latency_p99_s": latency.percentile(99),
+        }
+
+
+class ServiceRoute:
+    def __init__(self, router: Router, name: str, balancer: Balancer, slow_start_s: float) -> None:
+        self.router = router
+        self.name = name
+        self.balancer = balancer
+        self.slow_start_s = slow_start_s
+        self.endpoints: dict[str, Endpoint] = {}
+        self.queue: deque[Exchange] = deque()
+        self.stats = Stats()  # the router's own answers (503 from the queue, 502 after retries...)
+        self.max_in_flight = 0
+        self.hash_header: bytes | None = None
+        self.hash_cookie: str | None = None
+        self.outlier_policy = router.outlier_policy
+        self.balancer_name = ""
+        self.replica_weight = 1
+        self.health_path = "/health"
+
+    def effective_weight(self, endpoint: Endpoint, now: float) -> float:
+        return effective_weight(endpoint.target, now, self.slow_start_s)
+
+    def ejected_count(self, now: float) -> int:
+        return sum(1 for e in self.endpoints.values() if outlier.is_ejected(e.outlier, now))
+
+    def pick(self, exchange: Exchange, now: float) -> Endpoint | None:
+        candidates = [e for e in self.endpoints.values() if e.available(now)]
+        if len(candidates) > 1 and exchange.tried:
+            fresh = [e for e in candidates if e not in exchange.tried]  # a retry goes elsewhere when it can
+            candidates = fresh or candidates
+        key = self.request_key(exchange) if self.hash_header or self.hash_cookie else None
+        while candidates:
+            target = self.balancer.pick([e.target for e in candidates], now, key)
+            chosen = next((e for e in candidates if e.target is target), None)
+            if chosen is None:
+                return None
+            if chosen.breaker.allow(now):
+                return chosen
+            candidates.remove(chosen)  # half-open with every probe slot taken
+        return None
+
+    def peek(self, now: float) -> Endpoint | None:
+        candidates = [e for e in self.endpoints.values() if e.available(now)]
+        target = self.balancer.peek([e.target for e in candidates], now, None)
+        return next((e for e in candidates if e.target is target), None)
+
+    def request_key(self, exchange: Exchange) -> bytes | None:
+        return exchange.hash_key
+
+    def hash_key_of(self, headers: list[tuple[bytes, bytes]]) -> bytes | None:
+        if self.hash_header is not None:
+            return next((v for n, v in headers if n.lower() == self.hash_header), None)
+        if self.hash_cookie is not None:
+            for name, value in headers:
+                if name.lower() == b"cookie":
+                    try:
+                        jar = SimpleCookie(value.decode("latin-1"))
+                    except CookieError:
+                        continue
+                    if self.hash_cookie in jar:
+                        return jar[self.hash_cookie].value.encode()
+        return None
+
+    # -- waiting for an endpoint ----------------------------------------------------------------------------------
+
+    def enqueue(self, exchange: Exchange, now: float) -> bool:
+        if len(self.queue) >= self.router.settings.queue_max or self.router.settings.queue_timeout_s <= 0:
+            return False
+        exchange.waiting = True
+        exchange.deadline = now + self.router.settings.queue_timeout_s
+        self.queue.append(exchange)
+        self.router.demand(self)
+        return True
+
+    def dequeue(self, exchange: Exchange) -> None:
+        exchange.waiting = False
+        with contextlib.suppress(ValueError):
+            self.queue.remove(exchange)
+
+    def wake(self, now: float) -> None:
+        """Hand waiting requests to endpoints that can take them, oldest first."""
+        for _ in range(len(self.queue)):
+            if not any(e.available(now) for e in self.endpoints.values()):
+                return
+            exchange = self.queue.popleft()
+            exchange.waiting = False
+            exchange.deadline = 0.0
+            exchange.dispatch(now)
+
+    # -- endpoint set ---------------------------------------------------------------------------------------------
+
+    def add(self, endpoint: Endpoint, now: float) -> None:
+        self.endpoints[endpoint.key] = endpoint
+        self.wake(now)
+
+    def sweep(self, now: float) -> None:
+        """Time-based changes: ejections that end, drains that finish or run out, idle connections."""
+        for key, endpoint in list(self.endpoints.items()):
+            if outlier.release_due(endpoint.outlier, now):
+                endpoint.target.since = now  # back from ejection: slow start
+            if endpoint.state is EndpointState.DRAINING and (
+                endpoint.target.in_flight == 0 or now >= endpoint.drain_until
+            ):
+                endpoint.pool.close()
+                del self.endpoints[key]
+                continue
+            endpoint.pool.expire(now - 30.0)
+        if self.queue:
+            self.wake(now)

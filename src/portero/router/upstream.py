@@ -1,0 +1,151 @@
+"""Connections to endpoints: a protocol that hands response events to the exchange it serves, and a
+bounded pool of idle keep-alive connections per endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+if TYPE_CHECKING:
+    from portero.router.exchange import Exchange
+
+
+class Upstream(asyncio.Protocol):
+    __slots__ = ("exchange", "idle_since", "lost", "parser", "pool", "transport")
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.idle_since = 0.0
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not its subclasses
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:  # an idle connection has nothing to say; whatever it says ends it
+            self.close()
+            return
+        exchange.upstream_data(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # let the transport close; connection_lost tells the exchange
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.pool.discard(self)
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.upstream_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.client.resume_reading()
+
+    # -- httptools callbacks, relayed to the exchange ------------------------------------------------------------
+
+    def on_status(self, status: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.reason = status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.response_headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.exchange is not None:
+            self.exchange.response_head(self.parser.get_status_code(), self.parser.should_keep_alive())
+
+    def on_body(self, body: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.exchange is not None:
+            self.exchange.response_done(self.parser.should_keep_alive())
+
+    # --------------------------------------------------------------------------------------------------------------
+
+    def reset_parser(self) -> None:
+        """After a response without a body that the parser cannot know of (HEAD), start over."""
+        self.parser = httptools.HttpResponseParser(self)
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def close(self) -> None:
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.abort()  # a half-used upstream connection is never worth a graceful close
+
+
+class Pool:
+    """Idle keep-alive connections to one endpoint; newest first (warm), bounded."""
+
+    __slots__ = ("address", "busy", "host", "idle", "opened", "port", "size")
+
+    def __init__(self, host: str, port: int, size: int) -> None:
+        self.host = host
+        self.port = port
+        self.address = f"{host}:{port}"
+        self.size = size
+        self.idle: deque[Upstream] = deque()
+        self.busy: set[Upstream] = set()  # serving an exchange: what a drain deadline cuts
+        self.opened = 0  # connections open, idle or busy
+
+    def take(self) -> Upstream | None:
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.lost:
+                self.busy.add(conn)
+                return conn
+        return None
+
+    def give_back(self, conn: Upstream, now: float) -> None:
+        self.busy.discard(conn)
+        if conn.lost or len(self.idle) >= self.size:
+            conn.close()
+            return
+        conn.exchange = None
+        conn.idle_since = now
+        self.idle.append(conn)
+
+    def discard(self, conn: Upstream) -> None:
+        self.opened -= 1
+        self.busy.discard(conn)
+        with contextlib.suppress(ValueError):
+            self.idle.remove(conn)
+
+    def expire(self, older_than: float) -> None:
+        """Close idle connections unused since `older_than` (the backend would close them soon anyway)."""
+        while self.idle and self.idle[0].idle_since < older_than:
+            self.idle.popleft().close()
+
+    def close(self) -> None:
+        """Close every connection, busy ones included: their exchanges hear of it through connection_lost."""
+        while self.idle:
+            self.idle.pop().close()
+        for conn in list(self.busy):
+            if conn.transport is not None:
+                conn.transport.abort()
+
+    async def connect(self, timeout_s: float) -> Upstream:
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(lambda: Upstream(self), self.host, self.port), timeout_s
+        )
+        self.opened += 1
+        self.busy.add(conn)
+        return conn

@@ -1,0 +1,64 @@
+"""HTTP/1.1 wire details shared by both sides of the router: hop-by-hop headers, framing, router responses."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+# RFC 9110 §7.6.1 plus the de-facto ones; removed before forwarding in either direction.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+# Request headers the router sets itself: incoming ones are dropped unless the peer is a trusted proxy.
+FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
+REWRITTEN = HOP_BY_HOP | FORWARDED | {b"x-request-id"}
+MAX_HEAD_BYTES = 16 * 1024
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def response(
+    status: int,
+    body: bytes = b"",
+    *,
+    content_type: bytes = b"text/plain; charset=utf-8",
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+    close: bool = False,
+    request_id: bytes | None = None,
+) -> bytes:
+    """A complete response made by the router itself (errors, the maintenance page)."""
+    reason = HTTPStatus(status).phrase.encode()
+    lines = [b"HTTP/1.1 %d %b" % (status, reason), b"content-type: " + content_type]
+    lines.append(b"content-length: %d" % len(body))
+    if request_id is not None:
+        lines.append(b"x-request-id: " + request_id)
+    lines += [name + b": " + value for name, value in headers]
+    lines.append(b"connection: close" if close else b"connection: keep-alive")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def error_body(status: int, detail: str) -> bytes:
+    return f"{status} {HTTPStatus(status).phrase}: {detail}\n".encode()
+
+
+MAINTENANCE_PAGE = b"""<!doctype html>
+<html lang="es"><head><meta charset="utf-8"><title>En mantenimiento / Under maintenance</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:15vh auto;padding:0 1rem;color:#234}
+h1{font-size:1.4rem}</style></head>
+<body><h1>Volvemos en un momento</h1><p>El portal no puede atenderte ahora. Reintenta en unos segundos.</p>
+<h1>We'll be right back</h1><p>The portal cannot serve you right now. Please retry in a few seconds.</p>
+</body></html>
+"""
