@@ -87,6 +87,22 @@ class Process:
 
 
 @dataclass(frozen=True)
+class Exit:
+    """How a replica's process ended, as its runtime reports it."""
+
+    code: int  # 128 + N when ended by signal N, as a shell reports it
+    signal: int | None = None
+    ran_s: float | None = None
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            return f"killed by signal {self.signal}"
+        if self.code < 0:
+            return "exited (status unknown)"
+        return f"exited with code {self.code}"
+
+
+@dataclass(frozen=True)
 class Replica:
     id: str
     service: str

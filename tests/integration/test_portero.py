@@ -13,6 +13,7 @@ import httpx
 import psutil
 import pytest
 
+from tests.conftest import require_tool
 from tests.integration.portero_cli import Portero, portal_service
 
 pytestmark = pytest.mark.integration
@@ -111,8 +112,13 @@ def test_killed_portero_adopts_its_replicas_and_down_leaves_nothing(running):
     assert not [e for e in running.events() if e["kind"] == "replica.created" and e["at"] >= restarted_at]
     running.cli("down")
     assert not [pid for pid in groups if alive(pid)]
-    pgrep = os.popen(f"pgrep -f 'main:app' -g {','.join(str(p) for p in before.values())}").read().split()
-    assert pgrep == []
+    pgrep = require_tool("pgrep", "the acceptance check counts portal processes with it")
+    groups = ",".join(str(pid) for pid in before.values())
+    found = subprocess.run([pgrep, "-g", groups, "-f", "main:app"], capture_output=True, text=True)
+    assert found.returncode == 1  # pgrep: no process matched
+    assert not [
+        p for p in psutil.process_iter(["environ"]) if (p.info["environ"] or {}).get("PORTERO_REPLICA_ID") in before
+    ]
 
 
 def test_scale_up_and_down_from_the_cli(running):
@@ -217,3 +223,13 @@ def test_sigterm_to_a_foreground_portero_stops_its_replicas_first(portero):
         assert "Traceback" not in daemon.stderr.read()
     finally:
         daemon.kill()
+
+
+def test_text_from_outside_is_printed_not_interpreted(running):
+    """Sources, messages and log lines may hold Rich markup (`[/]`); the CLI prints them as they are."""
+    spec = running.spec_file.read_text()
+    applied = httpx.put(f"{running.url}/spec", json={"yaml": spec, "source": "[/]evil[bold]"}, trust_env=False)
+    assert applied.status_code == 200
+    out = running.cli("events", "--limit", "5")
+    assert "[/]evil[bold]" in out.stdout
+    assert "Traceback" not in out.stderr

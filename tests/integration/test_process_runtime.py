@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import psutil
 import pytest
 
 from portero.logs import LINE
+from portero.replicas import Process
 from portero.runtimes.base import Launch, RuntimeFailure
 from portero.runtimes.process import ProcessRuntime
 
@@ -154,3 +156,33 @@ async def test_stats_measure_the_replica_process_tree(runtime):
     assert abs(stats.memory_bytes - expected) / expected < 0.1
     assert 0 <= stats.cpu_percent < 100
     await runtime.stop("tiny-1-0001", proc, grace_s=5)
+
+
+async def test_a_dead_adopted_replica_never_takes_a_stranger_with_it(runtime):
+    stranger = subprocess.Popen(["sleep", "30"], start_new_session=True)  # noqa: ASYNC220 - owns the recorded pid
+    try:
+        recycled = Process("127.0.0.1", 1, stranger.pid, started_token=1.0)  # recorded long before it started
+        ended = await runtime.poll("tiny-1-0001", recycled)
+        assert ended is not None
+        assert ended.describe() == "exited (status unknown)"
+        await asyncio.sleep(0.1)
+        assert stranger.poll() is None  # still running: portero did not signal its group
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+async def test_shims_unknown_to_the_store_are_reaped(runtime, tmp_path):
+    known = await runtime.start(launch("tiny-1-000a"))
+    stray = await runtime.start(launch("tiny-1-000b"))
+    await wait_http(stray.port)
+    reaped = await ProcessRuntime(tmp_path).reap_strays({"tiny-1-000a"})
+    assert reaped == ["tiny-1-000b"]
+    for _ in range(100):
+        if await runtime.poll("tiny-1-000b", stray) is not None:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the stray replica is still running")
+    assert await runtime.poll("tiny-1-000a", known) is None
+    await runtime.stop("tiny-1-000a", known, grace_s=5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -124,7 +125,7 @@ def create_app(control: ControlPlane, request_shutdown: Callable[[], None], rout
 
     @api.put("/spec", tags=["spec"])
     async def apply_spec(body: SpecIn) -> AppliedOut:
-        spec = parse_spec(body.yaml, source=body.source)
+        spec = await asyncio.to_thread(parse_spec, body.yaml, body.source)  # a big spec must not stall traffic
         if spec.runtime != control.spec.runtime or spec.admin != control.spec.admin:
             raise Refused("changing `runtime` or `admin` needs a restart of portero (portero down, up)")
         return AppliedOut(changes=await control.apply(spec, body.source, reason=f"applied from {body.source}"))

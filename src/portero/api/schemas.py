@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from portero.control import ServiceView
 from portero.replicas import Replica, ReplicaState
@@ -110,11 +110,17 @@ class ServicesOut(BaseModel):
     services: list[ServiceOut]
 
 
-class ScaleIn(BaseModel):
+class Body(BaseModel):
+    """Request bodies are strict: `"3"` is not a count, and unknown fields are refused by name."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class ScaleIn(Body):
     replicas: int = Field(ge=0, le=100, examples=[3])
 
 
-class SpecIn(BaseModel):
+class SpecIn(Body):
     yaml: str = Field(min_length=1, max_length=1_000_000, description="The whole portero.yaml text.")
     source: str = Field(default="api", max_length=200)
 
@@ -153,13 +159,13 @@ class Accepted(BaseModel):
     status: str
 
 
-class ServerIn(BaseModel):
+class ServerIn(Body):
     service: str = Field(pattern=NAME_PATTERN, examples=["portal"])
     address: str = Field(pattern=ADDRESS_PATTERN, max_length=300, examples=["127.0.0.1:5001"])
     weight: int = Field(default=1, ge=0, le=1000)
 
 
-class ServerRef(BaseModel):
+class ServerRef(Body):
     service: str = Field(pattern=NAME_PATTERN, examples=["portal"])
     address: str = Field(pattern=ADDRESS_PATTERN, max_length=300, examples=["127.0.0.1:5001"])
 

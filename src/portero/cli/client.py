@@ -69,6 +69,8 @@ class Client:
                         yield json.loads(line[6:])
         except httpx.ConnectError as exc:
             raise CliError(f"portero is not running at {self.url} (start it with `portero up`)") from exc
+        except httpx.HTTPError as exc:
+            raise CliError(f"portero at {self.url} stopped ({type(exc).__name__})") from exc
 
     def alive(self) -> bool:
         try:

@@ -18,6 +18,7 @@ import typer
 import uvloop
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 
 from portero.api.schemas import ServiceOut
 from portero.cli.client import Client, CliError, resolve_url
@@ -62,7 +63,7 @@ def main(
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    errors.print(f"[red]error:[/] {message}", highlight=False)
+    errors.print(f"[red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -84,7 +85,10 @@ def up(
     from portero.daemon import AlreadyRunning, StartupError, serve
 
     live = ui and console.is_terminal
-    Context.state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        Context.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(f"--state-dir {Context.state_dir}: {exc.strerror}") from None
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -111,7 +115,10 @@ async def _live_view(control: ControlPlane) -> None:
 
 def _detach(file: Path, wait_s: float) -> None:
     state_dir = Context.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(f"--state-dir {state_dir}: {exc.strerror}") from None
     client = Context.client(file)
     if client.alive():
         raise fail(f"portero is already running at {client.url}; use `portero apply` to change its spec")
@@ -192,7 +199,7 @@ def logs(
 def _print_line(line: dict[str, Any]) -> None:
     stamp = datetime.fromtimestamp(line["at"]).isoformat(timespec="milliseconds")
     style = "red" if line["stream"] == "stderr" else "cyan"
-    console.print(f"[dim]{stamp}[/] [{style}]{line['replica']}[/] {line['text']}", highlight=False, markup=True)
+    console.print(f"[dim]{stamp}[/] [{style}]{escape(line['replica'])}[/] {escape(line['text'])}", highlight=False)
 
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 STATE_STYLE = {
@@ -40,17 +41,17 @@ def status_table(services: list[dict[str, Any]]) -> Table:
             if replica.get("next_start_in_s") is not None:
                 state += f" ({replica['next_start_in_s']:.0f}s)"
             table.add_row(
-                summary if index == 0 else "",
-                replica["id"],
+                escape(summary) if index == 0 else "",
+                escape(replica["id"]),
                 str(replica["revision"]),
-                f"[{STATE_STYLE.get(replica['state'], 'white')}]{state}[/]",
-                replica["address"] or "-",
+                f"[{STATE_STYLE.get(replica['state'], 'white')}]{escape(state)}[/]",
+                escape(replica["address"] or "-"),
                 str(replica["pid"] or "-"),
                 duration(replica["uptime_s"]),
                 str(replica["restarts"]),
             )
         if not service["replicas"]:
-            table.add_row(summary, "-", "-", "-", "-", "-", "-", "-")
+            table.add_row(escape(summary), "-", "-", "-", "-", "-", "-", "-")
     return table
 
 
@@ -60,5 +61,5 @@ def events_table(events: list[dict[str, Any]], title: str = "events") -> Table:
         table.add_column(column, overflow="fold")
     for event in events:
         stamp = time.strftime("%H:%M:%S", time.localtime(event["at"]))
-        table.add_row(stamp, event["kind"], event["subject"], event["message"])
+        table.add_row(stamp, *(escape(str(event[k])) for k in ("kind", "subject", "message")))
     return table

@@ -11,10 +11,15 @@ from portero.spec.models import HealthCheck
 
 def record_check(replica: Replica, ok: bool, policy: HealthCheck, now: float) -> tuple[Replica, Event | None]:
     """Count one check result; return the updated replica and the event it crosses, if any."""
+    # Counters stop at their threshold: a steady replica's record then stays equal and is not rewritten.
     if ok:
-        replica = dataclasses.replace(replica, passes=replica.passes + 1, failures=0)
+        passes = min(replica.passes + 1, policy.healthy_threshold)
+        if (passes, 0) != (replica.passes, replica.failures):
+            replica = dataclasses.replace(replica, passes=passes, failures=0)
     else:
-        replica = dataclasses.replace(replica, passes=0, failures=replica.failures + 1)
+        failures = min(replica.failures + 1, policy.unhealthy_threshold)
+        if (0, failures) != (replica.passes, replica.failures):
+            replica = dataclasses.replace(replica, passes=0, failures=failures)
     state = replica.state
     if state in (ReplicaState.STARTING, ReplicaState.UNHEALTHY) and replica.passes >= policy.healthy_threshold:
         return replica, Event.PASSED_CHECKS

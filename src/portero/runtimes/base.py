@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from portero.replicas import Process
+from portero.replicas import Exit, Process
+
+__all__ = ["Exit", "Launch", "Runtime", "RuntimeFailure", "Stats"]
 
 
 class RuntimeFailure(Exception):
@@ -26,18 +28,6 @@ class Launch:
     workdir: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
     container_port: int = 5000
-
-
-@dataclass(frozen=True)
-class Exit:
-    code: int  # 128 + N when ended by signal N, as a shell reports it
-    signal: int | None = None
-    ran_s: float | None = None
-
-    def describe(self) -> str:
-        if self.signal is not None:
-            return f"killed by signal {self.signal}"
-        return f"exited with code {self.code}"
 
 
 @dataclass(frozen=True)
@@ -72,4 +62,8 @@ class Runtime(Protocol):
 
     async def forget(self, replica_id: str) -> None:
         """Release what the runtime keeps for a replica that is gone for good."""
+        ...
+
+    async def reap_strays(self, known: set[str]) -> list[str]:
+        """Stop replicas of this portero that no record knows (it died between starting and saving them)."""
         ...

@@ -50,7 +50,10 @@ class ProcessRuntime:
         return self._dir(replica_id) / "replica.log"
 
     async def start(self, launch: Launch) -> Process:
-        port = free_port(self.host, avoid=set(self._ports.values()))
+        try:
+            port = free_port(self.host, avoid=set(self._ports.values()))
+        except OSError as exc:
+            raise RuntimeFailure(f"no free port for replica {launch.replica_id}: {exc}", retryable=True) from exc
         env = self._environment(launch, port)
         argv = [Template(arg).safe_substitute(env) for arg in launch.command]
         if shutil.which(argv[0], path=env["PATH"]) is None:
@@ -100,11 +103,12 @@ class ProcessRuntime:
             if code is None:
                 return None
             del self._children[process.pid]
+            self._kill_group(process.pid)  # leftovers of a crashed app (orphaned workers) go with it
         elif self._is_same(process):
             return None
         else:
             code = None
-        self._kill_group(process.pid)  # leftovers of a crashed app (orphaned workers) go with it
+            self._kill_leftovers(process)
         self._sampled.pop(process.pid, None)
         self._ports.pop(replica_id, None)
         return self._read_exit(replica_id, code)
@@ -116,7 +120,7 @@ class ProcessRuntime:
         except (OSError, ValueError, KeyError):
             pass  # the shim itself was killed before it could write
         if code is None:
-            return Exit(code=-1)
+            return Exit(code=-1)  # gone while no portero watched it, without a word: described as unknown
         return Exit(code=128 - code, signal=-code) if code < 0 else Exit(code=code)
 
     def _is_same(self, process: Process) -> bool:
@@ -129,6 +133,33 @@ class ProcessRuntime:
     def _kill_group(self, pgid: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
+
+    def _kill_leftovers(self, process: Process) -> None:
+        """Workers left by an adopted replica whose leader died. Linux does not hand out a pid while a process
+        group still uses it, so if another live process now has the leader's pid, the group is a stranger's."""
+        try:
+            if psutil.Process(process.pid).status() != psutil.STATUS_ZOMBIE:
+                return  # recycled: not ours to touch
+        except psutil.NoSuchProcess:
+            pass
+        self._kill_group(process.pid)
+
+    async def reap_strays(self, known: set[str]) -> list[str]:
+        """Shims of this state directory that no record knows (portero died between spawn and save): kill them."""
+        marker = str(self.root) + os.sep
+        strays = []
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            command = proc.info["cmdline"] or []
+            if "portero.runtimes.shim" not in command or "--log" not in command:
+                continue
+            log_path = command[command.index("--log") + 1] if command.index("--log") + 1 < len(command) else ""
+            if not log_path.startswith(marker):
+                continue
+            replica_id = Path(log_path).parent.name
+            if replica_id not in known:
+                self._kill_group(proc.pid)
+                strays.append(replica_id)
+        return strays
 
     async def adopt(self, replica_id: str, process: Process) -> bool:
         if not self._is_same(process):

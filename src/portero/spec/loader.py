@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,16 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from portero.spec.models import Spec
 from portero.spec.overrides import SeedEnvironment, apply_overrides
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML anchors and aliases are refused: a spec needs none, and they make a few bytes expand to gigabytes."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a spec", event.start_mark)
+        return super().compose_node(parent, index)
 
 
 class SpecError(ValueError):
@@ -34,9 +43,11 @@ def load_spec(path: Path, environ: Mapping[str, str] | None = None) -> Spec:
 
 def parse_spec(text: str, source: str = "portero.yaml", environ: Mapping[str, str] | None = None) -> Spec:
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_NoAliasLoader)
     except yaml.YAMLError as exc:
         raise SpecError(source, [f"not valid YAML: {exc}"]) from exc
+    except RecursionError:
+        raise SpecError(source, ["not accepted: nested too deeply"]) from None
     if not isinstance(raw, dict):
         raise SpecError(source, [f"(root): expected a mapping of settings, got {type(raw).__name__}"])
     try:
@@ -87,7 +98,3 @@ def _describe(exc: ValidationError) -> list[str]:
             message += f" (got {error['input']!r})"
         problems.append(f"{path}: {message}")
     return problems
-
-
-def environ_snapshot() -> dict[str, str]:
-    return dict(os.environ)

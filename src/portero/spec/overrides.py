@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -56,7 +57,7 @@ class SeedEnvironment(BaseSettings):
 
 def apply_overrides(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """Return a copy of the raw spec with each set variable written at its path (environment wins)."""
-    result = _deep_copy(raw)
+    result = copy.deepcopy(raw)
     for name, value in values.items():
         path = TARGETS[name]
         if path[0] == "services" and path[1] == "*":
@@ -90,16 +91,3 @@ def _set(node: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
             child = node[key] = {}
         node = child
     node[path[-1]] = value
-
-
-def _deep_copy(value: dict[str, Any]) -> dict[str, Any]:
-    copied: dict[str, Any] = _copy(value)
-    return copied
-
-
-def _copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value

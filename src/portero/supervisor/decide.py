@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 
 from portero.events import Event as LogEvent
 from portero.health.verdict import overdue, record_check
-from portero.replicas import Event, Process, Replica, ReplicaState, StopIntent
-from portero.runtimes.base import Exit
+from portero.replicas import Event, Exit, Process, Replica, ReplicaState, StopIntent
 from portero.spec.models import HealthCheck, RestartPolicy
 
 

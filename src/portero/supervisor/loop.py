@@ -58,6 +58,9 @@ class Supervisor:
         """Take over the replicas a previous portero left running; dead ones are noticed by the first pass."""
         self.replicas = await self.store.load_replicas()
         self._saved = list(self.replicas)
+        for stray in await self.runtime.reap_strays({r.id for r in self.replicas}):
+            message = "stopped: running, but unknown to the store (portero died while starting it)"
+            await self.record(Event("replica.stray", stray, message, at=self.clock()))
         for replica in self.replicas:
             if replica.process is None or not replica.running:
                 continue
@@ -90,15 +93,19 @@ class Supervisor:
         async with self.lock:
             for replica in self.replicas:
                 if replica.running and replica.process is not None and replica.id not in self._stops:
-                    grace = self._grace(replica.service)
-                    self._stop(replica, grace)
+                    self._stop(replica, self._grace(replica.service))
             if self._stops:
                 await asyncio.gather(*self._stops.values(), return_exceptions=True)
+            survivors = []
             for replica in self.replicas:
-                await self.runtime.forget(replica.id)
-            now = self.clock()
-            await self.record(Event("portero.stopped", "portero", f"stopped {len(self.replicas)} replica(s)", at=now))
-            self.replicas = []
+                if replica.process is not None and await self.runtime.poll(replica.id, replica.process) is None:
+                    survivors.append(replica)  # its stop failed: keep the record, the next portero adopts it
+                else:
+                    await self.runtime.forget(replica.id)
+            stopped = len(self.replicas) - len(survivors)
+            message = f"stopped {stopped} replica(s)" + (f"; {len(survivors)} would not stop" if survivors else "")
+            await self.record(Event("portero.stopped", "portero", message, at=self.clock()))
+            self.replicas = survivors
             await self._persist()
         await self.prober.close()
 
@@ -119,7 +126,13 @@ class Supervisor:
             for event in plan.events:
                 await self.record(event)
             for action in plan.actions:
-                await self._perform(action, now)
+                try:
+                    await self._perform(action, now)
+                except Exception:  # one bad replica never stalls the others (mitmproxy's Servers.update)
+                    log.exception("supervisor action %s failed; the next pass retries what is still needed", action)
+            for replica in self.replicas:
+                if replica.state is ReplicaState.STOPPING and replica.id not in self._stops:
+                    self._stop(replica, self._grace(replica.service))  # a failed or lost stop is tried again
             self._probe(now)
             await self._persist()
 
@@ -133,7 +146,13 @@ class Supervisor:
             await self.runtime.forget(action.replica_id)
 
     async def _start(self, replica: Replica, now: float) -> None:
-        spec = self.templates[(replica.service, replica.revision)]
+        spec = self.templates.get((replica.service, replica.revision))
+        if spec is None:  # its revision was pruned from the store: the current one replaces it
+            self.replicas = [r for r in self.replicas if r.id != replica.id]
+            message = f"revision {replica.revision} is no longer kept; replaced by the current revision"
+            await self.record(Event("replica.removed", replica.id, message, replica.service, now))
+            await self.runtime.forget(replica.id)
+            return
         try:
             process = await self.runtime.start(self._launch(replica, spec))
         except RuntimeFailure as exc:
@@ -144,6 +163,7 @@ class Supervisor:
             message = f"started on {process.host}:{process.port} as pid {process.pid}"
             await self.record(Event("replica.started", replica.id, message, replica.service, now))
         self._replace(updated)
+        await self._persist()  # recorded at once: a portero killed now still knows this process
 
     def _launch(self, replica: Replica, spec: ServiceSpec) -> Launch:
         assert spec.command is not None
@@ -200,9 +220,8 @@ class Supervisor:
         return candidate
 
     async def record(self, event: Event) -> None:
-        stored = await self.store.append_event(event)
+        await self.store.append_event(event)
         log.info("%s %s: %s", event.kind, event.subject, event.message, extra={"subject": event.subject})
-        del stored
 
     # -- operator commands -------------------------------------------------------------------------------------
 
