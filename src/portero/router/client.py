@@ -51,12 +51,14 @@ class ClientConnection(asyncio.Protocol):
         "peer",
         "phase",
         "queued",
+        "rejection",
         "request_id",
         "rewrite",
         "router",
         "te",
         "transport",
         "tunnel",
+        "undispatched",
         "url",
     )
 
@@ -75,6 +77,8 @@ class ClientConnection(asyncio.Protocol):
         self.head_received = 0
         self.chunk = b""
         self.chunk_fresh = False
+        self.undispatched: Exchange | None = None
+        self.rejection: bytes | None = None
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -113,6 +117,9 @@ class ClientConnection(asyncio.Protocol):
                 return
         self.chunk = data
         self.chunk_fresh = True
+        # Fix: a head begun in an earlier packet is not all in this one, so it must not be forwarded from it
+        # (it was: the backend got the tail of the head as a request line, without the Content-Length before it).
+        self.head_at_start = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -125,6 +132,11 @@ class ClientConnection(asyncio.Protocol):
                 raise
         except httptools.HttpParserError as exc:
             self.reject(400, f"malformed request: {exc}")
+        # Fix: a request goes upstream only once the whole packet it came in has parsed, so bad bytes after its
+        # head (a malformed chunk, a smuggled request) abort it before any byte of it reaches an endpoint.
+        exchange, self.undispatched = self.undispatched, None
+        if exchange is not None and not exchange.done and not self.closed:
+            exchange.dispatch(self.router.now())
 
     def _upgrade_data(self, data: bytes, upgrade: httptools.HttpParserUpgrade) -> None:
         offset = upgrade.args[0] if upgrade.args and isinstance(upgrade.args[0], int) else len(data)
@@ -236,7 +248,7 @@ class ClientConnection(asyncio.Protocol):
             self.deadline = 0.0
         if self.current is None:
             self.current = exchange
-            exchange.dispatch(now)
+            self.undispatched = exchange  # dispatched at the end of data_received (see there)
         else:
             self.queued.append(exchange)  # pipelined: answered in order, after the current one
 
@@ -316,6 +328,10 @@ class ClientConnection(asyncio.Protocol):
             self.current = self.queued.popleft()
             self.current.dispatch(self.router.now())
             return
+        if self.rejection is not None:  # the requests before the refused bytes are answered: now refuse
+            self.write(self.rejection)
+            self.close()
+            return
         self.phase = IDLE
         self.head_received = 0
         self.deadline = self.router.now() + self.router.settings.idle_timeout_s
@@ -340,8 +356,21 @@ class ClientConnection(asyncio.Protocol):
 
     def reject(self, status: int, detail: str) -> None:
         """A request the router refuses before any exchange: answer and close, so nothing after it is read."""
-        if self.current is not None and not self.current.done:
-            self.current.abort()
+        # Fix: requests read whole before the refused bytes are answered first, in order, and only then the
+        # refusal (it aborted them, so a valid request pipelined before a bad one got no answer, or went upstream
+        # half-sent). A request whose body was cut by the refusal is dropped.
+        while self.queued and not self.queued[-1].request_done:
+            self.queued.pop().abort()
+        current = self.current
+        if current is not None and not current.done and current.request_done:
+            self.rejection = wire.response(status, wire.error_body(status, detail), close=True)
+            self.pause_reading()
+            self.phase = WAIT
+            self.deadline = 0.0
+            return
+        self.undispatched = None
+        if current is not None and not current.done:
+            current.abort()
         self.write(wire.response(status, wire.error_body(status, detail), close=True))
         self.close()
 

@@ -132,9 +132,9 @@ class Exchange:
             endpoint.connect(self)
 
     def attach(self, conn: Upstream, now: float) -> None:
-        if self.client.closed:  # the client left while we were connecting
-            assert self.endpoint is not None
-            self.endpoint.pool.give_back(conn, now)
+        if self.done or self.client.closed:  # the client left while we were connecting
+            # Fix: abort() has released the endpoint already (this asserted, and leaked the connection).
+            conn.pool.give_back(conn, now)
             self.release(ok=None)
             return
         self.upstream = conn
@@ -152,6 +152,8 @@ class Exchange:
         self.pending_size = 0
 
     def connect_failed(self, exc: BaseException, now: float) -> None:
+        if self.done:  # fix: aborted while connecting; nobody is left to answer or to retry for
+            return
         timed_out = isinstance(exc, TimeoutError)
         self.retry_or_fail(now, 504 if timed_out else 502, f"cannot connect to an endpoint ({type(exc).__name__})")
 
@@ -159,11 +161,14 @@ class Exchange:
         endpoint = self.endpoint
         self.release(ok=False)
         router = self.service.router
+        # A request that reached no endpoint (connection refused) costs nothing to send elsewhere: the budget,
+        # which keeps retries from multiplying an overloaded service's load, applies to the others only.
         if (
             endpoint is not None
             and not self.response_started
-            and router.retry_policy.may_retry(self.method, self.unreplayable(), False, self.attempt)
-            and router.budget.can_retry(router.active, router.retries_in_flight)
+            and not self.unreplayable()
+            and router.retry_policy.may_retry(self.method, self.sent_anything, False, self.attempt)
+            and (not self.sent_anything or router.budget.can_retry(router.active, router.retries_in_flight))
         ):
             endpoint.stats.retries += 1
             if not self.retrying:

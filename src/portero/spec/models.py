@@ -118,8 +118,8 @@ class RouterSettings(Model):
     """Tries of one request, the first included."""
     retry_budget_ratio: Annotated[float, Field(ge=0, le=1)] = 0.2
     """Retries in flight may be at most this share of active requests..."""
-    retry_budget_min: Annotated[int, Field(ge=0, le=1000)] = 3
-    """...or this many, whichever is larger."""
+    retry_budget_min: Annotated[int, Field(ge=0, le=1000)] = 10
+    """...or this many, whichever is larger (Linkerd's floor: a dying endpoint's few requests are always retried)."""
     queue_timeout_s: Annotated[float, Field(ge=0, le=600)] = 10
     """How long a request waits for a ready endpoint before it gets 503 and the maintenance page."""
     queue_max: Annotated[int, Field(ge=0, le=1_000_000)] = 1000

@@ -1,0 +1,163 @@
+"""A raw HTTP/1.1 client over blocking sockets: the tests write requests byte for byte and read responses
+strictly (Content-Length, chunked, or to the close), so they see exactly what the router sends."""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass, field
+
+TIMEOUT_S = 10.0
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    framing: str  # "length", "chunked", "close" or "none"
+    chunks: list[bytes] = field(default_factory=list)
+
+    def header(self, name: str) -> str | None:
+        values = self.all(name)
+        return values[0] if values else None
+
+    def all(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key.lower() == name.lower()]
+
+
+class ProtocolError(AssertionError):
+    """The router sent something that is not a well-formed HTTP/1.1 response."""
+
+
+class Client:
+    def __init__(self, port: int, timeout: float = TIMEOUT_S) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = bytearray()
+        self.eof = False
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def request(self, data: bytes, head: bool = False) -> Response:
+        self.send(data)
+        return self.response(head=head)
+
+    def get(self, path: str = "/", host: str = "app", headers: tuple[tuple[str, str], ...] = ()) -> Response:
+        return self.request(get(path, host, headers))
+
+    # -- reading -------------------------------------------------------------------------------------------------
+
+    def _more(self) -> bool:
+        if self.eof:
+            return False
+        try:
+            data = self.sock.recv(256 * 1024)
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def _line(self) -> bytes:
+        while (end := self.buf.find(b"\r\n")) < 0:
+            if not self._more():
+                raise ProtocolError(f"connection closed in a line: {bytes(self.buf)!r}")
+        line = bytes(self.buf[:end])
+        del self.buf[: end + 2]
+        if b"\n" in line or b"\r" in line:
+            raise ProtocolError(f"bare CR or LF in {line!r}")
+        return line
+
+    def _exactly(self, size: int) -> bytes:
+        while len(self.buf) < size:
+            if not self._more():
+                raise ProtocolError(f"connection closed {size - len(self.buf)} bytes before the end of a body")
+        data = bytes(self.buf[:size])
+        del self.buf[:size]
+        return data
+
+    def response(self, head: bool = False) -> Response:
+        """The next final response (interim 1xx ones are skipped); `head`: it answers a HEAD request."""
+        while True:
+            status_line = self._line()
+            parts = status_line.split(b" ", 2)
+            if len(parts) < 2 or parts[0] != b"HTTP/1.1" or not parts[1].isdigit():
+                raise ProtocolError(f"bad status line {status_line!r}")
+            status = int(parts[1])
+            headers = []
+            while line := self._line():
+                name, colon, value = line.partition(b":")
+                if not colon or name != name.strip():
+                    raise ProtocolError(f"bad header line {line!r}")
+                headers.append((name.decode(), value.strip().decode("latin-1")))
+            if not 100 <= status < 200 or status == 101:
+                break
+        response = Response(status, headers, b"", "none")
+        codings = response.all("transfer-encoding")
+        lengths = response.all("content-length")
+        if codings and lengths:
+            raise ProtocolError("response with both Transfer-Encoding and Content-Length")
+        if head or status in (101, 204, 304):
+            return response
+        if codings:
+            if codings != ["chunked"]:
+                raise ProtocolError(f"response Transfer-Encoding {codings}")
+            response.framing = "chunked"
+            while size := int(self._line().split(b";")[0], 16):
+                response.chunks.append(self._exactly(size))
+                if self._line():
+                    raise ProtocolError("chunk longer than its size")
+            while self._line():  # trailers
+                pass
+            response.body = b"".join(response.chunks)
+        elif lengths:
+            if len(set(lengths)) != 1:
+                raise ProtocolError(f"response Content-Lengths {lengths}")
+            response.framing = "length"
+            response.body = self._exactly(int(lengths[0]))
+        else:
+            response.framing = "close"
+            while self._more():
+                pass
+            response.body = bytes(self.buf)
+            self.buf.clear()
+        return response
+
+    def closed_within(self, timeout: float) -> bool:
+        """True when the router closes (or resets) the connection within `timeout`, with nothing more sent."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                break
+            except ConnectionResetError:
+                return not self.buf
+            if not data:
+                return not self.buf
+            self.buf += data
+        return False
+
+
+def get(path: str = "/", host: str = "app", headers: tuple[tuple[str, str], ...] = ()) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", *(f"{name}: {value}" for name, value in headers)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def one(port: int, data: bytes, head: bool = False) -> Response:
+    with Client(port) as client:
+        return client.request(data, head=head)

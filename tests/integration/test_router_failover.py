@@ -1,0 +1,67 @@
+"""The router in front of real portal replicas: failover without a failed request when a replica dies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from portero.loadgen import run_load
+from tests.integration.portero_cli import Portero, portal_service
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def portero(tmp_path):
+    instance = Portero(tmp_path)
+    yield instance
+    if (instance.state / "admin.json").exists():
+        instance.cli("down", check=False)
+    instance.kill_everything()
+
+
+def in_rotation(portero: Portero, address: str) -> bool:
+    servers = portero.get("/load-balancer/servers")["servers"]
+    return any(s["address"] == address and s["state"] == "active" for s in servers)
+
+
+async def test_kill_9_under_load_fails_no_request_and_leaves_rotation_within_a_second(portero):
+    service = portal_service(replicas=3, env={"WEB_CONCURRENCY": "2"}, balance={"slow_start_s": 0})
+    service["health"]["healthy_threshold"] = 2  # back in rotation after two passing checks
+    portero.write_spec({"portal": service})
+    portero.cli("up", "--detach")
+    victim = portero.ready(3)[0]
+    address = f"127.0.0.1:{victim['port']}"
+    assert in_rotation(portero, address)
+    app_pid = portero.get(f"/containers/{victim['id']}/stats")["app_pid"]
+
+    stop = asyncio.Event()
+    load = asyncio.ensure_future(
+        run_load(f"http://127.0.0.1:{portero.router_port}/", concurrency=8, duration_s=30, stop=stop)
+    )
+    await asyncio.sleep(1.5)
+    os.kill(app_pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    while in_rotation(portero, address):
+        assert time.monotonic() - killed_at < 1.0, "the dead endpoint stayed in rotation for more than 1 s"
+        await asyncio.sleep(0.02)
+    left_after = time.monotonic() - killed_at
+
+    def back() -> dict | None:
+        replica = next(r for r in portero.replicas() if r["id"] == victim["id"])
+        return replica if replica["state"] == "ready" and replica["restarts"] == 1 else None
+
+    restarted = await asyncio.to_thread(portero.wait, "the replica to be ready again", back, 15)
+    assert await asyncio.to_thread(
+        portero.wait, "the restarted replica in rotation", lambda: in_rotation(portero, restarted["address"]), 5
+    )
+    await asyncio.sleep(1.0)
+    stop.set()
+    report = await load
+    assert report.sent > 200
+    assert report.failed == 0, (report.statuses, report.errors)
+    assert left_after < 1.0
