@@ -166,15 +166,44 @@ class StoreSettings(Model):
     """Redis URL for state shared by several porteros; the embedded SQLite file under the state dir when unset."""
 
 
+class SeriesSettings(Model):
+    """The in-memory metric series: two resolutions, each a ring buffer, under one memory budget."""
+
+    fine_step_s: Annotated[float, Field(ge=0.1, le=3_600)] = 1
+    """Resolution of the recent series (samples within one step are averaged)."""
+    fine_keep_s: Annotated[float, Field(ge=1, le=86_400)] = 3_600
+    """How far back the recent series reach."""
+    coarse_step_s: Annotated[float, Field(ge=1, le=86_400)] = 60
+    """Resolution of the long series."""
+    coarse_keep_s: Annotated[float, Field(ge=60, le=30 * 86_400)] = 86_400
+    """How far back the long series reach; a series not updated for this long (a gone replica's) is dropped."""
+    memory_budget_bytes: Annotated[int, Field(ge=1 << 20, le=1 << 32)] = 16 << 20
+    """Most memory the series may take; it bounds their number (about 40 KiB each with the defaults)."""
+
+    @model_validator(mode="after")
+    def _tiers_ordered(self) -> SeriesSettings:
+        if self.coarse_step_s < self.fine_step_s:
+            raise ValueError(f"coarse_step_s ({self.coarse_step_s}) must not be below fine_step_s ({self.fine_step_s})")
+        for tier in ("fine", "coarse"):
+            step, keep = getattr(self, f"{tier}_step_s"), getattr(self, f"{tier}_keep_s")
+            if keep < step or keep / step > 1_000_000:
+                raise ValueError(f"{tier}_keep_s ({keep}) must hold 1..1000000 steps of {tier}_step_s ({step})")
+        return self
+
+
 class MonitoringSettings(Model):
     """Metrics collection and the seed's two threshold alerts."""
 
     enabled: bool = True
-    """Collect metrics and evaluate alerts."""
+    """Collect metrics and evaluate alerts; when off, the monitoring routes answer 409 and `/metrics` says so."""
+    interval_s: Annotated[float, Field(ge=0.1, le=60)] = 1
+    """Seconds between samples of the host, the replicas, the router and portero; alerts are evaluated as often."""
     alert_threshold_cpu: Percent = 80
-    """CPU percent above which the CPU alert fires."""
+    """CPU percent above which the CPU alerts fire (the host's, and each replica's of one core)."""
     alert_threshold_memory: Percent = 85
     """Memory percent above which the memory alert fires."""
+    series: SeriesSettings = SeriesSettings()
+    """Retention and memory budget of the metric series."""
 
 
 class AutoscaleSettings(Model):
@@ -204,15 +233,31 @@ class DeploySettings(Model):
     """`rolling`, `blue-green` or `canary`."""
 
 
+METRIC_PATTERN = r"^[a-z_][a-z0-9_]{0,99}$"
+LABEL_PATTERN = r"^[a-z_][a-z0-9_]{0,63}$"
+Labels = dict[Annotated[str, Field(pattern=LABEL_PATTERN)], Annotated[str, Field(max_length=200)]]
+
+
 class AlertRule(Model):
-    """A threshold rule over a metric, with Prometheus' `for` and `keep_firing_for`."""
+    """A threshold rule over a metric series, with Prometheus' `for` and `keep_firing_for`.
+
+    Every series of `metric` whose labels match `match` is judged on its own, so one rule over
+    `replica_cpu_percent` gives one alert per replica."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    """Rule name, lowercase with dashes."""
-    metric: Annotated[str, Field(min_length=1, max_length=200)]
-    """Metric the rule watches."""
+    """Rule name, lowercase with dashes; the alert's `alertname`. A rule named like a built-in one replaces it."""
+    metric: Annotated[str, Field(pattern=METRIC_PATTERN)]
+    """Series name the rule watches, e.g. `replica_cpu_percent` (docs/monitoring.md lists them)."""
+    match: Labels = Field(default_factory=dict)
+    """Only series with these label values, e.g. `{service: portal}`."""
+    aggregate: Literal["last", "avg", "min", "max", "p50", "p95", "p99", "rate", "increase"] = "last"
+    """How the samples within `window_s` become one value; `rate` (per second) and `increase` are for counters."""
+    window_s: Annotated[float, Field(ge=0, le=86_400)] = 60
+    """Seconds of samples the aggregate reads (`last` reads only the newest)."""
+    per: Annotated[str, Field(pattern=METRIC_PATTERN)] | None = None
+    """Divide by the same aggregate of this series with the same labels (e.g. 5xx responses per response)."""
     op: Literal[">", ">=", "<", "<="] = ">"
-    """Comparison of the metric with `threshold`."""
+    """Comparison of the value with `threshold`."""
     threshold: float
     """Value the metric is compared with."""
     for_s: Annotated[float, Field(ge=0, le=86_400)] = 60
@@ -220,14 +265,56 @@ class AlertRule(Model):
     keep_firing_for_s: Annotated[float, Field(ge=0, le=86_400)] = 0
     """How long the alert keeps firing after the condition clears."""
     severity: Literal["info", "warning", "critical"] = "warning"
-    """`info`, `warning` or `critical`."""
+    """`info`, `warning` or `critical`; the alert's `severity` label."""
+    labels: Labels = Field(default_factory=dict)
+    """Extra labels of the alert (for grouping and routing by the receivers)."""
+    summary: Annotated[str, Field(max_length=500)] | None = None
+    """Summary annotation; `{value}`, `{threshold}` and the series' labels (`{replica}`) are filled in."""
+
+
+class Webhook(Model):
+    """A receiver of alert notifications, sent as Alertmanager's webhook payload (version 4)."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
+    """Receiver name in the payload; `webhook-N` (its position, from 1) when unset."""
+    url: Annotated[str, Field(pattern=r"^https?://[!-~]+$", max_length=2_000)]
+    """Where the payload is POSTed."""
+    group_by: Annotated[tuple[Annotated[str, Field(pattern=LABEL_PATTERN)], ...], LIST] = ("alertname",)
+    """Alerts with the same values of these labels go out together, in one payload."""
+    group_wait_s: Annotated[float, Field(ge=0, le=86_400)] = 10
+    """How long a new group waits for more alerts before its first notification."""
+    group_interval_s: Annotated[float, Field(ge=0, le=86_400)] = 60
+    """Least time between two notifications of a group that changed (new alerts, resolved ones)."""
+    repeat_interval_s: Annotated[float, Field(ge=1, le=30 * 86_400)] = 14_400
+    """A group still firing, unchanged, is sent again after this long."""
+    send_resolved: bool = True
+    """Also notify alerts that resolved."""
+    timeout_s: Seconds = 5
+    """Seconds one delivery attempt may take."""
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    """Attempts of one notification; between them the delay doubles from 0.5 s up to 30 s."""
 
 
 class AlertSettings(Model):
-    """Alert rules beside the seed's CPU and memory thresholds."""
+    """Alert rules beside the built-in ones, and who is told when they fire."""
 
+    default_rules: bool = True
+    """Evaluate the built-in rules (host CPU and memory, replica CPU, replica down, crash loop, error rate,
+    p95 latency; docs/monitoring.md); a rule in `rules` with the same name replaces one."""
     rules: Annotated[tuple[AlertRule, ...], LIST] = ()
     """List of rules."""
+    webhooks: Annotated[tuple[Webhook, ...], LIST] = ()
+    """Receivers of the notifications."""
+    external_url: Annotated[str, Field(pattern=r"^https?://[!-~]+$", max_length=2_000)] | None = None
+    """URL of this portero as receivers should link to it (`externalURL`); the admin API's when unset."""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AlertSettings:
+        for kind, names in (("rules", [r.name for r in self.rules]), ("webhooks", [w.name for w in self.webhooks])):
+            repeated = sorted({n for n in names if n is not None and names.count(n) > 1})
+            if repeated:
+                raise ValueError(f"{kind}: names must be unique, {', '.join(repeated)} repeats")
+        return self
 
 
 class Replicas(Model):

@@ -1,0 +1,1 @@
+"""The monitor: collectors, metric series, alert rules, notifications and the Prometheus exposition."""

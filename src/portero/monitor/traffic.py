@@ -1,0 +1,117 @@
+"""Rates and percentiles from the router's cumulative counters, by differencing two readings.
+
+The router keeps plain counters and histograms per endpoint object, and an endpoint that leaves takes its
+counts with it. So the monitor keeps its own totals: each pass adds what every stats object gained since the
+previous pass (a stats object it has not seen before, e.g. a new endpoint, gained everything it holds). Service
+totals therefore never go down, as a Prometheus counter must not, even as replicas come and go; the rates and
+percentiles of a pass come from the same differences. A request counts once it is answered (by an endpoint or
+by the router itself): the router's own `requests` counts attempts, retries included.
+
+Pure: readings and `now` in, `Traffic` out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from portero.monitor.snapshot import Traffic
+from portero.router.stats import BOUNDS_S, STATUS_CLASSES, LatencyHistogram
+
+Key = tuple[str, str | None]  # (service, endpoint address); None: the router's own answers for the service
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One stats object of the router, read at one moment."""
+
+    service: str
+    address: str | None
+    replica: str | None
+    state: str
+    identity: int  # id() of the stats object: another identity is another object, which started at zero
+    requests: int
+    responses: tuple[int, ...]  # by status class, 1xx..5xx
+    in_flight: int
+    buckets: tuple[int, ...]  # len(BOUNDS_S) + 1
+    latency_sum_s: float
+
+
+@dataclass
+class Totals:
+    requests: int = 0
+    responses: list[int] = field(default_factory=lambda: [0] * len(STATUS_CLASSES))
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(BOUNDS_S) + 1))
+    latency_sum_s: float = 0.0
+
+    def add(self, delta: Totals) -> None:
+        self.requests += delta.requests
+        self.responses = [a + b for a, b in zip(self.responses, delta.responses, strict=True)]
+        self.buckets = [a + b for a, b in zip(self.buckets, delta.buckets, strict=True)]
+        self.latency_sum_s += delta.latency_sum_s
+
+
+class TrafficBook:
+    def __init__(self) -> None:
+        self.previous: dict[Key, Reading] = {}
+        self.endpoints: dict[Key, Totals] = {}
+        self.services: dict[str, Totals] = {}
+        self.last_at: float | None = None
+
+    def update(self, readings: Iterable[Reading], now: float) -> tuple[dict[str, Traffic], dict[Key, Traffic]]:
+        elapsed = None if self.last_at is None else now - self.last_at
+        self.last_at = now
+        current: dict[Key, Reading] = {}
+        gained: dict[str, Totals] = {}
+        in_flight: dict[str, int] = {}
+        endpoint_traffic: dict[Key, Traffic] = {}
+        for reading in readings:
+            key = (reading.service, reading.address)
+            current[key] = reading
+            delta = _delta(self.previous.get(key), reading)
+            gained.setdefault(reading.service, Totals()).add(delta)
+            in_flight[reading.service] = in_flight.get(reading.service, 0) + reading.in_flight
+            if reading.address is not None:
+                totals = self.endpoints.setdefault(key, Totals())
+                totals.add(delta)
+                endpoint_traffic[key] = _traffic(totals, delta, reading.in_flight, elapsed)
+        self.previous = current
+        self.endpoints = {k: v for k, v in self.endpoints.items() if k in current}
+        service_traffic: dict[str, Traffic] = {}
+        for service, delta in gained.items():
+            totals = self.services.setdefault(service, Totals())
+            totals.add(delta)
+            service_traffic[service] = _traffic(totals, delta, in_flight[service], elapsed)
+        self.services = {k: v for k, v in self.services.items() if k in gained}
+        return service_traffic, endpoint_traffic
+
+
+def _delta(before: Reading | None, now: Reading) -> Totals:
+    if before is None or before.identity != now.identity or now.requests < before.requests:
+        return Totals(now.requests, list(now.responses), list(now.buckets), now.latency_sum_s)
+    return Totals(
+        now.requests - before.requests,
+        [a - b for a, b in zip(now.responses, before.responses, strict=True)],
+        [a - b for a, b in zip(now.buckets, before.buckets, strict=True)],
+        now.latency_sum_s - before.latency_sum_s,
+    )
+
+
+def _traffic(totals: Totals, delta: Totals, in_flight: int, elapsed: float | None) -> Traffic:
+    window = LatencyHistogram()
+    window.counts = list(delta.buckets)
+    window.count = sum(delta.buckets)
+    answered = sum(delta.responses)
+    return Traffic(
+        requests_total=sum(totals.responses),
+        responses_total=dict(zip(STATUS_CLASSES, totals.responses, strict=True)),
+        requests_per_second=answered / elapsed if elapsed else None,
+        error_ratio=delta.responses[4] / answered if answered else None,
+        in_flight=in_flight,
+        latency_p50_s=window.percentile(50),
+        latency_p95_s=window.percentile(95),
+        latency_p99_s=window.percentile(99),
+        latency_buckets=tuple(totals.buckets),
+        latency_sum_s=totals.latency_sum_s,
+        latency_count=sum(totals.buckets),
+    )

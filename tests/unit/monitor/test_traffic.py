@@ -1,0 +1,46 @@
+"""Rates and interval percentiles from cumulative router counters; totals never go down."""
+
+from __future__ import annotations
+
+import pytest
+
+from portero.monitor.traffic import Reading, TrafficBook
+from portero.router.stats import BOUNDS_S
+
+T0 = 1_700_000_000.0
+BUCKETS = len(BOUNDS_S) + 1
+
+
+def reading(address: str | None, identity: int, ok: int, errors: int = 0, fast: int = 0, slow: int = 0) -> Reading:
+    buckets = [0] * BUCKETS
+    buckets[BOUNDS_S.index(0.005)] = fast
+    buckets[BOUNDS_S.index(0.5)] = slow
+    return Reading(
+        "portal", address, None, "active", identity, ok + errors, (0, ok, 0, 0, errors), 1, tuple(buckets), 0
+    )
+
+
+def test_rates_and_error_ratio_come_from_differences():
+    book = TrafficBook()
+    services, _ = book.update([reading("a:1", 1, ok=100, fast=100)], T0)
+    assert services["portal"].requests_per_second is None  # nothing to compare with yet
+    assert services["portal"].requests_total == 100
+    services, endpoints = book.update([reading("a:1", 1, ok=150, errors=50, fast=150, slow=50)], T0 + 2)
+    traffic = services["portal"]
+    assert traffic.requests_per_second == pytest.approx(50.0)
+    assert traffic.error_ratio == pytest.approx(0.5)
+    assert traffic.latency_p95_s is not None
+    assert 0.25 < traffic.latency_p95_s <= 0.5  # this interval's half slow answers, not the lifetime's
+    assert traffic.responses_total == {"1xx": 0, "2xx": 150, "3xx": 0, "4xx": 0, "5xx": 50}
+    assert endpoints[("portal", "a:1")].requests_total == 200
+
+
+def test_an_endpoint_that_leaves_keeps_its_counts_in_the_service_total():
+    book = TrafficBook()
+    book.update([reading("a:1", 1, ok=10), reading("b:1", 2, ok=20)], T0)
+    services, endpoints = book.update([reading("b:1", 2, ok=25)], T0 + 1)
+    assert services["portal"].requests_total == 35
+    assert ("portal", "a:1") not in endpoints
+    services, _ = book.update([reading("b:1", 2, ok=25), reading("a:1", 3, ok=4)], T0 + 2)  # a new object, same address
+    assert services["portal"].requests_total == 39
+    assert services["portal"].requests_per_second == pytest.approx(4.0)
