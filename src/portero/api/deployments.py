@@ -1,0 +1,68 @@
+"""Deployments: deploy a new revision, follow it, roll back; revisions of a service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from portero.api.schemas import DeployIn, DeploymentOut, DeploymentsOut, RevisionOut, RevisionsOut, RollbackIn
+from portero.control import ControlPlane, NotFound
+from portero.deploy.model import Deployment
+from portero.spec.models import NAME_PATTERN
+
+
+def routes(control: ControlPlane) -> APIRouter:
+    api = APIRouter(prefix="/scalability", tags=["deployments"])
+
+    def out(d: Deployment | dict[str, object]) -> DeploymentOut:
+        return DeploymentOut.model_validate(d.to_dict() if isinstance(d, Deployment) else d)
+
+    @api.post("/deploy", status_code=202)
+    async def deploy(body: DeployIn) -> DeploymentOut:
+        """Start a deployment of a new revision (the serving one with these changes); follow it by its id."""
+        d = await control.deploy(
+            body.service, version=body.version, image=body.image, env=body.env, strategy=body.strategy, trigger="api"
+        )
+        return out(d)
+
+    @api.post("/rollback", status_code=202)
+    async def rollback(body: RollbackIn) -> DeploymentOut:
+        """Go back to a kept revision (the previous one by default); recorded as a deployment itself."""
+        return out(await control.rollback(body.service, body.revision, trigger="api"))
+
+    @api.get("/deployments")
+    async def deployments(
+        service: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    ) -> DeploymentsOut:
+        found = await control.store.get_deployments(service, limit)
+        return DeploymentsOut(deployments=[out(d) for d in found])
+
+    @api.get("/deployments/{deployment_id}")
+    async def deployment(deployment_id: str) -> DeploymentOut:
+        for d in await control.store.get_deployments(None, 200):
+            if d["id"] == deployment_id:
+                return out(d)
+        raise NotFound("deployment", deployment_id)
+
+    @api.get("/services/{name}/revisions")
+    async def revisions(name: str) -> RevisionsOut:
+        control.service_spec(name)
+        serving = control.records[name].revision if name in control.records else None
+        return RevisionsOut(
+            revisions=[
+                RevisionOut(
+                    service=r.service,
+                    number=r.number,
+                    digest=r.digest,
+                    created_at=r.created_at,
+                    reason=r.reason,
+                    serving=r.number == serving,
+                    version=r.template.get("version"),
+                )
+                for r in await control.store.get_revisions(name)
+            ]
+        )
+
+    return api
