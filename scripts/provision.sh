@@ -13,14 +13,15 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "provision: system packages present (${PACKAGES[*]})"
-  exit 0
-fi
-if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+elif [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "provision: missing ${missing[*]}; not root with apt-get, so not installing them."
   echo "provision: tests that need them will skip; install them and re-run \`make test\` to enable those tests."
-  exit 0
+else
+  echo "provision: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-echo "provision: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+# The Docker Engine, the local base image and a single-node swarm (docker and swarm runtimes).
+"$(dirname "$0")/provision-docker.sh"

@@ -17,3 +17,23 @@ def require_tool(name: str, why: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def require_docker(swarm: bool = False) -> None:
+    """Skip (or fail in CI) unless a Docker Engine answers, and with `swarm`, unless it is a swarm manager."""
+    why = "`make provision` as root installs docker.io and starts dockerd (scripts/provision-docker.sh)"
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        info = client.info()
+    except Exception as exc:
+        message = f"no Docker Engine answers ({type(exc).__name__}: {exc}); {why}"
+        if REQUIRE_ALL:
+            pytest.fail(message)
+        pytest.skip(message)
+    if swarm and not info.get("Swarm", {}).get("ControlAvailable"):
+        message = f"the Docker Engine is not a swarm manager ({info.get('Swarm', {}).get('LocalNodeState')}); {why}"
+        if REQUIRE_ALL:
+            pytest.fail(message)
+        pytest.skip(message)

@@ -14,7 +14,7 @@ from pathlib import Path
 from portero.events import Event
 from portero.replicas import Replica
 from portero.revisions import Revision
-from portero.runtimes.base import Runtime
+from portero.runtimes.base import Runtime, RuntimeFailure
 from portero.spec.models import ServiceSpec, Spec
 from portero.store.base import ServiceRecord, Store
 from portero.supervisor.decide import Desired
@@ -69,6 +69,7 @@ class ControlPlane:
 
     async def apply(self, spec: Spec, source: str, reason: str) -> list[str]:
         """Make `spec` the desired state; returns what changed, one line each. Validation happened before."""
+        spec = await self._prepare(spec)
         changes: list[str] = []
         desired: dict[str, Desired] = {}
         for name, service in spec.services.items():
@@ -101,6 +102,26 @@ class ControlPlane:
         await self.supervisor.record(Event("spec.applied", "spec", f"{reason}: {message}", at=self.clock()))
         self.supervisor.wake()
         return changes
+
+    async def _prepare(self, spec: Spec) -> Spec:
+        """The runtime readies each service's revision first (the container runtimes build its image and pin it in
+        the template): a failing build refuses the whole spec before anything changes, and what runs keeps running."""
+        services = dict(spec.services)
+        for name, service in spec.services.items():
+            if not service.managed:
+                continue
+
+            async def progress(line: str, name: str = name) -> None:
+                if line.startswith("Step ") or line.startswith("Successfully built"):
+                    await self.supervisor.record(Event("image.build", name, line, name, self.clock()))
+
+            try:
+                services[name] = await self.runtime.prepare(name, service, self.base_dir, progress)
+            except RuntimeFailure as exc:
+                await self.supervisor.record(Event("image.failed", name, str(exc), name, self.clock()))
+                advice = "" if not exc.retryable else " (the Engine may answer again: try again)"
+                raise Refused(f"services.{name}: {exc}{advice}") from exc
+        return spec.model_copy(update={"services": services})
 
     async def _revision_for(self, name: str, service: ServiceSpec, reason: str) -> tuple[Revision, str | None]:
         digest = service.template_digest()

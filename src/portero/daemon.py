@@ -22,7 +22,7 @@ from typing import IO, Any
 import uvicorn
 
 from portero.api.app import create_app
-from portero.control import ControlPlane
+from portero.control import ControlPlane, Refused
 from portero.dataplane import DataPlane
 from portero.router.server import Router, RouterError
 from portero.runtimes.base import Runtime
@@ -66,9 +66,15 @@ def state_lock(state_dir: Path) -> Iterator[None]:
 
 
 def make_runtime(spec: Spec, state_dir: Path) -> Runtime:
-    if spec.runtime == "process":
-        return ProcessRuntime(state_dir)
-    raise StartupError(f"runtime {spec.runtime!r} is not available in this version; use `runtime: process`")
+    if spec.runtime == "docker":
+        from portero.runtimes.docker import DockerRuntime  # the Docker SDK loads only when it is used
+
+        return DockerRuntime(state_dir, spec.docker)
+    if spec.runtime == "swarm":
+        from portero.runtimes.swarm import SwarmRuntime
+
+        return SwarmRuntime(state_dir, spec.docker)
+    return ProcessRuntime(state_dir)
 
 
 def admin_url(spec: Spec) -> str:
@@ -123,7 +129,14 @@ async def serve(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await control.start(str(spec_path))
+        try:
+            await control.start(str(spec_path))
+        except Refused as exc:  # an image did not build: nothing was started
+            if router is not None:
+                await router.stop(grace_s=0)
+            await store.close()
+            sock.close()
+            raise StartupError(str(exc)) from exc
         supervisor = spawn(control.supervisor.run(), name="supervisor", eternal=True)
         config = uvicorn.Config(
             create_app(control, stop.set, router),

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import httpx
 
-from portero.replicas import Replica
+from portero.replicas import Process, Replica
 from portero.spec.models import HealthCheck
 from portero.tasks import spawn
 
 log = logging.getLogger(__name__)
 
 
+EngineCheck = Callable[[str, Process], Awaitable[bool | None]]  # a runtime's own verdict; None: check over HTTP
+
+
 class Prober:
-    def __init__(self) -> None:
+    def __init__(self, engine_check: EngineCheck | None = None) -> None:
         self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        self._engine_check = engine_check
         self._inflight: dict[str, asyncio.Task[bool]] = {}
         self._last: dict[str, float] = {}
 
@@ -28,9 +33,17 @@ class Prober:
             return
         url = f"http://{replica.process.host}:{replica.process.port}{policy.path}"
         self._last[replica.id] = now
-        self._inflight[replica.id] = spawn(self._check(url, policy.timeout_s), name=f"probe:{replica.id}")
+        check = self._check(url, policy.timeout_s, replica.id, replica.process)
+        self._inflight[replica.id] = spawn(check, name=f"probe:{replica.id}")
 
-    async def _check(self, url: str, timeout_s: float) -> bool:
+    async def _check(self, url: str, timeout_s: float, replica_id: str = "", process: Process | None = None) -> bool:
+        if self._engine_check is not None and process is not None:
+            try:
+                verdict = await asyncio.wait_for(self._engine_check(replica_id, process), timeout_s)
+            except Exception:  # the engine could not say: the HTTP check decides this time
+                verdict = None
+            if verdict is not None:
+                return verdict
         try:
             response = await self._client.get(url, timeout=timeout_s)
         except httpx.HTTPError:

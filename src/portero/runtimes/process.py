@@ -24,8 +24,9 @@ from string import Template
 import psutil
 
 from portero.replicas import Process
-from portero.runtimes.base import Exit, Launch, RuntimeFailure, Stats
+from portero.runtimes.base import Exit, Launch, Progress, RuntimeFailure, Stats
 from portero.runtimes.ports import free_port
+from portero.spec.models import ServiceSpec
 
 log = logging.getLogger(__name__)
 POLL_S = 0.05
@@ -48,6 +49,12 @@ class ProcessRuntime:
 
     def log_path(self, replica_id: str) -> Path:
         return self._dir(replica_id) / "replica.log"
+
+    async def prepare(self, service: str, spec: ServiceSpec, base_dir: Path, progress: Progress | None) -> ServiceSpec:
+        return spec  # a command needs nothing made beforehand
+
+    async def health(self, replica_id: str, process: Process) -> bool | None:
+        return None  # portero's HTTP check decides
 
     async def start(self, launch: Launch) -> Process:
         try:

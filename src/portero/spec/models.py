@@ -150,13 +150,40 @@ class RouterSettings(Model):
         return value
 
 
+class SwarmSettings(Model):
+    """How the `swarm` runtime lays out its Swarm services (one per service revision)."""
+
+    port_base: Annotated[int, Field(ge=1024, le=65_000)] = 20_000
+    """Each revision's service gets a block of 100 host ports from here; its task in slot N listens on block + N."""
+    update_parallelism: Annotated[int, Field(ge=0, le=100)] = 1
+    """Tasks Swarm replaces at once when it updates a revision's service itself (0: all at once)."""
+    update_delay_s: Annotated[float, Field(ge=0, le=3_600)] = 0
+    """Pause between two batches of such an update."""
+    update_order: Literal["start-first", "stop-first"] = "start-first"
+    """`start-first`: the new task runs before the old one stops, so capacity never dips."""
+    update_failure_action: Literal["pause", "continue", "rollback"] = "rollback"
+    """What Swarm does when a task of an update fails to start."""
+    update_monitor_s: Annotated[float, Field(ge=0, le=3_600)] = 5
+    """How long Swarm watches each updated task for a failure."""
+    task_timeout_s: Seconds = 60
+    """Seconds a new task may take to be running before its start counts as failed (an image pull included)."""
+
+
 class DockerSettings(Model):
     """The Docker Engine used by the `docker` and `swarm` runtimes."""
 
     host: str | None = None
-    """Engine address, e.g. `unix:///var/run/docker.sock`; the SDK's default when unset."""
+    """Engine address, e.g. `unix:///var/run/docker.sock`; the SDK's default (`DOCKER_HOST`) when unset."""
     api_version: str | None = None
     """Engine API version, e.g. `1.41`; negotiated when unset."""
+    network: Literal["host", "bridge"] = "host"
+    """`host`: a container shares the host's network and listens on its own free loopback port, given as `PORT`
+    (engines without a bridge, like this project's CI). `bridge`: it listens on the service's `port` in its own
+    network namespace, published on a free port of 127.0.0.1."""
+    build_timeout_s: Seconds = 900
+    """Seconds an image build may take before it is abandoned (and the spec refused)."""
+    swarm: SwarmSettings = SwarmSettings()
+    """The `swarm` runtime."""
 
 
 class StoreSettings(Model):
@@ -384,6 +411,15 @@ class Build(Model):
     """Build arguments (`ARG`s)."""
 
 
+class Resources(Model):
+    """Limits of one container replica (docker and swarm runtimes); unset: no limit."""
+
+    cpus: Annotated[float, Field(gt=0, le=256)] | None = None
+    """CPU time of this many cores (`docker run --cpus`)."""
+    memory_mib: Annotated[int, Field(ge=6, le=1 << 22)] | None = None
+    """Memory in MiB (`docker run --memory`); the kernel kills the replica past it."""
+
+
 class StaticEndpoint(Model):
     """A server portero does not run (registered in the file rather than through the API)."""
 
@@ -423,10 +459,13 @@ class ServiceSpec(Model):
     `$PORT`, `$PORTERO_REPLICA_ID` and other variables of the replica's environment are substituted."""
     workdir: str | None = None
     """Working directory of a replica, relative to the spec file (the spec file's directory when unset)."""
-    image: str | None = None
-    """Image of a container replica (docker and swarm runtimes)."""
+    image: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    """Image of a container replica (docker and swarm runtimes), e.g. `registry.example/portal:v2`."""
     build: Build | None = None
-    """Build the image from a Dockerfile instead of pulling `image`."""
+    """Build the image from a Dockerfile (tagged `image` too when both are set). Each apply builds (Docker's layer
+    cache makes an unchanged context fast) and a changed image makes a new revision."""
+    resources: Resources = Resources()
+    """CPU and memory limits of each container replica."""
     version: Annotated[str, Field(max_length=64)] | None = None
     """Version label of the app; given to replicas as `APP_VERSION` unless `env` sets it."""
     port: Port = 5000
@@ -478,6 +517,8 @@ class ServiceSpec(Model):
     def template_digest(self) -> str:
         """Digest of what makes a replica what it is; replica counts and checks are not part of it."""
         template = self.model_dump(include={"command", "workdir", "image", "build", "version", "port", "env"})
+        if self.resources != Resources():  # only when set: digests of revisions made before it existed hold
+            template["resources"] = self.resources.model_dump()
         blob = json.dumps(template, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -518,6 +559,14 @@ class Spec(Model):
             ]
             if missing:
                 raise ValueError(f"{', '.join(missing)}: required by runtime `process`")
+        else:
+            missing = [
+                f"services.{name}.image or .build"
+                for name, svc in self.services.items()
+                if svc.managed and svc.image is None and svc.build is None
+            ]
+            if missing:
+                raise ValueError(f"{', '.join(missing)}: required by runtime `{self.runtime}`")
         unknown = [
             f"router.routes.{i}.service: no service named {r.service!r}"
             for i, r in enumerate(self.router.routes)

@@ -43,7 +43,7 @@ class Supervisor:
         self.desired: dict[str, Desired] = {}
         self.templates: dict[tuple[str, int], ServiceSpec] = {}
         self.lock = asyncio.Lock()
-        self.prober = Prober()
+        self.prober = Prober(runtime.health)  # an engine's own check (Docker HEALTHCHECK) wins over HTTP
         self._wake = asyncio.Event()
         self._stops: dict[str, asyncio.Task[None]] = {}
         self._saved: list[Replica] | None = None
@@ -166,12 +166,12 @@ class Supervisor:
         await self._persist()  # recorded at once: a portero killed now still knows this process
 
     def _launch(self, replica: Replica, spec: ServiceSpec) -> Launch:
-        assert spec.command is not None
         workdir = (self.base_dir / spec.workdir).resolve() if spec.workdir else self.base_dir
         env = dict(spec.env)
         if spec.version is not None:
             env.setdefault("APP_VERSION", spec.version)
-        return Launch(replica.id, replica.service, replica.revision, spec.command, workdir, env, spec.port)
+        command = spec.command or ()  # a container runs its image's command unless the spec gives one
+        return Launch(replica.id, replica.service, replica.revision, command, workdir, env, spec.port, spec)
 
     def _stop(self, replica: Replica, grace_s: float) -> None:
         if replica.id in self._stops or replica.process is None:

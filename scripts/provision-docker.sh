@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The Docker part of provisioning (called by provision.sh). Idempotent, and each step runs only when needed:
+#   1. the Engine and mmdebstrap from Debian (docker.io, mmdebstrap);
+#   2. dockerd, started in the background with its own pid and log files when `docker info` does not answer
+#      (no default bridge, no iptables: what works inside this kind of VM), waited for on a deadline. Storage is
+#      overlay2 where the kernel has overlayfs, else vfs: vfs copies the whole image for every container (6 s
+#      to create one here, against 0.4 s with overlay2), too slow to restart a killed replica within 5 s;
+#   3. the local Python base image portero/base:bookworm (mmdebstrap + `docker import`, ~30 s, once per machine:
+#      no image registry is reachable, Debian's package mirror is);
+#   4. a single-node swarm (`docker swarm init --advertise-addr 127.0.0.1`) for the swarm runtime.
+# Where it cannot (not root, no apt-get), it says what it skipped; the Docker tests then skip with a reason
+# (and fail under PORTERO_REQUIRE_ALL=1, as in CI).
+set -euo pipefail
+
+BASE_IMAGE=${PORTERO_BASE_IMAGE:-portero/base:bookworm}
+PIDFILE=/var/run/portero-dockerd.pid
+LOGFILE=/var/log/portero-dockerd.log
+START_DEADLINE_S=${PORTERO_DOCKERD_DEADLINE_S:-60}
+if [ -z "${PORTERO_DOCKER_STORAGE_DRIVER:-}" ]; then
+  grep -qw overlay /proc/filesystems 2>/dev/null && PORTERO_DOCKER_STORAGE_DRIVER=overlay2 || PORTERO_DOCKER_STORAGE_DRIVER=vfs
+fi
+
+say() { echo "provision-docker: $*"; }
+
+engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
+
+install_packages() {
+  local missing=()
+  for package in docker.io mmdebstrap; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    say "missing ${missing[*]}; not root with apt-get, so not installing them (the Docker tests will skip)"
+    return 1
+  fi
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # policy-rc.d 101: the package must not start its own dockerd (with overlay2 and a bridge) through init scripts.
+  local policy=/usr/sbin/policy-rc.d created_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
+  fi
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ "$created_policy" -eq 1 ] && rm -f "$policy"
+  return 0
+}
+
+start_dockerd() {
+  engine_answers && return 0
+  if [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+    say "dockerd (pid $(cat "$PIDFILE")) is running but does not answer yet; waiting"
+  else
+    say "starting dockerd with $PORTERO_DOCKER_STORAGE_DRIVER storage (log: $LOGFILE)"
+    setsid dockerd --storage-driver="$PORTERO_DOCKER_STORAGE_DRIVER" --bridge=none --iptables=false --ip-masq=false \
+      --pidfile "$PIDFILE" >>"$LOGFILE" 2>&1 </dev/null &
+  fi
+  local deadline=$((SECONDS + START_DEADLINE_S))
+  until engine_answers; do
+    if [ $SECONDS -ge $deadline ]; then
+      say "dockerd did not answer within ${START_DEADLINE_S} s; the end of $LOGFILE:"
+      tail -n 20 "$LOGFILE" >&2 || true
+      return 1
+    fi
+    if [ -s "$PIDFILE" ] && ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+      say "dockerd exited; the end of $LOGFILE:"
+      tail -n 20 "$LOGFILE" >&2 || true
+      return 1
+    fi
+    sleep 0.5
+  done
+  say "dockerd answers (pid $(cat "$PIDFILE" 2>/dev/null || echo '?'))"
+}
+
+# Bump when the recipe below changes: an image of an older recipe is rebuilt.
+BASE_RECIPE=3
+
+build_base_image() {
+  local have
+  have=$(docker image inspect --format '{{index .Config.Labels "org.portero.base-recipe"}}' "$BASE_IMAGE" 2>/dev/null || true)
+  [ "$have" = "$BASE_RECIPE" ] && return 0
+  local work
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+  say "creating $BASE_IMAGE with mmdebstrap (once per machine, ~30 s)"
+  # The machine's own CAs (a TLS-inspecting egress proxy's, say) go into the image's trust store, and pip and
+  # Python are pointed at that store: pip inside `docker build` then reaches PyPI the way the host does.
+  # Nothing else of the host's pip configuration (local file indexes) is copied in.
+  mmdebstrap --quiet --variant=apt --include=python3,python3-venv,ca-certificates \
+    --customize-hook='if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+        cp /usr/local/share/ca-certificates/*.crt "$1/usr/local/share/ca-certificates/" &&
+        chroot "$1" update-ca-certificates >/dev/null 2>&1; fi' \
+    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
+    bookworm "$work/base.tar"
+  local bundle=/etc/ssl/certs/ca-certificates.crt
+  docker import \
+    --change "LABEL org.portero.base-recipe=$BASE_RECIPE" \
+    --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin PIP_CERT=$bundle SSL_CERT_FILE=$bundle REQUESTS_CA_BUNDLE=$bundle" \
+    --change 'CMD ["python3"]' \
+    "$work/base.tar" "$BASE_IMAGE" >/dev/null
+  say "created $BASE_IMAGE"
+}
+
+init_swarm() {
+  local state
+  state=$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo unknown)
+  [ "$state" = "active" ] && return 0
+  say "initialising a single-node swarm (was: $state)"
+  docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+}
+
+install_packages || exit 0
+start_dockerd || { say "no Docker Engine: the Docker tests will skip (or fail under PORTERO_REQUIRE_ALL=1)"; exit 0; }
+build_base_image
+init_swarm
+say "Docker Engine $(docker version --format '{{.Server.Version}}'), $BASE_IMAGE and a swarm are ready"
