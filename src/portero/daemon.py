@@ -24,6 +24,7 @@ import uvicorn
 from portero.api.app import create_app
 from portero.control import ControlPlane, Refused
 from portero.dataplane import DataPlane
+from portero.monitor.monitor import Monitor
 from portero.router.server import Router, RouterError
 from portero.runtimes.base import Runtime
 from portero.runtimes.process import ProcessRuntime
@@ -138,8 +139,10 @@ async def serve(
             sock.close()
             raise StartupError(str(exc)) from exc
         supervisor = spawn(control.supervisor.run(), name="supervisor", eternal=True)
+        monitor = Monitor(control, router, state_dir, admin_url(spec))
+        await monitor.start()
         config = uvicorn.Config(
-            create_app(control, stop.set, router),
+            create_app(control, stop.set, router, monitor),
             log_level="warning",
             access_log=False,
             lifespan="off",
@@ -157,6 +160,7 @@ async def serve(
             log.info("portero stopping: replicas first, then the API")
             if ui is not None:
                 ui.cancel()
+            await monitor.stop()  # before the replicas go: their stopping is no alert
             settle(supervisor)
             settle(api)
             if router is not None:

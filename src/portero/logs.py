@@ -1,18 +1,25 @@
 """Reading replica logs: the shim writes `<ISO time> <stream> <text>` lines; here they are parsed, merged,
-filtered and followed. Rotated files are read oldest first, and memory stays bounded by `limit`."""
+filtered and followed. Rotated files are read oldest first, and memory stays bounded by `limit`.
+
+Retention is bounded by size, per replica: the shim rotates `replica.log` at `log_max_bytes` (10 MiB) and keeps
+3 older files, so a replica never holds more than 40 MiB of logs. A replica's logs live as long as its record:
+a crashed replica is restarted under the same id and keeps them; a retired one (scaled down, replaced by a
+new revision) is forgotten with its folder."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 LINE = re.compile(r"^(?P<at>\d{4}-\d\d-\d\dT[\d:.]+Z) (?P<stream>stdout|stderr|portero) (?P<text>.*)$")
 FOLLOW_POLL_S = 0.2
+READ_MAX_BYTES = 1 << 20  # read per file and poll when following; a follower far behind catches up in steps
 
 
 @dataclass(frozen=True)
@@ -69,32 +76,79 @@ def _wanted(line: LogLine, since: float | None, grep: str | None) -> bool:
     return (since is None or line.at >= since) and (grep is None or grep in line.text)
 
 
-async def follow(
-    sources: Iterable[LogSource], grep: str | None, poll_s: float = FOLLOW_POLL_S
+@dataclass
+class Cursor:
+    """Where following one file stands: the file (by inode, so a rotation is seen even when the new file has
+    already grown past the old offset) and the offset of the first byte not yet read."""
+
+    inode: int | None
+    offset: int
+
+    @classmethod
+    def at_end(cls, path: Path) -> Cursor:
+        try:
+            status = path.stat()
+        except FileNotFoundError:
+            return cls(None, 0)  # not written yet: everything it gets is new
+        return cls(status.st_ino, status.st_size)
+
+
+def follow(
+    sources: Callable[[], Iterable[LogSource]], grep: str | None, poll_s: float = FOLLOW_POLL_S
 ) -> AsyncIterator[LogLine]:
-    """New lines as they are written, from the current end of each file; survives rotation."""
-    offsets = {source: _size(source.path) for source in sources}
+    """New lines as they are written, from the current end of each file (taken now, at the call, not at the first
+    iteration: nothing written meanwhile is lost). `sources` is asked again on every poll, so replicas that
+    appear later (scaled up, replaced by a deployment) are followed from their first line; files are followed
+    across rotation (by inode) and truncation."""
+    cursors = {source: Cursor.at_end(source.path) for source in sources()}
+    return _follow(sources, cursors, grep, poll_s)
+
+
+async def _follow(
+    sources: Callable[[], Iterable[LogSource]], cursors: dict[LogSource, Cursor], grep: str | None, poll_s: float
+) -> AsyncIterator[LogLine]:
     while True:
-        for source, offset in list(offsets.items()):
-            size = _size(source.path)
-            if size < offset:
-                offset = 0  # rotated: the current file is a new one
-            if size == offset:
-                continue
-            with source.path.open("rb") as handle:
-                handle.seek(offset)
-                chunk = handle.read(size - offset)
-            complete = chunk.rfind(b"\n") + 1  # a half-written line waits for its end
-            offsets[source] = offset + complete
-            for raw in chunk[:complete].decode("utf-8", "replace").splitlines():
+        cursors = {source: cursors.get(source) or Cursor(None, 0) for source in sources()}  # gone ones dropped
+        for source, cursor in cursors.items():
+            for raw in read_new(source.path, cursor):
                 line = parse(raw, source)
                 if line is not None and _wanted(line, None, grep):
                     yield line
         await asyncio.sleep(poll_s)
 
 
-def _size(path: Path) -> int:
+def read_new(path: Path, cursor: Cursor) -> list[str]:
+    """Complete lines written since `cursor` (at most READ_MAX_BYTES a call: memory stays bounded, the rest
+    comes next time); moves the cursor past them. A half-written last line waits for its end."""
     try:
-        return path.stat().st_size
+        handle = path.open("rb")
     except FileNotFoundError:
-        return 0
+        return []
+    with handle:
+        status = os.fstat(handle.fileno())
+        lines: list[str] = []
+        if cursor.inode is not None and status.st_ino != cursor.inode:
+            lines = _rest_of_rotated(path, cursor)  # the shim renamed the file we were reading to .1
+            cursor.offset = 0
+        elif status.st_size < cursor.offset:
+            cursor.offset = 0  # truncated in place
+        cursor.inode = status.st_ino
+        handle.seek(cursor.offset)
+        chunk = handle.read(min(status.st_size - cursor.offset, READ_MAX_BYTES))
+    complete = chunk.rfind(b"\n") + 1
+    if complete == 0 and len(chunk) == READ_MAX_BYTES:
+        complete = len(chunk)  # one line longer than the whole read: pass it on in pieces
+    cursor.offset += complete
+    return lines + chunk[:complete].decode("utf-8", "replace").splitlines()
+
+
+def _rest_of_rotated(path: Path, cursor: Cursor) -> list[str]:
+    rotated = path.with_name(path.name + ".1")
+    try:
+        with rotated.open("rb") as handle:
+            if os.fstat(handle.fileno()).st_ino != cursor.inode:
+                return []  # rotated more than once since the last poll: those lines are in older files
+            handle.seek(cursor.offset)
+            return handle.read(READ_MAX_BYTES).decode("utf-8", "replace").splitlines()
+    except FileNotFoundError:
+        return []

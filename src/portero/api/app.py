@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 import portero
 from portero import logs
 from portero.api import errors, loadbalancer
+from portero.api.monitoring import routes as monitoring_routes
 from portero.api.schemas import (
     Accepted,
     AppliedOut,
@@ -33,6 +34,7 @@ from portero.api.schemas import (
     StatsOut,
 )
 from portero.control import ControlPlane, NotFound, Refused
+from portero.monitor.monitor import Monitor
 from portero.replicas import ReplicaState
 from portero.router.server import Router
 from portero.spec.loader import parse_spec
@@ -43,7 +45,12 @@ SERVICE_NAME = NAME_PATTERN
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (404, 409, 422, 502, 503)}
 
 
-def create_app(control: ControlPlane, request_shutdown: Callable[[], None], router: Router | None = None) -> FastAPI:
+def create_app(
+    control: ControlPlane,
+    request_shutdown: Callable[[], None],
+    router: Router | None = None,
+    monitor: Monitor | None = None,
+) -> FastAPI:
     app = FastAPI(
         title="portero",
         version=portero.__version__,
@@ -152,16 +159,20 @@ def create_app(control: ControlPlane, request_shutdown: Callable[[], None], rout
             control.service_spec(service)
         if replica is not None:
             control.replica(replica)
-        sources = [
-            logs.LogSource(r.service, r.id, control.runtime.log_path(r.id))
-            for r in control.supervisor.replicas
-            if (service is None or r.service == service) and (replica is None or r.id == replica)
-        ]
+
+        def sources() -> list[logs.LogSource]:  # asked again while following: new replicas join the stream
+            return [
+                logs.LogSource(r.service, r.id, control.runtime.log_path(r.id))
+                for r in control.supervisor.replicas
+                if (service is None or r.service == service) and (replica is None or r.id == replica)
+            ]
+
         start = now() + since if since is not None and since < 0 else since
-        backlog = [LogLineOut(**vars(line)) for line in logs.read(sources, start, grep, limit)]
-        if not follow:
+        following = logs.follow(sources, grep) if follow else None  # from here on: nothing is lost meanwhile
+        backlog = [LogLineOut(**vars(line)) for line in logs.read(sources(), start, grep, limit)]
+        if following is None:
             return LogsOut(lines=backlog)
-        return StreamingResponse(_sse(backlog, sources, grep), media_type="text/event-stream")
+        return StreamingResponse(_sse(backlog, following), media_type="text/event-stream")
 
     @api.post("/shutdown", tags=["portero"], status_code=202)
     async def shutdown() -> Accepted:
@@ -170,6 +181,7 @@ def create_app(control: ControlPlane, request_shutdown: Callable[[], None], rout
 
     app.include_router(api)
     app.include_router(loadbalancer.routes(control, router))
+    app.include_router(monitoring_routes(control, monitor))
     return app
 
 
@@ -186,9 +198,9 @@ def _service_name(name: str) -> str:
     return name
 
 
-async def _sse(backlog: list[LogLineOut], sources: list[logs.LogSource], grep: str | None) -> AsyncIterator[str]:
+async def _sse(backlog: list[LogLineOut], following: AsyncIterator[logs.LogLine]) -> AsyncIterator[str]:
     # Starlette cancels this generator when the client goes away.
     for line in backlog:
         yield f"data: {line.model_dump_json()}\n\n"
-    async for new in logs.follow(sources, grep):
+    async for new in following:
         yield f"data: {json.dumps(vars(new))}\n\n"

@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from portero.api.schemas import ServiceOut
 from portero.cli.client import Client, CliError, resolve_url
+from portero.cli.monitor_views import alerts_table, series_view, snapshot_view
 from portero.cli.views import events_table, status_table
 from portero.control import ControlPlane
 from portero.spec.loader import SpecError, load_spec
@@ -216,6 +217,51 @@ def parse_since(text: str | None) -> float | None:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:
         raise ValueError(f"--since {text!r}: expected 30s, 5m, 2h, 1d or an ISO time") from None
+
+
+@app.command()
+def metrics(
+    name: Annotated[
+        str | None, typer.Option("--name", help="A series, e.g. replica_cpu_percent or host_load1{...}.")
+    ] = None,
+    since: Annotated[str, typer.Option(help="With --name: 30s, 5m, 2h, 1d, or an ISO time.")] = "5m",
+    step: Annotated[float | None, typer.Option(help="With --name: seconds between points.", min=0.1)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    file: SpecFile = Path("portero.yaml"),
+) -> None:
+    """The latest sample of the host, replicas, services and portero; with --name, one series over time."""
+    if name is None:
+        found = _call(lambda c: c.get("/monitoring/metrics"), file)
+        console.print_json(json.dumps(found)) if as_json else console.print(snapshot_view(found))
+        return
+    try:
+        start = parse_since(since)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    found = _call(lambda c: c.get("/monitoring/metrics", name=name, since=start, step=step), file)
+    console.print_json(json.dumps(found)) if as_json else console.print(series_view(found))
+
+
+@app.command()
+def alerts(
+    history: Annotated[bool, typer.Option(help="Alerts that fired and resolved (the event log).")] = False,
+    limit: Annotated[int, typer.Option(help="With --history: how many events to read.", min=1, max=1000)] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    file: SpecFile = Path("portero.yaml"),
+) -> None:
+    """Active alerts (pending and firing); --history for those that fired and resolved."""
+    if history:
+        found = _call(lambda c: c.get("/events", limit=limit), file)["events"]
+        shown = [e for e in found if e["kind"].startswith("alert.")]
+        console.print_json(json.dumps(shown)) if as_json else console.print(events_table(shown, "alert history"))
+        return
+    active = _call(lambda c: c.get("/monitoring/alerts"), file)["alerts"]
+    if as_json:
+        console.print_json(json.dumps(active))
+    elif not active:
+        console.print("no active alert")
+    else:
+        console.print(alerts_table(active))
 
 
 @app.command()

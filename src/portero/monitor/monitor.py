@@ -1,0 +1,188 @@
+"""The monitor's thin async shell: every `monitoring.interval_s`, collect, record, evaluate, notify.
+
+Everything that decides is elsewhere and pure (series, alerts, notify, traffic); this loop gathers the facts,
+feeds them in, and carries out what comes back: events in the store, notifications handed to the senders.
+It never waits on a receiver, and a pass that fails is logged and the next one starts over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from portero.control import ControlPlane
+from portero.events import Event
+from portero.monitor import alerts as alerting
+from portero.monitor import rules
+from portero.monitor.alerts import Alert, AlertState
+from portero.monitor.collect import Collector
+from portero.monitor.host import HostSampler
+from portero.monitor.notify import Dispatcher, Receiver, receivers
+from portero.monitor.record import samples
+from portero.monitor.series import SeriesStore, Tier
+from portero.monitor.snapshot import PorteroSample, Snapshot
+from portero.monitor.webhook import Senders
+from portero.router.server import Router
+from portero.spec.models import MonitoringSettings, Spec
+from portero.tasks import settle, spawn
+
+log = logging.getLogger(__name__)
+EXPIRE_EVERY = 60  # passes between sweeps for series that aged out
+
+
+class Monitor:
+    def __init__(
+        self,
+        control: ControlPlane,
+        router: Router | None,
+        state_dir: Path,
+        external_url: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.control = control
+        self.clock = clock
+        self.settings: MonitoringSettings = control.spec.monitoring
+        series = self.settings.series
+        self.store = SeriesStore(
+            Tier(series.fine_step_s, series.fine_keep_s),
+            Tier(series.coarse_step_s, series.coarse_keep_s),
+            series.memory_budget_bytes,
+        )
+        self.host = HostSampler(state_dir)
+        self.collector = Collector(control, router, self.host)
+        self.rules = rules.effective(self.settings, control.spec.alerts)
+        self.alerts: dict[str, Alert] = {}
+        self.receivers: list[Receiver] = receivers(control.spec.alerts.webhooks)
+        self.dispatcher = Dispatcher(control.spec.alerts.external_url or external_url)
+        self.default_url = external_url
+        self.senders: Senders | None = None
+        self.snapshot: Snapshot | None = None
+        self.sampled = asyncio.Event()
+        self.collect_seconds = 0.0
+        self.passes = 0
+        self.started_at = clock()
+        self._reconfigure = False
+        self._task: asyncio.Task[None] | None = None
+        control.on_applied.append(self.applied)
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.enabled
+
+    def applied(self, spec: Spec) -> None:
+        """A new spec: rules, thresholds and receivers change at the next pass; series settings need a restart."""
+        if spec.monitoring.series != self.settings.series:
+            log.warning("monitoring.series changed: the new retention and budget apply after a restart of portero")
+        self.settings = spec.monitoring
+        self.rules = rules.effective(spec.monitoring, spec.alerts)
+        self.receivers = receivers(spec.alerts.webhooks)
+        self.dispatcher.external_url = (spec.alerts.external_url or self.default_url).rstrip("/")
+        self._reconfigure = True
+
+    async def start(self) -> None:
+        self.senders = Senders()
+        await self.senders.configure(self.receivers)
+        self._task = spawn(self.run(), name="monitor", eternal=True)
+        state = "on" if self.enabled else "off (monitoring.enabled: false)"
+        log.info(
+            "monitor %s: every %.2g s, %d rule(s), %d receiver(s)",
+            state,
+            self.settings.interval_s,
+            len(self.rules),
+            len(self.receivers),
+        )
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        if self._task is not None:
+            settle(self._task)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.senders is not None:
+            await self.senders.close(grace_s)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            if self._reconfigure and self.senders is not None:
+                self._reconfigure = False
+                await self.senders.configure(self.receivers)
+            if self.enabled:
+                try:
+                    await self.tick()
+                except Exception:
+                    log.exception("monitor pass failed; the next pass starts over")
+            elif self.snapshot is not None or self.alerts:
+                self._switch_off()
+            next_at += self.settings.interval_s
+            delay = next_at - loop.time()
+            if delay < 0:  # a pass took longer than the interval: skip the missed ones rather than catch up
+                next_at, delay = loop.time(), 0.0
+            await asyncio.sleep(delay)
+
+    async def tick(self) -> None:
+        began = time.perf_counter()
+        now = self.clock()
+        deadline_s = max(1.0, 2 * self.settings.interval_s)
+        (host, (cpu, rss)), replicas = await asyncio.gather(
+            self.collector.host_and_self(now), self.collector.replicas(now, deadline_s)
+        )
+        services, router = self.collector.services(now)
+        store = self.store
+        portero = PorteroSample(
+            cpu_percent=cpu,
+            memory_bytes=rss,
+            uptime_s=round(now - self.started_at, 1),
+            collect_seconds=self.collect_seconds,
+            series=len(store.series),
+            series_memory_bytes=store.nbytes(),
+            series_budget_bytes=store.budget_bytes,
+        )
+        snapshot = Snapshot(now, self.settings.interval_s, host, replicas, services, router, portero)
+        for name, labels, value, kind in samples(snapshot):
+            store.add(name, labels, value, now, kind)
+        self.passes += 1
+        if self.passes % EXPIRE_EVERY == 0:
+            store.expire(now)
+        self.snapshot = snapshot
+        self.sampled.set()
+        await self.evaluate(now)
+        self.collect_seconds = time.perf_counter() - began
+
+    async def evaluate(self, now: float) -> None:
+        result = alerting.evaluate(self.rules, self.store, self.alerts, now)
+        self.alerts = result.alerts
+        for change in result.changes:
+            await self._tell(change.alert, change.before, now)
+        if self.senders is not None:
+            for notification in self.dispatcher.due(self.receivers, self.alerts.values(), now):
+                self.senders.submit(notification)
+
+    async def _tell(self, alert: Alert, before: AlertState, now: float) -> None:
+        summary = alert.annotations.get("summary", alert.rule)
+        extra = {"alert": alert.rule, "fingerprint": alert.fingerprint}
+        if alert.state is AlertState.PENDING or (alert.state is AlertState.INACTIVE and before is AlertState.PENDING):
+            log.info("alert %s %s: %s", alert.rule, alert.state.value, summary, extra=extra)
+            return
+        if alert.state not in (AlertState.FIRING, AlertState.RESOLVED):
+            return
+        data = {"labels": alert.labels, "fingerprint": alert.fingerprint, "value": alert.value}
+        kind = f"alert.{alert.state.value}"
+        await self.control.supervisor.record(Event(kind, alert.rule, summary, alert.labels.get("service"), now, data))
+
+    def _switch_off(self) -> None:
+        log.info("monitoring switched off: samples and alerts cleared (series kept until they age out)")
+        self.snapshot = None
+        self.sampled.clear()
+        self.alerts = {}
+        self.dispatcher.groups.clear()
+
+    def active(self) -> list[Alert]:
+        """Pending and firing alerts, firing first."""
+        shown = [a for a in self.alerts.values() if a.state in (AlertState.PENDING, AlertState.FIRING)]
+        return sorted(shown, key=lambda a: (a.state is not AlertState.FIRING, a.rule, a.fingerprint))

@@ -1,0 +1,284 @@
+"""Monitoring end to end: a real portero, real portal replicas burning CPU, a real webhook receiver on loopback.
+
+Bounded and tolerant of a loaded 2-core machine: thresholds are low, windows short, and every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import require_tool
+from tests.integration.portero_cli import Portero, portal_service
+
+pytestmark = pytest.mark.integration
+TINY = Path(__file__).parents[1] / "fixtures" / "tiny_app.py"
+
+
+class Receiver:
+    """A webhook receiver: keeps every JSON body POSTed to it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        received = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Load:
+    """`clients` threads GETting `url` back to back until stopped: a steady load."""
+
+    def __init__(self, url: str, clients: int) -> None:
+        self.url = url
+        self.stop = threading.Event()
+        self.done = 0
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(trust_env=False, timeout=30) as client:
+            while not self.stop.is_set():
+                try:
+                    client.get(self.url)
+                    self.done += 1
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(35)
+
+
+@pytest.fixture
+def portero(tmp_path):
+    instance = Portero(tmp_path)
+    yield instance
+    if (instance.state / "admin.json").exists():
+        instance.cli("down", check=False)
+    instance.kill_everything()
+
+
+@pytest.fixture
+def receiver():
+    instance = Receiver()
+    yield instance
+    instance.close()
+
+
+def monitoring_spec(portero: Portero, receiver: Receiver) -> None:
+    portero.write_spec(
+        {"portal": portal_service(replicas=1)},
+        monitoring={"interval_s": 0.5},
+        alerts={
+            "rules": [
+                {
+                    "name": "replica-busy",
+                    "metric": "replica_cpu_percent",
+                    "aggregate": "avg",
+                    "window_s": 2,
+                    "threshold": 25,
+                    "for_s": 2,
+                    "summary": "{replica} busy at {value}%",
+                }
+            ],
+            "webhooks": [{"url": receiver.url, "group_wait_s": 0, "group_interval_s": 0, "repeat_interval_s": 3600}],
+        },
+    )
+
+
+def payloads(receiver: Receiver, alertname: str) -> list[dict[str, Any]]:
+    return [b for b in list(receiver.bodies) if b["groupLabels"].get("alertname") == alertname]
+
+
+def test_a_busy_replica_raises_the_cpu_alert_and_the_receiver_gets_firing_then_resolved(portero, receiver):
+    monitoring_spec(portero, receiver)
+    portero.cli("up", "--detach")
+    (replica,) = portero.ready(1)
+    seen: set[str] = set()
+
+    def state() -> str | None:
+        found = [a for a in portero.get("/monitoring/alerts")["alerts"] if a["name"] == "replica-busy"]
+        if found:
+            seen.add(found[0]["state"])
+            return str(found[0]["state"])
+        return None
+
+    load = Load(f"http://127.0.0.1:{portero.router_port}/work?ms=100", clients=3)
+    try:
+        portero.wait("the alert to fire", lambda: state() == "firing", timeout_s=40, step_s=0.1)
+        (alert,) = [a for a in portero.get("/monitoring/alerts")["alerts"] if a["name"] == "replica-busy"]
+        assert "pending" in seen  # it waited out for_s first
+        assert alert["labels"]["replica"] == replica["id"]
+        assert alert["annotations"]["summary"].startswith(f"{replica['id']} busy at ")
+        firing = portero.wait("the firing notification", lambda: payloads(receiver, "replica-busy"), timeout_s=10)
+    finally:
+        load.close()
+    assert load.done > 0
+    portero.wait(
+        "the resolved notification",
+        lambda: any(b["status"] == "resolved" for b in payloads(receiver, "replica-busy")),
+        timeout_s=40,
+        step_s=0.2,
+    )
+    first, last = firing[0], payloads(receiver, "replica-busy")[-1]
+    for body, status in ((first, "firing"), (last, "resolved")):
+        assert body["version"] == "4"
+        assert body["status"] == status
+        assert body["receiver"] == "webhook-1"
+        assert body["groupKey"] == '{}:{alertname="replica-busy"}'
+        assert body["externalURL"] == f"http://127.0.0.1:{portero.admin_port}"
+        assert body["commonLabels"]["alertname"] == "replica-busy"
+        (item,) = body["alerts"]
+        assert item["status"] == status
+        assert item["labels"] == {
+            "alertname": "replica-busy",
+            "severity": "warning",
+            "service": "portal",
+            "replica": replica["id"],
+        }
+        assert set(item) == {"status", "labels", "annotations", "startsAt", "endsAt", "generatorURL", "fingerprint"}
+    assert first["alerts"][0]["endsAt"] == "0001-01-01T00:00:00Z"
+    assert last["alerts"][0]["endsAt"] > last["alerts"][0]["startsAt"]
+    kinds = [e["kind"] for e in portero.events(service="portal") if e["subject"] == "replica-busy"]
+    assert kinds[-2:] == ["alert.firing", "alert.resolved"]
+    assert [a for a in portero.get("/monitoring/alerts")["alerts"] if a["name"] == "replica-busy"] == []
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    leader = psutil.Process(pid)
+    return [leader, *leader.children(recursive=True)]
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in processes:
+        times = proc.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def test_replica_memory_and_cpu_agree_with_psutil_under_steady_load(portero, receiver):
+    monitoring_spec(portero, receiver)
+    portero.cli("up", "--detach")
+    (replica,) = portero.ready(1)
+    processes = tree(replica["pid"])
+    load = Load(f"http://127.0.0.1:{portero.router_port}/work?ms=20", clients=2)
+    try:
+        time.sleep(2)  # steady state
+        start_wall, start_cpu = time.time(), cpu_seconds(processes)
+        time.sleep(6)
+        end_wall, end_cpu = time.time(), cpu_seconds(processes)
+        rss = sum(p.memory_info().rss for p in processes)
+        snapshot = portero.get("/monitoring/metrics")
+        series = portero.get("/monitoring/metrics", name="replica_cpu_percent", since=start_wall)["series"]
+    finally:
+        load.close()
+    expected_cpu = 100 * (end_cpu - start_cpu) / (end_wall - start_wall)
+    (points,) = [s["points"] for s in series if s["labels"]["replica"] == replica["id"]]
+    inside = [v for t, v in points if t >= start_wall + 0.5 and t + 1 <= end_wall]  # buckets within the window
+    measured_cpu = sum(inside) / len(inside)
+    (sample,) = [r for r in snapshot["replicas"] if r["id"] == replica["id"]]
+    print(f"cpu: monitor {measured_cpu:.1f} vs psutil {expected_cpu:.1f}; memory {sample['memory_bytes']} vs {rss}")
+    assert len(inside) >= 4
+    assert abs(measured_cpu - expected_cpu) <= 5.0
+    assert abs(sample["memory_bytes"] - rss) <= 0.10 * rss
+    assert sample["processes"] == len(processes)
+
+
+def test_metrics_endpoint_parses_and_every_metric_has_help_and_type(portero, receiver):
+    monitoring_spec(portero, receiver)
+    portero.cli("up", "--detach")
+    portero.ready(1)
+    httpx.get(f"http://127.0.0.1:{portero.router_port}/", trust_env=False)
+    curl = require_tool("curl", "the acceptance check scrapes /metrics with it")
+    metrics_url = f"http://127.0.0.1:{portero.admin_port}/metrics"
+
+    def scraped() -> str | None:
+        text = subprocess.run([curl, "-sf", metrics_url], capture_output=True, text=True, timeout=10).stdout
+        return text if "portero_service_requests_total" in text else None
+
+    text = portero.wait("a scrape with router traffic", scraped, timeout_s=10, step_s=0.2)
+    families = list(text_string_to_metric_families(text))
+    assert len(families) > 25
+    for family in families:
+        assert family.name.startswith("portero_")
+        exposed = family.name + ("_total" if family.type == "counter" else "")  # the parser drops the suffix
+        assert f"# HELP {exposed} " in text
+        assert f"# TYPE {exposed} {family.type}" in text
+    names = {f.name for f in families}
+    assert {"portero_replica_cpu_usage_ratio", "portero_service_request_duration_seconds"} <= names
+    assert 'portero_service_requests_total{code="2xx",service="portal"}' in text
+
+
+def test_monitoring_off_is_clean_and_logs_follow_new_replicas_and_keep_crashed_ones(portero, monkeypatch):
+    tiny = {
+        "command": [sys.executable, str(TINY)],
+        "health": {"interval_s": 1},
+        "replicas": {"initial": 1, "min": 0, "max": 3},
+    }
+    crashing = {**tiny, "env": {"TINY_EXIT": "3"}, "replicas": {"initial": 1}}
+    portero.write_spec({"tiny": tiny, "broken": crashing})
+    monkeypatch.setenv("MONITORING_ENABLED", "false")
+    portero.cli("up", "--detach", "--wait-s", "3", check=False)  # `broken` never gets ready
+    portero.wait("tiny to be ready", lambda: [r for r in portero.replicas() if r["state"] == "ready"])
+    for path in ("/monitoring/metrics", "/monitoring/alerts"):
+        response = portero.http.get(portero.url + path)
+        assert response.status_code == 409
+        assert "monitoring is disabled" in response.json()["error"]["message"]
+    scrape = portero.http.get(f"http://127.0.0.1:{portero.admin_port}/metrics")
+    assert scrape.status_code == 200
+    assert "portero_monitoring_enabled 0.0" in scrape.text
+
+    # A crashed replica's output stays readable while it waits to restart.
+    def crashed_lines() -> list[dict[str, Any]]:
+        lines = portero.get("/logs", service="broken")["lines"]
+        return [x for x in lines if x["text"] == "exiting at once"]
+
+    assert portero.wait("two crashes' output", lambda: len(crashed_lines()) >= 2, timeout_s=15, step_s=0.2)
+
+    # A replica that appears after `follow` began is followed from its first line.
+    old = {r["id"] for r in portero.replicas() if r["service"] == "tiny"}
+    params = {"service": "tiny", "follow": "true", "limit": 1}
+    with httpx.stream("GET", f"{portero.url}/logs", params=params, timeout=30, trust_env=False) as stream:
+        portero.cli("scale", "tiny", "2")
+        deadline = time.monotonic() + 20
+        first_new = None
+        for raw in stream.iter_lines():  # health checks keep lines coming: the deadline is looked at often
+            line = json.loads(raw[6:]) if raw.startswith("data: ") else {}
+            if line.get("replica") not in (None, *old):
+                first_new = line
+                break
+            assert time.monotonic() < deadline, "no line of the new replica within 20 s"
+    assert first_new is not None
+    assert first_new["text"].startswith("listening on")  # its very first line
