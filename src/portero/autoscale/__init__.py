@@ -1,0 +1,1 @@
+"""The autoscaler: a pure decision over per-replica signals, and the loop that feeds it."""

@@ -1,0 +1,214 @@
+"""The autoscaler's decision, pure: `decide(current, signals, policy, history, now) -> Decision`.
+
+Target tracking is Kubernetes' HPA formula, `ceil(current * value / target)` per signal with a tolerance, the
+largest count winning; threshold mode is the seed's (CPU above the up threshold adds `step`, below the down
+threshold removes it). Stability comes from HPA and Knative: scale-down takes the largest recommendation of a
+stabilization window and waits out a cooldown; scale-up is rate limited (double or +4 per period) except in
+panic, when a signal at `panic_factor` times its target scales up at once and blocks scale-down for a while.
+Every decision carries its reason, also when the formula asked for a change that stability refused.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from portero.spec.models import ServiceAutoscale
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Per-replica averages over the ready replicas, as the loop measured them."""
+
+    ready: int
+    cpu_percent: float | None = None
+    in_flight: float | None = None  # requests in flight and queued, per ready replica (or in total at zero)
+    requests_per_second: float | None = None
+    p95_s: float | None = None
+    queued: int = 0  # waiting in the router for an endpoint: at zero replicas, the demand that wakes it
+    idle_s: float = 0.0  # since the last request
+
+
+@dataclass(frozen=True)
+class Limits:
+    min: int
+    max: int
+    threshold_up: float = 70
+    threshold_down: float = 30
+
+
+@dataclass(frozen=True)
+class History:
+    recommendations: tuple[tuple[float, int], ...] = ()  # (at, count) within the stabilization window
+    samples: tuple[tuple[float, Signals], ...] = ()  # within the stable window, oldest first
+    last_change_at: float = -math.inf
+    last_up_at: float = -math.inf
+    panic_until: float = -math.inf
+    rate_base: tuple[float, int] = (-math.inf, 0)  # start of the current rate period and the count then
+
+
+@dataclass(frozen=True)
+class Decision:
+    desired: int
+    reason: str
+    history: History
+    raw: int  # what the formula asked for, before stability and limits
+    changed: bool = False
+    held: bool = False  # the formula asked for a change that stability or limits refused
+    inputs: dict[str, float] = field(default_factory=dict)
+
+
+def decide(
+    current: int, signals: Signals, policy: ServiceAutoscale, limits: Limits, history: History, now: float
+) -> Decision:
+    inputs = _inputs(signals)
+    keep = max(policy.stable_window_s, policy.panic_s)
+    samples = (*(s for s in history.samples if now - s[0] < keep), (now, signals))
+    history = replace(history, samples=samples)
+    if current == 0:
+        return _from_zero(signals, limits, history, now, inputs)
+    stable = _average(samples, now, policy.stable_window_s, signals)
+    recent = _average(samples, now, policy.panic_s, signals)
+    raw, why, _ = _recommend(current, stable, policy, limits)
+    quick, quick_why, burst = _recommend(current, recent, policy, limits)
+    if burst and quick > raw:
+        raw, why = quick, f"burst: {quick_why}"
+    if limits.min == 0 and signals.idle_s >= policy.idle_to_zero_s and signals.queued == 0:
+        raw, why = 0, f"no request for {signals.idle_s:.0f} s >= {policy.idle_to_zero_s:g} s"
+    panic_until = now + policy.panic_s if burst else history.panic_until
+    in_panic = now < panic_until
+    recs = (*((at, n) for at, n in history.recommendations if now - at < policy.stabilization_s), (now, raw))
+    history = replace(history, recommendations=recs, panic_until=panic_until)
+    desired, held_by = current, ""
+    if raw > current:
+        desired, held_by = _scale_up(current, raw, policy, history, now, in_panic)
+    elif raw < current:
+        highest = max(n for _, n in recs)
+        if in_panic:
+            held_by = "panic blocks scale-down"
+        elif now - history.last_change_at < policy.scale_down_cooldown_s:
+            held_by = f"scale-down cooldown ({policy.scale_down_cooldown_s:g} s)"
+        elif highest >= current:
+            held_by = f"largest recommendation of the last {policy.stabilization_s:g} s is {highest}"
+        else:
+            desired = highest
+    bounded = min(max(desired, limits.min), limits.max)
+    if bounded != desired:
+        held_by = held_by or f"limits {limits.min}..{limits.max}"
+        desired = bounded
+    changed = desired != current
+    if changed:
+        reason = f"{why}: {current} → {desired}" + (" (panic)" if in_panic and desired > current else "")
+        if desired > current and history.rate_base[0] + policy.rate_period_s <= now:
+            history = replace(history, rate_base=(now, current))
+        history = replace(history, last_change_at=now, last_up_at=now if desired > current else history.last_up_at)
+    else:
+        reason = f"{why}; held at {current}: {held_by}" if held_by and raw != current else f"{why}: stay at {current}"
+    return Decision(desired, reason, history, raw, changed, bool(held_by) and raw != current and not changed, inputs)
+
+
+def _from_zero(signals: Signals, limits: Limits, history: History, now: float, inputs: dict[str, float]) -> Decision:
+    """At zero, any waiting request asks for replicas at once: the user waits for a cold start, not an error."""
+    if signals.queued > 0 or (signals.in_flight or 0) > 0:
+        wanted = max(1, limits.min, min(limits.max, signals.queued))
+        desired = min(wanted, limits.max)
+        history = replace(history, last_change_at=now, last_up_at=now, rate_base=(now, 0))
+        return Decision(
+            desired,
+            f"{signals.queued} request(s) waiting at zero replicas: 0 → {desired}",
+            history,
+            desired,
+            True,
+            False,
+            inputs,
+        )
+    desired = min(max(0, limits.min), limits.max)
+    return Decision(
+        desired,
+        "no request: stay at zero" if desired == 0 else f"min is {desired}: 0 → {desired}",
+        history,
+        desired,
+        desired != 0,
+        False,
+        inputs,
+    )
+
+
+def _recommend(current: int, signals: Signals, policy: ServiceAutoscale, limits: Limits) -> tuple[int, str, bool]:
+    """The formula's count, why, and whether some signal is a burst."""
+    if policy.mode == "threshold":
+        cpu = signals.cpu_percent
+        if cpu is None:
+            return current, "no CPU reading", False
+        if cpu > limits.threshold_up:
+            return current + policy.step, f"cpu {cpu:.0f}% > {limits.threshold_up:g}%", False
+        if cpu < limits.threshold_down:
+            return current - policy.step, f"cpu {cpu:.0f}% < {limits.threshold_down:g}%", False
+        return current, f"cpu {cpu:.0f}% within {limits.threshold_down:g}..{limits.threshold_up:g}%", False
+    # HPA counts the replicas that were measured; not-ready ones are left out (they would dilute a scale-up).
+    base = max(signals.ready, 1) if signals.ready else current
+    best, why, burst = 0, "", False
+    for name, value, target, unit in _targets(signals, policy):
+        ratio = value / target
+        wanted = base if abs(ratio - 1) <= policy.tolerance else math.ceil(base * ratio)
+        burst = burst or ratio >= policy.panic_factor
+        if wanted > best or not why:
+            best, why = wanted, f"{name} {value:.3g}{unit} vs target {target:g}{unit}"
+    if not why:
+        return current, "no signal", False
+    return best, why, burst
+
+
+def _targets(signals: Signals, policy: ServiceAutoscale) -> list[tuple[str, float, float, str]]:
+    pairs = [
+        ("cpu", signals.cpu_percent, policy.cpu_percent, "%"),
+        ("in-flight", signals.in_flight, policy.in_flight, ""),
+        ("rps", signals.requests_per_second, policy.requests_per_second, "/s"),
+        ("p95", signals.p95_s, policy.p95_s, " s"),
+    ]
+    return [(name, value, target, unit) for name, value, target, unit in pairs if value is not None and target]
+
+
+def _scale_up(
+    current: int, raw: int, policy: ServiceAutoscale, history: History, now: float, in_panic: bool
+) -> tuple[int, str]:
+    if in_panic:
+        return raw, ""
+    if now - history.last_change_at < policy.scale_up_cooldown_s:
+        return current, f"scale-up cooldown ({policy.scale_up_cooldown_s:g} s)"
+    start, base = history.rate_base
+    base = base if now - start < policy.rate_period_s else current
+    ceiling = max(base * 2, base + policy.rate_max_add)
+    if raw > ceiling:
+        return max(current, ceiling), f"rate limit: at most {ceiling} within {policy.rate_period_s:g} s"
+    return raw, ""
+
+
+def _average(samples: tuple[tuple[float, Signals], ...], now: float, window_s: float, last: Signals) -> Signals:
+    """Each signal's mean over the window (missing readings left out); counts are the latest."""
+    chosen = [s for at, s in samples if now - at < window_s] or [last]
+
+    def mean(values: list[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return sum(present) / len(present) if present else None
+
+    return replace(
+        last,
+        cpu_percent=mean([s.cpu_percent for s in chosen]),
+        in_flight=mean([s.in_flight for s in chosen]),
+        requests_per_second=mean([s.requests_per_second for s in chosen]),
+        p95_s=mean([s.p95_s for s in chosen]),
+    )
+
+
+def _inputs(signals: Signals) -> dict[str, float]:
+    values = {
+        "ready": signals.ready,
+        "cpu_percent": signals.cpu_percent,
+        "in_flight": signals.in_flight,
+        "requests_per_second": signals.requests_per_second,
+        "p95_s": signals.p95_s,
+        "queued": signals.queued,
+        "idle_s": signals.idle_s,
+    }
+    return {k: round(float(v), 3) for k, v in values.items() if v is not None}

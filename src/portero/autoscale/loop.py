@@ -1,0 +1,175 @@
+"""The autoscaler's shell: read each service's signals (router in-flight and queue, the monitor's CPU and
+rates), call `decide`, apply the count through the control plane, and keep the decisions for whoever asks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from portero.autoscale.decide import Decision, History, Limits, Signals, decide
+from portero.control import ControlPlane, Refused
+from portero.events import Event
+from portero.replicas import ReplicaState
+from portero.tasks import spawn
+
+if TYPE_CHECKING:
+    from portero.monitor.monitor import Monitor
+    from portero.router.server import Router
+
+log = logging.getLogger(__name__)
+KEEP_DECISIONS = 50
+
+
+@dataclass(frozen=True)
+class Record:
+    at: float
+    service: str
+    current: int
+    desired: int
+    raw: int
+    reason: str
+    changed: bool
+    held: bool
+    inputs: dict[str, float]
+
+
+class Autoscaler:
+    def __init__(
+        self,
+        control: ControlPlane,
+        router: Router | None,
+        monitor: Monitor | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.control = control
+        self.router = router
+        self.monitor = monitor
+        self.clock = clock
+        self.history: dict[str, History] = {}
+        self.decisions: dict[str, deque[Record]] = {}
+        self.signals: dict[str, Signals] = {}
+        self.cold_starts: dict[str, list[float]] = {}
+        self._waiting_since: dict[str, float] = {}
+        self._seen_requests: dict[str, tuple[int, float]] = {}
+        self._next: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        if router is not None:
+            router.on_demand(self._demand)
+
+    @property
+    def enabled(self) -> bool:
+        return self.control.spec.autoscale.enabled
+
+    def _demand(self, service: str) -> None:
+        """A request waits for an endpoint: at zero replicas, decide now rather than at the next tick."""
+        self._waiting_since.setdefault(service, self.clock())
+        self._next[service] = 0.0
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.25)
+            self._wake.clear()
+            if not self.enabled:
+                continue
+            now = self.clock()
+            for name, service in self.control.spec.services.items():
+                if not (service.managed and service.autoscale.enabled) or now < self._next.get(name, 0.0):
+                    continue
+                self._next[name] = now + service.autoscale.tick_s
+                try:
+                    await self.tick(name, now)
+                except Exception:
+                    log.exception("autoscaler pass for %s failed; the next one starts over", name)
+
+    async def tick(self, name: str, now: float) -> Decision | None:
+        control = self.control
+        deployer = control.deployer
+        if name not in control.records or (deployer is not None and name in deployer.active):
+            return None  # a deployment owns the groups while it runs
+        spec = control.spec.services[name]
+        current = control.records[name].desired
+        signals = self._signals(name, now)
+        self.signals[name] = signals
+        self._cold_start(name, signals, now)
+        thresholds = control.spec.autoscale
+        limits = Limits(
+            spec.replicas.min, spec.replicas.max, thresholds.scale_up_threshold, thresholds.scale_down_threshold
+        )
+        decision = decide(current, signals, spec.autoscale, limits, self.history.get(name, History()), now)
+        self.history[name] = decision.history
+        self._remember(name, current, decision, now)
+        if decision.changed:
+            try:
+                await control.scale(name, decision.desired, reason=f"autoscaler: {decision.reason}")
+            except Refused as exc:
+                log.warning("autoscaler could not scale %s: %s", name, exc)
+        return decision
+
+    def _signals(self, name: str, now: float) -> Signals:
+        replicas = [r for r in self.control.supervisor.replicas if r.service == name]
+        ready = [r for r in replicas if r.state is ReplicaState.READY]
+        in_flight = queued = 0
+        route = self.router.services.get(name) if self.router is not None else None
+        if route is not None:
+            queued = len(route.queue)
+            in_flight = sum(e.target.in_flight for e in route.endpoints.values()) + queued
+            total = sum(sum(e.stats.counters.responses) for e in route.endpoints.values()) + queued
+            seen, at = self._seen_requests.get(name, (-1, now))
+            if total != seen:
+                self._seen_requests[name] = (total, now)
+                at = now
+        else:
+            at = now
+        cpu = rps = None
+        snapshot = self.monitor.snapshot if self.monitor is not None else None
+        if snapshot is not None:
+            ids = {r.id for r in ready}
+            readings = [r.cpu_percent for r in snapshot.replicas if r.id in ids and r.cpu_percent is not None]
+            cpu = sum(readings) / len(readings) if readings else None
+            service = next((s for s in snapshot.services if s.name == name), None)
+            if service is not None and service.traffic is not None and service.traffic.requests_per_second is not None:
+                rps = service.traffic.requests_per_second / max(len(ready), 1)
+        per = max(len(ready), 1)
+        return Signals(len(ready), cpu, in_flight / per if route is not None else None, rps, None, queued, now - at)
+
+    def _cold_start(self, name: str, signals: Signals, now: float) -> None:
+        since = self._waiting_since.get(name)
+        if since is None:
+            return
+        if signals.ready > 0:
+            del self._waiting_since[name]
+            took = now - since
+            if took > 0.05:  # there was a wait: a start from zero, not a burst on a running service
+                self.cold_starts.setdefault(name, []).append(round(took, 3))
+                message = f"cold start: first replica ready {took:.1f} s after the first request waited"
+                event = Event("autoscaler.cold_start", name, message, name, now, {"seconds": round(took, 3)})
+                spawn(self.control.supervisor.record(event), name=f"cold-start:{name}")
+
+    def _remember(self, name: str, current: int, decision: Decision, now: float) -> None:
+        log_ = self.decisions.setdefault(name, deque(maxlen=KEEP_DECISIONS))
+        last = log_[-1] if log_ else None
+        if not decision.changed and not decision.held:
+            return
+        if decision.held and last is not None and last.held and last.reason == decision.reason:
+            return  # the same refusal again says nothing new
+        log_.append(
+            Record(
+                now,
+                name,
+                current,
+                decision.desired,
+                decision.raw,
+                decision.reason,
+                decision.changed,
+                decision.held,
+                decision.inputs,
+            )
+        )
