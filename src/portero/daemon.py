@@ -22,8 +22,10 @@ from typing import IO, Any
 import uvicorn
 
 from portero.api.app import create_app
+from portero.autoscale.loop import Autoscaler
 from portero.control import ControlPlane, Refused
 from portero.dataplane import DataPlane
+from portero.deploy.loop import Deployer
 from portero.monitor.monitor import Monitor
 from portero.router.server import Router, RouterError
 from portero.runtimes.base import Runtime
@@ -119,8 +121,11 @@ async def serve(
         store = SqliteStore(state_dir / "state.db")
         control = ControlPlane(spec, spec_path.resolve().parent, store, make_runtime(spec, state_dir))
         router = Router(spec.router) if spec.router.enabled else None
+        deployer = control.deployer = Deployer(control, router)
         if router is not None:
-            await DataPlane(control, router).attach()
+            dataplane = DataPlane(control, router)
+            await dataplane.attach()
+            deployer.on_traffic.append(dataplane.sync)
             try:
                 await router.start()
             except RouterError as exc:
@@ -130,6 +135,7 @@ async def serve(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        await deployer.recover()
         try:
             await control.start(str(spec_path))
         except Refused as exc:  # an image did not build: nothing was started
@@ -141,8 +147,11 @@ async def serve(
         supervisor = spawn(control.supervisor.run(), name="supervisor", eternal=True)
         monitor = Monitor(control, router, state_dir, admin_url(spec))
         await monitor.start()
+        deploying = spawn(deployer.run(), name="deployer", eternal=True)
+        autoscaler = Autoscaler(control, router, monitor)
+        scaling = spawn(autoscaler.run(), name="autoscaler", eternal=True)
         config = uvicorn.Config(
-            create_app(control, stop.set, router, monitor),
+            create_app(control, stop.set, router, monitor, autoscaler),
             log_level="warning",
             access_log=False,
             lifespan="off",
@@ -161,8 +170,10 @@ async def serve(
             if ui is not None:
                 ui.cancel()
             await monitor.stop()  # before the replicas go: their stopping is no alert
-            settle(supervisor)
-            settle(api)
+            for task in (supervisor, api, deploying, scaling):
+                settle(task)
+            deploying.cancel()
+            scaling.cancel()
             if router is not None:
                 await router.stop(grace_s=5.0)  # no new requests; those in flight finish first
             await control.shutdown()

@@ -29,14 +29,19 @@ class DataPlane:
         control.supervisor.drain = self.drain
         control.on_applied.append(lambda spec: router.apply(spec.router, spec.services))
 
-    def sync(self, replicas: list[Replica]) -> None:
-        ready: dict[str, list[ReplicaEndpoint]] = {name: [] for name in self.router.services}
+    def sync(self, replicas: list[Replica] | None = None) -> None:
+        replicas = self.control.supervisor.replicas if replicas is None else replicas
+        ready: dict[str, list[Replica]] = {name: [] for name in self.router.services}
         for replica in replicas:
             if replica.state is ReplicaState.READY and replica.process is not None and replica.service in ready:
-                process = replica.process
-                ready[replica.service].append(ReplicaEndpoint(replica.id, process.host, process.port))
-        for service, endpoints in ready.items():
-            self.router.sync_replicas(service, endpoints)
+                ready[replica.service].append(replica)
+        deployer = self.control.deployer
+        for service, members in ready.items():
+            split = self.control.traffic.get(service)
+            record = self.control.records.get(service)
+            if split is None and record is not None and not (deployer is not None and service in deployer.active):
+                split = {record.revision: 1.0}  # outside a deployment only the serving revision gets requests
+            self.router.sync_replicas(service, [_endpoint(r, members, split) for r in members])
 
     async def drain(self, replica: Replica) -> None:
         if replica.process is None or replica.service not in self.router.services:
@@ -51,3 +56,17 @@ class DataPlane:
             await asyncio.wait_for(self.router.drained(replica.service, address), timeout + 1)
         except TimeoutError:
             log.warning("replica %s still had requests after %.0f s of draining", replica.id, timeout)
+
+
+WEIGHT_SCALE = 1000  # a revision's traffic share is spread over its ready replicas in these units
+
+
+def _endpoint(replica: Replica, members: list[Replica], split: dict[int, float] | None) -> ReplicaEndpoint:
+    """With a traffic split (a deployment in progress), each revision's share is divided among its replicas."""
+    assert replica.process is not None
+    weight = None
+    if split is not None:
+        share = split.get(replica.revision, 0.0)
+        peers = sum(1 for r in members if r.revision == replica.revision)
+        weight = round(share * WEIGHT_SCALE / peers)
+    return ReplicaEndpoint(replica.id, replica.process.host, replica.process.port, weight)

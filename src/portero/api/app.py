@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 
 import portero
 from portero import logs
-from portero.api import errors, loadbalancer
+from portero.api import autoscaling, deployments, errors, loadbalancer
 from portero.api.monitoring import routes as monitoring_routes
 from portero.api.schemas import (
     Accepted,
@@ -33,6 +33,7 @@ from portero.api.schemas import (
     SpecIn,
     StatsOut,
 )
+from portero.autoscale.loop import Autoscaler
 from portero.control import ControlPlane, NotFound, Refused
 from portero.monitor.monitor import Monitor
 from portero.replicas import ReplicaState
@@ -50,6 +51,7 @@ def create_app(
     request_shutdown: Callable[[], None],
     router: Router | None = None,
     monitor: Monitor | None = None,
+    autoscaler: Autoscaler | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="portero",
@@ -182,6 +184,8 @@ def create_app(
     app.include_router(api)
     app.include_router(loadbalancer.routes(control, router))
     app.include_router(monitoring_routes(control, monitor))
+    app.include_router(deployments.routes(control))
+    app.include_router(autoscaling.routes(control, autoscaler))
     return app
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from portero.control import ServiceView
 from portero.replicas import Replica, ReplicaState
-from portero.spec.models import ADDRESS_PATTERN, NAME_PATTERN
+from portero.spec.models import ADDRESS_PATTERN, ENV_KEY_PATTERN, NAME_PATTERN
 
 
 class ErrorBody(BaseModel):
@@ -204,3 +205,70 @@ class ServerOut(BaseModel):
 
 class ServersOut(BaseModel):
     servers: list[ServerOut]
+
+
+class DeployIn(Body):
+    service: str = Field(pattern=NAME_PATTERN, examples=["portal"])
+    version: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9._-]+$", examples=["v2"])
+    image: str | None = Field(default=None, max_length=255, pattern=r"^[a-z0-9][a-z0-9._/:@-]*$")
+    env: dict[str, str] = Field(default_factory=dict, description="Environment changes (`--set KEY=VAL`).")
+    strategy: Literal["rolling", "blue-green", "canary"] | None = None
+
+    @field_validator("env")
+    @classmethod
+    def _env_keys(cls, env: dict[str, str]) -> dict[str, str]:
+        for key, value in env.items():
+            if not re.fullmatch(ENV_KEY_PATTERN, key) or len(value) > 4096:
+                raise ValueError(f"env key {key!r}: expected a variable name and a value of at most 4096 characters")
+        return env
+
+
+class RollbackIn(Body):
+    service: str = Field(pattern=NAME_PATTERN, examples=["portal"])
+    revision: int | None = Field(default=None, ge=1, description="A kept revision; the previous one when unset.")
+
+
+class StepOut(BaseModel):
+    at: float
+    message: str
+
+
+class DeploymentOut(BaseModel):
+    id: str
+    service: str
+    from_revision: int
+    to_revision: int
+    strategy: str
+    kind: str
+    trigger: str
+    replicas: int
+    started_at: float
+    state: Literal["running", "succeeded", "rolled_back", "aborted"]
+    phase: str
+    phase_started_at: float
+    finished_at: float | None
+    new_count: int
+    old_count: int
+    traffic: float | None
+    canary_step: int
+    failed_requests: int
+    steps: list[StepOut]
+    reason: str
+
+
+class DeploymentsOut(BaseModel):
+    deployments: list[DeploymentOut]
+
+
+class RevisionOut(BaseModel):
+    service: str
+    number: int
+    digest: str
+    created_at: float
+    reason: str
+    serving: bool
+    version: str | None
+
+
+class RevisionsOut(BaseModel):
+    revisions: list[RevisionOut]

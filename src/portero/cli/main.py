@@ -23,7 +23,7 @@ from rich.markup import escape
 from portero.api.schemas import ServiceOut
 from portero.cli.client import Client, CliError, resolve_url
 from portero.cli.monitor_views import alerts_table, series_view, snapshot_view
-from portero.cli.views import events_table, status_table
+from portero.cli.views import decisions_table, deployments_table, events_table, revisions_table, status_table
 from portero.control import ControlPlane
 from portero.spec.loader import SpecError, load_spec
 
@@ -295,6 +295,92 @@ def validate(file: SpecFile = Path("portero.yaml")) -> None:
     except SpecError as exc:
         raise fail(str(exc)) from None
     console.print(f"{file}: valid ({len(spec.services)} service(s), runtime {spec.runtime})")
+
+
+@app.command()
+def deploy(
+    service: Annotated[str, typer.Argument(help="Service to deploy.")] = "portal",
+    version: Annotated[str | None, typer.Option(help="New version (APP_VERSION of the replicas).")] = None,
+    image: Annotated[str | None, typer.Option(help="New image (container runtimes).")] = None,
+    set_env: Annotated[list[str] | None, typer.Option("--set", help="KEY=VAL environment change; repeatable.")] = None,
+    strategy: Annotated[str | None, typer.Option(help="rolling, blue-green or canary (default: the spec's).")] = None,
+    follow: Annotated[bool, typer.Option(help="Show progress until it ends.")] = True,
+    file: SpecFile = Path("portero.yaml"),
+) -> None:
+    """Deploy a new revision: the serving one with these changes."""
+    env = {}
+    for item in set_env or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise fail(f"--set {item!r}: expected KEY=VAL")
+        env[key] = value
+    body = {"service": service, "version": version, "image": image, "env": env, "strategy": strategy}
+    started = _call(lambda c: c.post("/deploy", {k: v for k, v in body.items() if v is not None}), file)
+    _follow_deployment(started, follow, file)
+
+
+@app.command()
+def rollback(
+    service: Annotated[str, typer.Argument(help="Service to roll back.")] = "portal",
+    revision: Annotated[int | None, typer.Argument(help="Kept revision (default: the previous one).")] = None,
+    file: SpecFile = Path("portero.yaml"),
+) -> None:
+    """Go back to a kept revision; recorded as a deployment."""
+    started = _call(lambda c: c.post("/rollback", {"service": service, "revision": revision}), file)
+    _follow_deployment(started, True, file)
+
+
+@app.command()
+def history(
+    service: Annotated[str, typer.Argument(help="Service.")] = "portal",
+    file: SpecFile = Path("portero.yaml"),
+) -> None:
+    """Revisions of a service and its deployments."""
+    revisions = _call(lambda c: c.get(f"/services/{service}/revisions"), file)["revisions"]
+    found = _call(lambda c: c.get("/deployments", service=service, limit=20), file)["deployments"]
+    console.print(revisions_table(revisions))
+    console.print(deployments_table(found))
+
+
+def _follow_deployment(started: dict[str, Any], follow: bool, file: Path) -> None:
+    console.print(
+        f"deployment {escape(started['id'])}: revision {started['from_revision']} -> "
+        f"{started['to_revision']} ({started['strategy']})"
+    )
+    shown = 0
+    current = started
+    while True:
+        for step in current["steps"][shown:]:
+            stamp = datetime.fromtimestamp(step["at"]).strftime("%H:%M:%S")
+            console.print(f"  [dim]{stamp}[/] {escape(step['message'])}", highlight=False)
+        shown = len(current["steps"])
+        if current["state"] != "running" or not follow:
+            break
+        time.sleep(0.5)
+        current = _call(lambda c: c.get(f"/deployments/{started['id']}"), file)
+    if current["state"] not in ("running", "succeeded"):
+        raise fail(f"deployment {current['id']} {current['state'].replace('_', ' ')}: {current['reason']}")
+
+
+@app.command()
+def autoscaler(file: SpecFile = Path("portero.yaml")) -> None:
+    """The autoscaler's policy, current signals and last decisions, per service."""
+    found = _call(lambda c: c.get("/autoscaler"), file)
+    console.print(f"autoscaler: {'on' if found['enabled'] else 'off (autoscale.enabled / AUTO_SCALE_ENABLED)'}")
+    for service in found["services"]:
+        policy = service["policy"]
+        targets = ", ".join(
+            f"{key} {policy[key]}"
+            for key in ("cpu_percent", "in_flight", "requests_per_second", "p95_s")
+            if policy[key]
+        )
+        console.print(
+            f"[bold]{escape(service['service'])}[/]: {service['desired']} replica(s) within "
+            f"{service['min']}..{service['max']}; {policy['mode']} ({escape(targets)}); signals "
+            f"{escape(str(service['signals']))}; cold starts {service['cold_starts_s']}",
+            highlight=False,
+        )
+        console.print(decisions_table(service["decisions"]))
 
 
 @app.command()

@@ -63,3 +63,50 @@ def events_table(events: list[dict[str, Any]], title: str = "events") -> Table:
         stamp = time.strftime("%H:%M:%S", time.localtime(event["at"]))
         table.add_row(stamp, *(escape(str(event[k])) for k in ("kind", "subject", "message")))
     return table
+
+
+def revisions_table(revisions: list[dict[str, Any]]) -> Table:
+    table = Table(title="revisions", title_justify="left")
+    for column in ("REV", "VERSION", "DIGEST", "CREATED", "REASON", ""):
+        table.add_column(column)
+    for r in revisions:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
+        table.add_row(
+            str(r["number"]),
+            escape(r["version"] or "-"),
+            r["digest"],
+            created,
+            escape(r["reason"]),
+            "[green]serving[/]" if r["serving"] else "",
+        )
+    return table
+
+
+def deployments_table(deployments: list[dict[str, Any]]) -> Table:
+    table = Table(title="deployments", title_justify="left")
+    for column in ("ID", "KIND", "REVISIONS", "STRATEGY", "STATE", "TOOK", "FAILED", "REASON"):
+        table.add_column(column)
+    for d in deployments:
+        took = duration((d["finished_at"] or time.time()) - d["started_at"])
+        table.add_row(
+            escape(d["id"]),
+            d["kind"],
+            f"{d['from_revision']} -> {d['to_revision']}",
+            d["strategy"],
+            d["state"],
+            took,
+            str(d["failed_requests"]),
+            escape(d["reason"]),
+        )
+    return table
+
+
+def decisions_table(decisions: list[dict[str, Any]]) -> Table:
+    table = Table(title="decisions", title_justify="left", show_edge=False)
+    for column in ("TIME", "", "REASON"):
+        table.add_column(column, overflow="fold")
+    for d in decisions:
+        stamp = time.strftime("%H:%M:%S", time.localtime(d["at"]))
+        mark = "[green]scaled[/]" if d["changed"] else "[yellow]held[/]"
+        table.add_row(stamp, mark, escape(d["reason"]))
+    return table

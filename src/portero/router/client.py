@@ -46,6 +46,7 @@ class ClientConnection(asyncio.Protocol):
         "headers",
         "host",
         "host_count",
+        "in_head",
         "parser",
         "paused",
         "peer",
@@ -91,6 +92,7 @@ class ClientConnection(asyncio.Protocol):
         self.host_count = 0
         self.request_id: bytes | None = None
         self.head_at_start = False
+        self.in_head = False
         self.body_started = 0.0
         self.body_bytes = 0
 
@@ -172,6 +174,11 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._reset_request()
         self.head_at_start = self.chunk_fresh
+        self.in_head = True
+        if self.current is not None:
+            # Fix: a pipelined head begins while a request is being answered: read no further until it is. Its
+            # size and time were bounded only between requests, so it could grow without limit meanwhile.
+            self.pause_reading()
         if self.phase == IDLE:
             self.phase = HEAD
 
@@ -179,7 +186,7 @@ class ClientConnection(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lower = name.lower()
+        lower = wire.rewritten_name(name.lower())
         self.headers.append((name, value))
         if lower in wire.REWRITTEN:
             self.rewrite = True
@@ -198,6 +205,7 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         self.head_received = 0
+        self.in_head = False
         size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size > wire.MAX_HEAD_BYTES:
             raise BadRequest(431, "request head larger than 16 KiB")
@@ -285,14 +293,18 @@ class ClientConnection(asyncio.Protocol):
         forwarded_for, proto, forwarded_host = self.peer, b"http", self.host or b""
         raw_end = self.chunk.find(b"\r\n\r\n") if self.head_at_start else -1
         if not self.rewrite and not http10 and not upgrade and raw_end > 0:
-            start = self.chunk[: raw_end + 2]  # the client's own head, byte for byte
+            # The client's own head, byte for byte. Fix: without the blank lines a server ignores before a request
+            # (RFC 9112 §2.2); they were passed on for the endpoint to judge.
+            start = self.chunk[: raw_end + 2].lstrip(b"\r\n")
         else:
             lines = [method + b" " + self.url + b" HTTP/1.1"]
+            named = wire.connection_options(self.headers)
+            chain: list[bytes] = []
             for name, value in self.headers:
-                lower = name.lower()
+                lower = wire.rewritten_name(name.lower())
                 if lower in wire.REWRITTEN:
                     if trusted and lower == b"x-forwarded-for":
-                        forwarded_for = value + b", " + self.peer
+                        chain.append(value)  # fix: every line of a trusted chain (only the last one was kept)
                     elif trusted and lower == b"x-forwarded-proto":
                         proto = value
                     elif trusted and lower == b"x-forwarded-host":
@@ -300,7 +312,13 @@ class ClientConnection(asyncio.Protocol):
                     elif upgrade and lower == b"upgrade":
                         lines.append(b"upgrade: " + value)
                     continue
+                if lower in named:
+                    continue
                 lines.append(name + b": " + value)
+            if chain:
+                forwarded_for = b", ".join([*chain, self.peer])
+            if self.host is None:
+                lines.append(b"host: " + self._local_authority())
             if upgrade:
                 lines.append(b"connection: upgrade")
             start = b"\r\n".join(lines) + b"\r\n"
@@ -311,6 +329,15 @@ class ClientConnection(asyncio.Protocol):
             forwarded_host,
             request_id,
         )
+
+    def _local_authority(self) -> bytes:
+        """Fix: an HTTP/1.0 request without Host goes upstream as HTTP/1.1, which must have one; RFC 9112 §3.3
+        makes the authority the local address the request came to (it was sent without any Host)."""
+        sockname = self.transport.get_extra_info("sockname") if self.transport is not None else None
+        if not sockname:
+            return b""
+        host = str(sockname[0])
+        return (f"[{host}]:{sockname[1]}" if ":" in host else f"{host}:{sockname[1]}").encode()
 
     # -- called by exchanges --------------------------------------------------------------------------------------
 
@@ -332,9 +359,14 @@ class ClientConnection(asyncio.Protocol):
             self.write(self.rejection)
             self.close()
             return
-        self.phase = IDLE
-        self.head_received = 0
-        self.deadline = self.router.now() + self.router.settings.idle_timeout_s
+        if self.in_head:  # fix (see on_message_begin): the head begun meanwhile gets the head timeout and limit
+            self.phase = HEAD
+            self.head_received = 1  # some of it came already: a timeout answers 408
+            self.deadline = self.router.now() + self.router.settings.header_timeout_s
+        else:
+            self.phase = IDLE
+            self.head_received = 0
+            self.deadline = self.router.now() + self.router.settings.idle_timeout_s
         self.resume_reading()
 
     def start_tunnel(self, exchange: Exchange) -> None:

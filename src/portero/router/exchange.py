@@ -59,6 +59,7 @@ class Exchange:
         "started_at",
         "status",
         "tried",
+        "until_close",
         "upgrade",
         "upstream",
         "waiting",
@@ -103,6 +104,7 @@ class Exchange:
         self.response_started = False
         self.response_close = False
         self.rechunk = False
+        self.until_close = False
         self.retrying = False
         self.waiting = False
         self.status = 0
@@ -174,9 +176,12 @@ class Exchange:
             if not self.retrying:
                 self.retrying = True
                 router.retries_in_flight += 1
+            if self.sent_anything:  # resend what went to the failed endpoint, kept in the replay buffer
+                self.pending = list(self.replay or [])
+                self.pending_size = sum(len(p) for p in self.pending)
+            # Fix: else nothing was sent, and `pending` still holds the whole body so far; it was replaced by the
+            # replay buffer, which is dropped past 64 KiB, so the next endpoint got a body without its start.
             self.sent_anything = False
-            self.pending = list(self.replay or [])
-            self.pending_size = sum(len(p) for p in self.pending)
             self.dispatch(now)
             return
         self.fail(status, detail)
@@ -235,6 +240,12 @@ class Exchange:
             if data[offset:]:
                 self.client.write(data[offset:])
         except httptools.HttpParserError as exc:
+            if self.done:
+                # Fix: garbage after this exchange's complete response: the connection (pooled already) is
+                # no good, but this client was answered. It was closed, and the next request on the pooled
+                # connection got its parser's error as a 502.
+                upstream.close()
+                return
             self.broken_response(f"invalid response from the endpoint: {exc}")
 
     def response_head(self, status: int, upstream_keep_alive: bool) -> None:
@@ -245,16 +256,23 @@ class Exchange:
             return
         self.status = status
         self.response_started = True
-        has_length = False
+        has_length = upstream_chunked = False
         out = [b"HTTP/1.1 %d %b" % (status, self.reason)]
+        named = wire.connection_options(self.response_headers)
         for name, value in self.response_headers:
             lower = name.lower()
-            if lower in wire.HOP_BY_HOP or lower == b"transfer-encoding":
+            if lower == b"transfer-encoding":
+                upstream_chunked = value.rstrip(b" \t").lower().endswith(b"chunked")
+                continue
+            if lower in wire.HOP_BY_HOP or lower in named:
                 continue
             if lower == b"content-length":
                 has_length = True
             out.append(name + b": " + value)
         bodiless = self.is_head or status in NO_BODY_STATUS or status == 101
+        # Fix: a body with neither length nor chunking ends when the endpoint closes (RFC 9112 §6.3); the
+        # client got it truncated (an HTTP/1.1 client never saw the last chunk).
+        self.until_close = not has_length and not upstream_chunked and not bodiless
         if status == 101:
             out.append(b"connection: upgrade")
             upgrade = next((v for n, v in self.response_headers if n.lower() == b"upgrade"), b"websocket")
@@ -294,7 +312,7 @@ class Exchange:
         if endpoint is not None:
             endpoint.stats.record(self.status, now - self.started_at)
             if upstream is not None and upstream_keep_alive and self.request_done and not upstream.lost:
-                endpoint.pool.give_back(upstream, now)
+                upstream.give_back(now)
             elif upstream is not None:
                 upstream.close()
             endpoint.end(self.status < 500, now)
@@ -308,7 +326,7 @@ class Exchange:
         self.upstream = None
         if self.response_started:
             # Part of a response is out; the client cannot be told anything else. Close-delimited bodies end here.
-            if not self.rechunk and self.response_close and self.endpoint is not None:
+            if self.until_close and self.endpoint is not None:  # fix: was `not rechunk and response_close`
                 self.response_done(False)
                 return
             self.release(ok=False)

@@ -35,6 +35,7 @@ class ReplicaEndpoint:
     replica_id: str
     host: str
     port: int
+    weight: int | None = None  # None: the service's `balance.weight`
 
 
 class RouterError(ValueError):
@@ -214,12 +215,14 @@ class Router:
             if endpoint.source == "replica" and key not in wanted and endpoint.state is not EndpointState.DRAINING:
                 endpoint.drain(now + self.settings.drain_timeout_s)
         for key, replica in wanted.items():
+            weight = route.replica_weight if replica.weight is None else replica.weight
             current = route.endpoints.get(key)
             if current is None or current.state is EndpointState.DRAINING:
-                fresh = Endpoint(
-                    route, replica.host, replica.port, route.replica_weight, "replica", now, replica.replica_id
-                )
+                fresh = Endpoint(route, replica.host, replica.port, weight, "replica", now, replica.replica_id)
                 route.add(fresh, now)
+            elif current.target.weight != weight:
+                current.target.weight = weight  # a deployment moving traffic: takes effect on the next pick
+                route.wake(now)
 
     def register(self, service: str, address: str, weight: int) -> Endpoint:
         route = self._service(service)

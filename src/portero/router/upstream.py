@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 class Upstream(asyncio.Protocol):
-    __slots__ = ("exchange", "idle_since", "lost", "parser", "pool", "transport")
+    __slots__ = ("exchange", "feeding", "idle_since", "lost", "parser", "pool", "pooled_at", "transport")
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
@@ -24,6 +24,8 @@ class Upstream(asyncio.Protocol):
         self.exchange: Exchange | None = None
         self.idle_since = 0.0
         self.lost = False
+        self.feeding = False
+        self.pooled_at: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not its subclasses
@@ -33,7 +35,14 @@ class Upstream(asyncio.Protocol):
         if exchange is None:  # an idle connection has nothing to say; whatever it says ends it
             self.close()
             return
-        exchange.upstream_data(data)
+        self.feeding = True
+        try:
+            exchange.upstream_data(data)
+        finally:
+            self.feeding = False
+        if self.pooled_at is not None:  # see give_back
+            now, self.pooled_at = self.pooled_at, None
+            self.pool.give_back(self, now)
 
     def eof_received(self) -> bool | None:
         return None  # let the transport close; connection_lost tells the exchange
@@ -54,6 +63,13 @@ class Upstream(asyncio.Protocol):
             self.exchange.client.resume_reading()
 
     # -- httptools callbacks, relayed to the exchange ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.exchange is None:
+            # Fix: a response begins after the last one ended and before any request: the endpoint sent more
+            # than it was asked for. Pooled, the rest of it was read as the next request's response (its bytes
+            # went to that client before any head). Drop the connection.
+            self.close()
 
     def on_status(self, status: bytes) -> None:
         if self.exchange is not None:
@@ -77,6 +93,16 @@ class Upstream(asyncio.Protocol):
 
     # --------------------------------------------------------------------------------------------------------------
 
+    def give_back(self, now: float) -> None:
+        """The response is complete: back to the pool. Fix: only once the bytes it came in are all parsed, for
+        bytes after it were read as the response of the request that took the connection meanwhile (a pipelined
+        one, dispatched as this one ended); now they find no exchange and end the connection."""
+        self.exchange = None
+        if self.feeding:
+            self.pooled_at = now
+        else:
+            self.pool.give_back(self, now)
+
     def reset_parser(self) -> None:
         """After a response without a body that the parser cannot know of (HEAD), start over."""
         self.parser = httptools.HttpResponseParser(self)
@@ -87,6 +113,7 @@ class Upstream(asyncio.Protocol):
 
     def close(self) -> None:
         self.exchange = None
+        self.lost = True  # fix: closed now, though connection_lost comes later: `take` must not hand it out
         if self.transport is not None:
             self.transport.abort()  # a half-used upstream connection is never worth a graceful close
 

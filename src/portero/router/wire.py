@@ -20,9 +20,31 @@ HOP_BY_HOP = frozenset(
 # Request headers the router sets itself: incoming ones are dropped unless the peer is a trusted proxy.
 FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
 REWRITTEN = HOP_BY_HOP | FORWARDED | {b"x-request-id"}
+# Fix: never removed although a Connection header names them, since they frame the message or say where it
+# goes (`Connection: Content-Length` would otherwise strip the length the router frames the body by).
+FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding"})
 MAX_HEAD_BYTES = 16 * 1024
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 LAST_CHUNK = b"0\r\n\r\n"
+
+
+def rewritten_name(lower: bytes) -> bytes:
+    """Fix: `x_forwarded_for` is X-Forwarded-For to WSGI servers (both become HTTP_X_FORWARDED_FOR), so an
+    underscore spelling of a header the router sets is that header; it slipped past the router untouched."""
+    if b"_" in lower:
+        dashed = lower.replace(b"_", b"-")
+        if dashed in FORWARDED or dashed == b"x-request-id":
+            return dashed
+    return lower
+
+
+def connection_options(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Fix: the header names a Connection header lists are hop-by-hop too (RFC 9110 §7.6.1); they were forwarded."""
+    names: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            names.update(token.strip().lower() for token in value.split(b","))
+    return frozenset(names - FRAMING)
 
 
 def chunk(data: bytes) -> bytes:

@@ -253,11 +253,99 @@ class AutoscaleSettings(Model):
         return self
 
 
+class ServiceAutoscale(Model):
+    """How the autoscaler moves one service's replica count (within `replicas.min`/`max`)."""
+
+    enabled: bool = True
+    """Scale this service (when the autoscaler is on: `autoscale.enabled`, AUTO_SCALE_ENABLED)."""
+    mode: Literal["target", "threshold"] = "target"
+    """`target`: track targets like Kubernetes' HPA; `threshold`: the seed's CPU thresholds, `step` at a time."""
+    cpu_percent: Percent | None = 70
+    """Target CPU percent of one core per replica (unset: not a signal)."""
+    in_flight: Annotated[float, Field(gt=0, le=10_000)] | None = None
+    """Target requests in flight (and queued) per replica: the best signal for a request-bound app."""
+    requests_per_second: Annotated[float, Field(gt=0, le=1_000_000)] | None = None
+    """Target requests per second per replica."""
+    p95_s: Seconds | None = None
+    """Target p95 latency."""
+    tolerance: Annotated[float, Field(ge=0, le=1)] = 0.1
+    """No change while every signal is within this fraction of its target (HPA's 0.1)."""
+    step: Annotated[int, Field(ge=1, le=100)] = 1
+    """Threshold mode: replicas added or removed per decision."""
+    tick_s: Seconds = 2
+    """How often signals are read and a decision is made."""
+    scale_up_cooldown_s: Annotated[float, Field(ge=0, le=3_600)] = 0
+    """Wait after a change before scaling up again (panic ignores it)."""
+    scale_down_cooldown_s: Annotated[float, Field(ge=0, le=3_600)] = 30
+    """Wait after any change before scaling down."""
+    stabilization_s: Annotated[float, Field(ge=0, le=86_400)] = 300
+    """Scale down only to the largest recommendation of this window (HPA's 300 s)."""
+    rate_period_s: Seconds = 15
+    """Scale-up rate limit: at most double or `rate_max_add` more per period (HPA's policies)."""
+    rate_max_add: Annotated[int, Field(ge=1, le=100)] = 4
+    """...whichever is larger."""
+    panic_factor: Annotated[float, Field(ge=1, le=100)] = 2
+    """A signal at this many times its target is a burst (Knative's panic): scale up at once, never down."""
+    panic_s: Annotated[float, Field(ge=0, le=3_600)] = 6
+    """The burst window: signals averaged over it are compared with `panic_factor` × target; panic lasts this long
+    after the last burst."""
+    stable_window_s: Annotated[float, Field(gt=0, le=3_600)] = 30
+    """Signals are averaged over this window for regular decisions, so that noise moves nothing."""
+    idle_to_zero_s: Annotated[float, Field(ge=0, le=86_400)] = 300
+    """With `replicas.min: 0`: no request for this long takes the service to zero."""
+
+
+class AnalysisSettings(Model):
+    """When a new revision's requests fail a deployment: absolute limits, and limits against the old revision."""
+
+    window_s: Seconds = 30
+    """How long the new revision is watched after the switch (blue-green) or at each canary step."""
+    min_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 20
+    """Fewer requests than this in the window say too little: the verdict is inconclusive (not a failure)."""
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.05
+    """Share of 5xx answers above which the new revision fails."""
+    max_error_rate_increase: Annotated[float, Field(ge=0, le=1)] = 0.02
+    """...or above the old revision's share plus this."""
+    max_p95_s: Seconds | None = None
+    """p95 latency above which the new revision fails (unset: no absolute limit)."""
+    max_p95_ratio: Annotated[float, Field(ge=1, le=100)] = 2.0
+    """...or above this many times the old revision's p95..."""
+    p95_floor_s: Annotated[float, Field(ge=0, le=60)] = 0.05
+    """...and above this, so that noise between fast answers fails nothing."""
+
+
 class DeploySettings(Model):
     """How a new revision replaces the running one."""
 
     strategy: Literal["rolling", "blue-green", "canary"] = "rolling"
     """`rolling`, `blue-green` or `canary`."""
+    max_surge: Annotated[int, Field(ge=0, le=100)] = 1
+    """Rolling: replicas above the count while replacing."""
+    max_unavailable: Annotated[int, Field(ge=0, le=100)] = 0
+    """Rolling: replicas below the count while replacing."""
+    progress_deadline_s: Seconds = 120
+    """A new revision not fully ready by then is abandoned; the old one keeps serving."""
+    keep_old_s: Annotated[float, Field(ge=0, le=86_400)] = 30
+    """Blue-green: how long the old group stays (without traffic) after the switch, for an instant rollback."""
+    canary_steps: Annotated[tuple[Annotated[float, Field(gt=0, le=100)], ...], LIST] = (10, 50, 100)
+    """Canary: traffic percentages, in order; the last should be 100."""
+    canary_pause_s: Annotated[float, Field(ge=0, le=86_400)] = 30
+    """Canary: time at each step before its analysis decides."""
+    analysis: AnalysisSettings = AnalysisSettings()
+    """The gates."""
+
+    @model_validator(mode="after")
+    def _rolling_can_move(self) -> DeploySettings:
+        if self.max_surge == 0 and self.max_unavailable == 0:
+            raise ValueError("max_surge and max_unavailable cannot both be 0: a rolling deployment could not move")
+        return self
+
+    @field_validator("canary_steps")
+    @classmethod
+    def _increasing(cls, steps: tuple[float, ...]) -> tuple[float, ...]:
+        if not steps or list(steps) != sorted(set(steps)) or steps[-1] != 100:
+            raise ValueError(f"canary_steps must increase and end at 100 (got {list(steps)})")
+        return steps
 
 
 METRIC_PATTERN = r"^[a-z_][a-z0-9_]{0,99}$"
@@ -474,6 +562,8 @@ class ServiceSpec(Model):
     """Environment of the replicas, on top of portero's own."""
     replicas: Replicas = Replicas()
     """How many replicas."""
+    autoscale: ServiceAutoscale = ServiceAutoscale()
+    """How the autoscaler moves this service's count."""
     health: HealthCheck = HealthCheck()
     """Readiness and liveness check."""
     restart: RestartPolicy = RestartPolicy()

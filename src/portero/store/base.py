@@ -15,7 +15,8 @@ class ServiceRecord:
     name: str
     desired: int  # replicas the supervisor keeps; `portero scale` and the autoscaler move it
     initial: int  # the spec's `replicas.initial` when `desired` was last set from the spec
-    revision: int  # the revision that should run
+    revision: int  # the revision that serves (a deployment moves it when it succeeds)
+    file_digest: str = ""  # template digest of the spec file when last applied: an unchanged file deploys nothing
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,14 @@ class Store(Protocol):
     async def put_server(self, server: ServerRecord) -> None: ...
     async def delete_server(self, service: str, address: str) -> None: ...
     async def get_servers(self) -> list[ServerRecord]: ...
+
+    async def put_deployment(
+        self, service: str, deployment_id: str, started_at: float, body: dict[str, Any]
+    ) -> None: ...
+
+    async def get_deployments(self, service: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first."""
+        ...
 
     async def append_event(self, event: Event) -> Event: ...
     async def get_events(

@@ -23,7 +23,8 @@ T = TypeVar("T")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spec (id INTEGER PRIMARY KEY CHECK (id = 1), source TEXT, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS services (
-    name TEXT PRIMARY KEY, desired INTEGER NOT NULL, initial INTEGER NOT NULL, revision INTEGER NOT NULL);
+    name TEXT PRIMARY KEY, desired INTEGER NOT NULL, initial INTEGER NOT NULL, revision INTEGER NOT NULL,
+    file_digest TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS revisions (
     service TEXT NOT NULL, number INTEGER NOT NULL, digest TEXT NOT NULL, template TEXT NOT NULL,
     created_at REAL NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (service, number));
@@ -32,6 +33,8 @@ CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
     service TEXT, message TEXT NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
+CREATE TABLE IF NOT EXISTS deployments (
+    id TEXT PRIMARY KEY, service TEXT NOT NULL, started_at REAL NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS servers (
     service TEXT NOT NULL, address TEXT NOT NULL, weight INTEGER NOT NULL, PRIMARY KEY (service, address));
 """
@@ -47,6 +50,9 @@ class SqliteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(services)")}
+        if "file_digest" not in columns:  # a state directory from before deployments existed
+            self._db.execute("ALTER TABLE services ADD COLUMN file_digest TEXT NOT NULL DEFAULT ''")
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def locked() -> T:
@@ -84,14 +90,15 @@ class SqliteStore:
     async def put_service(self, record: ServiceRecord) -> None:
         await self._write(
             lambda db: db.execute(
-                "INSERT OR REPLACE INTO services (name, desired, initial, revision) VALUES (?, ?, ?, ?)",
-                (record.name, record.desired, record.initial, record.revision),
+                "INSERT OR REPLACE INTO services (name, desired, initial, revision, file_digest) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (record.name, record.desired, record.initial, record.revision, record.file_digest),
             )
         )
 
     async def get_services(self) -> dict[str, ServiceRecord]:
         rows = await self._run(
-            lambda db: db.execute("SELECT name, desired, initial, revision FROM services").fetchall()
+            lambda db: db.execute("SELECT name, desired, initial, revision, file_digest FROM services").fetchall()
         )
         return {row[0]: ServiceRecord(*row) for row in rows}
 
@@ -158,6 +165,24 @@ class SqliteStore:
     async def get_servers(self) -> list[ServerRecord]:
         rows = await self._run(lambda db: db.execute("SELECT service, address, weight FROM servers").fetchall())
         return [ServerRecord(*row) for row in rows]
+
+    async def put_deployment(self, service: str, deployment_id: str, started_at: float, body: dict[str, Any]) -> None:
+        text = json.dumps(body)
+        await self._write(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO deployments (id, service, started_at, body) VALUES (?, ?, ?, ?)",
+                (deployment_id, service, started_at, text),
+            )
+        )
+
+    async def get_deployments(self, service: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        query, params = "SELECT body FROM deployments", []
+        if service is not None:
+            query, params = query + " WHERE service = ?", [service]
+        rows = await self._run(
+            lambda db: db.execute(query + " ORDER BY started_at DESC LIMIT ?", [*params, limit]).fetchall()
+        )
+        return [json.loads(row[0]) for row in rows]
 
     async def append_event(self, event: Event) -> Event:
         def work(db: sqlite3.Connection) -> int:

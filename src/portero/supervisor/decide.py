@@ -24,6 +24,9 @@ class Desired:
     health: HealthCheck = field(default_factory=HealthCheck)
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     stop_grace_s: float = 10.0
+    # Other revisions held at a size while a deployment moves traffic (blue-green's old group, a canary's
+    # baseline); revisions neither here nor `revision` leave as `revision` becomes ready.
+    held: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -178,21 +181,42 @@ def _backoff(
 
 def _scale(want: Desired, now: float, new_id: Callable[[str, int], str], plan: Plan) -> None:
     mine = [r for r in plan.replicas if r.service == want.service and r.stop_intent is not StopIntent.RETIRE]
-    current = [r for r in mine if r.revision == want.revision]
-    missing = want.replicas - len(current)
-    for _ in range(missing):
-        replica = Replica(new_id(want.service, want.revision), want.service, want.revision, created_at=now)
-        plan.replicas.append(replica)
-        plan.note("replica.created", replica, f"scaling {want.service} to {want.replicas}", now)
-    if missing < 0:
-        for replica in sorted(current, key=_retire_rank)[:-missing]:
-            _retire(replica, f"scaling {want.service} down to {want.replicas}", now, plan, want.stop_grace_s)
-    # Old revisions leave only as the new one becomes ready: capacity never dips during a change.
+    current = _scale_group(want, want.revision, want.replicas, mine, now, new_id, plan)
+    for revision, count in want.held:
+        _scale_group(want, revision, count, mine, now, new_id, plan)
+    # Other revisions leave only as the new one becomes ready: capacity never dips during a change.
     ready = sum(1 for r in current if r.state is ReplicaState.READY)
-    old = sorted((r for r in mine if r.revision != want.revision), key=_retire_rank)
+    held = {revision for revision, _ in want.held}
+    old = sorted((r for r in mine if r.revision != want.revision and r.revision not in held), key=_retire_rank)
     keep = max(0, want.replicas - ready)
     for replica in old[: max(0, len(old) - keep)]:
         _retire(replica, f"revision {want.revision} of {want.service} is ready", now, plan, want.stop_grace_s)
+
+
+def _scale_group(
+    want: Desired,
+    revision: int,
+    count: int,
+    mine: list[Replica],
+    now: float,
+    new_id: Callable[[str, int], str],
+    plan: Plan,
+) -> list[Replica]:
+    """Bring the replicas of one revision to `count`; returns those that stay."""
+    current = [r for r in mine if r.revision == revision]
+    missing = count - len(current)
+    for _ in range(missing):
+        replica = Replica(new_id(want.service, revision), want.service, revision, created_at=now)
+        plan.replicas.append(replica)
+        current.append(replica)
+        plan.note("replica.created", replica, f"scaling revision {revision} of {want.service} to {count}", now)
+    if missing < 0:
+        excess = sorted(current, key=_retire_rank)[:-missing]
+        for replica in excess:
+            why = f"scaling revision {revision} of {want.service} down to {count}"
+            _retire(replica, why, now, plan, want.stop_grace_s)
+        current = [r for r in current if r not in excess]
+    return current
 
 
 def _retire_rank(replica: Replica) -> tuple[int, float]:
