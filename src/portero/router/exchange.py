@@ -264,8 +264,8 @@ class Exchange:
             if lower == b"transfer-encoding":
                 upstream_chunked = value.rstrip(b" \t").lower().endswith(b"chunked")
                 continue
-            if lower in wire.HOP_BY_HOP or lower in named:
-                continue
+            if lower in wire.HOP_BY_HOP or lower in named or lower == b"x-request-id":
+                continue  # fix (x-request-id): the router adds its own below; an echoed one made two
             if lower == b"content-length":
                 has_length = True
             out.append(name + b": " + value)

@@ -18,7 +18,7 @@ import re
 import struct
 import sys
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -91,6 +91,8 @@ class LoopThread:
 
     def call(self, fn: Callable[..., T], *args: Any, timeout: float = 30) -> T:
         """Run a plain function on the loop's thread (the router is not thread-safe) and return its result."""
+        if threading.current_thread() is self.thread:  # called from a function already on it
+            return fn(*args)
         future: Future[T] = Future()
 
         def run() -> None:
@@ -126,10 +128,14 @@ class RecordingBackend:
         self.raw: dict[int, bytearray] = {}  # every byte received, by connection
         self.heads: list[Request] = []  # every request whose head arrived (body perhaps not)
         self.requests: list[Request] = []  # every request received whole
-        self.probes = 0  # the router's active health checks
+        self.probes = 0  # the router's active health checks (kept out of `heads` and `requests`)
+        self.probe_connections: set[int] = set()
         self.errors: list[str] = []  # what the backend could not parse
         self.connections = 0
         self.open_connections = 0
+        self.streamed = 0  # bytes of `stream_bytes` bodies written (and drained into the socket)
+        self.answering = 0  # requests being answered now, and the most at once
+        self.most_answering = 0
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -140,8 +146,8 @@ class RecordingBackend:
 
     def received(self) -> bytes:
         """All bytes received on connections that were not health checks."""
-        probe_conns = {r.conn for r in self.heads if r.target == HEALTH_PATH}
-        return b"".join(bytes(data) for conn, data in sorted(self.raw.items()) if conn not in probe_conns)
+        skip = self.probe_connections
+        return b"".join(bytes(data) for conn, data in sorted(self.raw.items()) if conn not in skip)
 
     # -- lifecycle (on the backend's loop) -----------------------------------------------------------------------
 
@@ -163,7 +169,7 @@ class RecordingBackend:
         self.connections += 1
         self.open_connections += 1
         self._writers.add(writer)
-        conn = Connection(self, self.connections, reader)
+        conn = Connection(self, self.connections, reader, writer)
         try:
             while True:
                 request = await conn.read_request()
@@ -175,22 +181,27 @@ class RecordingBackend:
                     await writer.drain()
                     continue
                 self.requests.append(request)
-                if not await self._answer(request, self.handler(request), reader, writer):
-                    break
+                self.answering += 1
+                self.most_answering = max(self.most_answering, self.answering)
+                try:
+                    if not await self._answer(request, self.handler(request), conn, writer):
+                        break
+                finally:
+                    self.answering -= 1
         except Malformed as exc:
             self.errors.append(f"connection {conn.number}: {exc}")
             with contextlib.suppress(ConnectionError):
                 writer.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            pass  # the test is over: end quietly (asyncio's streams log a cancelled handler as an error)
         finally:
             self.open_connections -= 1
             self._writers.discard(writer)
             writer.close()
 
-    async def _answer(
-        self, request: Request, reply: Reply, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
+    async def _answer(self, request: Request, reply: Reply, conn: Connection, writer: asyncio.StreamWriter) -> bool:
         """Send `reply`; False when the connection is to end."""
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
@@ -202,7 +213,7 @@ class RecordingBackend:
             await writer.drain()
             return not reply.close
         if reply.websocket:
-            await self._websocket(request, reader, writer)
+            await self._websocket(request, conn, writer)
             return False
         body = self.name.encode() if reply.body is None else reply.body
         bodiless = request.method == "HEAD" or reply.status in (204, 304)
@@ -224,13 +235,24 @@ class RecordingBackend:
                 await writer.drain()
             writer.write(b"0\r\n\r\n")
         elif reply.stream_bytes:
-            await stream_pattern(writer, reply.stream_bytes)
+            await self._stream(writer, reply.stream_bytes)
         else:
             writer.write(body)
         await writer.drain()
         return not (reply.close or reply.until_close)
 
-    async def _websocket(self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _stream(self, writer: asyncio.StreamWriter, total: int) -> None:
+        """`total` bytes of `pattern`, written in 64 KiB pieces, each once the last one drained (back-pressure)."""
+        piece = pattern(64 * 1024)
+        left = total
+        while left:
+            part = piece[: min(left, len(piece))]
+            writer.write(part)
+            left -= len(part)
+            await writer.drain()
+            self.streamed += len(part)
+
+    async def _websocket(self, request: Request, conn: Connection, writer: asyncio.StreamWriter) -> None:
         key = (request.header("sec-websocket-key") or "").encode()
         accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest()).decode()
         writer.write(
@@ -241,7 +263,7 @@ class RecordingBackend:
         )
         await writer.drain()
         while True:
-            opcode, payload = await read_frame(reader)
+            opcode, payload = await read_frame(conn.read_exactly)
             if opcode == 0x8:  # close: answer it and end
                 writer.write(encode_frame(0x8, payload, mask=False))
                 await writer.drain()
@@ -253,10 +275,13 @@ class RecordingBackend:
 class Connection:
     """A strict HTTP/1.1 request reader over one backend connection (RFC 9112, no leniency)."""
 
-    def __init__(self, backend: RecordingBackend, number: int, reader: asyncio.StreamReader) -> None:
+    def __init__(
+        self, backend: RecordingBackend, number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.backend = backend
         self.number = number
         self.reader = reader
+        self.writer = writer
         self.buf = bytearray()
 
     async def _more(self) -> bool:
@@ -301,7 +326,14 @@ class Connection:
                 raise Malformed(f"control byte in header value {value!r}")
             headers.append((name.decode(), value.decode("latin-1")))
         request = Request(self.number, method, target, version, headers)
-        self.backend.heads.append(request)
+        if version == "1.1" and len(request.all("host")) != 1:
+            raise Malformed(f"an HTTP/1.1 request with {len(request.all('host'))} Host headers")
+        if target == HEALTH_PATH:
+            self.backend.probe_connections.add(self.number)
+        else:
+            self.backend.heads.append(request)
+        if (request.header("expect") or "").lower() == "100-continue":
+            self.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # as servers do before reading the body
         await self._body(request)
         return request
 
@@ -318,6 +350,14 @@ class Connection:
             if len(lengths) > 1 or not lengths[0].isdigit():
                 raise Malformed(f"Content-Length {lengths!r}")
             await self._exactly(request, int(lengths[0]))
+
+    async def read_exactly(self, size: int) -> bytes:
+        while len(self.buf) < size:
+            if not await self._more():
+                raise asyncio.IncompleteReadError(bytes(self.buf), size)
+        data = bytes(self.buf[:size])
+        del self.buf[:size]
+        return data
 
     async def _exactly(self, request: Request, size: int) -> None:
         while size:
@@ -345,17 +385,6 @@ class Connection:
                 raise Malformed("chunk data longer than its size")
 
 
-async def stream_pattern(writer: asyncio.StreamWriter, total: int) -> None:
-    """`total` bytes of a repeating pattern, written in 64 KiB pieces, each after the last drained."""
-    piece = pattern(64 * 1024)
-    left = total
-    while left:
-        part = piece[: min(left, len(piece))]
-        writer.write(part)
-        left -= len(part)
-        await writer.drain()
-
-
 def pattern(size: int) -> bytes:
     block = bytes(range(256))
     return (block * (size // 256 + 1))[:size]
@@ -380,15 +409,15 @@ def encode_frame(opcode: int, payload: bytes, mask: bool) -> bytes:
     return bytes(head) + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    first, second = await reader.readexactly(2)
+async def read_frame(read_exactly: Callable[[int], Awaitable[bytes]]) -> tuple[int, bytes]:
+    first, second = await read_exactly(2)
     size = second & 0x7F
     if size == 126:
-        (size,) = struct.unpack("!H", await reader.readexactly(2))
+        (size,) = struct.unpack("!H", await read_exactly(2))
     elif size == 127:
-        (size,) = struct.unpack("!Q", await reader.readexactly(8))
-    key = await reader.readexactly(4) if second & 0x80 else b""
-    payload = await reader.readexactly(size)
+        (size,) = struct.unpack("!Q", await read_exactly(8))
+    key = await read_exactly(4) if second & 0x80 else b""
+    payload = await read_exactly(size)
     if key:
         payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
     return first & 0x0F, payload

@@ -5,8 +5,9 @@ thread with blocking sockets: a test can then write bytes one at a time, sleep b
 open, without ever stalling the router it is testing. Rejected: running the router on pytest-asyncio's loop,
 where every blocking socket call of the test would freeze the router too.
 
-Every test ends with two checks: no backend received anything its strict parser refused, and neither the router's
-loop nor its tasks logged an error (a bug in a callback surfaces there, not in the test's own assertions).
+Every test ends with three checks: no backend received anything its strict parser refused; neither the router's
+loop nor its tasks logged an error (a bug in a callback surfaces there, not in the test's own assertions); and,
+once every client has left, the router counts no request as in flight (a leak there starves the retry budget).
 """
 
 from __future__ import annotations
@@ -156,9 +157,29 @@ def start_router(loop_errors: LoopErrors) -> Iterator[Callable[..., RouterUnderT
         return RouterUnderTest(loop, router)
 
     yield start
-    for loop, router in running:
-        loop.run(router.stop(grace_s=0.5))
-        loop.close()
+    try:
+        for loop, router in running:  # every client is gone: nothing may be left counted as in flight
+            settled(loop, router)
+    finally:
+        for loop, router in running:
+            loop.run(router.stop(grace_s=0.5))
+            loop.close()
+
+
+def settled(loop: LoopThread, router: Router, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (counts := loop.call(lambda: in_flight(router))) != (0, 0):
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"the router counts (active, at endpoints) = {counts} requests in flight after every client left"
+            )
+        time.sleep(0.02)
+
+
+def in_flight(router: Router) -> tuple[int, int]:
+    """(requests the router counts as active, requests its endpoints count as in flight)."""
+    endpoints = sum(e.target.in_flight for s in router.services.values() for e in s.endpoints.values())
+    return router.active, endpoints
 
 
 @pytest.fixture

@@ -49,6 +49,14 @@ class Client:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
+    def send_unless_closed(self, data: bytes) -> bool:
+        """Send, unless the router has closed the connection (what a test of a refusal expects): then False."""
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            return False
+        return True
+
     def request(self, data: bytes, head: bool = False) -> Response:
         self.send(data)
         return self.response(head=head)
@@ -71,7 +79,7 @@ class Client:
         self.buf += data
         return True
 
-    def _line(self) -> bytes:
+    def read_line(self) -> bytes:
         while (end := self.buf.find(b"\r\n")) < 0:
             if not self._more():
                 raise ProtocolError(f"connection closed in a line: {bytes(self.buf)!r}")
@@ -81,7 +89,7 @@ class Client:
             raise ProtocolError(f"bare CR or LF in {line!r}")
         return line
 
-    def _exactly(self, size: int) -> bytes:
+    def read_exactly(self, size: int) -> bytes:
         while len(self.buf) < size:
             if not self._more():
                 raise ProtocolError(f"connection closed {size - len(self.buf)} bytes before the end of a body")
@@ -92,13 +100,13 @@ class Client:
     def response(self, head: bool = False) -> Response:
         """The next final response (interim 1xx ones are skipped); `head`: it answers a HEAD request."""
         while True:
-            status_line = self._line()
+            status_line = self.read_line()
             parts = status_line.split(b" ", 2)
             if len(parts) < 2 or parts[0] != b"HTTP/1.1" or not parts[1].isdigit():
                 raise ProtocolError(f"bad status line {status_line!r}")
             status = int(parts[1])
             headers = []
-            while line := self._line():
+            while line := self.read_line():
                 name, colon, value = line.partition(b":")
                 if not colon or name != name.strip():
                     raise ProtocolError(f"bad header line {line!r}")
@@ -116,18 +124,18 @@ class Client:
             if codings != ["chunked"]:
                 raise ProtocolError(f"response Transfer-Encoding {codings}")
             response.framing = "chunked"
-            while size := int(self._line().split(b";")[0], 16):
-                response.chunks.append(self._exactly(size))
-                if self._line():
+            while size := int(self.read_line().split(b";")[0], 16):
+                response.chunks.append(self.read_exactly(size))
+                if self.read_line():
                     raise ProtocolError("chunk longer than its size")
-            while self._line():  # trailers
+            while self.read_line():  # trailers
                 pass
             response.body = b"".join(response.chunks)
         elif lengths:
             if len(set(lengths)) != 1:
                 raise ProtocolError(f"response Content-Lengths {lengths}")
             response.framing = "length"
-            response.body = self._exactly(int(lengths[0]))
+            response.body = self.read_exactly(int(lengths[0]))
         else:
             response.framing = "close"
             while self._more():

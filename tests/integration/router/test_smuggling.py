@@ -9,6 +9,8 @@ from tests.integration.router.backend import RecordingBackend
 from tests.integration.router.conftest import RouterUnderTest, wait_until
 from tests.integration.router.rawhttp import Client, get, one
 
+pytestmark = pytest.mark.integration
+
 POST = b"POST /smuggle HTTP/1.1\r\nHost: app\r\n"
 CHUNKED = POST + b"Transfer-Encoding: chunked\r\n\r\n"
 
@@ -77,8 +79,12 @@ def targets(backend: RecordingBackend) -> list[str]:
     return [request.target for request in backend.heads if request.target != "/canary"]
 
 
+@pytest.mark.parametrize("pool", ["cold", "warm"])
 @pytest.mark.parametrize("data", REFUSED.values(), ids=REFUSED.keys())
-def test_ambiguous_request_is_refused_and_never_forwarded(proxy, backend, data):
+def test_ambiguous_request_is_refused_and_never_forwarded(proxy, backend, data, pool):
+    """`warm`: an idle upstream connection is pooled, so a request the router accepts is written at once."""
+    if pool == "warm":
+        assert one(proxy.port, get("/canary")).status == 200
     with Client(proxy.port) as client:
         client.send(data)
         response = client.response()
@@ -142,6 +148,17 @@ def test_pipelined_chunked_body_then_request(proxy, backend):
     post, second = (r for r in backend.requests if r.target != "/canary")
     assert (post.target, post.body) == ("/smuggle", b"hello")
     assert (second.target, second.method, second.body) == ("/second", "GET", b"")
+
+
+def test_chunk_extensions_and_trailers_end_where_they_should(proxy, backend):
+    data = CHUNKED + b"5;name=value\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n" + get("/second")
+    with Client(proxy.port) as client:
+        client.send(data)
+        assert client.response().status == 200
+        assert client.response().status == 200
+    post, second = backend.requests
+    assert (post.target, post.body) == ("/smuggle", b"hello")
+    assert second.target == "/second"
 
 
 def test_head_split_across_packets_is_forwarded_whole(proxy, backend):
