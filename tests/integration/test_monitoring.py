@@ -55,10 +55,11 @@ class Receiver:
 
 
 class Load:
-    """`clients` threads GETting `url` back to back until stopped: a steady load."""
+    """`clients` threads GETting `url` until stopped, `pause_s` between requests: a steady load."""
 
-    def __init__(self, url: str, clients: int) -> None:
+    def __init__(self, url: str, clients: int, pause_s: float = 0.0) -> None:
         self.url = url
+        self.pause_s = pause_s
         self.stop = threading.Event()
         self.done = 0
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
@@ -73,6 +74,8 @@ class Load:
                     self.done += 1
                 except httpx.HTTPError:
                     time.sleep(0.05)
+                if self.pause_s:
+                    time.sleep(self.pause_s)
 
     def close(self) -> None:
         self.stop.set()
@@ -107,7 +110,7 @@ def monitoring_spec(portero: Portero, receiver: Receiver) -> None:
                     "metric": "replica_cpu_percent",
                     "aggregate": "avg",
                     "window_s": 2,
-                    "threshold": 25,
+                    "threshold": 10,
                     "for_s": 2,
                     "summary": "{replica} busy at {value}%",
                 }
@@ -193,11 +196,12 @@ def test_replica_memory_and_cpu_agree_with_psutil_under_steady_load(portero, rec
     portero.cli("up", "--detach")
     (replica,) = portero.ready(1)
     processes = tree(replica["pid"])
-    load = Load(f"http://127.0.0.1:{portero.router_port}/work?ms=20", clients=2)
+    # Half a core's demand: below a fair share even on a busy 2-core machine, so the load itself stays steady.
+    load = Load(f"http://127.0.0.1:{portero.router_port}/work?ms=25", clients=1, pause_s=0.025)
     try:
         time.sleep(2)  # steady state
         start_wall, start_cpu = time.time(), cpu_seconds(processes)
-        time.sleep(6)
+        time.sleep(10)
         end_wall, end_cpu = time.time(), cpu_seconds(processes)
         rss = sum(p.memory_info().rss for p in processes)
         snapshot = portero.get("/monitoring/metrics")
@@ -206,11 +210,12 @@ def test_replica_memory_and_cpu_agree_with_psutil_under_steady_load(portero, rec
         load.close()
     expected_cpu = 100 * (end_cpu - start_cpu) / (end_wall - start_wall)
     (points,) = [s["points"] for s in series if s["labels"]["replica"] == replica["id"]]
-    inside = [v for t, v in points if t >= start_wall + 0.5 and t + 1 <= end_wall]  # buckets within the window
+    # 1 s buckets of 0.5 s samples: those that start within the window cover as long a span as psutil's.
+    inside = [v for t, v in points if start_wall <= t <= end_wall - 1]
     measured_cpu = sum(inside) / len(inside)
     (sample,) = [r for r in snapshot["replicas"] if r["id"] == replica["id"]]
     print(f"cpu: monitor {measured_cpu:.1f} vs psutil {expected_cpu:.1f}; memory {sample['memory_bytes']} vs {rss}")
-    assert len(inside) >= 4
+    assert len(inside) >= 8
     assert abs(measured_cpu - expected_cpu) <= 5.0
     assert abs(sample["memory_bytes"] - rss) <= 0.10 * rss
     assert sample["processes"] == len(processes)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from portero.monitor.alerts import AlertState
 from portero.monitor.snapshot import Snapshot
@@ -181,7 +182,7 @@ def _services(snapshot: Snapshot) -> Iterator[Metric]:
 def _buckets(counts: tuple[int, ...]) -> list[tuple[str, float]]:
     """Per-bucket counts as Prometheus' cumulative `le` buckets, +Inf last."""
     running, out = 0, []
-    for bound, count in zip([*map(str, BOUNDS_S), "+Inf"], counts, strict=True):
+    for bound, count in zip([*map(floatToGoString, BOUNDS_S), "+Inf"], counts, strict=True):
         running += count
         out.append((bound, float(running)))
     return out

@@ -231,7 +231,7 @@ class SeriesStore:
         step = max(step_s, ring.step_s, (end - start) / MAX_POINTS)
         buckets: dict[int, list[float]] = {}
         for at, value in ring.points(start, end):
-            buckets.setdefault(int((at - start) // step), []).append(value)
+            buckets.setdefault(max(int((at - start) // step), 0), []).append(value)  # a bucket begun before start
         how: Aggregate = "last" if series.kind == "counter" else "avg"
         out = [(start + index * step, reduce(values, how)) for index, values in sorted(buckets.items())]
         return step, [(at, value) for at, value in out if value is not None]

@@ -30,6 +30,7 @@ from portero.spec.models import ServiceSpec
 
 log = logging.getLogger(__name__)
 POLL_S = 0.05
+TREE_REFRESH_S = 5.0  # a replica's process tree is listed again at least this often (new workers show up)
 
 
 class ProcessRuntime:
@@ -43,6 +44,7 @@ class ProcessRuntime:
         self._ports: dict[str, int] = {}  # given to live replicas; never handed out twice
         # psutil objects kept per replica so that cpu_percent measures since the previous call
         self._sampled: dict[int, dict[int, psutil.Process]] = {}
+        self._listed_at: dict[int, float] = {}  # when each replica's process tree was last listed (monotonic)
 
     def _dir(self, replica_id: str) -> Path:
         return self.root / replica_id
@@ -117,6 +119,7 @@ class ProcessRuntime:
             code = None
             self._kill_leftovers(process)
         self._sampled.pop(process.pid, None)
+        self._listed_at.pop(process.pid, None)
         self._ports.pop(replica_id, None)
         return self._read_exit(replica_id, code)
 
@@ -204,12 +207,8 @@ class ProcessRuntime:
         return await asyncio.to_thread(self._stats, process)
 
     def _stats(self, process: Process) -> Stats:
-        try:
-            leader = psutil.Process(process.pid)
-            tree = [leader, *leader.children(recursive=True)]
-        except psutil.Error as exc:
-            raise RuntimeFailure(f"process {process.pid} is gone", retryable=False) from exc
         known = self._sampled.get(process.pid, {})
+        tree = self._tree(process.pid, known)
         procs = {p.pid: known.get(p.pid, p) for p in tree}
         fresh = [p for pid, p in procs.items() if pid not in known]
         for proc in fresh:
@@ -225,6 +224,22 @@ class ProcessRuntime:
         app_pid = tree[1].pid if len(tree) > 1 else None
         total = psutil.virtual_memory().total
         return Stats(round(cpu, 1), int(memory), round(100 * memory / total, 2), len(tree), app_pid)
+
+    def _tree(self, pid: int, known: dict[int, psutil.Process]) -> list[psutil.Process]:
+        """The replica's processes. Listing children scans every process of the host (psutil reads each one's
+        /proc entry), so the last listing is reused for TREE_REFRESH_S while all its processes still run: with
+        10 replicas sampled every second this is most of what monitoring costs."""
+        listed_at = self._listed_at.get(pid)
+        fresh = listed_at is not None and time.monotonic() - listed_at < TREE_REFRESH_S
+        if known and fresh and all(proc.is_running() for proc in known.values()):
+            return list(known.values())
+        try:
+            leader = psutil.Process(pid)
+            tree = [leader, *leader.children(recursive=True)]
+        except psutil.Error as exc:
+            raise RuntimeFailure(f"process {pid} is gone", retryable=False) from exc
+        self._listed_at[pid] = time.monotonic()
+        return tree
 
     async def forget(self, replica_id: str) -> None:
         self._ports.pop(replica_id, None)
