@@ -19,6 +19,8 @@ AUTOSCALE = {
     "stabilization_s": 8,
     "scale_down_cooldown_s": 3,
     "idle_to_zero_s": 3,
+    "stable_window_s": 6,
+    "panic_s": 4,
 }
 
 

@@ -71,13 +71,24 @@ def decide(
     recent = _average(samples, now, policy.panic_s, signals)
     raw, why, _ = _recommend(current, stable, policy, limits)
     quick, quick_why, burst = _recommend(current, recent, policy, limits)
-    if burst and quick > raw:
-        raw, why = quick, f"burst: {quick_why}"
-    if limits.min == 0 and signals.idle_s >= policy.idle_to_zero_s and signals.queued == 0:
-        raw, why = 0, f"no request for {signals.idle_s:.0f} s >= {policy.idle_to_zero_s:g} s"
     panic_until = now + policy.panic_s if burst else history.panic_until
     in_panic = now < panic_until
-    recs = (*((at, n) for at, n in history.recommendations if now - at < policy.stabilization_s), (now, raw))
+    # Fixed, with the averages as totals (`_average`): the panic window's count was used only on a tick whose own
+    # reading was a burst, and the first panic step diluted the next reading under `panic_factor`: a burst needing
+    # 10 took 2 to 5 at once and 10 only some 30 s later. As in Knative, panic follows the panic window throughout.
+    if in_panic and quick > raw:
+        raw, why = quick, f"burst: {quick_why}"
+    idle = limits.min == 0 and signals.idle_s >= policy.idle_to_zero_s and signals.queued == 0
+    if idle:
+        raw, why = 0, f"no request for {signals.idle_s:.0f} s >= {policy.idle_to_zero_s:g} s"
+    else:
+        # Fixed: a zero load (or a threshold step) recommended 0, which took a `min: 0` service to zero one
+        # stabilization window after the last request, whatever `idle_to_zero_s` said. Only idleness says zero.
+        raw = max(raw, 1)
+    # Fixed: an empty history (the daemon restarted) let the first low reading scale down at once. As HPA does,
+    # a new window starts with the current count in it.
+    seen = history.recommendations or ((now, current),)
+    recs = (*((at, n) for at, n in seen if now - at < policy.stabilization_s), (now, raw))
     history = replace(history, recommendations=recs, panic_until=panic_until)
     desired, held_by = current, ""
     if raw > current:
@@ -88,6 +99,8 @@ def decide(
             held_by = "panic blocks scale-down"
         elif now - history.last_change_at < policy.scale_down_cooldown_s:
             held_by = f"scale-down cooldown ({policy.scale_down_cooldown_s:g} s)"
+        elif idle:
+            desired = 0  # `idle_to_zero_s` without a request was the stabilization
         elif highest >= current:
             held_by = f"largest recommendation of the last {policy.stabilization_s:g} s is {highest}"
         else:
@@ -99,6 +112,7 @@ def decide(
     changed = desired != current
     if changed:
         reason = f"{why}: {current} → {desired}" + (" (panic)" if in_panic and desired > current else "")
+        reason += f" ({held_by})" if held_by else ""  # Fixed: a change cut short by a rate limit or limits said not why
         if desired > current and history.rate_base[0] + policy.rate_period_s <= now:
             history = replace(history, rate_base=(now, current))
         history = replace(history, last_change_at=now, last_up_at=now if desired > current else history.last_up_at)
@@ -150,7 +164,10 @@ def _recommend(current: int, signals: Signals, policy: ServiceAutoscale, limits:
     best, why, burst = 0, "", False
     for name, value, target, unit in _targets(signals, policy):
         ratio = value / target
-        wanted = base if abs(ratio - 1) <= policy.tolerance else math.ceil(base * ratio)
+        wanted = current if abs(ratio - 1) <= policy.tolerance else math.ceil(base * ratio)
+        # Fixed: with replicas not ready, a load at or above target asked for fewer replicas (the ready count, or
+        # ceil(ready * ratio)); as in HPA, a signal above its target never recommends scaling down.
+        wanted = max(wanted, current) if ratio > 1 else wanted
         burst = burst or ratio >= policy.panic_factor
         if wanted > best or not why:
             best, why = wanted, f"{name} {value:.3g}{unit} vs target {target:g}{unit}"
@@ -185,18 +202,28 @@ def _scale_up(
 
 
 def _average(samples: tuple[tuple[float, Signals], ...], now: float, window_s: float, last: Signals) -> Signals:
-    """Each signal's mean over the window (missing readings left out); counts are the latest."""
+    """Each signal's mean over the window (missing readings left out); counts are the latest.
+
+    Load signals are averaged as totals (per-replica value x ready replicas then) and divided by the replicas ready
+    now. Fixed: averaging the per-replica values themselves kept the readings from before a scale-up in the mean,
+    multiplied them by the new count, and compounded: a load needing 3 replicas took 1 to 5, one needing 8 took 4
+    to 16, one needing 10 took 1 to 100, and the stabilization window then held the excess. The loop divides by
+    `max(ready, 1)` too. p95 latency is not additive: a plain mean.
+    """
     chosen = [s for at, s in samples if now - at < window_s] or [last]
 
     def mean(values: list[float | None]) -> float | None:
         present = [v for v in values if v is not None]
         return sum(present) / len(present) if present else None
 
+    def load(value: float | None, s: Signals) -> float | None:
+        return None if value is None else value * max(s.ready, 1) / max(last.ready, 1)
+
     return replace(
         last,
-        cpu_percent=mean([s.cpu_percent for s in chosen]),
-        in_flight=mean([s.in_flight for s in chosen]),
-        requests_per_second=mean([s.requests_per_second for s in chosen]),
+        cpu_percent=mean([load(s.cpu_percent, s) for s in chosen]),
+        in_flight=mean([load(s.in_flight, s) for s in chosen]),
+        requests_per_second=mean([load(s.requests_per_second, s) for s in chosen]),
         p95_s=mean([s.p95_s for s in chosen]),
     )
 

@@ -289,7 +289,7 @@ class ServiceAutoscale(Model):
     panic_s: Annotated[float, Field(ge=0, le=3_600)] = 6
     """The burst window: signals averaged over it are compared with `panic_factor` × target; panic lasts this long
     after the last burst."""
-    stable_window_s: Annotated[float, Field(gt=0, le=3_600)] = 30
+    stable_window_s: Annotated[float, Field(gt=0, le=3_600)] = 60
     """Signals are averaged over this window for regular decisions, so that noise moves nothing."""
     idle_to_zero_s: Annotated[float, Field(ge=0, le=86_400)] = 300
     """With `replicas.min: 0`: no request for this long takes the service to zero."""
