@@ -198,11 +198,13 @@ def test_follow_shows_a_new_line_within_a_second(running):
         [*command, "logs", "portal", "-f", "--grep", "plover"], stdout=subprocess.PIPE, text=True
     )
     try:
-        time.sleep(1.0)  # the follower is connected and has read the backlog
+        # A first line, however late it shows: the CLI has started (seconds on a busy machine) and is connected.
+        httpx.get(f"http://127.0.0.1:{port}/announcements?plover=0", trust_env=False)
+        assert "plover=0" in follower.stdout.readline()
         httpx.get(f"http://127.0.0.1:{port}/announcements?plover=1", trust_env=False)
         printed_at = time.monotonic()
         line = follower.stdout.readline()
-        assert "plover" in line
+        assert "plover=1" in line
         assert time.monotonic() - printed_at < 1.0
     finally:
         follower.terminate()
