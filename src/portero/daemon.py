@@ -81,8 +81,7 @@ def make_runtime(spec: Spec, state_dir: Path) -> Runtime:
 
 
 def admin_url(spec: Spec) -> str:
-    host = spec.admin.host
-    return f"http://{'[' + host + ']' if ':' in host else host}:{spec.admin.port}"
+    return spec.admin.url
 
 
 def _bind(spec: Spec) -> socket.socket:

@@ -18,7 +18,8 @@ DEPLOY = {
     "keep_old_s": 2,
     "progress_deadline_s": 12,
     "canary_pause_s": 2.5,
-    "analysis": {"window_s": 3, "min_requests": 10},
+    # Latency gates off (a floor of 2 s): on a loaded 2-core machine a cold canary may be slow; errors still gate.
+    "analysis": {"window_s": 3, "min_requests": 10, "p95_floor_s": 2},
 }
 
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 
-from portero.daemon import admin_url
 from portero.spec.loader import SpecError, load_spec
 
 DEFAULT_URL = "http://127.0.0.1:9900"
@@ -31,7 +30,7 @@ def resolve_url(explicit: str | None, state_dir: Path, spec_file: Path) -> str:
             pass
     if spec_file.exists():
         try:
-            return admin_url(load_spec(spec_file))
+            return load_spec(spec_file).admin.url
         except SpecError:
             pass
     return DEFAULT_URL

@@ -12,7 +12,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import uvloop
@@ -20,12 +20,13 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
 
-from portero.api.schemas import ServiceOut
 from portero.cli.client import Client, CliError, resolve_url
 from portero.cli.monitor_views import alerts_table, series_view, snapshot_view
 from portero.cli.views import decisions_table, deployments_table, events_table, revisions_table, status_table
-from portero.control import ControlPlane
 from portero.spec.loader import SpecError, load_spec
+
+if TYPE_CHECKING:
+    from portero.control import ControlPlane
 
 app = typer.Typer(
     help="portero keeps a web application up, fast and deployable.",
@@ -105,6 +106,8 @@ def up(
 
 
 async def _live_view(control: ControlPlane) -> None:
+    from portero.api.schemas import ServiceOut  # the server's modules load only when a server runs here
+
     with Live(console=console, refresh_per_second=2, transient=False) as live:
         while True:
             now = control.clock()

@@ -36,6 +36,11 @@ class AdminSettings(Model):
     port: Port = 9900
     """Port of the admin API; the CLI finds it through `.portero/admin.json` or this file."""
 
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
 
 class Route(Model):
     """Requests whose Host and path match go to `service`; the longest matching prefix wins."""
