@@ -12,7 +12,7 @@ from portero.spec.models import ServiceSpec
 
 __all__ = ["Exit", "Launch", "Progress", "Runtime", "RuntimeFailure", "Stats"]
 
-Progress = Callable[[str], Awaitable[None]]  # told each line of a long preparation (an image build's output)
+Progress = Callable[[str], Awaitable[None]]  # told what a long preparation does (each build step that runs, the result)
 
 
 class RuntimeFailure(Exception):

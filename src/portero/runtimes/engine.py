@@ -163,7 +163,7 @@ def build_image(
             line = line.rstrip("\r")
             if line.startswith("Step "):
                 step, output = line, []
-            elif line.strip():
+            elif line.strip() and not line.startswith((" ---> ", "Removing intermediate container")):
                 output.append(line)
             if line.strip():
                 emit(line)
@@ -203,16 +203,29 @@ async def prepare_image(
 
     started = time.monotonic()
     building = loop.run_in_executor(None, build)  # a future, not a task: the lines are read here meanwhile
+    steps = cached = 0
+    step: str | None = None  # a step is told once its first output shows it ran (not "Using cache")
     try:
         while (line := await lines.get()) is not None:
             log.info("build %s: %s", service, line, extra={"service": service})
-            if progress is not None:
-                await progress(line)
+            if line.startswith("Step "):
+                instruction = line.partition(" : ")[2].split(" ", 1)[0].upper()
+                steps, step = steps + 1, None if instruction in ("FROM", "ARG") else line  # these do no work
+            elif step is not None:
+                if "Using cache" in line:
+                    cached += 1
+                elif progress is not None:
+                    await progress(step)
+                step = None
         reference = await building
     finally:
         if not building.done():
             building.cancel()
-    log.info("built %s as %s in %.1f s", service, reference, time.monotonic() - started, extra={"service": service})
+    took = time.monotonic() - started
+    summary = f"built {service} as {reference} in {took:.1f} s ({cached} of {steps} steps from cache)"
+    log.info("%s", summary, extra={"service": service})
+    if progress is not None:
+        await progress(summary)
     return spec.model_copy(update={"image": reference})
 
 

@@ -207,6 +207,7 @@ class SwarmRuntime(EngineRuntime):
             if task["DesiredState"] == "running" and task["Status"]["State"] == "running" and task["ID"] not in claimed:
                 log.info("replica %s claims task %s, which no replica had", replica_id, task["ID"][:12])
                 return self._bound_of(client, name, task)
+        tasks = self._settled(client, name, tasks)
         before = {task["ID"] for task in tasks}
         self._scale(client, name, +1)
         deadline = time.monotonic() + self.settings.swarm.task_timeout_s
@@ -229,6 +230,15 @@ class SwarmRuntime(EngineRuntime):
                     retryable=True,
                 )
             time.sleep(POLL_S)
+
+    def _settled(self, client: DockerClient, name: str, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Wait out slots Swarm is still removing (a scale-down a moment ago): until they are gone they count
+        towards the replicas, and one more replica would then start no task."""
+        deadline = time.monotonic() + KILL_WAIT_S
+        while any(t["DesiredState"] == "remove" for t in tasks) and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+            tasks = client.api.tasks(filters={"service": name})
+        return tasks
 
     def _bound_of(self, client: DockerClient, name: str, task: dict[str, Any]) -> Bound:
         container = (task["Status"].get("ContainerStatus") or {}).get("ContainerID")
@@ -257,7 +267,8 @@ class SwarmRuntime(EngineRuntime):
 
     def _release(self, client: DockerClient, name: str, task_id: str) -> None:
         """Give back the slot of a task that ended: one replica fewer, and Swarm drops a non-running slot first.
-        Called only once Swarm itself sees the task ended, or it might drop a running one."""
+        Called only once Swarm itself sees the task ended (or it might drop a running one), and under the
+        service's lock: the poll of a pass and a stop may both see the same task end."""
         if task_id in self._released:
             return
         with contextlib.suppress(docker.errors.NotFound):  # the service went already: nothing to give back
@@ -329,7 +340,8 @@ class SwarmRuntime(EngineRuntime):
         if name is None:
             service = await self.engine.call("a swarm service", lambda c: c.api.inspect_service(task["ServiceID"]))
             name = str(service["Spec"]["Name"])
-        await self.engine.call(f"release of {name}", lambda c: self._release(c, name, task["ID"]))
+        async with self._lock(name):  # one release at a time per service: a slot is never given back twice
+            await self.engine.call(f"release of {name}", lambda c: self._release(c, name, task["ID"]))
         return Exit(code=code, signal=code - 128 if 128 < code < 160 else None)
 
     async def adopt(self, replica_id: str, process: Process) -> bool:
@@ -411,7 +423,7 @@ class SwarmRuntime(EngineRuntime):
         log.warning("replica %s runs on another node: scaling %s down, Swarm picks the task", replica_id, bound.service)
         async with self._lock(bound.service):
             await self.engine.call(f"scale-down of {bound.service}", lambda c: self._scale(c, bound.service, -1))
-        self._released.add(bound.task)
+            self._released.add(bound.task)
         deadline = time.monotonic() + grace_s + KILL_WAIT_S
         while time.monotonic() < deadline:
             task = await self._task(bound.task)
