@@ -37,17 +37,19 @@ def portero(tmp_path):
     instance.kill_everything()
 
 
-async def deploy_under_load(portero: Portero, body: dict[str, Any]) -> tuple[dict[str, Any], LoadReport, float]:
+async def deploy_under_load(
+    portero: Portero, body: dict[str, Any], deadline_s: float = 60
+) -> tuple[dict[str, Any], LoadReport, float]:
     """Start a deployment while 6 keep-alive clients load the router; wait for its end; stop the load."""
     stop = asyncio.Event()
     url = f"http://127.0.0.1:{portero.router_port}/work?ms=1"  # a cheap page that PORTAL_ERROR_RATE reaches
-    load = asyncio.ensure_future(run_load(url, concurrency=6, duration_s=90, stop=stop, pause_s=0.005))
+    load = asyncio.ensure_future(run_load(url, concurrency=6, duration_s=deadline_s + 30, stop=stop, pause_s=0.005))
     await asyncio.sleep(1.0)
     started_wall = time.time() - 1.0
     async with httpx.AsyncClient(trust_env=False) as client:
         started = (await client.post(f"{portero.url}/deploy", json={"service": "portal", **body})).json()
         assert "id" in started, started
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + deadline_s
         while True:
             d = (await client.get(f"{portero.url}/deployments/{started['id']}")).json()
             if d["state"] != "running":
