@@ -24,6 +24,9 @@ say() { echo "provision-docker: $*"; }
 
 engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
 
+# A pid that runs (a zombie does not: a killed dockerd whose parent was not waiting for it stays one).
+running() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat")" != Z ]; }
+
 install_packages() {
   local missing=()
   for package in docker.io mmdebstrap; do
@@ -49,28 +52,29 @@ install_packages() {
 
 start_dockerd() {
   engine_answers && return 0
-  if [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-    say "dockerd (pid $(cat "$PIDFILE")) is running but does not answer yet; waiting"
+  local pid="" from=1
+  if [ -s "$PIDFILE" ] && running "$(cat "$PIDFILE")"; then
+    pid=$(cat "$PIDFILE")
+    say "dockerd (pid $pid) is running but does not answer yet; waiting"
   else
+    rm -f "$PIDFILE"  # a killed dockerd's: the new one writes its own
+    [ -f "$LOGFILE" ] && from=$(($(wc -l <"$LOGFILE") + 1))
     say "starting dockerd with $PORTERO_DOCKER_STORAGE_DRIVER storage (log: $LOGFILE)"
     setsid dockerd --storage-driver="$PORTERO_DOCKER_STORAGE_DRIVER" --bridge=none --iptables=false --ip-masq=false \
       --pidfile "$PIDFILE" >>"$LOGFILE" 2>&1 </dev/null &
+    pid=$!
   fi
   local deadline=$((SECONDS + START_DEADLINE_S))
   until engine_answers; do
-    if [ $SECONDS -ge $deadline ]; then
-      say "dockerd did not answer within ${START_DEADLINE_S} s; the end of $LOGFILE:"
-      tail -n 20 "$LOGFILE" >&2 || true
-      return 1
-    fi
-    if [ -s "$PIDFILE" ] && ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-      say "dockerd exited; the end of $LOGFILE:"
-      tail -n 20 "$LOGFILE" >&2 || true
+    if ! running "$pid" || [ $SECONDS -ge $deadline ]; then
+      running "$pid" && say "dockerd did not answer within ${START_DEADLINE_S} s" || say "dockerd exited"
+      say "its log from this start ($LOGFILE):"
+      tail -n +"$from" "$LOGFILE" | tail -n 20 >&2 || true
       return 1
     fi
     sleep 0.5
   done
-  say "dockerd answers (pid $(cat "$PIDFILE" 2>/dev/null || echo '?'))"
+  say "dockerd answers (pid $pid)"
 }
 
 # Bump when the recipe below changes: an image of an older recipe is rebuilt.

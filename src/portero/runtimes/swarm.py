@@ -115,6 +115,8 @@ class SwarmRuntime(EngineRuntime):
             self._starting[name] -= 1
         self._tasks = None
         task = await self._task(bound.task)
+        if task is None:
+            raise RuntimeFailure(f"swarm task {bound.task[:12]} of {name} vanished as it started", retryable=True)
         host, node = await self.engine.call("node of a task", lambda c: self._node(c, task))
         status = task["Status"].get("ContainerStatus") or {}
         log.info(
@@ -307,9 +309,17 @@ class SwarmRuntime(EngineRuntime):
         self._tasks = (now, tasks)
         return tasks
 
-    async def _task(self, task_id: str) -> dict[str, Any]:
-        found: dict[str, Any] = await self.engine.call("a swarm task", lambda c: c.api.inspect_task(task_id))
-        return found
+    async def _task(self, task_id: str) -> dict[str, Any] | None:
+        """A task, or None once Swarm has dropped it (its slot was given back)."""
+
+        def inspect(client: DockerClient) -> dict[str, Any] | None:
+            try:
+                found: dict[str, Any] = client.api.inspect_task(task_id)
+            except docker.errors.NotFound:
+                return None
+            return found
+
+        return await self.engine.call("a swarm task", inspect)
 
     async def _find(self, replica_id: str, process: Process, fresh: bool = False) -> dict[str, Any] | None:
         """The replica's task: by its bound id, or (after a restart of portero) by slot and creation time."""
@@ -336,23 +346,30 @@ class SwarmRuntime(EngineRuntime):
             return Exit(code=-1)  # gone from Swarm's history while no portero watched it
         status = task["Status"].get("ContainerStatus") or {}
         code = int(status.get("ExitCode", -1))
-        name = bound.service if bound is not None else None
-        if name is None:
-            service = await self.engine.call("a swarm service", lambda c: c.api.inspect_service(task["ServiceID"]))
-            name = str(service["Spec"]["Name"])
+        name = bound.service if bound is not None else await self._service_name_of(task)
+        if name is None:  # its service is gone already: no slot to give back
+            return Exit(code=code, signal=code - 128 if 128 < code < 160 else None)
         async with self._lock(name):  # one release at a time per service: a slot is never given back twice
             await self.engine.call(f"release of {name}", lambda c: self._release(c, name, task["ID"]))
         return Exit(code=code, signal=code - 128 if 128 < code < 160 else None)
+
+    async def _service_name_of(self, task: dict[str, Any]) -> str | None:
+        def inspect(client: DockerClient) -> str | None:
+            try:
+                return str(client.api.inspect_service(task["ServiceID"])["Spec"]["Name"])
+            except docker.errors.NotFound:
+                return None
+
+        return await self.engine.call("a swarm service", inspect)
 
     async def adopt(self, replica_id: str, process: Process) -> bool:
         task = await self._find(replica_id, process, fresh=True)
         if task is None or not _alive(task):
             return False
-        service = await self.engine.call("a swarm service", lambda c: c.api.inspect_service(task["ServiceID"]))
-        labels = service["Spec"].get("Labels") or {}
-        if labels.get(LABEL_INSTANCE) != self.instance:
+        name = await self._service_name_of(task)  # one of this instance's services: `_find` looks at no other
+        if name is None:
             return False
-        bound = await self.engine.call("a swarm task", lambda c: self._bound_of(c, service["Spec"]["Name"], task))
+        bound = await self.engine.call("a swarm task", lambda c: self._bound_of(c, name, task))
         self._bound[replica_id] = bound
         if bound.local and bound.container:
             self._follow(replica_id, bound.container)
@@ -383,7 +400,8 @@ class SwarmRuntime(EngineRuntime):
             ended = await self._stop_container(replica_id, bound.container, grace_s)
             deadline = time.monotonic() + KILL_WAIT_S
             while time.monotonic() < deadline:  # Swarm must see the task ended before its slot is given back
-                if not _alive(await self._task(bound.task)):
+                task = await self._task(bound.task)
+                if task is None or not _alive(task):
                     break
                 await asyncio.sleep(POLL_S)
         else:
@@ -427,6 +445,8 @@ class SwarmRuntime(EngineRuntime):
         deadline = time.monotonic() + grace_s + KILL_WAIT_S
         while time.monotonic() < deadline:
             task = await self._task(bound.task)
+            if task is None:
+                return Exit(code=-1)
             if not _alive(task) and task["Status"]["State"] not in ALIVE:
                 code = int((task["Status"].get("ContainerStatus") or {}).get("ExitCode", -1))
                 return Exit(code=code, signal=code - 128 if 128 < code < 160 else None)
