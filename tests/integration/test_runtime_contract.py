@@ -76,12 +76,13 @@ def tiny_image(tmp_path_factory):
     spec = ServiceSpec(
         build=Build(context=str(FIXTURES), dockerfile="tiny.Dockerfile", args={"BASE_IMAGE": BASE_IMAGE}),
     )
-    built = asyncio.run(DockerRuntime(state, DockerSettings()).prepare("tiny", spec, state, None))
+    builder = DockerRuntime(state, DockerSettings())
+    built = asyncio.run(builder.prepare("tiny", spec, state, None))
     assert built.image is not None
     yield built.image
-    client = docker.from_env()
-    for image in client.images.list(filters={"label": "portero.image.service=tiny"}):
-        client.images.remove(image.id, force=True)
+    client = docker.from_env()  # this session's image only: another run on the machine may be using its own
+    for image in client.images.list(filters={"label": f"portero.image.instance={builder.instance}"}):
+        client.images.remove(image.id, force=True, noprune=True)
 
 
 def _container_kind(name: str, image: str) -> Kind:
