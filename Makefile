@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup provision run test lint typecheck unit integration lock clean docs
+.PHONY: setup provision run test lint typecheck unit integration lock clean docs bench
 
 setup: $(STAMP)
 
@@ -44,3 +44,9 @@ clean:
 # Regenerate the generated parts of the docs (the spec reference).
 docs: setup
 	$(BIN)/python -m portero.spec.reference docs/spec.md
+
+# wrk through portero, HAProxy and nginx (configured alike) and direct, idle-connection memory, a router profile;
+# installs wrk/haproxy/nginx and py-spy if missing. About 5 minutes; writes bench/results/latest.md.
+bench: setup
+	./bench/provision.sh
+	$(BIN)/python bench/run.py

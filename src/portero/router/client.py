@@ -10,7 +10,6 @@ router's own headers are appended); it is rebuilt from the parsed fields when he
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -69,7 +68,7 @@ class ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.peer = b""
         self.current: Exchange | None = None
-        self.queued: deque[Exchange] = deque()
+        self.queued: list[Exchange] = []  # pipelined requests; a list: an empty deque costs 760 B per connection
         self.tunnel: Upstream | None = None
         self.closed = False
         self.paused = False
@@ -352,7 +351,7 @@ class ClientConnection(asyncio.Protocol):
         if exchange is self.current:
             self.current = None
         if self.queued:
-            self.current = self.queued.popleft()
+            self.current = self.queued.pop(0)
             self.current.dispatch(self.router.now())
             return
         if self.rejection is not None:  # the requests before the refused bytes are answered: now refuse
@@ -367,6 +366,8 @@ class ClientConnection(asyncio.Protocol):
             self.phase = IDLE
             self.head_received = 0
             self.deadline = self.router.now() + self.router.settings.idle_timeout_s
+            # An idle keep-alive connection keeps nothing of its last request (10,000 of them must stay small).
+            self.chunk, self.url, self.headers = b"", b"", []
         self.resume_reading()
 
     def start_tunnel(self, exchange: Exchange) -> None:

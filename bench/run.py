@@ -1,0 +1,451 @@
+"""`make bench`: wrk through portero, HAProxy and nginx (configured alike, see targets.py) and direct, in one run.
+
+For each target and for 50 and 1,000 connections: a short warm-up, then `wrk -t1 -cN -d10s --latency`, with
+the proxy's CPU time per request. Browser-like request headers (browser.lua) are run through portero and HAProxy
+too. Then a py-spy profile of the router under load, and the idle-connection memory test (idle_conns.py, after
+small and after browser-like requests). Prints one report and writes it to bench/results/latest.md. About five
+minutes. On a machine shared with other work, each run records how much CPU other processes took meanwhile
+and a busy run is measured again; `--rounds 3` interleaves three rounds and reports medians.
+
+    .venv/bin/python bench/run.py [--duration 10] [--warmup 2] [--rounds 1] [--no-idle] [--no-profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import idle_conns
+import psutil
+import targets
+
+HERE = Path(__file__).resolve().parent
+BROWSER_LUA = HERE / "browser.lua"
+RESULTS = HERE / "results" / "latest.md"
+PY_SPY = targets.ROOT / ".venv" / "bin" / "py-spy"
+CONNECTIONS = (50, 1000)
+TARGETS = ("direct", "haproxy", "nginx", "portero")
+BROWSER_TARGETS = ("haproxy", "portero")
+BUSY_NEIGHBOURS = 0.10  # other processes' CPU (share of one core) beyond which a run is measured again
+PROFILES_KEPT = os.environ.get("BENCH_KEEP_PROFILES") == "1"  # copy py-spy's raw stacks to results/
+RERUNS_MAX = 3  # bounds the bench's time on a busy machine...
+QUIET_WAIT = [30.0]  # ...as do the seconds it may wait for other processes to be quiet before a run
+
+
+class Args(argparse.Namespace):
+    duration: int
+    warmup: int
+    rounds: int
+    idle_connections: int
+    no_idle: bool
+    no_profile: bool
+
+
+@dataclass
+class Run:
+    target: str
+    headers: str  # "plain" (wrk's own: Host only) or "browser"
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    non_2xx: int
+    others_cpu: float  # CPU that processes outside the bench used meanwhile, as a share of one core
+    cpu_us: float  # the proxy's (for direct: the backend's) user + system CPU per request, in microseconds
+
+
+def to_ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def parse_wrk(output: str) -> tuple[float, float, float, int, int]:
+    """requests/s, p50 and p99 in ms, socket errors, non-2xx/3xx responses."""
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return rps, p50, p99, errors, int(non_2xx.group(1)) if non_2xx else 0
+
+
+def wrk(port: int, connections: int, seconds: float, browser: bool) -> str:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "5s"]
+    if browser:
+        command += ["-s", str(BROWSER_LUA)]
+    command = targets.pinned(targets.LOAD_CORE, [*command, f"http://127.0.0.1:{port}/"])
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    return done.stdout
+
+
+class Neighbours:
+    """CPU time of the processes outside this bench's tree (a test suite on the same machine, say).
+
+    A lower bound: a process that both starts and ends during the run is not seen (its parent's reaped-children
+    times are not used, since they carry whatever the child did before the run as well).
+    """
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.times = self._times()
+
+    @staticmethod
+    def _times() -> dict[tuple[int, float], float]:
+        me = psutil.Process()
+        ours = {me.pid, *(child.pid for child in me.children(recursive=True))}
+        times = {}
+        for process in psutil.process_iter(["pid", "ppid", "create_time", "cpu_times"]):
+            info = process.info
+            if info["pid"] in ours or info["ppid"] == 2 or info["pid"] == 2 or info["cpu_times"] is None:
+                continue  # ours, or a kernel thread (they carry our own network load)
+            cpu = info["cpu_times"]
+            times[(info["pid"], info["create_time"])] = cpu.user + cpu.system
+        return times
+
+    def share(self) -> float:
+        elapsed = time.monotonic() - self.started
+        now = self._times()
+        used = sum(max(t - self.times.get(key, 0.0), 0.0) for key, t in now.items())
+        return used / elapsed if elapsed > 0 else 0.0
+
+
+def wait_quiet(budget: list[float]) -> None:
+    """Wait (within what is left of the bench's waiting budget) until other processes are quiet for a second."""
+    while budget[0] > 0:
+        neighbours = Neighbours()
+        time.sleep(1.0)
+        budget[0] -= 1.0
+        if neighbours.share() <= BUSY_NEIGHBOURS:
+            return
+
+
+def cpu_seconds(server: targets.Server) -> float:
+    times = psutil.Process(server.worker_pid()).cpu_times()
+    return float(times.user + times.system)
+
+
+def measure_once(server: targets.Server, target: str, connections: int, browser: bool, args: Args) -> Run:
+    port = targets.PORTS[target]
+    wait_quiet(QUIET_WAIT)
+    if args.warmup:
+        wrk(port, connections, args.warmup, browser)
+    neighbours = Neighbours()
+    cpu_before = cpu_seconds(server)
+    output = wrk(port, connections, args.duration, browser)
+    cpu = cpu_seconds(server) - cpu_before
+    others = neighbours.share()
+    rps, p50, p99, errors, non_2xx = parse_wrk(output)
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    cpu_us = 1e6 * cpu / max(requests, 1)
+    run = Run(target, "browser" if browser else "plain", connections, rps, p50, p99, errors, non_2xx, others, cpu_us)
+    print(
+        f"  {target:8} {run.headers:7} c={connections:<5} {rps:>9,.0f} req/s  p50 {p50:.2f} ms  "
+        f"p99 {p99:.2f} ms  errors {errors} non-2xx {non_2xx}  {cpu_us:.1f} us CPU/request  "
+        f"other processes {100 * others:.0f} % CPU",
+        flush=True,
+    )
+    return run
+
+
+def measure(bench: targets.Bench, target: str, connections: int, browser: bool, args: Args, budget: list[int]) -> Run:
+    """One run; again (once) when other processes took more than BUSY_NEIGHBOURS of a core meanwhile."""
+    server = bench.servers["backend" if target == "direct" else target]
+    run = measure_once(server, target, connections, browser, args)
+    if run.others_cpu > BUSY_NEIGHBOURS and budget[0] > 0:
+        budget[0] -= 1
+        print("    (other processes were busy: measuring again)", flush=True)
+        again = measure_once(server, target, connections, browser, args)
+        run = min(run, again, key=lambda r: r.others_cpu)
+    return run
+
+
+def median_run(runs: list[Run]) -> Run:
+    """The medians of several runs of one case (errors added up)."""
+    if len(runs) == 1:
+        return runs[0]
+    med = statistics.median
+    return Run(
+        runs[0].target,
+        runs[0].headers,
+        runs[0].connections,
+        med(r.rps for r in runs),
+        med(r.p50_ms for r in runs),
+        med(r.p99_ms for r in runs),
+        sum(r.errors for r in runs),
+        sum(r.non_2xx for r in runs),
+        med(r.others_cpu for r in runs),
+        med(r.cpu_us for r in runs),
+    )
+
+
+def throughput_table(runs: list[Run]) -> str:
+    haproxy = {(r.headers, r.connections): r for r in runs if r.target == "haproxy"}
+    lines = [
+        "| target | headers | connections | requests/s | p50 | p99 | socket errors / non-2xx | req/s vs HAProxy "
+        "| p99 vs HAProxy | CPU per request | other processes' CPU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    order = {name: i for i, name in enumerate(("haproxy", "nginx", "portero", "direct"))}
+    for r in sorted(runs, key=lambda r: (r.headers != "plain", r.connections, order[r.target])):
+        base = haproxy.get((r.headers, r.connections))
+        ratio = f"{r.rps / base.rps:.2f}x" if base else "-"
+        p99_ratio = f"{r.p99_ms / base.p99_ms:.2f}x" if base else "-"
+        lines.append(
+            f"| {r.target} | {r.headers} | {r.connections:,} | {r.rps:,.0f} | {r.p50_ms:.2f} ms | {r.p99_ms:.2f} ms "
+            f"| {r.errors} / {r.non_2xx} | {ratio} | {p99_ratio} | {r.cpu_us:.1f} µs | {100 * r.others_cpu:.0f} % |"
+        )
+    return "\n".join(lines)
+
+
+# -- profile ------------------------------------------------------------------------------------------------------
+
+
+def profile(bench: targets.Bench, browser: bool, seconds: float) -> str:
+    """py-spy samples the router (non-blocking, so it barely slows it) while wrk loads it at 50 connections."""
+    if not PY_SPY.exists():
+        return "py-spy is not installed in the venv (bench/provision.sh installs it); no profile.\n"
+    pid = bench.servers["portero"].pid()
+    raw = bench.dir / f"profile-{'browser' if browser else 'plain'}.txt"
+    command = ["wrk", "-t1", "-c50", f"-d{seconds + 3:g}s", "--latency", *(["-s", str(BROWSER_LUA)] if browser else [])]
+    command = targets.pinned(targets.LOAD_CORE, [*command, f"http://127.0.0.1:{targets.PORTS['portero']}/"])
+    load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    time.sleep(1)
+    spy = subprocess.run(
+        [
+            str(PY_SPY),
+            "record",
+            "-p",
+            str(pid),
+            "-d",
+            f"{seconds:g}",
+            "-r",
+            "250",
+            "--nonblocking",
+            "-f",
+            "raw",
+            "-o",
+            str(raw),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=False,
+    )
+    out, _ = load.communicate(timeout=seconds + 30)
+    if spy.returncode != 0 or not raw.exists():
+        return f"py-spy failed: {spy.stderr.strip() or spy.stdout.strip()}\n"
+    if PROFILES_KEPT:
+        shutil.copy(raw, RESULTS.parent / raw.name)
+    return summarize(raw.read_text(), parse_wrk(out)[0], browser)
+
+
+LOOP = "(uvloop's C event loop: epoll, socket reads, calling the callbacks)"
+
+
+def summarize(raw: str, rps: float, browser: bool, top: int = 12) -> str:
+    """Self and inclusive shares per function and self shares per line, from py-spy's collapsed stacks.
+
+    Self time is the function's own bytecode plus the C it calls without a Python frame: `transport.write`
+    (the send syscall) shows up as its caller's self time, the loop's own C work as `Runner.run`'s.
+    """
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    lines_own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [f.strip() for f in stack.split(";") if f.strip()]
+        if not frames:
+            own[LOOP] += count
+            continue
+        functions = [function_of(f) for f in frames]
+        leaf = functions[-1]
+        own[LOOP if leaf.startswith("Runner.run ") else leaf] += count
+        lines_own[short(frames[-1])] += count
+        for function in set(functions):
+            inclusive[function] += count
+    if not total:
+        return "py-spy recorded no samples.\n"
+    title = "browser-like headers" if browser else "plain requests (wrk's bare GET)"
+    lines = [
+        f"### {title}",
+        "",
+        f"50 connections; {total:,} samples at 250 Hz over 10 s; {rps:,.0f} requests/s while sampled. "
+        "Self: the function's own code and the C it calls (a `transport.write` is its caller's self time).",
+        "",
+        "| # | function | self | inclusive |",
+        "|---:|---|---:|---:|",
+    ]
+    for rank, (name, count) in enumerate(own.most_common(top), 1):
+        share, whole = 100 * count / total, 100 * inclusive.get(name, count) / total
+        lines.append(f"| {rank} | `{name}` | {share:.1f} % | {whole:.1f} % |")
+    lines += ["", "Hottest lines (self):", "", "| line | self |", "|---|---:|"]
+    for name, count in lines_own.most_common(top):
+        if not name.startswith("Runner.run "):
+            lines.append(f"| `{name}` | {100 * count / total:.1f} % |")
+    return "\n".join(lines) + "\n"
+
+
+def function_of(frame: str) -> str:
+    """`Exchange.attach (portero/router/exchange.py:147)` -> `Exchange.attach (router/exchange.py)`."""
+    return re.sub(r":\d+\)$", ")", short(frame))
+
+
+def short(frame: str) -> str:
+    frame = re.sub(r"\(.*?site-packages/", "(", frame)
+    frame = re.sub(r"\(.*?/lib/python3\.\d+/", "(", frame)
+    return frame.replace("(portero/", "(")
+
+
+# -- the report ---------------------------------------------------------------------------------------------------
+
+
+def version(command: list[str], pattern: str) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "missing"
+    match = re.search(pattern, done.stdout + done.stderr)
+    return match.group(1) if match else "unknown"
+
+
+def git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=targets.ROOT, capture_output=True, text=True, check=False)
+    return done.stdout.strip()
+
+
+def machine() -> str:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"model name\s*:\s*(.+)", cpuinfo)
+    mhz = re.search(r"cpu MHz\s*:\s*(.+)", cpuinfo)
+    python = targets.ROOT / ".venv" / "bin" / "python"
+    libs = subprocess.run(
+        [str(python), "-c", "import uvloop, httptools; print(uvloop.__version__, httptools.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    load = os.getloadavg()
+    wrk_v = version(["wrk", "-v"], r"wrk (?:debian/)?(\S+)")
+    haproxy_v = version(["haproxy", "-v"], r"version (\S+)")
+    nginx_v = version(["nginx", "-v"], r"nginx/(\S+)")
+    dirty = " with uncommitted changes in src/" if git("status", "--porcelain", "src") else ""
+    return "\n".join(
+        [
+            f"- portero at commit {git('rev-parse', '--short', 'HEAD')}{dirty}",
+            f"- CPU: {os.cpu_count()} cores (`nproc`), {model.group(1) if model else '?'}"
+            f" at {mhz.group(1).strip() if mhz else '?'} MHz",
+            f"- kernel {platform.release()}, {platform.machine()}",
+            f"- wrk {wrk_v}, HAProxy {haproxy_v}, nginx {nginx_v}, "
+            f"Python {platform.python_version()}, uvloop {libs[0]}, httptools {libs[1]}",
+            f"- load average before the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+            f"- pinning: the proxy on core {targets.PROXY_CORE}; wrk and the nginx backend on core {targets.LOAD_CORE}"
+            f"; all of them at nice {targets.NICE}",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds of each measured wrk run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk before each measured run (0: none)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every case this many times, interleaved, and report the median (for a busy machine)",
+    )
+    parser.add_argument("--idle-connections", type=int, default=10_000)
+    parser.add_argument("--no-idle", action="store_true", help="skip the idle-connection memory test")
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    args = parser.parse_args(namespace=Args())
+    targets.check_tools()
+    nofile = targets.raise_nofile(targets.MAX_CONNS * 2 + 1000)
+    if nofile < max(CONNECTIONS) + 100 or (not args.no_idle and nofile < args.idle_connections + 200):
+        sys.exit(f"bench: open-file limit is {nofile}, too low; raise `ulimit -n` (hard limit) and re-run")
+    started = time.monotonic()
+    about = machine()
+    print(about, flush=True)
+    runs: list[Run] = []
+    idle: dict[bool, list[idle_conns.IdleResult]] = {}
+    profiles: list[str] = []
+    with targets.Bench(("haproxy", "nginx", "portero")) as bench:
+        print(f"throughput: {args.duration:g} s per run after {args.warmup:g} s of warm-up", flush=True)
+        budget = [RERUNS_MAX if args.rounds == 1 else 0]
+        cases = [(t, c, False) for c in CONNECTIONS for t in TARGETS]
+        cases += [(t, c, True) for c in CONNECTIONS for t in BROWSER_TARGETS]
+        rounds: dict[tuple[str, int, bool], list[Run]] = collections.defaultdict(list)
+        for _ in range(args.rounds):  # interleaved, so that a busy spell on the machine hits every target alike
+            for target, connections, browser in cases:
+                rounds[target, connections, browser].append(
+                    measure(bench, *(target, connections, browser), args, budget)
+                )
+        runs = [median_run(r) for r in rounds.values()]
+        if not args.no_profile:
+            print("profile: py-spy on the router, 10 s per header variant", flush=True)
+            profiles = [profile(bench, browser, 10) for browser in (False, True)]
+    for browser in () if args.no_idle else (False, True):
+        # Fresh processes each time: memory pooled by earlier runs would hide the cost per connection.
+        with targets.Bench(("haproxy", "nginx", "portero")) as bench:
+            idle[browser] = idle_conns.run(bench, ["portero", "haproxy", "nginx"], args.idle_connections, 3.0, browser)
+    report = [
+        f"# portero bench, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        about,
+        "",
+        "## Throughput and latency",
+        "",
+        f"`wrk -t1 -cN -d{args.duration:g}s --latency --timeout 5s` after {args.warmup:g} s of warm-up"
+        f"{f', {args.rounds} interleaved rounds, medians shown (errors summed)' if args.rounds > 1 else ''}; "
+        "a 12-byte response; "
+        "keep-alive on both sides. Ratios are to HAProxy with the same headers and connections. "
+        "`direct` is wrk straight to the backend: the ceiling of core 1, not a proxy. "
+        "CPU per request: the proxy process's user + system time over the run divided by the requests (for "
+        "`direct`, the backend's); kernel work done in softirq context is not in it. Other processes' CPU: what "
+        "processes outside the bench (a test suite, say) used meanwhile, as a share of one core; a run above "
+        f"{100 * BUSY_NEIGHBOURS:.0f} % is measured once more and the quieter of the two is kept.",
+        "",
+        throughput_table(runs),
+        "",
+    ]
+    if idle:
+        report += [
+            "## Idle keep-alive connections",
+            "",
+            f"{args.idle_connections:,} client connections, each after one answered request, held 3 s; RSS of the "
+            "serving process before and after (fresh processes for each table). Errors: connections that failed "
+            "to open or whose second request, after the hold, did not get 200.",
+            "",
+        ]
+        for browser, results in idle.items():
+            kind = "browser-like request (browser.lua's headers)" if browser else "small request (`GET /`, 3 headers)"
+            report += [f"After one {kind}:", "", idle_conns.table(results), ""]
+    if profiles:
+        report += ["## Where the router's time goes (py-spy)", "", *profiles]
+    report.append(f"Total bench time: {time.monotonic() - started:.0f} s.")
+    text = "\n".join(report) + "\n"
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(text)
+    print()
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
