@@ -43,6 +43,7 @@ class ClientConnection(asyncio.Protocol):
         "head_at_start",
         "head_received",
         "headers",
+        "held",
         "host",
         "host_count",
         "in_head",
@@ -72,6 +73,7 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel: Upstream | None = None
         self.closed = False
         self.paused = False
+        self.held: list[bytes] | None = None
         self.phase = HEAD
         self.deadline = 0.0
         self.head_received = 0
@@ -341,8 +343,21 @@ class ClientConnection(asyncio.Protocol):
     # -- called by exchanges --------------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if not self.closed and self.transport is not None:
+        if self.held is not None:
+            self.held.append(data)
+        elif not self.closed and self.transport is not None:
             self.transport.write(data)
+
+    def hold(self) -> None:
+        """Collect writes until `flush`: a response's head and body parsed from one read go out in one write
+        (a system call per piece was a third of the router's time)."""
+        if self.held is None:
+            self.held = []
+
+    def flush(self) -> None:
+        held, self.held = self.held, None
+        if held and not self.closed and self.transport is not None:
+            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def exchange_done(self, exchange: Exchange, close: bool) -> None:
         if close or self.closed:
@@ -408,6 +423,7 @@ class ClientConnection(asyncio.Protocol):
         self.close()
 
     def close(self) -> None:
+        self.flush()
         if not self.closed and self.transport is not None:
             self.closed = True
             self.transport.close()

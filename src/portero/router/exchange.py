@@ -233,6 +233,8 @@ class Exchange:
         if self.status == 101:  # tunnel (WebSocket): bytes as they are
             self.client.write(data)
             return
+        client = self.client
+        client.hold()
         try:
             upstream.parser.feed_data(data)
         except httptools.HttpParserUpgrade as switch:  # 101: what follows the head is the tunnel's
@@ -247,6 +249,8 @@ class Exchange:
                 upstream.close()
                 return
             self.broken_response(f"invalid response from the endpoint: {exc}")
+        finally:
+            client.flush()
 
     def response_head(self, status: int, upstream_keep_alive: bool) -> None:
         if 100 <= status < 200 and status != 101:
