@@ -119,6 +119,20 @@ def test_memory_agrees_with_docker_stats_within_10_percent(up):
         print(f"{replica['id']}: portero {mine['memory_bytes'] / 2**20:.1f} MiB, docker stats {theirs / 2**20:.1f} MiB")
         assert abs(mine["memory_bytes"] - theirs) <= 0.1 * theirs
         assert mine["memory_percent"] == pytest.approx(100 * mine["memory_bytes"] / (256 * 2**20), abs=0.1)
+    # `portero status` shows the monitor's latest sample of the same figure.
+    shown = up.wait("memory in the status", lambda: all(r.get("memory_bytes") for r in status_replicas(up)), 10)
+    assert shown
+    out = up.cli("status").stdout
+    assert "MEM" in out
+    assert "MiB" in out
+    for replica in status_replicas(up):
+        name = f"portero-{ident}-{replica['id']}"
+        _, theirs = docker_stats(name)
+        assert abs(replica["memory_bytes"] - theirs) <= 0.1 * theirs
+
+
+def status_replicas(portero: Portero) -> list[dict[str, object]]:
+    return [r for s in portero.get("/services")["services"] for r in s["replicas"]]
 
 
 def test_cpu_under_a_steady_load_agrees_with_docker_stats_within_5_points(up):

@@ -124,7 +124,9 @@ def create_app(
 
     @api.get("/services", tags=["services"])
     async def list_services() -> ServicesOut:
-        return ServicesOut(services=[ServiceOut.of(view, now()) for view in control.services()])
+        snapshot = monitor.snapshot if monitor is not None and monitor.enabled else None
+        usage = {r.id: (r.cpu_percent, r.memory_bytes) for r in snapshot.replicas} if snapshot is not None else {}
+        return ServicesOut(services=[ServiceOut.of(view, now(), usage) for view in control.services()])
 
     @api.post("/services/{name}/scale", tags=["services"])
     async def scale(name: Annotated[str, Depends(_service_name)], body: ScaleIn) -> ServiceOut:

@@ -47,9 +47,11 @@ class ReplicaOut(BaseModel):
     restarts: int
     last_exit_code: int | None
     next_start_in_s: float | None
+    cpu_percent: float | None = Field(default=None, description="Latest monitor sample: percent of one core.")
+    memory_bytes: int | None = Field(default=None, description="Latest monitor sample: resident memory.")
 
     @classmethod
-    def of(cls, replica: Replica, now: float) -> ReplicaOut:
+    def of(cls, replica: Replica, now: float, usage: tuple[float | None, int | None] = (None, None)) -> ReplicaOut:
         process = replica.process
         waiting = replica.next_start_at - now if replica.state is ReplicaState.BACKOFF else None
         return cls(
@@ -64,6 +66,8 @@ class ReplicaOut(BaseModel):
             restarts=replica.restarts,
             last_exit_code=replica.last_exit_code,
             next_start_in_s=round(max(waiting, 0.0), 1) if waiting is not None else None,
+            cpu_percent=usage[0],
+            memory_bytes=usage[1],
         )
 
 
@@ -95,7 +99,9 @@ class ServiceOut(BaseModel):
     replicas: list[ReplicaOut]
 
     @classmethod
-    def of(cls, view: ServiceView, now: float) -> ServiceOut:
+    def of(
+        cls, view: ServiceView, now: float, usage: dict[str, tuple[float | None, int | None]] | None = None
+    ) -> ServiceOut:
         return cls(
             name=view.name,
             revision=view.record.revision,
@@ -103,7 +109,7 @@ class ServiceOut(BaseModel):
             ready=sum(1 for r in view.replicas if r.state is ReplicaState.READY),
             min=view.spec.replicas.min,
             max=view.spec.replicas.max,
-            replicas=[ReplicaOut.of(r, now) for r in view.replicas],
+            replicas=[ReplicaOut.of(r, now, (usage or {}).get(r.id, (None, None))) for r in view.replicas],
         )
 
 

@@ -32,8 +32,9 @@ def duration(seconds: float | None) -> str:
 
 def status_table(services: list[dict[str, Any]]) -> Table:
     table = Table(title="portero status", title_justify="left")
-    for column in ("SERVICE", "REPLICA", "REV", "STATE", "ADDRESS", "PID", "UPTIME", "RESTARTS"):
-        table.add_column(column, justify="right" if column in {"REV", "PID", "RESTARTS"} else "left", no_wrap=True)
+    for column in ("SERVICE", "REPLICA", "REV", "STATE", "ADDRESS", "PID", "UPTIME", "RESTARTS", "CPU", "MEM"):
+        right = column in {"REV", "PID", "RESTARTS", "CPU", "MEM"}
+        table.add_column(column, justify="right" if right else "left", no_wrap=True)
     for service in services:
         summary = f"{service['name']} ({service['ready']}/{service['desired']} ready)"
         for index, replica in enumerate(service["replicas"]):
@@ -49,9 +50,11 @@ def status_table(services: list[dict[str, Any]]) -> Table:
                 str(replica["pid"] or "-"),
                 duration(replica["uptime_s"]),
                 str(replica["restarts"]),
+                "-" if replica.get("cpu_percent") is None else f"{replica['cpu_percent']:.1f}%",
+                "-" if replica.get("memory_bytes") is None else f"{replica['memory_bytes'] / 2**20:.1f} MiB",
             )
         if not service["replicas"]:
-            table.add_row(escape(summary), "-", "-", "-", "-", "-", "-", "-")
+            table.add_row(escape(summary), "-", "-", "-", "-", "-", "-", "-", "-", "-")
     return table
 
 
