@@ -39,11 +39,11 @@ log = logging.getLogger(__name__)
 
 
 class AlreadyRunning(RuntimeError):
-    pass
+    """Another portero holds this state directory's lock."""
 
 
 class StartupError(RuntimeError):
-    pass
+    """portero cannot start as the spec asks (a port taken, an image that does not build); nothing was started."""
 
 
 @contextlib.contextmanager

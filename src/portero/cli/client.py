@@ -15,7 +15,7 @@ DEFAULT_URL = "http://127.0.0.1:9900"
 
 
 class CliError(Exception):
-    pass
+    """A failure the CLI prints as one line, without a traceback."""
 
 
 def resolve_url(explicit: str | None, state_dir: Path, spec_file: Path) -> str:
