@@ -99,6 +99,12 @@ class Portero:
         groups = {r["pid"] for r in self.replicas() if r["pid"]}
         return {p.pid for p in psutil.process_iter() if _pgid(p.pid) in groups}
 
+    def stop(self) -> None:
+        """Teardown: `portero down` if it runs, then SIGKILL whatever a failed test left behind."""
+        if (self.state / "admin.json").exists():
+            self.cli("down", check=False)
+        self.kill_everything()
+
     def kill_everything(self) -> None:
         """Teardown after a failed test: portero and every replica shim of this state directory, by group."""
         with contextlib.suppress(OSError, ValueError):

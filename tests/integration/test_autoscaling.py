@@ -24,15 +24,6 @@ AUTOSCALE = {
 }
 
 
-@pytest.fixture
-def portero(tmp_path):
-    instance = Portero(tmp_path)
-    yield instance
-    if (instance.state / "admin.json").exists():
-        instance.cli("down", check=False)
-    instance.kill_everything()
-
-
 def start(portero: Portero, minimum: int) -> None:
     service = portal_service(replicas=1, env={"WEB_CONCURRENCY": "1"}, autoscale=AUTOSCALE, balance={"slow_start_s": 0})
     service["replicas"] = {"initial": 1, "min": minimum, "max": 10}

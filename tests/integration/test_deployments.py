@@ -32,9 +32,7 @@ def portero(tmp_path):
     instance.cli("up", "--detach")
     instance.ready(2)
     yield instance
-    if (instance.state / "admin.json").exists():
-        instance.cli("down", check=False)
-    instance.kill_everything()
+    instance.stop()
 
 
 async def deploy_under_load(

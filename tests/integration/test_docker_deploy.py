@@ -26,9 +26,7 @@ def portero(tmp_path):
     instance.cli("up", "--detach", timeout=600)
     instance.ready(2)
     yield instance
-    if (instance.state / "admin.json").exists():
-        instance.cli("down", check=False)
-    instance.kill_everything()
+    instance.stop()
     ident_file = instance.state / "instance"
     if ident_file.exists():
         ident = ident_file.read_text().strip()

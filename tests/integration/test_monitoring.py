@@ -84,15 +84,6 @@ class Load:
 
 
 @pytest.fixture
-def portero(tmp_path):
-    instance = Portero(tmp_path)
-    yield instance
-    if (instance.state / "admin.json").exists():
-        instance.cli("down", check=False)
-    instance.kill_everything()
-
-
-@pytest.fixture
 def receiver():
     instance = Receiver()
     yield instance

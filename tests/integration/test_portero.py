@@ -14,18 +14,9 @@ import psutil
 import pytest
 
 from tests.conftest import require_tool
-from tests.integration.portero_cli import Portero, portal_service
+from tests.integration.portero_cli import portal_service
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def portero(tmp_path):
-    instance = Portero(tmp_path)
-    yield instance
-    if (instance.state / "admin.json").exists():
-        instance.cli("down", check=False)
-    instance.kill_everything()
 
 
 @pytest.fixture

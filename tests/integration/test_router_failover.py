@@ -15,15 +15,6 @@ from tests.integration.portero_cli import Portero, portal_service
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def portero(tmp_path):
-    instance = Portero(tmp_path)
-    yield instance
-    if (instance.state / "admin.json").exists():
-        instance.cli("down", check=False)
-    instance.kill_everything()
-
-
 def in_rotation(portero: Portero, address: str) -> bool:
     servers = portero.get("/load-balancer/servers")["servers"]
     return any(s["address"] == address and s["state"] == "active" for s in servers)
