@@ -4,7 +4,8 @@
 # the tests that need a missing tool skip with a reason (and fail under PORTERO_REQUIRE_ALL=1, as in CI).
 set -euo pipefail
 
-PACKAGES=(procps curl)
+# redis-server: the Redis store and shared breakers (#9, #10); chromium: the dashboard's real-browser tests.
+PACKAGES=(procps curl redis-server chromium)
 
 missing=()
 for package in "${PACKAGES[@]}"; do
