@@ -37,3 +37,15 @@ def require_docker(swarm: bool = False) -> None:
         if REQUIRE_ALL:
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A fresh real redis-server on a free loopback port (its own, so a test may stop and restart it)."""
+    from tests.redis_server import RedisServer
+
+    executable = require_tool("redis-server", "the Redis store, shared registry and shared breakers need it")
+    server = RedisServer(executable, tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
