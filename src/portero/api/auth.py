@@ -83,12 +83,11 @@ class AuthMiddleware:
         path: str = scope["path"]
         headers = [(k, v) for k, v in scope["headers"] if k in (b"authorization", b"accept")]
         accept = next((v.decode("latin-1") for k, v in headers if k == b"accept"), None)
-        if is_public(method, path, accept):
-            app = _html_only(self.app) if path == DASHBOARD else self.app
-            await app(scope, receive, send)
-            return
         authorization = [v.decode("latin-1") for k, v in headers if k == b"authorization"]
         record, problem = self._authenticate(authorization, scope.get("query_string", b""))
+        if record is None and is_public(method, path, accept):  # a bad token on a public route is no token
+            await (_html_only(self.app) if path == DASHBOARD else self.app)(scope, receive, send)
+            return
         if record is None:
             log.info("denied %s %r from %s: %s", method, path, _client(scope), problem)
             challenge = 'Bearer realm="portero"' + (', error="invalid_token"' if authorization else "")
