@@ -207,7 +207,9 @@ class Policy:
         return {
             "stop": tenacity.stop_after_attempt(retry.attempts)
             | _StopAfterTotal(self.clock, self.clock.now(), retry.total_s),
-            "wait": tenacity.wait_exponential_jitter(multiplier=retry.initial_s, max=retry.max_s, jitter=retry.jitter_s),
+            "wait": tenacity.wait_exponential_jitter(
+                multiplier=retry.initial_s, max=retry.max_s, jitter=retry.jitter_s
+            ),
             "retry": tenacity.retry_if_exception(self._retryable),
             "before_sleep": lambda _state: self.metrics.retries.labels(self.name).inc(),
             "reraise": True,

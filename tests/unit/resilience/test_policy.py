@@ -165,7 +165,7 @@ def test_fallback_answers_failures_but_not_the_callers_own_errors(clock, registr
     assert p.call(Flaky(100)) == "degraded: ConnectionError"
     assert p.call(Flaky(100)) == "degraded: BreakerOpen"
     assert sample(registry, "resilience_fallbacks_total", policy="payments") == 2
-    clock.advance(30)
+    clock.advance(31)
     with pytest.raises(NotFound):
         p.call(Flaky(1, NotFound))
     assert p.state == "closed"  # a caller's error is an answer: the trial counts as a success
