@@ -30,6 +30,7 @@ PURE = [
     "monitor/traffic.py",
     "monitor/record.py",
     "monitor/snapshot.py",
+    "monitor/appmetrics.py",
 ]
 IO_MODULES = {"asyncio", "psutil", "docker", "httpx", "subprocess", "socket", "sqlite3", "time"}
 
