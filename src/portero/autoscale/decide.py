@@ -228,9 +228,7 @@ def _average(samples: tuple[tuple[float, Signals], ...], now: float, window_s: f
         in_flight=mean([load(s.in_flight, s) for s in chosen]),
         requests_per_second=mean([load(s.requests_per_second, s) for s in chosen]),
         p95_s=mean([s.p95_s for s in chosen]),
-        custom=tuple(
-            (name, mean([load(dict(s.custom).get(name), s) for s in chosen])) for name, _ in last.custom
-        ),
+        custom=tuple((name, mean([load(dict(s.custom).get(name), s) for s in chosen])) for name, _ in last.custom),
     )
 
 

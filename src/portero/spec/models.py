@@ -376,8 +376,6 @@ class DeploySettings(Model):
         return steps
 
 
-
-
 class AlertRule(Model):
     """A threshold rule over a metric series, with Prometheus' `for` and `keep_firing_for`.
 
