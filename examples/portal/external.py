@@ -19,11 +19,17 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 
-from portero.resilience import OPEN, Breaker, Policy, Retry, exposition
+try:
+    import httpx
+
+    from portero.resilience import OPEN, Breaker, Policy, Retry, exposition
+except ImportError:  # the Docker image installs requirements.txt only: no payments page, no /metrics there
+    AVAILABLE = False
+else:
+    AVAILABLE = True
 
 UNIT_MAX = 40
 
@@ -127,6 +133,8 @@ def metrics() -> Response:
 
 def install(app: Flask) -> None:
     """The payments page and the app's own `/metrics` (every resilience policy's state and outcomes)."""
+    if not AVAILABLE:
+        return
     app.extensions["payments"] = Payments.from_env()
     app.register_blueprint(bp)
     app.add_url_rule("/metrics", "metrics", metrics)
@@ -134,8 +142,8 @@ def install(app: Flask) -> None:
 
 def health_details(app: Flask) -> dict[str, Any]:
     """For `/health`: each dependency's breaker, and status `degraded` while one is open (still a 200)."""
-    service: Payments = app.extensions["payments"]
-    if service.url is None:
+    service: Payments | None = app.extensions.get("payments")
+    if service is None or service.url is None:
         return {}
     details = service.health()
     return {"dependencies": {"payments": details}, **({"status": "degraded"} if details["degraded"] else {})}

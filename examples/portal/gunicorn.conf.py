@@ -25,8 +25,10 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
-    from prometheus_client import multiprocess
-
+    try:
+        from prometheus_client import multiprocess
+    except ImportError:  # the Docker image: no /metrics
+        return
     multiprocess.mark_process_dead(worker.pid)  # its live gauges no longer count
 
 
