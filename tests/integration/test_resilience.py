@@ -247,3 +247,49 @@ def test_with_redis_a_breaker_opened_by_one_replica_is_open_in_the_others(redis_
             process.terminate()
         for process in replicas:
             process.wait(10)
+
+
+def ready_count(portero: Portero) -> int:
+    return sum(1 for r in portero.replicas() if r["state"] == "ready")
+
+
+def test_the_autoscaler_scales_on_a_scraped_custom_metric(portero, stub):
+    autoscale = {
+        "cpu_percent": None,
+        "metrics": [
+            {"metric": "resilience_calls_total", "match": {"policy": "payments"}, "aggregate": "rate", "target": 2}
+        ],
+        "tick_s": 1,
+        "stable_window_s": 4,
+        "panic_s": 2,
+    }
+    service = portal_service(
+        replicas=1,
+        env={"WEB_CONCURRENCY": "1", "PAYMENTS_URL": stub.url},
+        metrics={"path": "/metrics", "interval_s": 1},
+        autoscale=autoscale,
+    )
+    service["replicas"] = {"initial": 1, "min": 1, "max": 3}
+    portero.write_spec({"portal": service}, monitoring={"interval_s": 0.5}, autoscale={"enabled": True})
+    portero.cli("up", "--detach")
+    portero.ready(1)
+    stop = threading.Event()
+
+    def load() -> None:  # about 10 payments calls a second: 5 times the target of one replica
+        with httpx.Client(trust_env=False, timeout=10) as client:
+            while not stop.is_set():
+                client.get(f"http://127.0.0.1:{portero.router_port}/expensas/12B")
+                time.sleep(0.1)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    try:
+        portero.wait("a scale-up on the custom metric", lambda: ready_count(portero) == 3, timeout_s=60, step_s=0.2)
+    finally:
+        stop.set()
+        thread.join(15)
+    decisions = portero.get("/autoscaler")["services"][0]["decisions"]
+    reasons = [d["reason"] for d in decisions if d["desired"] > d["current"]]
+    assert reasons
+    assert reasons[0].startswith('resilience_calls_total{policy="payments"} ')
+    assert 'resilience_calls_total{policy="payments"}' in decisions[0]["inputs"]
