@@ -293,3 +293,18 @@ def test_the_autoscaler_scales_on_a_scraped_custom_metric(portero, stub):
     assert reasons
     assert reasons[0].startswith('resilience_calls_total{policy="payments"} ')
     assert 'resilience_calls_total{policy="payments"}' in decisions[0]["inputs"]
+
+
+def test_an_unreachable_redis_neither_stops_the_app_nor_its_calls(redis_server):
+    redis_server.stop()
+    policy = Policy("lonely", retry=Retry(attempts=1), redis_url=redis_server.url, registry=CollectorRegistry())
+    assert policy.call(lambda: "answered") == "answered"
+    assert policy.state == "closed"
+    redis_server.start()
+
+    def down() -> None:
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        policy.call(down)
+    assert policy.breaker.fail_counter == 1  # back in Redis

@@ -9,6 +9,7 @@ own transitions, counters and listeners decide what it means.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +18,7 @@ import redis
 
 from portero.resilience.clock import Clock
 
+log = logging.getLogger(__name__)
 CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
 STATES = (CLOSED, HALF_OPEN, OPEN)
 REDIS_TIMEOUT_S = 0.25  # a slow Redis must not turn a fast refusal into a slow one; pybreaker then assumes closed
@@ -89,12 +91,23 @@ class ClockStorage(pybreaker.CircuitBreakerStorage):
         self.inner.opened_at = datetime.fromtimestamp(self.clock.now(), UTC)
 
 
+class _RedisStorage(pybreaker.CircuitRedisStorage):
+    """pybreaker's Redis storage, except that an unreachable Redis does not stop the app from starting: every other
+    operation already falls back (to closed), and the keys are created on the first read that finds them missing."""
+
+    def _initialize_redis_state(self, state: str) -> None:
+        try:
+            super()._initialize_redis_state(state)
+        except redis.RedisError as exc:
+            log.warning("breaker %s: Redis unreachable (%s); closed until it answers", self._namespace_name, exc)
+
+
 def storage(name: str, clock: Clock, redis_url: str | None) -> ClockStorage:
     """In memory, or in Redis under `pybreaker:<name>:*` so every replica sees one state and one failure count."""
     if redis_url is None:
         return ClockStorage(pybreaker.CircuitMemoryStorage(CLOSED), clock)
     client = redis.Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
-    return ClockStorage(pybreaker.CircuitRedisStorage(CLOSED, client, namespace=name), clock)
+    return ClockStorage(_RedisStorage(CLOSED, client, namespace=name), clock)
 
 
 @dataclass
