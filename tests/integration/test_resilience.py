@@ -308,3 +308,29 @@ def test_an_unreachable_redis_neither_stops_the_app_nor_its_calls(redis_server):
     with pytest.raises(ConnectionError):
         policy.call(down)
     assert policy.breaker.fail_counter == 1  # back in Redis
+
+
+def test_a_replica_too_busy_to_be_scraped_holds_up_nothing_and_says_why(portero):
+    service = portal_service(replicas=1, metrics={"path": "/metrics", "interval_s": 1, "timeout_s": 1})
+    service["health"]["timeout_s"] = 5
+    portero.write_spec({"portal": service}, monitoring={"interval_s": 0.5})
+    portero.cli("up", "--detach")
+    portero.ready(1)
+    portero.wait("a good scrape", lambda: portero.get("/monitoring/metrics")["scrapes"][0]["ok"])
+    busy = threading.Thread(  # the replica's only worker sleeps: its /metrics cannot answer
+        target=lambda: httpx.get(f"http://127.0.0.1:{portero.router_port}/wait?ms=6000", trust_env=False, timeout=20),
+        daemon=True,
+    )
+    busy.start()
+
+    def failed() -> dict[str, Any] | None:
+        scrape = portero.get("/monitoring/metrics")["scrapes"][0]
+        return scrape if not scrape["ok"] else None
+
+    scrape = portero.wait("a failed scrape", failed, timeout_s=10, step_s=0.1)
+    assert "Timeout" in scrape["error"]
+    snapshot = portero.get("/monitoring/metrics")
+    assert snapshot["portero"]["collect_seconds"] < 0.5  # the pass did not wait for the scrape's 1 s timeout
+    up = portero.get("/monitoring/metrics", name="replica_scrape_up", since=-3)["series"][0]["points"]
+    assert min(value for _, value in up) < 1  # 1 s buckets average the passes: a failed scrape pulls one below 1
+    busy.join(20)

@@ -132,8 +132,9 @@ class Monitor:
         began = time.perf_counter()
         now = self.clock()
         deadline_s = max(1.0, 2 * self.settings.interval_s)
-        (host, (cpu, rss)), replicas, scraped = await asyncio.gather(
-            self.collector.host_and_self(now), self.collector.replicas(now, deadline_s), self.scraper.scrape(now)
+        scraped = self.scraper.poll(now)
+        (host, (cpu, rss)), replicas = await asyncio.gather(
+            self.collector.host_and_self(now), self.collector.replicas(now, deadline_s)
         )
         services, router = self.collector.services(now)
         store = self.store
