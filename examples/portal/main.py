@@ -27,6 +27,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import external
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
@@ -339,7 +340,8 @@ def visitor_pass(code: str) -> ResponseReturnValue:
 def health() -> ResponseReturnValue:
     if current_app.config["FAIL_HEALTH"]:
         return jsonify(status="failing"), 503
-    return jsonify(status="ok", version=current_app.config["APP_VERSION"], replica=replica_id())
+    body = {"status": "ok", "version": current_app.config["APP_VERSION"], "replica": replica_id()}
+    return jsonify({**body, **external.health_details(current_app)})
 
 
 @bp.get("/work")
@@ -372,7 +374,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.before_request
     def inject_failures() -> ResponseReturnValue | None:
-        if request.endpoint != "portal.health" and failures.should_fail():
+        if request.endpoint not in ("portal.health", "metrics") and failures.should_fail():
             return jsonify(error="falla inyectada (PORTAL_ERROR_RATE)"), 500
         return None
 
@@ -394,6 +396,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_error_handler(HTTPException, http_error)
     app.teardown_appcontext(close_db)
     app.register_blueprint(bp)
+    external.install(app)
     return app
 
 

@@ -104,6 +104,25 @@ class PorteroOut(Out):
     series_budget_bytes: int
 
 
+class ScrapeOut(Out):
+    service: str
+    replica: str
+    url: str
+    at: float
+    ok: bool
+    series: int
+    dropped: int = Field(description="Series over `metrics.max_series`, not kept.")
+    duration_s: float
+    error: str | None
+
+
+class AppMetricOut(Out):
+    name: str
+    labels: dict[str, str]
+    value: float
+    kind: Literal["gauge", "counter"]
+
+
 class SnapshotOut(Out):
     at: float
     interval_s: float
@@ -112,6 +131,10 @@ class SnapshotOut(Out):
     services: list[ServiceMetricsOut]
     router: RouterOut | None
     portero: PorteroOut
+    scrapes: list[ScrapeOut] = Field(description="The last scrape of each replica whose service names `metrics`.")
+    app: list[AppMetricOut] = Field(
+        description="The replicas' own metrics, as their last good scrape read them (series: `?name=`)."
+    )
 
 
 class SeriesOut(BaseModel):

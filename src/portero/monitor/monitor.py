@@ -23,6 +23,7 @@ from portero.monitor.collect import Collector
 from portero.monitor.host import HostSampler
 from portero.monitor.notify import Dispatcher, Receiver, receivers
 from portero.monitor.record import samples
+from portero.monitor.scrape import Scraper
 from portero.monitor.series import SeriesStore, Tier
 from portero.monitor.snapshot import PorteroSample, Snapshot
 from portero.monitor.webhook import Senders
@@ -54,6 +55,7 @@ class Monitor:
         )
         self.host = HostSampler(state_dir)
         self.collector = Collector(control, router, self.host)
+        self.scraper = Scraper(control)
         self.rules = rules.effective(self.settings, control.spec.alerts)
         self.alerts: dict[str, Alert] = {}
         self.receivers: list[Receiver] = receivers(control.spec.alerts.webhooks)
@@ -104,6 +106,7 @@ class Monitor:
                 await self._task
         if self.senders is not None:
             await self.senders.close(grace_s)
+        await self.scraper.close()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -129,6 +132,7 @@ class Monitor:
         began = time.perf_counter()
         now = self.clock()
         deadline_s = max(1.0, 2 * self.settings.interval_s)
+        scraped = self.scraper.poll(now)
         (host, (cpu, rss)), replicas = await asyncio.gather(
             self.collector.host_and_self(now), self.collector.replicas(now, deadline_s)
         )
@@ -143,9 +147,14 @@ class Monitor:
             series_memory_bytes=store.nbytes(),
             series_budget_bytes=store.budget_bytes,
         )
-        snapshot = Snapshot(now, self.settings.interval_s, host, replicas, services, router, portero)
+        scrapes = sorted(self.scraper.status.values(), key=lambda s: (s.service, s.replica))
+        app = [sample for replica in sorted(self.scraper.latest) for sample in self.scraper.latest[replica]]
+        snapshot = Snapshot(now, self.settings.interval_s, host, replicas, services, router, portero, scrapes, app)
         for name, labels, value, kind in samples(snapshot):
             store.add(name, labels, value, now, kind)
+        for result in scraped:  # only fresh scrapes: a sample is recorded once, when it was read
+            for sample in result.samples:
+                store.add(sample.name, sample.labels, sample.value, now, sample.kind)
         self.passes += 1
         if self.passes % EXPIRE_EVERY == 0:
             store.expire(now)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from portero.monitor.appmetrics import AppSample, ScrapeStatus
+
 
 @dataclass(frozen=True)
 class HostSample:
@@ -101,3 +103,5 @@ class Snapshot:
     services: list[ServiceSample]
     router: RouterSample | None
     portero: PorteroSample
+    scrapes: list[ScrapeStatus] = field(default_factory=list)  # the last scrape of each replica (`metrics:`)
+    app: list[AppSample] = field(default_factory=list)  # what the replicas' last good scrapes read
