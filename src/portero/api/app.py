@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Query
+from fastapi import APIRouter, FastAPI, Query
 from fastapi.responses import StreamingResponse
 
 import portero
 from portero import logs
 from portero.api import auth, autoscaling, deployments, errors, loadbalancer
 from portero.api.monitoring import routes as monitoring_routes
+from portero.api.params import REPLICA_ID, ReplicaId, ServiceName
 from portero.api.schemas import (
     Accepted,
     AppliedOut,
@@ -42,9 +42,8 @@ from portero.spec.loader import parse_spec
 from portero.spec.models import NAME_PATTERN
 from portero.tokens import TokenSet
 
-REPLICA_ID = r"^[a-z][a-z0-9-]{0,63}$"
 SERVICE_NAME = NAME_PATTERN
-ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (404, 409, 422, 502, 503)}
+ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (400, 404, 409, 422, 502, 503)}
 
 
 def create_app(
@@ -95,21 +94,21 @@ def create_app(
         return ContainersOut(containers=[ReplicaOut.of(r, now()) for r in control.supervisor.replicas])
 
     @api.post("/containers/{replica_id}/stop", tags=["containers"])
-    async def stop_container(replica_id: Annotated[str, Depends(_replica_id)]) -> ReplicaOut:
+    async def stop_container(replica_id: ReplicaId) -> ReplicaOut:
         replica = await control.supervisor.hold(replica_id)
         if replica is None:
             raise NotFound("replica", replica_id)
         return ReplicaOut.of(replica, now())
 
     @api.post("/containers/{replica_id}/start", tags=["containers"])
-    async def start_container(replica_id: Annotated[str, Depends(_replica_id)]) -> ReplicaOut:
+    async def start_container(replica_id: ReplicaId) -> ReplicaOut:
         replica = await control.supervisor.release(replica_id)
         if replica is None:
             raise NotFound("replica", replica_id)
         return ReplicaOut.of(replica, now())
 
     @api.get("/containers/{replica_id}/stats", tags=["containers"])
-    async def container_stats(replica_id: Annotated[str, Depends(_replica_id)]) -> StatsOut:
+    async def container_stats(replica_id: ReplicaId) -> StatsOut:
         replica = control.replica(replica_id)
         if replica.process is None or not replica.running:
             raise Refused(f"replica {replica_id} is {replica.state.value}: no process to measure")
@@ -135,7 +134,7 @@ def create_app(
         return ServicesOut(services=[ServiceOut.of(view, now(), usage) for view in control.services()])
 
     @api.post("/services/{name}/scale", tags=["services"])
-    async def scale(name: Annotated[str, Depends(_service_name)], body: ScaleIn) -> ServiceOut:
+    async def scale(name: ServiceName, body: ScaleIn) -> ServiceOut:
         await control.scale(name, body.replicas)
         view = next(v for v in control.services() if v.name == name)
         return ServiceOut.of(view, now())
@@ -195,19 +194,6 @@ def create_app(
     app.include_router(deployments.routes(control))
     app.include_router(autoscaling.routes(control, autoscaler))
     return app
-
-
-def _replica_id(replica_id: str) -> str:
-    """An id that cannot be one of ours is simply not found; it never reaches the runtime."""
-    if not re.fullmatch(REPLICA_ID, replica_id):
-        raise NotFound("replica", replica_id)
-    return replica_id
-
-
-def _service_name(name: str) -> str:
-    if not re.fullmatch(SERVICE_NAME, name):
-        raise NotFound("service", name)
-    return name
 
 
 async def _sse(backlog: list[LogLineOut], following: AsyncIterator[logs.LogLine]) -> AsyncIterator[str]:

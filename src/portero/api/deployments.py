@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from portero.api.params import DeploymentId, ServiceName
 from portero.api.schemas import DeployIn, DeploymentOut, DeploymentsOut, RevisionOut, RevisionsOut, RollbackIn
 from portero.control import ControlPlane, NotFound
 from portero.deploy.model import Deployment
@@ -40,14 +41,14 @@ def routes(control: ControlPlane) -> APIRouter:
         return DeploymentsOut(deployments=[out(d) for d in found])
 
     @api.get("/deployments/{deployment_id}")
-    async def deployment(deployment_id: str) -> DeploymentOut:
+    async def deployment(deployment_id: DeploymentId) -> DeploymentOut:
         for d in await control.store.get_deployments(None, 200):
             if d["id"] == deployment_id:
                 return out(d)
         raise NotFound("deployment", deployment_id)
 
     @api.get("/services/{name}/revisions")
-    async def revisions(name: str) -> RevisionsOut:
+    async def revisions(name: ServiceName) -> RevisionsOut:
         control.service_spec(name)
         serving = control.records[name].revision if name in control.records else None
         return RevisionsOut(
