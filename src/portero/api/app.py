@@ -71,7 +71,7 @@ def create_app(
     def now() -> float:
         return control.clock()
 
-    @api.get("/health", tags=["health"])
+    @api.get("/health", tags=["health"], summary="portero's health and each service's ready replicas (public)")
     async def health() -> HealthOut:
         services = {
             view.name: ServiceHealth(
@@ -89,25 +89,25 @@ def create_app(
             services=services,
         )
 
-    @api.get("/containers/list", tags=["containers"])
+    @api.get("/containers/list", tags=["containers"], summary="List every replica")
     async def list_containers() -> ContainersOut:
         return ContainersOut(containers=[ReplicaOut.of(r, now()) for r in control.supervisor.replicas])
 
-    @api.post("/containers/{replica_id}/stop", tags=["containers"])
+    @api.post("/containers/{replica_id}/stop", tags=["containers"], summary="Stop a replica and hold it stopped")
     async def stop_container(replica_id: ReplicaId) -> ReplicaOut:
         replica = await control.supervisor.hold(replica_id)
         if replica is None:
             raise NotFound("replica", replica_id)
         return ReplicaOut.of(replica, now())
 
-    @api.post("/containers/{replica_id}/start", tags=["containers"])
+    @api.post("/containers/{replica_id}/start", tags=["containers"], summary="Start a held replica again")
     async def start_container(replica_id: ReplicaId) -> ReplicaOut:
         replica = await control.supervisor.release(replica_id)
         if replica is None:
             raise NotFound("replica", replica_id)
         return ReplicaOut.of(replica, now())
 
-    @api.get("/containers/{replica_id}/stats", tags=["containers"])
+    @api.get("/containers/{replica_id}/stats", tags=["containers"], summary="CPU, memory and processes of a replica")
     async def container_stats(replica_id: ReplicaId) -> StatsOut:
         replica = control.replica(replica_id)
         if replica.process is None or not replica.running:
@@ -127,26 +127,26 @@ def create_app(
             restarts=replica.restarts,
         )
 
-    @api.get("/services", tags=["services"])
+    @api.get("/services", tags=["services"], summary="List services with their replicas")
     async def list_services() -> ServicesOut:
         snapshot = monitor.snapshot if monitor is not None and monitor.enabled else None
         usage = {r.id: (r.cpu_percent, r.memory_bytes) for r in snapshot.replicas} if snapshot is not None else {}
         return ServicesOut(services=[ServiceOut.of(view, now(), usage) for view in control.services()])
 
-    @api.post("/services/{name}/scale", tags=["services"])
+    @api.post("/services/{name}/scale", tags=["services"], summary="Set a service's replica count")
     async def scale(name: ServiceName, body: ScaleIn) -> ServiceOut:
         await control.scale(name, body.replicas)
         view = next(v for v in control.services() if v.name == name)
         return ServiceOut.of(view, now())
 
-    @api.put("/spec", tags=["spec"])
+    @api.put("/spec", tags=["spec"], summary="Apply a changed spec; a refused one changes nothing")
     async def apply_spec(body: SpecIn) -> AppliedOut:
         spec = await asyncio.to_thread(parse_spec, body.yaml, body.source)  # a big spec must not stall traffic
         if spec.runtime != control.spec.runtime or spec.admin != control.spec.admin:
             raise Refused("changing `runtime` or `admin` needs a restart of portero (portero down, up)")
         return AppliedOut(changes=await control.apply(spec, body.source, reason=f"applied from {body.source}"))
 
-    @api.get("/events", tags=["events"])
+    @api.get("/events", tags=["events"], summary="Read the event log")
     async def events(
         since: Annotated[float | None, Query(ge=0, description="Unix time.")] = None,
         service: Annotated[str | None, Query(pattern=SERVICE_NAME)] = None,
@@ -155,7 +155,9 @@ def create_app(
         found = await control.store.get_events(since=since, service=service, limit=limit)
         return EventsOut(events=[EventOut(**vars(e)) for e in found])
 
-    @api.get("/logs", tags=["logs"], response_model=LogsOut)
+    @api.get(
+        "/logs", tags=["logs"], response_model=LogsOut, summary="Read or follow (server-sent events) replica output"
+    )
     async def get_logs(
         service: Annotated[str | None, Query(pattern=SERVICE_NAME)] = None,
         replica: Annotated[str | None, Query(pattern=REPLICA_ID)] = None,
@@ -183,7 +185,7 @@ def create_app(
             return LogsOut(lines=backlog)
         return StreamingResponse(_sse(backlog, following), media_type="text/event-stream")
 
-    @api.post("/shutdown", tags=["portero"], status_code=202)
+    @api.post("/shutdown", tags=["portero"], status_code=202, summary="Stop every replica gracefully, then portero")
     async def shutdown() -> Accepted:
         request_shutdown()
         return Accepted(status="stopping")
