@@ -111,11 +111,9 @@ def open_tokens(state_dir: Path) -> TokenSet:
 def _bind(spec: Spec) -> socket.socket:
     if not is_loopback(spec.admin.host):
         log.warning(
-            "ADMIN API EXPOSED: admin.host is %s, not loopback; anyone who can reach %s:%d and holds a token can "
-            "change this deployment. Put TLS in front of it (docs/security.md) or bind 127.0.0.1.",
+            "ADMIN API EXPOSED: admin.host is %s, not loopback. The API speaks plain HTTP: bearer tokens cross that "
+            "network readable. Bind 127.0.0.1 and put a TLS proxy in front of it (docs/security.md).",
             spec.admin.host,
-            spec.admin.host,
-            spec.admin.port,
         )
     family = socket.AF_INET6 if ":" in spec.admin.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

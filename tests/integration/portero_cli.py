@@ -75,7 +75,7 @@ class Portero:
 
     def cli(self, *args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "portero", "--state-dir", str(self.state), *args]
-        if args and args[0] not in {"logs"}:
+        if args and args[0] not in {"logs", "token"}:
             command += ["--file", str(self.spec_file)]
         env = {**os.environ, "COLUMNS": "200"}
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=self.dir)

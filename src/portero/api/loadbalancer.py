@@ -35,7 +35,7 @@ def routes(control: ControlPlane, router: Router | None) -> APIRouter:
     async def note(kind: str, service: str, message: str, **data: Any) -> None:
         await control.supervisor.record(Event(kind, service, message, service, control.clock(), data))
 
-    @api.get("/servers")
+    @api.get("/servers", summary="List the router's endpoints")
     async def servers(service: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None) -> ServersOut:
         """Every endpoint: state, weight, in-flight, requests, errors, latency percentiles, health."""
         rt = live()
@@ -44,7 +44,7 @@ def routes(control: ControlPlane, router: Router | None) -> APIRouter:
         chosen = [rt.services[service]] if service else list(rt.services.values())
         return ServersOut(servers=[out(e) for s in chosen for e in s.endpoints.values()])
 
-    @api.post("/register", status_code=201)
+    @api.post("/register", status_code=201, summary="Route to a server portero does not run")
     async def register(body: ServerIn) -> ServerOut:
         """Route a server portero does not run; kept in the store across restarts."""
         if body.service not in live().services:
@@ -54,7 +54,7 @@ def routes(control: ControlPlane, router: Router | None) -> APIRouter:
         await note("server.registered", body.service, f"{body.address} registered with weight {body.weight}")
         return out(endpoint)
 
-    @api.post("/deregister")
+    @api.post("/deregister", summary="Stop routing to a server (it drains first)")
     async def deregister(body: ServerRef) -> ServerOut:
         """Stop routing to a server: it drains (requests in flight finish), then leaves."""
         endpoint = found(body.service, body.address)
@@ -63,7 +63,7 @@ def routes(control: ControlPlane, router: Router | None) -> APIRouter:
         await note("server.deregistered", body.service, f"{body.address} deregistered; draining")
         return out(endpoint)
 
-    @api.post("/weight")
+    @api.post("/weight", summary="Set a server's weight")
     async def weight(body: WeightIn) -> ServerOut:
         endpoint = found(body.service, body.address)
         live().set_weight(body.service, body.address, body.weight)
@@ -72,7 +72,7 @@ def routes(control: ControlPlane, router: Router | None) -> APIRouter:
         await note("server.weighted", body.service, f"{body.address} weight set to {body.weight}")
         return out(endpoint)
 
-    @api.post("/drain")
+    @api.post("/drain", summary="Drain a server: no new requests")
     async def drain(body: DrainIn) -> ServerOut:
         """No new requests; those in flight may finish until the drain timeout, then are cut."""
         found(body.service, body.address)
@@ -80,7 +80,7 @@ def routes(control: ControlPlane, router: Router | None) -> APIRouter:
         await note("server.draining", body.service, f"{body.address} draining")
         return out(endpoint)
 
-    @api.get("/next-server")
+    @api.get("/next-server", summary="The endpoint the next request would go to")
     async def next_server(service: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None) -> ServerOut:
         """The endpoint the next request would go to, without using its turn."""
         rt = live()

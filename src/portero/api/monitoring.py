@@ -195,7 +195,11 @@ def routes(control: ControlPlane, monitor: Monitor | None) -> APIRouter:
             )
         return monitor
 
-    @api.get("/scalability/monitoring/metrics", response_model=SnapshotOut | SeriesQueryOut)
+    @api.get(
+        "/scalability/monitoring/metrics",
+        response_model=SnapshotOut | SeriesQueryOut,
+        summary="The latest sample, or one series over time",
+    )
     async def metrics(
         name: Annotated[
             str | None, Query(max_length=500, description='A series: `replica_cpu_percent{service="portal"}`.')
@@ -216,7 +220,7 @@ def routes(control: ControlPlane, monitor: Monitor | None) -> APIRouter:
                 raise Refused("no sample yet: the monitor's first pass has not finished") from None
         return SnapshotOut.model_validate(mon.snapshot)
 
-    @api.get("/scalability/monitoring/alerts")
+    @api.get("/scalability/monitoring/alerts", summary="Active alerts: pending and firing")
     async def alerts(
         state: Annotated[Literal["pending", "firing"] | None, Query()] = None,
         rule: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
@@ -226,12 +230,12 @@ def routes(control: ControlPlane, monitor: Monitor | None) -> APIRouter:
         shown = [a for a in live().active() if (state is None or a.state == state) and (rule in (None, a.rule))]
         return AlertsOut(alerts=[AlertOut.of(a) for a in shown])
 
-    @api.get("/scalability/monitoring/rules")
+    @api.get("/scalability/monitoring/rules", summary="The alert rules in force")
     async def alert_rules() -> RulesOut:
         """The rules in force: the built-in ones (with the spec's thresholds) and the spec's own."""
         return RulesOut(rules=live().rules)
 
-    @api.get("/metrics", tags=["monitoring"], response_class=Response)
+    @api.get("/metrics", tags=["monitoring"], response_class=Response, summary="Prometheus text exposition")
     async def prometheus() -> Response:
         """Prometheus text exposition of the latest sample."""
         body = exposition.render() if exposition is not None else b"portero_monitoring_enabled 0\n"
