@@ -30,8 +30,10 @@ PURE = [
     "monitor/traffic.py",
     "monitor/record.py",
     "monitor/snapshot.py",
+    "cluster/lease.py",
+    "cluster/registry.py",
 ]
-IO_MODULES = {"asyncio", "psutil", "docker", "httpx", "subprocess", "socket", "sqlite3", "time"}
+IO_MODULES = {"asyncio", "psutil", "docker", "httpx", "subprocess", "socket", "sqlite3", "time", "redis"}
 
 
 def imports(path: Path) -> set[str]:

@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 
 import portero
 from portero import logs
-from portero.api import autoscaling, deployments, errors, loadbalancer
+from portero.api import autoscaling, cluster, deployments, errors, loadbalancer
 from portero.api.monitoring import routes as monitoring_routes
 from portero.api.schemas import (
     Accepted,
@@ -82,6 +82,7 @@ def create_app(
             uptime_s=round(now() - control.started_at, 1),
             runtime=control.runtime.name,
             services=services,
+            cluster=cluster.view(app.state.cluster) if getattr(app.state, "cluster", None) else None,
         )
 
     @api.get("/containers/list", tags=["containers"])

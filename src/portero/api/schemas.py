@@ -27,12 +27,25 @@ class ServiceHealth(BaseModel):
     ready: int
 
 
+class ClusterOut(BaseModel):
+    """Several porteros sharing one Redis (docs/redis.md); absent with the embedded SQLite store."""
+
+    instance: str
+    role: Literal["leader", "follower"]
+    leader: str | None = Field(description="Instance id of the portero that leads, as last seen.")
+    leader_url: str | None = Field(description="Its admin API; writes sent to a follower are forwarded there.")
+    fencing_token: int | None
+    store_up: bool
+    pending_events: int = Field(description="Events kept in memory while Redis was away, not yet saved.")
+
+
 class HealthOut(BaseModel):
     status: Literal["ok", "degraded"]
     version: str
     uptime_s: float
     runtime: str
     services: dict[str, ServiceHealth]
+    cluster: ClusterOut | None = None
 
 
 class ReplicaOut(BaseModel):

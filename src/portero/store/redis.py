@@ -110,7 +110,7 @@ class RedisStore:
         self._event_script = self.client.register_script(APPEND_EVENT)
         self._pending: deque[Event] = deque(maxlen=PENDING_EVENTS)
 
-    async def _call(self, awaitable: Awaitable[Any]) -> Any:  # redis-py's own types are too loose to help
+    async def call(self, awaitable: Awaitable[Any]) -> Any:  # redis-py's own types are too loose to help
         try:
             result = await awaitable
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -129,7 +129,7 @@ class RedisStore:
 
     async def ping(self) -> bool:
         try:
-            await self._call(self.client.ping())
+            await self.call(self.client.ping())
         except StoreUnavailable:
             return False
         return True
@@ -138,10 +138,10 @@ class RedisStore:
         fence = "" if self.fence is None else str(self.fence)
         message = json.dumps({**change, "origin": self.origin}) if change is not None else ""
         args = [fence, json.dumps([list(c) for c in commands]), self.keys.changes, message]
-        await self._call(self._write_script(keys=[self.keys.epoch], args=args))
+        await self.call(self._write_script(keys=[self.keys.epoch], args=args))
 
     async def publish(self, change: dict[str, Any]) -> None:
-        await self._call(self.client.publish(self.keys.changes, json.dumps({**change, "origin": self.origin})))
+        await self.call(self.client.publish(self.keys.changes, json.dumps({**change, "origin": self.origin})))
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -152,7 +152,7 @@ class RedisStore:
         await self._write([("HSET", self.keys.spec, "source", source, "body", json.dumps(spec))])
 
     async def get_spec(self) -> tuple[str, dict[str, Any]] | None:
-        row: dict[str, str] = await self._call(self.client.hgetall(self.keys.spec))
+        row: dict[str, str] = await self.call(self.client.hgetall(self.keys.spec))
         return None if not row else (row["source"], json.loads(row["body"]))
 
     async def put_service(self, record: ServiceRecord) -> None:
@@ -160,7 +160,7 @@ class RedisStore:
         await self._write([("HSET", self.keys.services, record.name, body)], {"kind": "state"})
 
     async def get_services(self) -> dict[str, ServiceRecord]:
-        rows: dict[str, str] = await self._call(self.client.hgetall(self.keys.services))
+        rows: dict[str, str] = await self.call(self.client.hgetall(self.keys.services))
         return {name: ServiceRecord(name, *json.loads(body)) for name, body in rows.items()}
 
     async def delete_service(self, name: str) -> None:
@@ -170,7 +170,7 @@ class RedisStore:
 
     async def add_revision(self, revision: Revision, keep: int) -> None:
         key = self.keys.revisions(revision.service)
-        numbers: list[str] = await self._call(self.client.hkeys(key))
+        numbers: list[str] = await self.call(self.client.hkeys(key))
         kept = sorted({int(n) for n in numbers} | {revision.number})
         dropped = kept[: max(len(kept) - max(keep, 1), 0)]
         body = json.dumps([revision.digest, revision.template, revision.created_at, revision.reason])
@@ -180,7 +180,7 @@ class RedisStore:
         await self._write(commands)
 
     async def get_revisions(self, service: str) -> list[Revision]:
-        rows: dict[str, str] = await self._call(self.client.hgetall(self.keys.revisions(service)))
+        rows: dict[str, str] = await self.call(self.client.hgetall(self.keys.revisions(service)))
         revisions = [Revision(service, int(n), *json.loads(body)) for n, body in rows.items()]
         return sorted(revisions, key=lambda r: r.number)
 
@@ -191,7 +191,7 @@ class RedisStore:
         await self._write([("SET", self.keys.replicas, body)], {"kind": "state"})
 
     async def load_replicas(self) -> list[Replica]:
-        body: str | None = await self._call(self.client.get(self.keys.replicas))
+        body: str | None = await self.call(self.client.get(self.keys.replicas))
         return [Replica.from_dict(item) for item in json.loads(body)] if body else []
 
     # -- servers registered by hand -------------------------------------------------------------------------------
@@ -206,7 +206,7 @@ class RedisStore:
         await self._write([("HDEL", self.keys.servers, f"{service} {address}")], change)
 
     async def get_servers(self) -> list[ServerRecord]:
-        rows: dict[str, str] = await self._call(self.client.hgetall(self.keys.servers))
+        rows: dict[str, str] = await self.call(self.client.hgetall(self.keys.servers))
         servers = []
         for field, weight in rows.items():
             service, address = field.split(" ", 1)
@@ -228,13 +228,13 @@ class RedisStore:
         found: list[dict[str, Any]] = []
         start = 0
         while len(found) < limit:
-            ids: list[str] = await self._call(
+            ids: list[str] = await self.call(
                 self.client.zrevrange(self.keys.deployments_order, start, start + PAGE - 1)
             )
             if not ids:
                 break
             start += PAGE
-            bodies: list[str | None] = await self._call(self.client.hmget(self.keys.deployments, ids))
+            bodies: list[str | None] = await self.call(self.client.hmget(self.keys.deployments, ids))
             for text in bodies:
                 if text is None:
                     continue
@@ -272,7 +272,7 @@ class RedisStore:
     async def _append(self, event: Event) -> Event:
         body = json.dumps([event.at, event.kind, event.subject, event.service, event.message, event.data])
         script = self._event_script(keys=[self.keys.events, self.keys.events_seq], args=[body, MAX_EVENTS])
-        event_id = int(await self._call(script))
+        event_id = int(await self.call(script))
         return Event(event.kind, event.subject, event.message, event.service, event.at, event.data, event_id)
 
     async def get_events(
@@ -282,7 +282,7 @@ class RedisStore:
         found: list[Event] = []
         start = 0
         while len(found) < limit:
-            members: list[str] = await self._call(self.client.zrevrange(self.keys.events, start, start + PAGE - 1))
+            members: list[str] = await self.call(self.client.zrevrange(self.keys.events, start, start + PAGE - 1))
             if not members:
                 break
             start += PAGE
