@@ -163,11 +163,10 @@ async def serve(
         app = create_app(control, stop.set, router, monitor, autoscaler)
         if team is not None:
             cluster_api.install(app, team.election)
+            await team.start()
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5)
         server = _Server(config)
         api = spawn(server.serve(sockets=[sock]), name="admin-api", eternal=True)
-        if team is not None:
-            team.start()
         info = state_dir / "admin.json"
         info.write_text(json.dumps({"url": admin_url(spec), "pid": os.getpid()}))
         log.info("portero up: admin API on %s, state in %s", admin_url(spec), state_dir)

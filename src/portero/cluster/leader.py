@@ -17,8 +17,12 @@ from portero.store.redis import RedisStore
 log = logging.getLogger(__name__)
 
 ACQUIRE = """
--- KEYS[1] lease, KEYS[2] epoch; ARGV[1] who (id and admin URL), ARGV[2] lease in ms
+-- KEYS[1] lease, KEYS[2] epoch; ARGV[1] who (id and admin URL), ARGV[2] lease in ms, ARGV[3] the highest token
+-- this portero has seen: a Redis that came back empty must not hand out an old token again
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[3]) then
+    redis.call('SET', KEYS[2], ARGV[3])
+  end
   local token = redis.call('INCR', KEYS[2])
   local value = ARGV[1] .. ' ' .. token
   redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
@@ -89,28 +93,32 @@ class Election:
 
     async def run(self) -> None:
         while True:
-            await self._carry(*decide.expire(self.lease, self.clock()))
-            if self.clock() >= self.lease.next_try_at:
-                sent = self.clock()
-                outcome = await self._call(decide.attempt(self.lease))
-                await self._carry(*decide.settle(self.lease, outcome, sent, self.clock(), self.timing))
-                if not self.store.up and self.lease.reachable:
-                    self.store.up = True
-                if self.lease.reachable and self.store.pending_events:
-                    with contextlib.suppress(StoreUnavailable):
-                        await self.store.flush_events()
+            await self.step()
             delay = max(decide.wake_at(self.lease) - self.clock(), 0.01)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
             self._wake.clear()
+
+    async def step(self) -> None:
+        """One look at the lease: expire it, and take or renew it when due."""
+        await self._carry(*decide.expire(self.lease, self.clock()))
+        if self.clock() >= self.lease.next_try_at:
+            sent = self.clock()
+            outcome = await self._call(decide.attempt(self.lease))
+            await self._carry(*decide.settle(self.lease, outcome, sent, self.clock(), self.timing))
+            if self.lease.reachable:
+                with contextlib.suppress(StoreUnavailable):
+                    await self._present()
+                    await self.store.flush_events()
 
     async def _call(self, what: str) -> decide.Outcome:
         lease_ms = str(int(self.timing.lease_s * 1000))
         keys = [self.store.keys.lease, self.store.keys.epoch]
         try:
             if what == "acquire":
+                seen = max(self.lease.token or 0, int(self.leader["token"] or 0))
                 ok, token, holder = await self.store.call(
-                    self._acquire(keys=keys, args=[f"{self.identity} {self.url}", lease_ms])
+                    self._acquire(keys=keys, args=[f"{self.identity} {self.url}", lease_ms, str(seen)])
                 )
                 return decide.Acquired(int(token), holder) if ok else decide.HeldByOther(holder or None)
             ok, holder = await self.store.call(self._renew(keys=keys[:1], args=[self.lease.holder or "", lease_ms]))
@@ -146,6 +154,14 @@ class Election:
                 await self.store.call(self._release(keys=[self.store.keys.lease], args=[holder]))
         self._wake.set()
 
-    async def current_holder(self) -> str | None:
-        holder: str | None = await self.store.call(self.store.client.get(self.store.keys.lease))
-        return holder
+    async def _present(self) -> None:
+        """This portero is alive (a key that expires with the lease): `members()` counts it."""
+        key = f"{self.store.keys.members}:{self.identity}"
+        await self.store.call(self.store.client.set(key, self.url, px=int(self.timing.lease_s * 1000)))
+
+    async def members(self) -> dict[str, str]:
+        """The porteros alive on this Redis (this one included): instance id -> admin URL."""
+        client = self.store.client
+        keys = await self.store.call(client.keys(f"{self.store.keys.members}:*"))  # a handful: KEYS is fine
+        urls = await self.store.call(client.mget(keys)) if keys else []
+        return {key.rsplit(":", 1)[1]: url for key, url in zip(keys, urls, strict=True) if url is not None}

@@ -20,7 +20,7 @@ from portero.cluster.registry import Deregister, Drain, Register, Reweight, Serv
 from portero.control import ControlPlane
 from portero.router.server import Router
 from portero.router.service import EndpointState
-from portero.store.base import StoreUnavailable
+from portero.store.base import ServerRecord, StoreUnavailable
 from portero.store.redis import RedisStore
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class Sync:
         self.router = router
         self.connected = asyncio.Event()  # subscribed and resynced (tests wait on it)
         self.applied = 0  # messages from other porteros applied
+        self._seen_state = False
 
     async def run(self) -> None:
         warned = False
@@ -82,14 +83,23 @@ class Sync:
             await self.mirror()
 
     async def resync(self) -> None:
+        if await self.store.get_spec() is None:
+            if self._seen_state:
+                log.warning("Redis holds no state (restarted empty?): routing on as before until a leader restores it")
+            return
+        self._seen_state = True
         if self.router is not None:
             stored = {(s.service, s.address): s.weight for s in await self.store.get_servers()}
             for op in registry.diff(self._routed(), stored):
                 self._apply(op)
         await self.mirror()
 
+    def registered(self) -> list[ServerRecord]:
+        return [ServerRecord(service, address, weight) for (service, address), weight in self._routed().items()]
+
     def _routed(self) -> dict[registry.Key, int]:
-        assert self.router is not None
+        if self.router is None:
+            return {}
         return {
             (name, key): endpoint.target.weight
             for name, route in self.router.services.items()
@@ -121,6 +131,8 @@ class Sync:
             return
         records = await self.store.get_services()
         replicas = await self.store.load_replicas()
+        if not records:
+            return  # nothing decided yet, or Redis came back empty: the last known view stays
         async with supervisor.lock:
             if supervisor.acting:
                 return  # it took the lead meanwhile: its own adoption is newer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import socket
@@ -14,8 +15,11 @@ from portero.cluster.roles import Controllers
 from portero.cluster.sync import Sync
 from portero.control import ControlPlane
 from portero.spec.models import Spec
+from portero.store.base import StoreUnavailable
 from portero.store.redis import RedisStore
 from portero.tasks import settle, spawn
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from portero.monitor.monitor import Monitor
@@ -39,25 +43,44 @@ class Team:
         self.election.on_lead.append(self.controllers.lead)
         self.election.on_follow.append(self.controllers.follow)
         self.sync = Sync(store, control, router)
+        self.controllers.servers = self.sync.registered
+        store.on_stale = self._stale
         self.control = control
         self.store = store
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _stale(self) -> None:
+        if self.election.leading:
+            spawn(self.election.step_down("a write under its fencing token was refused"), name="step-down")
 
     def watch(self, monitor: Monitor) -> None:
         store, election = self.store, self.election
         monitor.store_up = lambda: store.up
         monitor.telling = lambda: election.leading
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """A first look at the lease before the API answers: a portero that can lead at once does."""
+        await self.election.step()
         self._tasks = [
             spawn(self.election.run(), name="leader-election", eternal=True),
             spawn(self.sync.run(), name="registry-sync", eternal=True),
         ]
 
     async def leave(self) -> None:
-        """Give the lease back at once (another portero takes over without waiting for it to expire)."""
+        """The last portero stops the replicas, as a single one does; any other leaves them running for the
+        next leader to adopt, and gives the lease back at once so that nobody waits for it to expire."""
+        leading = self.election.leading
+        try:
+            others = set(await self.election.members()) - {self.identity}
+        except StoreUnavailable:
+            others = {"?"}  # cannot tell: leaving the replicas running loses nothing
         await self.election.step_down("portero stopping")
         for task in self._tasks:
             settle(task)
             task.cancel()
-        await self.control.supervisor.detach()
+        if leading and not others:
+            await self.control.shutdown()
+        else:
+            if leading:
+                log.warning("other porteros run (%s): the replicas keep running for the next leader", ", ".join(others))
+            await self.control.supervisor.detach()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -80,6 +80,7 @@ class Keys:
         self.events_seq = f"{prefix}:events:seq"
         self.lease = f"{prefix}:leader"
         self.epoch = f"{prefix}:leader:epoch"
+        self.members = f"{prefix}:members"
         self.changes = f"{prefix}:changes"
 
     def revisions(self, service: str) -> str:
@@ -105,6 +106,7 @@ class RedisStore:
         self.fence: int | None = None  # the leader's token: its writes are refused once another portero leads
         self.up = True  # the last call's outcome, for the monitor's `portero_store_up`
         self.last_error = ""
+        self.on_stale: Callable[[], None] = lambda: None  # a fenced write was refused: leadership is over
         self.origin = ""  # who published a change (the portero's instance id): it ignores its own messages
         self._write_script = self.client.register_script(WRITE)
         self._event_script = self.client.register_script(APPEND_EVENT)
@@ -119,6 +121,7 @@ class RedisStore:
         except ResponseError as exc:
             self.up = True
             if str(exc).startswith("STALE"):
+                self.on_stale()
                 raise StaleLeader(f"refused by Redis: {exc}; another portero leads now") from exc
             raise
         self.up = True
