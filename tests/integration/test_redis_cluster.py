@@ -89,7 +89,8 @@ def test_a_server_registered_on_one_portero_is_routed_by_the_other_within_a_seco
     backend = Backend("outside")
     try:
         began = time.monotonic()
-        body = {"service": "portal", "address": backend.address, "weight": 100}  # slow start: 10 at first, against 1 + 1
+        # Slow start gives it 10 at first, against 1 + 1 for the two replicas: the balancer picks it soon.
+        body = {"service": "portal", "address": backend.address, "weight": 100}
         response = a.http.post(a.url + "/load-balancer/register", json=body)
         assert response.status_code == 201, response.text
         b.wait("B to list the server", lambda: backend.address in routed_addresses(b), timeout_s=5, step_s=0.01)
@@ -101,7 +102,7 @@ def test_a_server_registered_on_one_portero_is_routed_by_the_other_within_a_seco
 
         b.wait("B's router to send a request to it", routed, timeout_s=10, step_s=0.01)
         routed_s = time.monotonic() - began
-        print(f"\nregistered on A: listed by B after {listed_s * 1000:.0f} ms, routed by B after {routed_s * 1000:.0f} ms")
+        print(f"\nregistered on A: listed by B after {listed_s * 1000:.0f} ms, routed after {routed_s * 1000:.0f} ms")
         assert listed_s < 1.0
         assert routed_s < 2.0  # the first pick may wait for the balancer's turn
 
@@ -114,7 +115,8 @@ def test_a_server_registered_on_one_portero_is_routed_by_the_other_within_a_seco
         print(f"reweighted on B: seen by A after {(time.monotonic() - began) * 1000:.0f} ms")
 
         began = time.monotonic()
-        response = b.http.post(b.url + "/load-balancer/deregister", json={"service": "portal", "address": backend.address})
+        ref = {"service": "portal", "address": backend.address}
+        response = b.http.post(b.url + "/load-balancer/deregister", json=ref)
         assert response.status_code == 200, response.text
         a.wait("A to let it go", lambda: routed_addresses(a).get(backend.address) in (None, "draining"), 5, 0.01)
         print(f"deregistered on B: draining on A after {(time.monotonic() - began) * 1000:.0f} ms")
@@ -217,15 +219,18 @@ def test_while_redis_is_away_both_routers_serve_every_request_and_an_alert_comes
     assert failures == []
     assert set(results["a"]) == {200}
     assert set(results["b"]) == {200}
-    assert len(results["a"]) > 100 and len(results["b"]) > 100
+    assert len(results["a"]) > 100
+    assert len(results["b"]) > 100
 
     # Consistent afterwards: both see the same two replicas, still the first ones, and the store has them.
     ids_a = {r["id"] for r in a.replicas()}
     assert ids_a == {r["id"] for r in b.replicas()}
     assert len(ids_a) == 2
-    assert not [e for e in a.events() if e["kind"] in ("replica.started", "replica.stray") and e["subject"] not in ids_a]
+    strays = [e for e in a.events() if e["kind"] in ("replica.started", "replica.stray") and e["subject"] not in ids_a]
+    assert strays == []
     kinds = [e["kind"] for e in a.events()]
-    assert "alert.firing" in kinds and "alert.resolved" in kinds  # kept in memory while Redis was away
+    assert "alert.firing" in kinds
+    assert "alert.resolved" in kinds
 
 
 def _alert(member: Portero) -> str | None:
@@ -238,3 +243,29 @@ def _leader(*members: Portero) -> str | None:
     leaders = [name for name, role in roles.items() if role == "leader"]
     assert len(leaders) <= 1, roles
     return leaders[0] if leaders else None
+
+
+def test_a_portal_login_holds_whichever_replica_answers(tmp_path: Path, redis_server: Any) -> None:
+    member = Portero(tmp_path, env={"REDIS_URL": redis_server.url})
+    service = portal_service(replicas=3)
+    service["env"] = {**service["env"], "REDIS_URL": redis_server.url}
+    member.write_spec({"portal": service})
+    try:
+        member.cli("up", "--detach")
+        member.ready(3)
+        router = f"http://127.0.0.1:{member.router_port}"
+        with httpx.Client(trust_env=False, timeout=10) as browser:  # keeps the cookie, as a browser does
+            assert browser.post(router + "/login", json={"name": "Ana", "unit": "Lote 42"}).status_code == 200
+            answered: dict[str, int] = {}
+            for _ in range(60):
+                response = browser.get(router + "/me")
+                assert response.status_code == 200, response.text
+                assert response.json() == {"user": {"name": "Ana", "unit": "Lote 42"}}
+                replica = response.headers["x-replica"]
+                answered[replica] = answered.get(replica, 0) + 1
+            print(f"\n/me answered with the login by: {answered}")
+            assert len(answered) == 3  # every replica knew the user
+            browser.post(router + "/logout")
+            assert {browser.get(router + "/me").status_code for _ in range(6)} == {401}
+    finally:
+        member.stop()
