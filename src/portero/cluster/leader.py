@@ -159,6 +159,9 @@ class Election:
         key = f"{self.store.keys.members}:{self.identity}"
         await self.store.call(self.store.client.set(key, self.url, px=int(self.timing.lease_s * 1000)))
 
+    async def absent(self) -> None:
+        await self.store.call(self.store.client.delete(f"{self.store.keys.members}:{self.identity}"))
+
     async def members(self) -> dict[str, str]:
         """The porteros alive on this Redis (this one included): instance id -> admin URL."""
         client = self.store.client

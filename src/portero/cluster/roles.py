@@ -42,6 +42,7 @@ class Controllers:
         if control.deployer is not None:
             control.deployer.active.clear()
             await control.deployer.recover()  # a deployment the last leader left running ends as aborted
+        await self.store.put_traffic({})  # and its traffic split with it: the serving revision takes it all
         control.supervisor.acting = True
         control.supervisor.wake()
         message = f"{self.identity} leads with fencing token {token}"

@@ -20,6 +20,7 @@ from portero.cluster.registry import Deregister, Drain, Register, Reweight, Serv
 from portero.control import ControlPlane
 from portero.router.server import Router
 from portero.router.service import EndpointState
+from portero.spec.models import Spec
 from portero.store.base import ServerRecord, StoreUnavailable
 from portero.store.redis import RedisStore
 
@@ -37,6 +38,7 @@ class Sync:
         self.connected = asyncio.Event()  # subscribed and resynced (tests wait on it)
         self.applied = 0  # messages from other porteros applied
         self._seen_state = False
+        self._spec: dict[str, Any] | None = None  # the stored spec this portero last followed
 
     async def run(self) -> None:
         warned = False
@@ -50,7 +52,9 @@ class Sync:
                     log.warning("Redis answers again: registry resynced, following the others again")
                 warned = False
                 await self._listen(pubsub)
-            except (RedisError, OSError, StoreUnavailable) as exc:
+            except Exception as exc:  # whatever broke, the next subscription starts over
+                if not isinstance(exc, RedisError | OSError | StoreUnavailable):
+                    log.exception("registry sync failed; resubscribing")
                 self.connected.clear()
                 self.store.up = False
                 if not warned:
@@ -124,19 +128,39 @@ class Sync:
         except (LookupError, ValueError) as exc:
             log.debug("registry change %s not applied here: %s", op, exc)
 
+    def _follow_spec(self, body: dict[str, Any]) -> None:
+        """The leader applied another spec: routes, router and monitor settings follow it here too."""
+        try:
+            spec = Spec.model_validate(body, strict=False)
+        except ValueError:
+            log.exception("the spec in Redis does not parse here (another portero version?); keeping this one")
+            return
+        self._spec = body
+        if spec == self.control.spec:
+            return
+        self.control.spec = spec
+        for hook in self.control.on_applied:
+            hook(spec)
+        log.info("following the spec the leader applied")
+
     async def mirror(self) -> None:
         """While another portero leads: its services and replicas become this one's view and routes."""
         supervisor = self.control.supervisor
         if supervisor.acting:
             return
+        stored = await self.store.get_spec()
         records = await self.store.get_services()
         replicas = await self.store.load_replicas()
-        if not records:
+        traffic = await self.store.get_traffic()
+        if stored is None or not records:
             return  # nothing decided yet, or Redis came back empty: the last known view stays
         async with supervisor.lock:
             if supervisor.acting:
                 return  # it took the lead meanwhile: its own adoption is newer
+            if stored[1] != self._spec:
+                self._follow_spec(stored[1])
             self.control.records = {name: r for name, r in records.items() if name in self.control.spec.services}
+            self.control.traffic = traffic
             supervisor.replicas = replicas
             for observer in supervisor.observers:
                 observer(replicas)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -15,7 +16,7 @@ from portero.cluster.roles import Controllers
 from portero.cluster.sync import Sync
 from portero.control import ControlPlane
 from portero.spec.models import Spec
-from portero.store.base import StoreUnavailable
+from portero.store.base import StaleLeader, StoreUnavailable
 from portero.store.redis import RedisStore
 from portero.tasks import settle, spawn
 
@@ -45,9 +46,27 @@ class Team:
         self.sync = Sync(store, control, router)
         self.controllers.servers = self.sync.registered
         store.on_stale = self._stale
+        if control.deployer is not None:
+            control.deployer.on_traffic.append(self._share_traffic)
         self.control = control
         self.store = store
         self._tasks: list[asyncio.Task[None]] = []
+        self._traffic: asyncio.Task[None] | None = None
+
+    def _share_traffic(self) -> None:
+        """A deployment moved traffic: the other routers split it the same way (written in order, by the leader)."""
+        if self.election.leading:
+            split = {service: dict(shares) for service, shares in self.control.traffic.items()}
+            self._traffic = spawn(self._write_traffic(self._traffic, split), name="share-traffic")
+
+    async def _write_traffic(self, previous: asyncio.Task[None] | None, split: dict[str, dict[int, float]]) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous
+        try:
+            await self.store.put_traffic(split)
+        except (StoreUnavailable, StaleLeader) as exc:
+            log.warning("traffic split not shared with the other porteros: %s", exc)
 
     def _stale(self) -> None:
         if self.election.leading:
@@ -75,6 +94,8 @@ class Team:
         except StoreUnavailable:
             others = {"?"}  # cannot tell: leaving the replicas running loses nothing
         await self.election.step_down("portero stopping")
+        with contextlib.suppress(StoreUnavailable):
+            await self.election.absent()
         for task in self._tasks:
             settle(task)
             task.cancel()

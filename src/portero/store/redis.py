@@ -73,6 +73,7 @@ class Keys:
         self.spec = f"{prefix}:spec"
         self.services = f"{prefix}:services"
         self.replicas = f"{prefix}:replicas"
+        self.traffic = f"{prefix}:traffic"
         self.servers = f"{prefix}:servers"
         self.deployments = f"{prefix}:deployments"
         self.deployments_order = f"{prefix}:deployments:by-start"
@@ -152,7 +153,7 @@ class RedisStore:
     # -- spec and services ----------------------------------------------------------------------------------------
 
     async def put_spec(self, source: str, spec: dict[str, Any]) -> None:
-        await self._write([("HSET", self.keys.spec, "source", source, "body", json.dumps(spec))])
+        await self._write([("HSET", self.keys.spec, "source", source, "body", json.dumps(spec))], {"kind": "state"})
 
     async def get_spec(self) -> tuple[str, dict[str, Any]] | None:
         row: dict[str, str] = await self.call(self.client.hgetall(self.keys.spec))
@@ -196,6 +197,17 @@ class RedisStore:
     async def load_replicas(self) -> list[Replica]:
         body: str | None = await self.call(self.client.get(self.keys.replicas))
         return [Replica.from_dict(item) for item in json.loads(body)] if body else []
+
+    async def put_traffic(self, traffic: dict[str, dict[int, float]]) -> None:
+        """The split of each service's requests between revisions while a deployment moves it (Redis only:
+        with one portero it never leaves memory)."""
+        body = json.dumps({service: {str(k): v for k, v in split.items()} for service, split in traffic.items()})
+        await self._write([("SET", self.keys.traffic, body)], {"kind": "state"})
+
+    async def get_traffic(self) -> dict[str, dict[int, float]]:
+        body: str | None = await self.call(self.client.get(self.keys.traffic))
+        data: dict[str, dict[str, float]] = json.loads(body) if body else {}
+        return {service: {int(k): v for k, v in split.items()} for service, split in data.items()}
 
     # -- servers registered by hand -------------------------------------------------------------------------------
 

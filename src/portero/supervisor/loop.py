@@ -16,7 +16,7 @@ from portero.health.verdict import next_probe_due
 from portero.replicas import Replica, ReplicaState
 from portero.runtimes.base import Exit, Launch, Runtime, RuntimeFailure
 from portero.spec.models import ServiceSpec
-from portero.store.base import Store
+from portero.store.base import StaleLeader, Store, StoreUnavailable
 from portero.supervisor import decide
 from portero.supervisor.decide import Desired, Forget, Observed, Start, Stop
 from portero.tasks import spawn
@@ -79,6 +79,8 @@ class Supervisor:
             try:
                 if self.acting:
                     await self.tick()
+            except (StoreUnavailable, StaleLeader) as exc:  # its next pass saves what this one could not
+                log.warning("supervisor pass not saved: %s", exc)
             except Exception:
                 log.exception("supervisor pass failed; the next pass starts over from what it observes")
             with contextlib.suppress(TimeoutError):
