@@ -80,6 +80,9 @@ class Team:
     async def start(self) -> None:
         """A first look at the lease before the API answers: a portero that can lead at once does."""
         await self.election.step()
+        if not self.election.leading:
+            with contextlib.suppress(StoreUnavailable):
+                await self.sync.resync()  # a follower shows the leader's services from its first answer
         self._tasks = [
             spawn(self.election.run(), name="leader-election", eternal=True),
             spawn(self.sync.run(), name="registry-sync", eternal=True),
