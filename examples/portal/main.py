@@ -10,6 +10,7 @@ Environment variables, read when the app is created:
 - ``PORTERO_REPLICA_ID``: sent in ``X-Replica`` (default "<hostname>-<pid>").
 - ``PORTAL_DATA_DIR``: directory of the SQLite file (default "<tmpdir>/portal-data").
 - ``PORTAL_FAIL_HEALTH``: "1"/"true" makes ``/health`` answer 503 (a deploy that never gets healthy).
+- ``REDIS_URL``: keep login sessions in Redis, shared by every replica (``sessions.py``).
 - ``PORTAL_ERROR_RATE``: fraction 0..1 of requests (all but ``/health``) answering 500,
   deterministic per process: 0.5 fails every 2nd request, 0.25 every 4th, 1 all of them.
 """
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import external
+import sessions  # logins, kept in Redis when REDIS_URL is set (sessions.py)
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
@@ -397,6 +399,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.teardown_appcontext(close_db)
     app.register_blueprint(bp)
     external.install(app)
+    sessions.install(app)
     return app
 
 

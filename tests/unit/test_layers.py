@@ -31,8 +31,10 @@ PURE = [
     "monitor/record.py",
     "monitor/snapshot.py",
     "monitor/appmetrics.py",
+    "cluster/lease.py",
+    "cluster/registry.py",
 ]
-IO_MODULES = {"asyncio", "psutil", "docker", "httpx", "subprocess", "socket", "sqlite3", "time"}
+IO_MODULES = {"asyncio", "psutil", "docker", "httpx", "subprocess", "socket", "sqlite3", "time", "redis"}
 
 
 def imports(path: Path) -> set[str]:

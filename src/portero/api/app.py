@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 import portero
 from portero import logs
-from portero.api import auth, autoscaling, deployments, errors, loadbalancer
+from portero.api import auth, autoscaling, cluster, deployments, errors, loadbalancer
 from portero.api.monitoring import routes as monitoring_routes
 from portero.api.params import REPLICA_ID, ReplicaId, ServiceName
 from portero.api.schemas import (
@@ -87,6 +87,7 @@ def create_app(
             uptime_s=round(now() - control.started_at, 1),
             runtime=control.runtime.name,
             services=services,
+            cluster=cluster.view(app.state.cluster) if getattr(app.state, "cluster", None) else None,
         )
 
     @api.get("/containers/list", tags=["containers"], summary="List every replica")

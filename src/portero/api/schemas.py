@@ -42,6 +42,18 @@ class ServiceHealth(BaseModel):
     ready: int
 
 
+class ClusterOut(BaseModel):
+    """Several porteros sharing one Redis (docs/redis.md); absent with the embedded SQLite store."""
+
+    instance: str
+    role: Literal["leader", "follower"]
+    leader: str | None = Field(description="Instance id of the portero that leads, as last seen.")
+    leader_url: str | None = Field(description="Its admin API; writes sent to a follower are forwarded there.")
+    fencing_token: int | None
+    store_up: bool
+    pending_events: int = Field(description="Events kept in memory while Redis was away, not yet saved.")
+
+
 class HealthOut(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -62,6 +74,7 @@ class HealthOut(BaseModel):
     uptime_s: float
     runtime: str
     services: dict[str, ServiceHealth]
+    cluster: ClusterOut | None = None
 
 
 class ReplicaOut(BaseModel):

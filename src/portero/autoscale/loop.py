@@ -78,7 +78,7 @@ class Autoscaler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 0.25)
             self._wake.clear()
-            if not self.enabled:
+            if not self.enabled or not self.control.acting:
                 continue
             now = self.clock()
             for name, service in self.control.spec.services.items():

@@ -69,6 +69,10 @@ class Monitor:
         self.started_at = clock()
         self._reconfigure = False
         self._task: asyncio.Task[None] | None = None
+        # Several porteros on one Redis: each judges alerts, the leader alone tells (events, webhooks), except
+        # when Redis is away, when nobody can lead and a duplicate beats silence.
+        self.store_up: Callable[[], bool | None] = lambda: None
+        self.telling: Callable[[], bool] = lambda: True
         control.on_applied.append(self.applied)
 
     @property
@@ -146,6 +150,7 @@ class Monitor:
             series=len(store.series),
             series_memory_bytes=store.nbytes(),
             series_budget_bytes=store.budget_bytes,
+            store_up=self.store_up(),
         )
         scrapes = sorted(self.scraper.status.values(), key=lambda s: (s.service, s.replica))
         app = [sample for replica in sorted(self.scraper.latest) for sample in self.scraper.latest[replica]]
@@ -166,9 +171,11 @@ class Monitor:
     async def evaluate(self, now: float) -> None:
         result = alerting.evaluate(self.rules, self.store, self.alerts, now)
         self.alerts = result.alerts
+        telling = self.telling() or self.store_up() is False
         for change in result.changes:
-            await self._tell(change.alert, change.before, now)
-        if self.senders is not None:
+            if telling:
+                await self._tell(change.alert, change.before, now)
+        if self.senders is not None and telling:
             for notification in self.dispatcher.due(self.receivers, self.alerts.values(), now):
                 self.senders.submit(notification)
 

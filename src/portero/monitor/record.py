@@ -73,6 +73,7 @@ def samples(snapshot: Snapshot) -> Iterator[Sample]:
         portero_cpu_percent=portero.cpu_percent,
         portero_memory_bytes=portero.memory_bytes,
         portero_collect_seconds=portero.collect_seconds,
+        portero_store_up=None if portero.store_up is None else float(portero.store_up),
     )
 
 

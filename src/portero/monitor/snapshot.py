@@ -92,6 +92,7 @@ class PorteroSample:
     series: int
     series_memory_bytes: int
     series_budget_bytes: int
+    store_up: bool | None = None  # Redis answered the last call (None: the embedded SQLite store)
 
 
 @dataclass(frozen=True)

@@ -194,8 +194,27 @@ class DockerSettings(Model):
 class StoreSettings(Model):
     """Where desired state, revisions and events live."""
 
-    redis_url: str | None = None
+    redis_url: Annotated[str, Field(pattern=r"^(redis|rediss|unix)://")] | None = None
     """Redis URL for state shared by several porteros; the embedded SQLite file under the state dir when unset."""
+    redis_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "portero"
+    """Prefix of every Redis key and channel: porteros with the same Redis and prefix act as one (docs/redis.md)."""
+    lease_s: Annotated[float, Field(ge=1, le=60)] = 5
+    """Leader lease: when the leader stops renewing, another portero takes the controllers after this long."""
+    renew_every_s: Annotated[float, Field(ge=0.1, le=20)] = 1.5
+    """How often the leader renews its lease (well under `lease_s`: a renewal may be lost or slow)."""
+    acquire_every_s: Annotated[float, Field(ge=0.1, le=20)] = 0.5
+    """How often a follower tries to take a lease nobody holds."""
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = 1
+    """Connect and read timeout of each Redis call: past it Redis counts as unreachable."""
+
+    @model_validator(mode="after")
+    def _renewal_fits_lease(self) -> StoreSettings:
+        if self.renew_every_s * 2 > self.lease_s:
+            raise ValueError(
+                f"store.renew_every_s ({self.renew_every_s:g}) must be at most half of store.lease_s "
+                f"({self.lease_s:g}), so that one lost renewal does not lose the lease"
+            )
+        return self
 
 
 class SeriesSettings(Model):
