@@ -70,7 +70,7 @@ def step_at(d: dict[str, Any], text: str) -> float:
 async def test_blue_green_switches_with_no_failed_request_then_bad_revisions_roll_back(portero):
     # v1 -> v2: zero failures, and every request sent after the switch is answered by v2.
     d, report, t0 = await deploy_under_load(portero, {"version": "v2"})
-    assert d["state"] == "succeeded", d
+    assert d["state"] == "succeeded", [s["message"] for s in d["steps"]]
     assert report.failed == 0, (dict(report.statuses), dict(report.errors))
     switch = step_at(d, "switched") - t0
     after = [version for sent, _, version in report.timeline if sent > switch + 0.01]
