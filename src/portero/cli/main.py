@@ -92,7 +92,7 @@ def up(
 
     live = ui and console.is_terminal
     try:
-        Context.state_dir.mkdir(parents=True, exist_ok=True)
+        Context.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds the spec, its env, the tokens
     except OSError as exc:
         raise fail(f"--state-dir {Context.state_dir}: {exc.strerror}") from None
     _first_admin_token()
@@ -144,7 +144,7 @@ async def _live_view(control: ControlPlane) -> None:
 def _detach(file: Path, wait_s: float) -> None:
     state_dir = Context.state_dir
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise fail(f"--state-dir {state_dir}: {exc.strerror}") from None
     client = Context.client(file)
