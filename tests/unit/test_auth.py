@@ -270,3 +270,14 @@ def test_an_admin_api_off_loopback_is_warned_about(caplog: pytest.LogCaptureFixt
     caplog.clear()
     _bind(parse_spec(f"admin: {{port: {free_port()}}}\nservices: {{web: {{command: x}}}}")).close()
     assert "EXPOSED" not in caplog.text
+
+
+async def test_whoami_tells_a_token_its_role(served: ApiApp) -> None:
+    async with served.client(served.viewer) as client:
+        me = (await client.get("/scalability/auth/whoami")).json()
+    assert (me["role"], me["name"]) == ("viewer", "test-viewer")
+    assert set(me) == {"id", "role", "name", "created_at"}
+    async with served.client(served.admin) as client:
+        assert (await client.get("/scalability/auth/whoami")).json()["role"] == "admin"
+    async with served.client() as client:
+        assert (await client.get("/scalability/auth/whoami")).status_code == 401

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Request
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from portero.api.errors import error
@@ -165,9 +166,36 @@ def _audited(send: Send, method: str, path: str, record: TokenRecord) -> Send:
     return logged
 
 
+class WhoAmIOut(BaseModel):
+    id: str = Field(examples=["2ea96468"])
+    role: Literal["admin", "viewer"]
+    name: str | None = Field(examples=["grafana"])
+    created_at: str = Field(description="RFC 3339, UTC.", examples=["2026-11-28T04:31:49Z"])
+
+
+def token_of(request: Request) -> TokenRecord | None:
+    """The token a request was let in with (None on a public route called without one)."""
+    found: TokenRecord | None = getattr(request.state, "token", None)
+    return found
+
+
+def routes() -> APIRouter:
+    api = APIRouter(prefix="/scalability/auth", tags=["auth"])
+
+    @api.get("/whoami", summary="The token of this request: id, role and name")
+    async def whoami(request: Request) -> WhoAmIOut:
+        """What a client (the dashboard at login) learns from its token: whether it works, and its role."""
+        record = token_of(request)
+        assert record is not None  # the middleware lets no request in here without one
+        return WhoAmIOut(id=record.id, role=record.role, name=record.name, created_at=record.created_at)
+
+    return api
+
+
 def install(app: FastAPI, tokens: TokenSet) -> None:
     """Close `app` to requests without a valid token, and say so in its OpenAPI document."""
     app.add_middleware(AuthMiddleware, tokens=tokens)
+    app.include_router(routes())
     plain = app.openapi
 
     def openapi() -> dict[str, Any]:

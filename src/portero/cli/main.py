@@ -111,8 +111,9 @@ def up(
 
 
 def _first_admin_token() -> None:
-    """Made by the CLI rather than the daemon: a detached daemon's output goes to portero.log, and a secret
-    must never reach a log. Shown here once; the CLI reads it from the file afterwards."""
+    """Made by the CLI rather than the daemon, and shown only on a terminal: a detached daemon's output goes to
+    portero.log, and piped output to journald or a CI log, and a secret must never reach a log. The CLI reads
+    it from the file afterwards."""
     try:
         made = ensure_admin(Context.state_dir)
     except (TokenError, OSError) as exc:
@@ -121,6 +122,9 @@ def _first_admin_token() -> None:
         return
     record, secret = made
     path = Context.state_dir / ADMIN_TOKEN_FILE
+    if not sys.stdout.isatty():
+        console.print(f"Created the admin token {record.id} of this portero; it is in {path} (mode 0600).")
+        return
     console.print(
         f"Created the admin token {record.id} of this portero. It is shown this once; the CLI reads it from "
         f"{path} (mode 0600).\n  {secret}",
