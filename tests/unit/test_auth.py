@@ -281,3 +281,18 @@ async def test_whoami_tells_a_token_its_role(served: ApiApp) -> None:
         assert (await client.get("/scalability/auth/whoami")).json()["role"] == "admin"
     async with served.client() as client:
         assert (await client.get("/scalability/auth/whoami")).status_code == 401
+
+
+async def test_answers_are_hardened_and_those_to_a_token_never_cached(served: ApiApp) -> None:
+    async with served.client(served.viewer) as client:
+        private = await client.get("/scalability/services")
+    async with served.client() as client:
+        public = await client.get("/scalability/health")
+        denied = await client.get("/scalability/services")
+    for response in (private, public, denied):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["referrer-policy"] == "no-referrer"
+    assert private.headers["cache-control"] == "no-store"
+    assert denied.headers["cache-control"] == "no-store"
+    assert "cache-control" not in public.headers
