@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from portero import tokens
@@ -296,3 +297,20 @@ async def test_answers_are_hardened_and_those_to_a_token_never_cached(served: Ap
     assert private.headers["cache-control"] == "no-store"
     assert denied.headers["cache-control"] == "no-store"
     assert "cache-control" not in public.headers
+
+
+async def test_a_middleware_added_later_runs_behind_auth(served: ApiApp) -> None:
+    """A later `add_middleware` (the cluster's forwarding, for one) sees only requests auth let in."""
+    seen: list[str] = []
+
+    @served.app.middleware("http")
+    async def answers_itself(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        seen.append(request.url.path)
+        return JSONResponse({"answered": "by a later middleware"})
+
+    async with served.client() as client:
+        assert (await client.post("/scalability/services/web/scale", json={"replicas": 1})).status_code == 401
+    assert seen == []
+    async with served.client(served.admin) as client:
+        assert (await client.post("/scalability/services/web/scale", json={"replicas": 1})).status_code == 200
+    assert seen == ["/scalability/services/web/scale"]

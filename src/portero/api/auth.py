@@ -1,9 +1,10 @@
 """Who may call the management API. Every request passes here first; the rule lives in this module only.
 
-Theory of operation: an ASGI middleware, outermost after Starlette's error handler, sees every HTTP request
-before routing, so a route added tomorrow, a mount, `/openapi.json` and an unknown path are all closed unless
-`is_public` says otherwise. A FastAPI app-level dependency was rejected: it skips mounts and the OpenAPI route,
-and it runs after path matching, so a stranger could tell routes that exist from those that do not.
+Theory of operation: an ASGI middleware, outermost (outside Starlette's error handler and any middleware added
+later), sees every HTTP request before routing, so a route added tomorrow, a mount, `/openapi.json` and an
+unknown path are all closed unless `is_public` says otherwise. A FastAPI app-level dependency was rejected: it
+skips mounts and the OpenAPI route, and it runs after path matching, so a stranger could tell routes that
+exist from those that do not.
 
 - Public, exactly: `GET /scalability/health`; `GET /scalability/dashboard` when the client does not ask for
   JSON (the HTML shell, and the middleware lets only a `text/html` answer out); `GET
@@ -217,8 +218,17 @@ def routes() -> APIRouter:
 
 
 def install(app: FastAPI, tokens: TokenSet) -> None:
-    """Close `app` to requests without a valid token, and say so in its OpenAPI document."""
-    app.add_middleware(AuthMiddleware, tokens=tokens)
+    """Close `app` to requests without a valid token, and say so in its OpenAPI document.
+
+    The check wraps the whole middleware stack when Starlette builds it (at the first request), so it stays
+    outermost: a middleware added later with `add_middleware` (one that forwards requests to another portero,
+    say) runs only for requests already let in. An `add_middleware` here would be outermost only until then."""
+    build = app.build_middleware_stack
+
+    def build_behind_auth() -> ASGIApp:
+        return AuthMiddleware(build(), tokens)
+
+    app.build_middleware_stack = build_behind_auth  # type: ignore[method-assign]
     app.include_router(routes())
     plain = app.openapi
 
