@@ -1,4 +1,4 @@
-"""`portero`: up, status, scale, logs, events, apply, validate, down."""
+"""`portero`: up, status, scale, logs, events, apply, validate, down, token."""
 
 from __future__ import annotations
 
