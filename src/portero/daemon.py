@@ -54,7 +54,7 @@ class StartupError(RuntimeError):
 
 @contextlib.contextmanager
 def state_lock(state_dir: Path) -> Iterator[None]:
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = state_dir / "portero.lock"
     handle: IO[str] = path.open("a+")
     try:

@@ -58,6 +58,7 @@ def test_no_5xx_and_every_answer_matches_the_schema(portero: Portero) -> None:
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 25
     calls: dict[str, int] = {}
+    reached: list[str] = []  # calls on the real service that it carried out
     began = time.monotonic()
 
     for operation in operations:
@@ -80,14 +81,16 @@ def test_no_5xx_and_every_answer_matches_the_schema(portero: Portero) -> None:
         def call(case: Case) -> None:
             if isinstance(case.query, dict) and "follow" in case.query:
                 case.query["follow"] = "false"  # a followed log never ends; following is tested on its own
-            case.call_and_validate(session=session, checks=CHECKS, timeout=15)
+            response = case.call_and_validate(session=session, checks=CHECKS, timeout=15)
             calls[case.operation.label] = calls.get(case.operation.label, 0) + 1
+            if (case.path_parameters or {}).get("name") == SERVICE and response.status_code < 300:
+                reached.append(case.operation.label)
 
         call()
 
     took = time.monotonic() - began
-    print(f"{sum(calls.values())} calls over {len(calls)} operations in {took:.1f} s")
+    print(f"{sum(calls.values())} calls over {len(calls)} operations in {took:.1f} s; {len(reached)} done on {SERVICE}")
     assert len(calls) == len(operations)
     assert "Traceback" not in (portero.state / "portero.log").read_text()
-    assert any(e["kind"] == "service.scaled" for e in portero.events(service=SERVICE))  # it reached the real one
+    assert reached, "no call reached the real service"
     assert portero.get("/health")["status"] in ("ok", "degraded")  # the daemon took it all and still answers

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import stat
 import subprocess
 import sys
@@ -29,8 +31,30 @@ def call(portero: Portero, method: str, path: str, token: str | None, **kwargs: 
     return httpx.request(method, portero.url + path, headers=headers, trust_env=False, timeout=10, **kwargs)
 
 
-def test_first_start_shows_the_admin_token_once_and_keeps_it_0600(portero: Portero) -> None:
-    first = start(portero)
+def on_a_terminal(portero: Portero, *args: str) -> str:
+    """Run the CLI with a pseudo-terminal as stdout, as an operator at a shell would."""
+    master, slave = pty.openpty()
+    command = [sys.executable, "-m", "portero", "--state-dir", str(portero.state), *args]
+    try:
+        done = subprocess.run(command, stdout=slave, stderr=subprocess.PIPE, text=True, timeout=90, cwd=portero.dir)
+    finally:
+        os.close(slave)
+    assert done.returncode == 0, done.stderr
+    out = b""
+    with contextlib.suppress(OSError):  # EIO once everything written is read
+        while chunk := os.read(master, 65536):
+            out += chunk
+    os.close(master)
+    return out.decode(errors="replace")
+
+
+def test_first_start_shows_the_admin_token_once_on_a_terminal_and_keeps_it_0600(portero: Portero) -> None:
+    tiny = {
+        "command": [sys.executable, "-m", "http.server", "${PORT}", "--bind", "127.0.0.1"],
+        "health": {"path": "/", "interval_s": 1},
+    }
+    portero.write_spec({"web": tiny})
+    first = on_a_terminal(portero, "up", "--detach", "--file", str(portero.spec_file))
     token = portero.token
     assert token.startswith("prt_")
     assert token in first
@@ -38,8 +62,8 @@ def test_first_start_shows_the_admin_token_once_and_keeps_it_0600(portero: Porte
         assert stat.S_IMODE((portero.state / name).stat().st_mode) == 0o600
     assert token not in (portero.state / "tokens.json").read_text()
     portero.cli("down")
-    again = start(portero)  # the second start makes no new token and shows none
-    assert "prt_" not in again
+    again = on_a_terminal(portero, "up", "--detach", "--file", str(portero.spec_file))
+    assert "admin token" not in again  # the second start makes no new token and shows none
     assert portero.token == token
     portero.cli("status")  # the CLI sends it by itself
     assert call(portero, "GET", "/health", None).status_code == 200
@@ -48,7 +72,9 @@ def test_first_start_shows_the_admin_token_once_and_keeps_it_0600(portero: Porte
 
 
 def test_token_commands_and_a_daemon_that_follows_them(portero: Portero) -> None:
-    start(portero)
+    first = start(portero)
+    assert "prt_" not in first  # stdout is no terminal here: it could be a log
+    assert "Created the admin token" in first
     portero.ready(1)
     created = portero.cli("token", "create", "--role", "viewer", "--name", "grafana")
     viewer = created.stdout.strip()

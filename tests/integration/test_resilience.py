@@ -141,7 +141,7 @@ def test_breaker_opens_the_page_degrades_fast_portero_scrapes_alerts_and_all_rec
     assert series["series"][0]["labels"]["replica"] == replica["id"]
     assert series["series"][0]["points"][-1][1] == 1
     portero.wait("the alert to fire", lambda: alert_state(portero) == "firing", timeout_s=20, step_s=0.2)
-    exposition = httpx.get(f"http://127.0.0.1:{portero.admin_port}/metrics", trust_env=False).text
+    exposition = portero.http.get(f"http://127.0.0.1:{portero.admin_port}/metrics").text
     assert 'portero_app_resilience_breaker_open{breaker="payments"' in exposition
 
     stub.mode("ok")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from portero import tokens
@@ -270,3 +271,46 @@ def test_an_admin_api_off_loopback_is_warned_about(caplog: pytest.LogCaptureFixt
     caplog.clear()
     _bind(parse_spec(f"admin: {{port: {free_port()}}}\nservices: {{web: {{command: x}}}}")).close()
     assert "EXPOSED" not in caplog.text
+
+
+async def test_whoami_tells_a_token_its_role(served: ApiApp) -> None:
+    async with served.client(served.viewer) as client:
+        me = (await client.get("/scalability/auth/whoami")).json()
+    assert (me["role"], me["name"]) == ("viewer", "test-viewer")
+    assert set(me) == {"id", "role", "name", "created_at"}
+    async with served.client(served.admin) as client:
+        assert (await client.get("/scalability/auth/whoami")).json()["role"] == "admin"
+    async with served.client() as client:
+        assert (await client.get("/scalability/auth/whoami")).status_code == 401
+
+
+async def test_answers_are_hardened_and_those_to_a_token_never_cached(served: ApiApp) -> None:
+    async with served.client(served.viewer) as client:
+        private = await client.get("/scalability/services")
+    async with served.client() as client:
+        public = await client.get("/scalability/health")
+        denied = await client.get("/scalability/services")
+    for response in (private, public, denied):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["referrer-policy"] == "no-referrer"
+    assert private.headers["cache-control"] == "no-store"
+    assert denied.headers["cache-control"] == "no-store"
+    assert "cache-control" not in public.headers
+
+
+async def test_a_middleware_added_later_runs_behind_auth(served: ApiApp) -> None:
+    """A later `add_middleware` (the cluster's forwarding, for one) sees only requests auth let in."""
+    seen: list[str] = []
+
+    @served.app.middleware("http")
+    async def answers_itself(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        seen.append(request.url.path)
+        return JSONResponse({"answered": "by a later middleware"})
+
+    async with served.client() as client:
+        assert (await client.post("/scalability/services/web/scale", json={"replicas": 1})).status_code == 401
+    assert seen == []
+    async with served.client(served.admin) as client:
+        assert (await client.post("/scalability/services/web/scale", json={"replicas": 1})).status_code == 200
+    assert seen == ["/scalability/services/web/scale"]

@@ -1,9 +1,10 @@
 """Who may call the management API. Every request passes here first; the rule lives in this module only.
 
-Theory of operation: an ASGI middleware, outermost after Starlette's error handler, sees every HTTP request
-before routing, so a route added tomorrow, a mount, `/openapi.json` and an unknown path are all closed unless
-`is_public` says otherwise. A FastAPI app-level dependency was rejected: it skips mounts and the OpenAPI route,
-and it runs after path matching, so a stranger could tell routes that exist from those that do not.
+Theory of operation: an ASGI middleware, outermost (outside Starlette's error handler and any middleware added
+later), sees every HTTP request before routing, so a route added tomorrow, a mount, `/openapi.json` and an
+unknown path are all closed unless `is_public` says otherwise. A FastAPI app-level dependency was rejected: it
+skips mounts and the OpenAPI route, and it runs after path matching, so a stranger could tell routes that
+exist from those that do not.
 
 - Public, exactly: `GET /scalability/health`; `GET /scalability/dashboard` when the client does not ask for
   JSON (the HTML shell, and the middleware lets only a `text/html` answer out); `GET
@@ -18,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI, Request
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from portero.api.errors import error
@@ -85,7 +87,9 @@ class AuthMiddleware:
         accept = next((v.decode("latin-1") for k, v in headers if k == b"accept"), None)
         authorization = [v.decode("latin-1") for k, v in headers if k == b"authorization"]
         record, problem = self._authenticate(authorization, scope.get("query_string", b""))
-        if record is None and is_public(method, path, accept):  # a bad token on a public route is no token
+        public = record is None and is_public(method, path, accept)  # a bad token on a public route is no token
+        send = _hardened(send, private=not public)
+        if public:
             await (_html_only(self.app) if path == DASHBOARD else self.app)(scope, receive, send)
             return
         if record is None:
@@ -154,6 +158,28 @@ def _html_only(app: ASGIApp) -> ASGIApp:
     return guarded
 
 
+HARDENING = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+def _hardened(send: Send, private: bool) -> Send:
+    """Headers every answer gets unless its route set them: no MIME sniffing, no framing (an admin action
+    cannot be clickjacked), no Referer; and an answer given to a token is never cached."""
+    extra = [*HARDENING, (b"cache-control", b"no-store")] if private else HARDENING
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            present = {k.lower() for k, _ in headers}
+            message = {**message, "headers": headers + [(k, v) for k, v in extra if k not in present]}
+        await send(message)
+
+    return sending
+
+
 def _audited(send: Send, method: str, path: str, record: TokenRecord) -> Send:
     async def logged(message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -165,9 +191,45 @@ def _audited(send: Send, method: str, path: str, record: TokenRecord) -> Send:
     return logged
 
 
+class WhoAmIOut(BaseModel):
+    id: str = Field(examples=["2ea96468"])
+    role: Literal["admin", "viewer"]
+    name: str | None = Field(examples=["grafana"])
+    created_at: str = Field(description="RFC 3339, UTC.", examples=["2026-11-28T04:31:49Z"])
+
+
+def token_of(request: Request) -> TokenRecord | None:
+    """The token a request was let in with (None on a public route called without one)."""
+    found: TokenRecord | None = getattr(request.state, "token", None)
+    return found
+
+
+def routes() -> APIRouter:
+    api = APIRouter(prefix="/scalability/auth", tags=["auth"])
+
+    @api.get("/whoami", summary="The token of this request: id, role and name")
+    async def whoami(request: Request) -> WhoAmIOut:
+        """What a client (the dashboard at login) learns from its token: whether it works, and its role."""
+        record = token_of(request)
+        assert record is not None  # the middleware lets no request in here without one
+        return WhoAmIOut(id=record.id, role=record.role, name=record.name, created_at=record.created_at)
+
+    return api
+
+
 def install(app: FastAPI, tokens: TokenSet) -> None:
-    """Close `app` to requests without a valid token, and say so in its OpenAPI document."""
-    app.add_middleware(AuthMiddleware, tokens=tokens)
+    """Close `app` to requests without a valid token, and say so in its OpenAPI document.
+
+    The check wraps the whole middleware stack when Starlette builds it (at the first request), so it stays
+    outermost: a middleware added later with `add_middleware` (one that forwards requests to another portero,
+    say) runs only for requests already let in. An `add_middleware` here would be outermost only until then."""
+    build = app.build_middleware_stack
+
+    def build_behind_auth() -> ASGIApp:
+        return AuthMiddleware(build(), tokens)
+
+    app.build_middleware_stack = build_behind_auth  # type: ignore[method-assign]
+    app.include_router(routes())
     plain = app.openapi
 
     def openapi() -> dict[str, Any]:

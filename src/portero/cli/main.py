@@ -1,4 +1,4 @@
-"""`portero`: up, status, scale, logs, events, apply, validate, down."""
+"""`portero`: up, status, scale, logs, events, apply, validate, down, token."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def up(
 
     live = ui and console.is_terminal
     try:
-        Context.state_dir.mkdir(parents=True, exist_ok=True)
+        Context.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds the spec, its env, the tokens
     except OSError as exc:
         raise fail(f"--state-dir {Context.state_dir}: {exc.strerror}") from None
     _first_admin_token()
@@ -111,8 +111,9 @@ def up(
 
 
 def _first_admin_token() -> None:
-    """Made by the CLI rather than the daemon: a detached daemon's output goes to portero.log, and a secret
-    must never reach a log. Shown here once; the CLI reads it from the file afterwards."""
+    """Made by the CLI rather than the daemon, and shown only on a terminal: a detached daemon's output goes to
+    portero.log, and piped output to journald or a CI log, and a secret must never reach a log. The CLI reads
+    it from the file afterwards."""
     try:
         made = ensure_admin(Context.state_dir)
     except (TokenError, OSError) as exc:
@@ -121,6 +122,9 @@ def _first_admin_token() -> None:
         return
     record, secret = made
     path = Context.state_dir / ADMIN_TOKEN_FILE
+    if not sys.stdout.isatty():
+        console.print(f"Created the admin token {record.id} of this portero; it is in {path} (mode 0600).")
+        return
     console.print(
         f"Created the admin token {record.id} of this portero. It is shown this once; the CLI reads it from "
         f"{path} (mode 0600).\n  {secret}",
@@ -144,7 +148,7 @@ async def _live_view(control: ControlPlane) -> None:
 def _detach(file: Path, wait_s: float) -> None:
     state_dir = Context.state_dir
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise fail(f"--state-dir {state_dir}: {exc.strerror}") from None
     client = Context.client(file)
