@@ -132,7 +132,10 @@ function linesOf(charts, name, label, scale = 1) {
 
 function renderCharts(s, charts) {
   if (!charts) return;
-  const opts = { since: charts.since, until: charts.until, step: charts.step_s, empty: s.monitoring ? t("noData") : t("monitoringOff") };
+  // A window longer than the data (portero just started) fits the data: a line squeezed to the edge says nothing.
+  const firsts = Object.values(charts.series).flatMap((group) => group.map((series) => series.points[0]?.[0] ?? Infinity));
+  const since = Math.max(charts.since, Math.min(charts.until - 60, Math.min(...firsts) - charts.step_s));
+  const opts = { since, until: charts.until, step: charts.step_s, empty: s.monitoring ? t("noData") : t("monitoringOff") };
   const byService = (l) => l.service;
   const byReplica = (l) => l.replica;
   lineChart($("#chart-rps"), $("#legend-rps"), linesOf(charts, "service_requests_per_second", byService), { ...opts, format: fmt.rate });
@@ -197,7 +200,7 @@ function renderDeployment(s) {
   $("#deployment").replaceChildren(
     node("p", { class: "deploy-head" }, node("strong", {}, `${d.service} ${d.from_revision} → ${d.to_revision}`), ` · ${d.strategy} · ${d.kind} · `,
       node("span", { class: `state ${d.state}` }, d.state), ` · ${t("phase")} ${d.phase}`),
-    d.reason ? node("p", { class: "small" }, d.reason) : null,
+    d.reason && d.reason !== "null" ? node("p", { class: "small" }, d.reason) : null,
     node("ol", { class: "timeline" }, ...steps),
     node("ul", { class: "list small" }, ...recent));
 }
