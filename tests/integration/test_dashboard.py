@@ -7,10 +7,10 @@ the operator confirms, and never send a request anywhere but portero on loopback
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -55,10 +55,8 @@ class Traffic:
     def _run(self, url: str, pause_s: float) -> None:
         with httpx.Client(trust_env=False, timeout=10) as client:
             while not self.stop.is_set():
-                try:
+                with contextlib.suppress(httpx.HTTPError):
                     client.get(url)
-                except httpx.HTTPError:
-                    pass
                 time.sleep(pause_s)
 
     def close(self) -> None:
@@ -145,7 +143,9 @@ def test_the_json_summary_the_page_and_its_assets_are_served_by_portero(house):
     assert "/scalability/dashboard/assets/app.js" in page.text
     summary = house.http.get(f"{house.url}/dashboard", headers={"Accept": "application/json"}).json()
     (portal,) = summary["services"]
-    assert portal["name"] == "portal" and portal["desired"] == 2 and len(portal["replicas"]) >= 2
+    assert portal["name"] == "portal"
+    assert portal["desired"] == 2
+    assert len(portal["replicas"]) >= 2
     assert summary["traffic"]["portal"]["requests_total"] > 0
     assert {e["address"] for e in summary["endpoints"]} >= {
         r["address"] for r in portal["replicas"] if r["state"] == "ready"
@@ -154,7 +154,8 @@ def test_the_json_summary_the_page_and_its_assets_are_served_by_portero(house):
     assert summary["deployments"]["current"]["state"] == "succeeded"
     assert summary["deployments"]["current"]["steps"]
     assert summary["autoscaler"]["services"][0]["service"] == "portal"
-    assert summary["events"] and summary["events"][0]["at"] >= summary["events"][-1]["at"]
+    assert summary["events"]
+    assert summary["events"][0]["at"] >= summary["events"][-1]["at"]
     for name in ("app.js", "api.js", "charts.js", "i18n.js", "style.css"):
         asset = house.http.get(f"{house.url}/dashboard/assets/{name}")
         assert asset.status_code == 200, name
@@ -200,7 +201,8 @@ def test_the_dashboard_logs_in_updates_live_scales_and_stays_on_loopback(house, 
     portal.locator("#scale-portal").fill("3")
     portal.locator("button.scale").click()
     assert page.locator("#confirm").is_visible()
-    assert "2" in page.locator("#confirm-text").inner_text() and "3" in page.locator("#confirm-text").inner_text()
+    assert "2" in page.locator("#confirm-text").inner_text()
+    assert "3" in page.locator("#confirm-text").inner_text()
     page.click("#confirm button[value=cancel]")
     time.sleep(0.5)
     assert house.get("/services")["services"][0]["desired"] == 2

@@ -26,6 +26,7 @@ from portero.api.schemas import DeploymentOut, EventOut, ServerOut, ServiceOut
 from portero.autoscale.loop import Autoscaler
 from portero.control import ControlPlane, NotFound
 from portero.monitor.monitor import Monitor
+from portero.monitor.series import SeriesStore
 from portero.router.server import Router
 
 ASSET_NAME = r"^[a-z][a-z0-9-]{0,40}\.(js|css|svg)$"
@@ -181,8 +182,12 @@ def charts(monitor: Monitor | None, window_s: float, max_points: int) -> ChartsO
     if monitor is None or not monitor.enabled:
         now = 0.0 if monitor is None else monitor.clock()
         return ChartsOut(since=now - window_s, until=now, step_s=window_s, series={})
-    store = monitor.store
-    now = monitor.clock()
+    return chart_series(monitor.store, monitor.clock(), window_s, max_points)
+
+
+def chart_series(store: SeriesStore, now: float, window_s: float, max_points: int) -> ChartsOut:
+    """Every chart series over the last `window_s`, averaged (counters: last value) into at most `max_points`
+    buckets: a day at the fine ring's resolution is 86,400 points, a chart is a few hundred pixels wide."""
     start = now - window_s
     wanted = window_s / (max_points - 1)  # bucket indexes 0..max_points-1
     used = wanted

@@ -295,6 +295,8 @@ function drain(svc, replica) {
 // -- start -----------------------------------------------------------------------------------------------------
 
 function start() {
+  const asked = new URLSearchParams(location.search).get("window"); // ?window=86400 links to a day's view
+  if (asked && [...$("#window").options].some((o) => o.value === asked)) $("#window").value = asked;
   translate(document);
   $("#lang").textContent = language() === "es" ? "EN" : "ES";
   $("#lang").addEventListener("click", () => {
