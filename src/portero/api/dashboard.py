@@ -125,7 +125,9 @@ def routes(
         """The charts' series over the last `window_s`, each averaged into at most `max_points` buckets."""
         return charts(monitor, window_s, max_points)
 
-    @api.get("/assets/{name}", response_class=Response, responses={200: {"content": {"text/javascript": {}}}})
+    @api.get(
+        "/assets/{name}", response_class=Response, responses={200: {"content": {"text/javascript": {}, "text/css": {}}}}
+    )
     async def asset(name: str, request: Request) -> Response:
         """The page's scripts and styles (no token needed: there is no data in them)."""
         if not re.fullmatch(ASSET_NAME, name) or name not in assets:

@@ -197,12 +197,12 @@ function renderDeployment(s) {
   }
   const steps = d.steps.map((step) => node("li", {}, node("time", {}, fmt.time(step.at)), " ", step.message));
   const recent = s.deployments.recent.slice(0, 5).map((r) => node("li", {}, `${fmt.time(r.started_at)} ${r.service} ${r.from_revision}→${r.to_revision} ${r.kind} `, node("span", { class: `state ${r.state}` }, r.state)));
-  $("#deployment").replaceChildren(
+  $("#deployment").replaceChildren(node("div", {},
     node("p", { class: "deploy-head" }, node("strong", {}, `${d.service} ${d.from_revision} → ${d.to_revision}`), ` · ${d.strategy} · ${d.kind} · `,
       node("span", { class: `state ${d.state}` }, d.state), ` · ${t("phase")} ${d.phase}`),
-    d.reason && d.reason !== "null" ? node("p", { class: "small" }, d.reason) : null,
+    d.reason ? node("p", { class: "small" }, d.reason) : null,
     node("ol", { class: "timeline" }, ...steps),
-    node("ul", { class: "list small" }, ...recent));
+    node("ul", { class: "list small" }, ...recent)));
 }
 
 function renderAutoscaler(s) {
