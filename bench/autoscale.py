@@ -149,7 +149,7 @@ async def poll(what: str, check: Callable[[], Any], timeout_s: float, step_s: fl
 class Admin:
     def __init__(self, instance: Portero) -> None:
         self.url = instance.url
-        self.http = httpx.AsyncClient(trust_env=False, timeout=10)
+        self.http = httpx.AsyncClient(trust_env=False, timeout=10, auth=instance.auth)
 
     async def get(self, path: str, **params: Any) -> Any:
         response = await self.http.get(self.url + path, params=params)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import ipaddress
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from portero.spec.loader import load_spec
 from portero.spec.models import Spec
 from portero.store.sqlite import SqliteStore
 from portero.tasks import settle, spawn
+from portero.tokens import TOKENS_FILE, TokenError, TokenSet, ensure_admin, tighten_modes
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,37 @@ def admin_url(spec: Spec) -> str:
     return spec.admin.url
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def open_tokens(state_dir: Path) -> TokenSet:
+    """The admin token at first start (`portero up` has shown it already), loose file modes fixed, then the set."""
+    made = ensure_admin(state_dir)
+    if made is not None:
+        log.info("created admin token %s; its secret is in %s (mode 0600)", made[0].id, state_dir / "admin.token")
+    for fixed in tighten_modes(state_dir):
+        log.warning("token file readable by other users: %s, now 0600", fixed)
+    tokens = TokenSet(state_dir / TOKENS_FILE)
+    if tokens.error is not None:
+        raise StartupError(tokens.error)
+    return tokens
+
+
 def _bind(spec: Spec) -> socket.socket:
+    if not is_loopback(spec.admin.host):
+        log.warning(
+            "ADMIN API EXPOSED: admin.host is %s, not loopback; anyone who can reach %s:%d and holds a token can "
+            "change this deployment. Put TLS in front of it (docs/security.md) or bind 127.0.0.1.",
+            spec.admin.host,
+            spec.admin.host,
+            spec.admin.port,
+        )
     family = socket.AF_INET6 if ":" in spec.admin.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -116,6 +148,10 @@ async def serve(
     if spec.store.redis_url:
         log.warning("store.redis_url (REDIS_URL) is set, but this version keeps its state in SQLite only")
     with state_lock(state_dir):
+        try:
+            tokens = open_tokens(state_dir)
+        except (TokenError, OSError) as exc:
+            raise StartupError(f"tokens: {exc}") from exc
         sock = _bind(spec)
         store = SqliteStore(state_dir / "state.db")
         control = ControlPlane(spec, spec_path.resolve().parent, store, make_runtime(spec, state_dir))
@@ -150,7 +186,7 @@ async def serve(
         autoscaler = Autoscaler(control, router, monitor)
         scaling = spawn(autoscaler.run(), name="autoscaler", eternal=True)
         config = uvicorn.Config(
-            create_app(control, stop.set, router, monitor, autoscaler),
+            create_app(control, stop.set, router, monitor, autoscaler, tokens=tokens),
             log_level="warning",
             access_log=False,
             lifespan="off",

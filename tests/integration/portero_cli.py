@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,23 @@ def portal_service(replicas: int = 3, **extra: Any) -> dict[str, Any]:
     return service
 
 
+class SavedToken(httpx.Auth):
+    """Sends the admin token `portero up` saved in the state directory (read when first needed: the instance
+    writes it at its first start)."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+
+    @property
+    def token(self) -> str:
+        return (self.state / "admin.token").read_text().strip()
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        with contextlib.suppress(FileNotFoundError):  # not started yet: the request goes without, and gets a 401
+            request.headers["Authorization"] = f"Bearer {self.token}"
+        yield request
+
+
 class Portero:
     def __init__(self, tmp: Path) -> None:
         self.dir = tmp
@@ -44,7 +61,13 @@ class Portero:
         self.admin_port = free_port()
         self.router_port = free_port(avoid={self.admin_port})
         self.url = f"http://127.0.0.1:{self.admin_port}/scalability"
-        self.http = httpx.Client(trust_env=False, timeout=10)
+        self.auth = SavedToken(self.state)
+        self.http = httpx.Client(trust_env=False, timeout=10, auth=self.auth)
+
+    @property
+    def token(self) -> str:
+        """The admin token (the one the CLI sends)."""
+        return self.auth.token
 
     def write_spec(self, services: dict[str, Any], **top: Any) -> None:
         spec = {"admin": {"port": self.admin_port}, "router": {"port": self.router_port}, "services": services, **top}

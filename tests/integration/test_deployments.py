@@ -44,7 +44,7 @@ async def deploy_under_load(
     load = asyncio.ensure_future(run_load(url, concurrency=6, duration_s=deadline_s + 30, stop=stop, pause_s=0.005))
     await asyncio.sleep(1.0)
     started_wall = time.time() - 1.0
-    async with httpx.AsyncClient(trust_env=False) as client:
+    async with httpx.AsyncClient(trust_env=False, auth=portero.auth) as client:
         started = (await client.post(f"{portero.url}/deploy", json={"service": "portal", **body})).json()
         assert "id" in started, started
         deadline = time.monotonic() + deadline_s
@@ -123,7 +123,7 @@ async def test_canary_moves_traffic_in_steps_matching_their_weights(portero):
 
 
 async def test_a_second_deploy_of_the_same_service_is_refused_while_one_runs(portero):
-    async with httpx.AsyncClient(trust_env=False) as client:
+    async with httpx.AsyncClient(trust_env=False, auth=portero.auth) as client:
         first = await client.post(f"{portero.url}/deploy", json={"service": "portal", "version": "v2"})
         assert first.status_code == 202
         second = await client.post(f"{portero.url}/deploy", json={"service": "portal", "version": "v3"})

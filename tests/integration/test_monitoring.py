@@ -221,7 +221,8 @@ def test_metrics_endpoint_parses_and_every_metric_has_help_and_type(portero, rec
     metrics_url = f"http://127.0.0.1:{portero.admin_port}/metrics"
 
     def scraped() -> str | None:
-        text = subprocess.run([curl, "-sf", metrics_url], capture_output=True, text=True, timeout=10).stdout
+        command = [curl, "-sf", "-H", f"Authorization: Bearer {portero.token}", metrics_url]
+        text = subprocess.run(command, capture_output=True, text=True, timeout=10).stdout
         return text if "portero_service_requests_total" in text else None
 
     text = portero.wait("a scrape with router traffic", scraped, timeout_s=10, step_s=0.2)
@@ -266,7 +267,7 @@ def test_monitoring_off_is_clean_and_logs_follow_new_replicas_and_keep_crashed_o
     # A replica that appears after `follow` began is followed from its first line.
     old = {r["id"] for r in portero.replicas() if r["service"] == "tiny"}
     params = {"service": "tiny", "follow": "true", "limit": 1}
-    with httpx.stream("GET", f"{portero.url}/logs", params=params, timeout=30, trust_env=False) as stream:
+    with portero.http.stream("GET", f"{portero.url}/logs", params=params, timeout=30) as stream:
         portero.cli("scale", "tiny", "2")
         deadline = time.monotonic() + 20
         first_new = None

@@ -125,17 +125,17 @@ def test_scale_up_and_down_from_the_cli(running):
 
 def test_stop_and_start_a_replica_through_the_api(running):
     victim = running.replicas()[1]["id"]
-    stopped = httpx.post(f"{running.url}/containers/{victim}/stop", trust_env=False).json()
+    stopped = running.http.post(f"{running.url}/containers/{victim}/stop").json()
     assert stopped["state"] == "stopping"
     running.wait("the replica to stop", lambda: running.get("/containers/list")["containers"][1]["state"] == "stopped")
     time.sleep(1.5)
     assert [r["state"] for r in running.replicas()].count("ready") == 2  # held: not restarted nor replaced
-    httpx.post(f"{running.url}/containers/{victim}/start", trust_env=False).raise_for_status()
+    running.http.post(f"{running.url}/containers/{victim}/start").raise_for_status()
     running.ready(3)
-    missing = httpx.post(f"{running.url}/containers/portal-9-dead/stop", trust_env=False)
+    missing = running.http.post(f"{running.url}/containers/portal-9-dead/stop")
     assert missing.status_code == 404
     assert missing.json()["error"]["message"] == "no replica named 'portal-9-dead'"
-    assert httpx.get(f"{running.url}/containers/nope/stats", trust_env=False).status_code == 404
+    assert running.http.get(f"{running.url}/containers/nope/stats").status_code == 404
 
 
 def test_a_refused_spec_changes_nothing_that_runs(running):
@@ -145,7 +145,7 @@ def test_a_refused_spec_changes_nothing_that_runs(running):
     assert out.returncode == 1
     assert "services.portal.replicas.initial" in out.stderr
     assert "greater than or equal to 0" in out.stderr
-    response = httpx.put(f"{running.url}/spec", json={"yaml": "services: {portal: {command: x, bogus: 1}}"})
+    response = running.http.put(f"{running.url}/spec", json={"yaml": "services: {portal: {command: x, bogus: 1}}"})
     assert response.status_code == 422
     assert response.json()["error"]["problems"] == ["services.portal.bogus: unknown key"]
     time.sleep(0.5)
@@ -186,7 +186,10 @@ def test_follow_shows_a_new_line_within_a_second(running):
     port = running.replicas()[0]["port"]
     command = [sys.executable, "-m", "portero", "--admin", running.url.removesuffix("/scalability")]
     follower = subprocess.Popen(
-        [*command, "logs", "portal", "-f", "--grep", "plover"], stdout=subprocess.PIPE, text=True
+        [*command, "logs", "portal", "-f", "--grep", "plover"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PORTERO_TOKEN": running.token},  # no --state-dir: the token comes from the environment
     )
     try:
         # A first line, however late it shows: the CLI has started (seconds on a busy machine) and is connected.
@@ -221,7 +224,7 @@ def test_sigterm_to_a_foreground_portero_stops_its_replicas_first(portero):
 def test_text_from_outside_is_printed_not_interpreted(running):
     """Sources, messages and log lines may hold Rich markup (`[/]`); the CLI prints them as they are."""
     spec = running.spec_file.read_text()
-    applied = httpx.put(f"{running.url}/spec", json={"yaml": spec, "source": "[/]evil[bold]"}, trust_env=False)
+    applied = running.http.put(f"{running.url}/spec", json={"yaml": spec, "source": "[/]evil[bold]"})
     assert applied.status_code == 200
     out = running.cli("events", "--limit", "5")
     assert "[/]evil[bold]" in out.stdout

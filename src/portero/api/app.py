@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 
 import portero
 from portero import logs
-from portero.api import autoscaling, dashboard, deployments, errors, loadbalancer
+from portero.api import auth, autoscaling, dashboard, deployments, errors, loadbalancer
 from portero.api.monitoring import routes as monitoring_routes
 from portero.api.schemas import (
     Accepted,
@@ -40,6 +40,7 @@ from portero.replicas import ReplicaState
 from portero.router.server import Router
 from portero.spec.loader import parse_spec
 from portero.spec.models import NAME_PATTERN
+from portero.tokens import TokenSet
 
 REPLICA_ID = r"^[a-z][a-z0-9-]{0,63}$"
 SERVICE_NAME = NAME_PATTERN
@@ -52,15 +53,20 @@ def create_app(
     router: Router | None = None,
     monitor: Monitor | None = None,
     autoscaler: Autoscaler | None = None,
+    *,
+    tokens: TokenSet,
 ) -> FastAPI:
     app = FastAPI(
         title="portero",
         version=portero.__version__,
         description="Management API of portero: replicas, services, spec, events and logs.",
         responses=ERRORS,
+        docs_url=None,  # Swagger UI and ReDoc load from a CDN and could not send a token: use /openapi.json
+        redoc_url=None,
     )
     app.state.control = control
     errors.install(app)
+    auth.install(app, tokens)  # before any route: every request, even to a path that is not one, is checked
     api = APIRouter(prefix="/scalability")
 
     def now() -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 
 from portero.spec.loader import SpecError, load_spec
+from portero.tokens import saved_admin_token
 
 DEFAULT_URL = "http://127.0.0.1:9900"
 
@@ -36,10 +38,17 @@ def resolve_url(explicit: str | None, state_dir: Path, spec_file: Path) -> str:
     return DEFAULT_URL
 
 
+def resolve_token(state_dir: Path) -> str | None:
+    """PORTERO_TOKEN, else the admin token `portero up` saved in the state directory."""
+    return os.environ.get("PORTERO_TOKEN") or saved_admin_token(state_dir)
+
+
 class Client:
-    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 10.0, token_hint: str = "") -> None:
         self.url = url
-        self._http = httpx.Client(base_url=url, timeout=timeout_s, trust_env=False)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=url, timeout=timeout_s, trust_env=False, headers=headers)
+        self._hint = token_hint
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -48,7 +57,7 @@ class Client:
             raise CliError(f"portero is not running at {self.url} (start it with `portero up`)") from exc
         except httpx.HTTPError as exc:
             raise CliError(f"no answer from portero at {self.url}: {exc}") from exc
-        return _body(response)
+        return _body(response, self._hint)
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
@@ -62,7 +71,7 @@ class Client:
             with self._http.stream("GET", f"/scalability{path}", params=query, timeout=None) as response:
                 if response.status_code >= 400:
                     response.read()
-                    _body(response)
+                    _body(response, self._hint)
                 for line in response.iter_lines():
                     if line.startswith("data: "):
                         yield json.loads(line[6:])
@@ -78,7 +87,7 @@ class Client:
             return False
 
 
-def _body(response: httpx.Response) -> Any:
+def _body(response: httpx.Response, hint: str = "") -> Any:
     try:
         data = response.json()
     except ValueError:
@@ -87,5 +96,7 @@ def _body(response: httpx.Response) -> Any:
         error = data.get("error", {}) if isinstance(data, dict) else {}
         message = error.get("message") or f"HTTP {response.status_code}"
         problems = error.get("problems") or []
+        if response.status_code == 401 and hint:
+            problems = [*problems, hint]
         raise CliError("\n".join([message, *(f"  {p}" for p in problems)]))
     return data

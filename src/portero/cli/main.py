@@ -20,10 +20,12 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
 
-from portero.cli.client import Client, CliError, resolve_url
+from portero.cli.client import Client, CliError, resolve_token, resolve_url
 from portero.cli.monitor_views import alerts_table, series_view, snapshot_view
+from portero.cli.tokens import token_app
 from portero.cli.views import decisions_table, deployments_table, events_table, revisions_table, status_table
 from portero.spec.loader import SpecError, load_spec
+from portero.tokens import ADMIN_TOKEN_FILE, TokenError, ensure_admin
 
 if TYPE_CHECKING:
     from portero.control import ControlPlane
@@ -34,6 +36,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(token_app, name="token")
 # Piped output (CI, `| less`) gets a wide fixed width so that tables are not squeezed into 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -50,7 +53,8 @@ class Context:
 
     @classmethod
     def client(cls, spec_file: Path = Path("portero.yaml")) -> Client:
-        return Client(resolve_url(cls.admin, cls.state_dir, spec_file))
+        hint = f"the CLI sends PORTERO_TOKEN, else the token in {cls.state_dir / ADMIN_TOKEN_FILE}"
+        return Client(resolve_url(cls.admin, cls.state_dir, spec_file), resolve_token(cls.state_dir), token_hint=hint)
 
 
 @app.callback()
@@ -91,6 +95,7 @@ def up(
         Context.state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise fail(f"--state-dir {Context.state_dir}: {exc.strerror}") from None
+    _first_admin_token()
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -103,6 +108,25 @@ def up(
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         pass
+
+
+def _first_admin_token() -> None:
+    """Made by the CLI rather than the daemon: a detached daemon's output goes to portero.log, and a secret
+    must never reach a log. Shown here once; the CLI reads it from the file afterwards."""
+    try:
+        made = ensure_admin(Context.state_dir)
+    except (TokenError, OSError) as exc:
+        raise fail(f"tokens: {exc}") from None
+    if made is None:
+        return
+    record, secret = made
+    path = Context.state_dir / ADMIN_TOKEN_FILE
+    console.print(
+        f"Created the admin token {record.id} of this portero. It is shown this once; the CLI reads it from "
+        f"{path} (mode 0600).\n  {secret}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 async def _live_view(control: ControlPlane) -> None:
@@ -127,6 +151,7 @@ def _detach(file: Path, wait_s: float) -> None:
     if client.alive():
         raise fail(f"portero is already running at {client.url}; use `portero apply` to change its spec")
     (state_dir / "admin.json").unlink(missing_ok=True)
+    _first_admin_token()
     command = [sys.executable, "-m", "portero", "--state-dir", str(state_dir), "up", "--file", str(file), "--no-ui"]
     with (state_dir / "portero.log").open("ab") as out:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)

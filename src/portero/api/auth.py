@@ -1,0 +1,231 @@
+"""Who may call the management API. Every request passes here first; the rule lives in this module only.
+
+Theory of operation: an ASGI middleware, outermost after Starlette's error handler, sees every HTTP request
+before routing, so a route added tomorrow, a mount, `/openapi.json` and an unknown path are all closed unless
+`is_public` says otherwise. A FastAPI app-level dependency was rejected: it skips mounts and the OpenAPI route,
+and it runs after path matching, so a stranger could tell routes that exist from those that do not.
+
+- Public, exactly: `GET /scalability/health`; `GET /scalability/dashboard` when the client does not ask for
+  JSON (the HTML shell, and the middleware lets only a `text/html` answer out); `GET
+  /scalability/dashboard/assets/<file>` (static JS/CSS, plain path segments only). HEAD is treated as GET.
+- Everything else needs `Authorization: Bearer <token>`: missing or unknown, 401 with `WWW-Authenticate:
+  Bearer`; a `viewer` token may read (GET, HEAD), anything else needs `admin`, else 403.
+- Tokens are looked up by hash, compared in constant time, never taken from the URL, never logged; a
+  changing request is logged with the token's id and name (the audit trail), never its secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from portero.api.errors import error
+from portero.tokens import TokenRecord, TokenSet
+
+HEALTH = "/scalability/health"
+DASHBOARD = "/scalability/dashboard"
+_SEGMENT = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}"  # no `.` or `..` segment, no empty one
+ASSET = re.compile(rf"/scalability/dashboard/assets/(?:{_SEGMENT}/)*{_SEGMENT}")
+READ_METHODS = frozenset({"GET", "HEAD"})
+QUERY_CREDENTIALS = re.compile(rb"(?:^|&)(?:access_token|token|api_key)=", re.IGNORECASE)
+SECURITY_SCHEME = "bearer"
+
+log = logging.getLogger(__name__)
+
+
+def wants_json(accept: str | None) -> bool:
+    """Whether an Accept header asks for JSON (`application/json` with q > 0). The dashboard route must answer
+    JSON only when this is true, and HTML otherwise; the HTML shell is public, the JSON is not."""
+    for item in (accept or "").split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        if media.lower() != "application/json":
+            continue
+        q = next((p.split("=", 1)[1] for p in params if p.replace(" ", "").lower().startswith("q=")), "1")
+        try:
+            if float(q) > 0:
+                return True
+        except ValueError:
+            return True  # a malformed weight is taken as asking: the stricter reading
+    return False
+
+
+def is_public(method: str, path: str, accept: str | None) -> bool:
+    if method not in READ_METHODS:
+        return False
+    if path == HEALTH:
+        return True
+    if path == DASHBOARD:
+        return not wants_json(accept)
+    return ASSET.fullmatch(path) is not None
+
+
+def allows(role: str, method: str) -> bool:
+    return role == "admin" or (role == "viewer" and method in READ_METHODS)
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, tokens: TokenSet) -> None:
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # no route uses one; refuse rather than let one bypass the rule
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method: str = scope["method"]
+        path: str = scope["path"]
+        headers = [(k, v) for k, v in scope["headers"] if k in (b"authorization", b"accept")]
+        accept = next((v.decode("latin-1") for k, v in headers if k == b"accept"), None)
+        authorization = [v.decode("latin-1") for k, v in headers if k == b"authorization"]
+        record, problem = self._authenticate(authorization, scope.get("query_string", b""))
+        if record is None and is_public(method, path, accept):  # a bad token on a public route is no token
+            await (_html_only(self.app) if path == DASHBOARD else self.app)(scope, receive, send)
+            return
+        if record is None:
+            log.info("denied %s %r from %s: %s", method, path, _client(scope), problem)
+            challenge = 'Bearer realm="portero"' + (', error="invalid_token"' if authorization else "")
+            await _deny(401, problem, challenge, scope, receive, send)
+            return
+        if not allows(record.role, method):
+            log.info("denied %s %r to token %s (%s): role %s", method, path, record.id, record.name, record.role)
+            message = f"token {record.id} has role {record.role}, which may only read (GET); {method} needs admin"
+            await _deny(403, message, 'Bearer realm="portero", error="insufficient_scope"', scope, receive, send)
+            return
+        scope.setdefault("state", {})["token"] = record
+        if method in READ_METHODS:
+            await self.app(scope, receive, send)
+            return
+        await self.app(scope, receive, _audited(send, method, path, record))
+
+    def _authenticate(self, authorization: list[str], query: bytes) -> tuple[TokenRecord | None, str]:
+        if not authorization:
+            if QUERY_CREDENTIALS.search(query):
+                return None, "tokens are taken only from the Authorization header, never from the URL"
+            return None, "missing bearer token: send `Authorization: Bearer <token>`"
+        scheme, _, credentials = authorization[0].strip().partition(" ")
+        if len(authorization) > 1 or scheme.lower() != "bearer" or not credentials.strip():
+            return None, "malformed Authorization header: expected exactly one `Authorization: Bearer <token>`"
+        record = self.tokens.check(credentials.strip())
+        if record is None:
+            return None, "unknown or revoked token"
+        return record, ""
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "?"
+
+
+async def _deny(status: int, message: str, challenge: str, scope: Scope, receive: Receive, send: Send) -> None:
+    response = error(status, message)
+    response.headers["WWW-Authenticate"] = challenge
+    await response(scope, receive, send)
+
+
+def _html_only(app: ASGIApp) -> ASGIApp:
+    """The public dashboard answer may be the HTML shell only: anything else (JSON, an error) becomes a 401,
+    whatever the dashboard route decides, so no data leaves without a token."""
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        blocked = False
+
+        async def checked(message: Message) -> None:
+            nonlocal blocked
+            if message["type"] == "http.response.start":
+                content_type = dict(message.get("headers", [])).get(b"content-type", b"")
+                if not content_type.startswith(b"text/html"):
+                    blocked = True
+                    await _deny(
+                        401, "the dashboard's data needs a bearer token", 'Bearer realm="portero"', scope, receive, send
+                    )
+                    return
+            if not blocked:
+                await send(message)
+
+        await app(scope, receive, checked)
+
+    return guarded
+
+
+def _audited(send: Send, method: str, path: str, record: TokenRecord) -> Send:
+    async def logged(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            log.info(
+                "%s %r by token %s (%s, %s): %s", method, path, record.id, record.name, record.role, message["status"]
+            )
+        await send(message)
+
+    return logged
+
+
+def install(app: FastAPI, tokens: TokenSet) -> None:
+    """Close `app` to requests without a valid token, and say so in its OpenAPI document."""
+    app.add_middleware(AuthMiddleware, tokens=tokens)
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document(plain())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+UNAUTHORIZED = {
+    "description": "Missing, malformed, unknown or revoked bearer token.",
+    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "example": 'Bearer realm="portero"'}},
+    "content": {
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/ErrorResponse"},
+            "example": {"error": {"status": 401, "message": "unknown or revoked token", "problems": []}},
+        }
+    },
+}
+FORBIDDEN = {
+    "description": "The token's role may not do this (a viewer token may only read).",
+    "content": {
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/ErrorResponse"},
+            "example": {
+                "error": {
+                    "status": 403,
+                    "message": "token 3f9a2c1e has role viewer, which may only read (GET); POST needs admin",
+                    "problems": [],
+                }
+            },
+        }
+    },
+}
+
+
+def document(schema: dict[str, Any]) -> dict[str, Any]:
+    """Bearer security on every operation but the public ones; 401 everywhere it applies, 403 where a viewer
+    would be refused."""
+    schema.setdefault("components", {}).setdefault("securitySchemes", {})[SECURITY_SCHEME] = {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "prt_<43 url-safe characters>",
+        "description": "`portero token create --role viewer|admin`; the first admin token is in "
+        "`<state dir>/admin.token`. Viewer: GET only. Admin: everything.",
+    }
+    schema["security"] = [{SECURITY_SCHEME: []}]
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            verb = method.upper()
+            if path == HEALTH and verb in READ_METHODS:
+                operation["security"] = []
+                continue
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("401", UNAUTHORIZED)
+            if not allows("viewer", verb):
+                responses.setdefault("403", FORBIDDEN)
+            if path == DASHBOARD and verb in READ_METHODS:
+                operation["security"] = [{}, {SECURITY_SCHEME: []}]  # HTML without a token; JSON with one
+    return schema
