@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 from tests.integration.portero_cli import Portero, portal_service  # noqa: E402
-from tests.integration.test_dashboard import CHROMIUM_ARGS, Traffic, admin_token, until  # noqa: E402
+from tests.integration.test_dashboard import CHROMIUM_ARGS, Traffic, until  # noqa: E402
 
 from portero.api.dashboard import load_assets  # noqa: E402
 
@@ -79,8 +79,8 @@ def main() -> None:
                 browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1440, "height": 1000}, locale="en-US")
                 page.goto(f"{portero.url}/dashboard")
-                page.click("#signin")
-                page.fill("#token", admin_token(portero))
+                page.wait_for_selector("#login[open]")  # no token yet: the page asks for one
+                page.fill("#token", portero.token)
                 page.click("#login-submit")
                 until(page, "data", "() => Number(document.querySelector('#chart-rps').dataset.points) > 0")
                 time.sleep(3)

