@@ -118,7 +118,7 @@ function renderKpis(s) {
       node("p", {}, value(traffic?.requests_per_second, fmt.rate), " · p95 ", value(traffic?.latency_p95_s, fmt.seconds), ` · ${t("errRate")} `, value(traffic?.error_ratio, fmt.ratio)));
   });
   const alerts = s.alerts.filter((a) => a.state === "firing").length;
-  cards.push(node("div", { class: `kpi ${alerts ? "alarm" : ""}` }, node("h3", {}, t("alerts")), node("p", {}, node("strong", {}, String(alerts)), ` ${t("firing")}`)));
+  cards.push(node("div", { class: `kpi ${alerts ? "alarm" : ""}` }, node("h3", {}, t("alerts")), node("p", {}, node("strong", {}, String(alerts)), ` ${t("firingKpi")}`)));
   $("#kpis").replaceChildren(...cards);
 }
 

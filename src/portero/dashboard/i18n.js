@@ -22,7 +22,7 @@ const TEXT = {
     done: "Done: {what}", failed: "Failed: {what}", forbidden: "This token is read-only: actions are hidden.",
     enabled: "enabled", disabled: "disabled", lastDecision: "last decision", signals: "signals",
     strategy: "strategy", phase: "phase", started: "started", finished: "finished", steps: "steps",
-    firing: "firing", pending: "pending", since: "since", monitoringOff: "Monitoring is disabled.",
+    firing: "firing", firingKpi: "firing", pending: "pending", since: "since", monitoringOff: "Monitoring is disabled.",
     errRate: "errors", total: "total",
   },
   es: {
@@ -47,7 +47,7 @@ const TEXT = {
     done: "Hecho: {what}", failed: "Falló: {what}", forbidden: "Este token es de solo lectura: se ocultan las acciones.",
     enabled: "activo", disabled: "inactivo", lastDecision: "última decisión", signals: "señales",
     strategy: "estrategia", phase: "fase", started: "inicio", finished: "fin", steps: "pasos",
-    firing: "disparada", pending: "pendiente", since: "desde", monitoringOff: "El monitoreo está desactivado.",
+    firing: "disparada", firingKpi: "disparadas", pending: "pendiente", since: "desde", monitoringOff: "El monitoreo está desactivado.",
     errRate: "errores", total: "total",
   },
 };
