@@ -10,6 +10,7 @@ import pytest
 from portero.api.auth import wants_json
 from portero.api.dashboard import ASSET_NAME, CHART_SERIES, chart_series, load_assets
 from portero.monitor.series import SeriesStore, Tier
+from tests.api_app import api_app
 
 T0 = 1_700_000_000.0
 
@@ -73,3 +74,24 @@ def test_a_short_window_reads_the_fine_ring_at_its_own_step():
     (rps,) = out.series["service_requests_per_second"]
     assert out.step_s == pytest.approx(1.0)  # never finer than the ring holds
     assert 118 <= len(rps.points) <= 121
+
+
+async def test_with_monitoring_off_the_summary_and_series_say_so_instead_of_failing(tmp_path):
+    async with api_app(tmp_path) as served, served.client(served.viewer) as client:
+        summary = (await client.get("/scalability/dashboard", headers={"Accept": "application/json"})).json()
+        assert summary["monitoring"] is False
+        assert summary["alerts"] == []
+        assert summary["traffic"] == {}
+        assert summary["deployments"] == {"current": None, "recent": []}
+        assert summary["services"] == []  # nothing started in this app
+        charts = await client.get("/scalability/dashboard/series", params={"window_s": 86_400, "max_points": 10})
+        assert charts.status_code == 200
+        assert charts.json()["series"] == {}
+        for bad in ({"max_points": 1}, {"window_s": 10}, {"window_s": "day"}):
+            assert (await client.get("/scalability/dashboard/series", params=bad)).status_code == 422, bad
+        page = await client.get("/scalability/dashboard")
+        assert page.headers["content-type"].startswith("text/html")
+        assert "etag" not in page.headers  # a 304 would have no content type, and auth lets only HTML out
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert (await client.get("/scalability/dashboard/assets/nope.js")).status_code == 404
+        assert (await client.get("/scalability/dashboard/assets/index.html")).status_code == 404
