@@ -5,6 +5,8 @@ from elsewhere pass it explicitly: ``-c examples/portal/gunicorn.conf.py`` (--ch
 """
 
 import os
+import shutil
+import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT') or '5000'}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or "2")
@@ -14,3 +16,21 @@ timeout = 75
 accesslog = "-"
 # Replicas on one host would all claim the same default control socket path; the portal needs none.
 control_socket_disable = True
+
+# Prometheus multiprocess mode for the app's /metrics (portero.resilience): each worker writes its values to files
+# here and /metrics, served by any worker, adds them up; one worker would see only its own. One fresh directory per
+# gunicorn master (replicas on one host must not share one), set before the workers import prometheus_client.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="portal-metrics-")
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    try:
+        from prometheus_client import multiprocess
+    except ImportError:  # the Docker image: no /metrics
+        return
+    multiprocess.mark_process_dead(worker.pid)  # its live gauges no longer count
+
+
+def on_exit(server):  # type: ignore[no-untyped-def]
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -10,6 +10,7 @@ Environment variables, read when the app is created:
 - ``PORTERO_REPLICA_ID``: sent in ``X-Replica`` (default "<hostname>-<pid>").
 - ``PORTAL_DATA_DIR``: directory of the SQLite file (default "<tmpdir>/portal-data").
 - ``PORTAL_FAIL_HEALTH``: "1"/"true" makes ``/health`` answer 503 (a deploy that never gets healthy).
+- ``REDIS_URL``: keep login sessions in Redis, shared by every replica (``sessions.py``).
 - ``PORTAL_ERROR_RATE``: fraction 0..1 of requests (all but ``/health``) answering 500,
   deterministic per process: 0.5 fails every 2nd request, 0.25 every 4th, 1 all of them.
 """
@@ -27,6 +28,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import external
+import sessions  # logins, kept in Redis when REDIS_URL is set (sessions.py)
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
@@ -339,7 +342,8 @@ def visitor_pass(code: str) -> ResponseReturnValue:
 def health() -> ResponseReturnValue:
     if current_app.config["FAIL_HEALTH"]:
         return jsonify(status="failing"), 503
-    return jsonify(status="ok", version=current_app.config["APP_VERSION"], replica=replica_id())
+    body = {"status": "ok", "version": current_app.config["APP_VERSION"], "replica": replica_id()}
+    return jsonify({**body, **external.health_details(current_app)})
 
 
 @bp.get("/work")
@@ -372,7 +376,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.before_request
     def inject_failures() -> ResponseReturnValue | None:
-        if request.endpoint != "portal.health" and failures.should_fail():
+        if request.endpoint not in ("portal.health", "metrics") and failures.should_fail():
             return jsonify(error="falla inyectada (PORTAL_ERROR_RATE)"), 500
         return None
 
@@ -394,6 +398,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_error_handler(HTTPException, http_error)
     app.teardown_appcontext(close_db)
     app.register_blueprint(bp)
+    external.install(app)
+    sessions.install(app)
     return app
 
 

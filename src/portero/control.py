@@ -8,10 +8,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from portero.deploy.model import Deployment
 from portero.events import Event
@@ -70,6 +70,13 @@ class ControlPlane:
         # Traffic split per service while a deployment runs: revision -> share (0..1); absent: equal weights.
         self.traffic: dict[str, dict[int, float]] = {}
         self.deployer: Deployer | None = None
+        # Tells the other porteros of a change that is not in the store (several porteros on one Redis).
+        self.announce: Callable[[dict[str, Any]], Awaitable[None]] = _nobody
+
+    @property
+    def acting(self) -> bool:
+        """This portero runs the controllers (always, unless several share a Redis and another one leads)."""
+        return self.supervisor.acting
 
     async def start(self, source: str) -> None:
         self.records = await self.store.get_services()
@@ -263,6 +270,10 @@ class ControlPlane:
 
     async def shutdown(self) -> None:
         await self.supervisor.shutdown()
+
+
+async def _nobody(change: dict[str, Any]) -> None:
+    return None
 
 
 def _desired(name: str, service: ServiceSpec, record: ServiceRecord) -> Desired:

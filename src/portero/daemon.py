@@ -22,8 +22,10 @@ from typing import IO, Any
 
 import uvicorn
 
+from portero.api import cluster as cluster_api
 from portero.api.app import create_app
 from portero.autoscale.loop import Autoscaler
+from portero.cluster.team import Team
 from portero.control import ControlPlane, Refused
 from portero.dataplane import DataPlane
 from portero.deploy.loop import Deployer
@@ -33,6 +35,8 @@ from portero.runtimes.base import Runtime
 from portero.runtimes.process import ProcessRuntime
 from portero.spec.loader import load_spec
 from portero.spec.models import Spec
+from portero.store.base import StoreUnavailable
+from portero.store.redis import RedisStore
 from portero.store.sqlite import SqliteStore
 from portero.tasks import settle, spawn
 from portero.tokens import TOKENS_FILE, TokenError, TokenSet, ensure_admin, tighten_modes
@@ -111,11 +115,9 @@ def open_tokens(state_dir: Path) -> TokenSet:
 def _bind(spec: Spec) -> socket.socket:
     if not is_loopback(spec.admin.host):
         log.warning(
-            "ADMIN API EXPOSED: admin.host is %s, not loopback; anyone who can reach %s:%d and holds a token can "
-            "change this deployment. Put TLS in front of it (docs/security.md) or bind 127.0.0.1.",
+            "ADMIN API EXPOSED: admin.host is %s, not loopback. The API speaks plain HTTP: bearer tokens cross that "
+            "network readable. Bind 127.0.0.1 and put a TLS proxy in front of it (docs/security.md).",
             spec.admin.host,
-            spec.admin.host,
-            spec.admin.port,
         )
     family = socket.AF_INET6 if ":" in spec.admin.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -145,21 +147,25 @@ async def serve(
     on_started: Callable[[ControlPlane], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     spec = load_spec(spec_path)
-    if spec.store.redis_url:
-        log.warning("store.redis_url (REDIS_URL) is set, but this version keeps its state in SQLite only")
     with state_lock(state_dir):
         try:
             tokens = open_tokens(state_dir)
         except (TokenError, OSError) as exc:
             raise StartupError(f"tokens: {exc}") from exc
         sock = _bind(spec)
-        store = SqliteStore(state_dir / "state.db")
+        store = make_store(spec, state_dir)
         control = ControlPlane(spec, spec_path.resolve().parent, store, make_runtime(spec, state_dir))
         router = Router(spec.router) if spec.router.enabled else None
         deployer = control.deployer = Deployer(control, router)
+        team = Team(spec, store, control, router, str(spec_path)) if isinstance(store, RedisStore) else None
         if router is not None:
             dataplane = DataPlane(control, router)
-            await dataplane.attach()
+            try:
+                await dataplane.attach()
+            except StoreUnavailable as exc:
+                sock.close()
+                await store.close()
+                raise StartupError(f"{exc} (store.redis_url, REDIS_URL)") from exc
             deployer.on_traffic.append(dataplane.sync)
             try:
                 await router.start()
@@ -170,28 +176,29 @@ async def serve(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        await deployer.recover()
-        try:
-            await control.start(str(spec_path))
-        except Refused as exc:  # an image did not build: nothing was started
-            if router is not None:
-                await router.stop(grace_s=0)
-            await store.close()
-            sock.close()
-            raise StartupError(str(exc)) from exc
+        if team is None:
+            await deployer.recover()
+            try:
+                await control.start(str(spec_path))
+            except Refused as exc:  # an image did not build: nothing was started
+                if router is not None:
+                    await router.stop(grace_s=0)
+                await store.close()
+                sock.close()
+                raise StartupError(str(exc)) from exc
         supervisor = spawn(control.supervisor.run(), name="supervisor", eternal=True)
         monitor = Monitor(control, router, state_dir, admin_url(spec))
+        if team is not None:
+            team.watch(monitor)
         await monitor.start()
         deploying = spawn(deployer.run(), name="deployer", eternal=True)
         autoscaler = Autoscaler(control, router, monitor)
         scaling = spawn(autoscaler.run(), name="autoscaler", eternal=True)
-        config = uvicorn.Config(
-            create_app(control, stop.set, router, monitor, autoscaler, tokens=tokens),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=5,
-        )
+        app = create_app(control, stop.set, router, monitor, autoscaler, tokens=tokens)
+        if team is not None:
+            cluster_api.install(app, team.election)
+            await team.start()
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5)
         server = _Server(config)
         api = spawn(server.serve(sockets=[sock]), name="admin-api", eternal=True)
         info = state_dir / "admin.json"
@@ -211,7 +218,10 @@ async def serve(
             scaling.cancel()
             if router is not None:
                 await router.stop(grace_s=5.0)  # no new requests; those in flight finish first
-            await control.shutdown()
+            if team is None:
+                await control.shutdown()
+            else:
+                await team.leave()  # the replicas stay for the next leader to adopt
             supervisor.cancel()
             server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
@@ -219,3 +229,10 @@ async def serve(
             await store.close()
             info.unlink(missing_ok=True)
             sock.close()
+
+
+def make_store(spec: Spec, state_dir: Path) -> SqliteStore | RedisStore:
+    settings = spec.store
+    if settings.redis_url:
+        return RedisStore(settings.redis_url, settings.redis_prefix, settings.timeout_s)
+    return SqliteStore(state_dir / "state.db")

@@ -54,8 +54,9 @@ class SavedToken(httpx.Auth):
 
 
 class Portero:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
         self.dir = tmp
+        self.env = env or {}  # extra environment of every command (REDIS_URL, say)
         self.state = tmp / "state"
         self.spec_file = tmp / "portero.yaml"
         self.admin_port = free_port()
@@ -75,9 +76,9 @@ class Portero:
 
     def cli(self, *args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "portero", "--state-dir", str(self.state), *args]
-        if args and args[0] not in {"logs"}:
+        if args and args[0] not in {"logs", "token"}:
             command += ["--file", str(self.spec_file)]
-        env = {**os.environ, "COLUMNS": "200"}
+        env = {**os.environ, "COLUMNS": "200", **self.env}
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=self.dir)
         if check and result.returncode != 0:
             raise AssertionError(f"portero {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")

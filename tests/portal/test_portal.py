@@ -29,7 +29,10 @@ PORTAL_ENV = (
 
 
 def _load_portal() -> ModuleType:
-    # examples/portal is not a package and "main" is too generic a name for sys.path.
+    # examples/portal is not a package and "main" is too generic a name for sys.path; its own modules
+    # (external.py, sessions.py) are imported as gunicorn does, from its directory.
+    if str(PORTAL_DIR) not in sys.path:
+        sys.path.append(str(PORTAL_DIR))
     spec = importlib.util.spec_from_file_location("portal_main", PORTAL_DIR / "main.py")
     assert spec is not None
     assert spec.loader is not None

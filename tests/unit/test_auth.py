@@ -13,6 +13,9 @@ from fastapi.responses import JSONResponse
 
 from portero import tokens
 from portero.api.auth import allows, is_public, wants_json
+from portero.daemon import StartupError, _bind, is_loopback
+from portero.runtimes.ports import free_port
+from portero.spec.loader import parse_spec
 from tests.api_app import ApiApp, api_app
 
 
@@ -248,3 +251,30 @@ async def test_no_token_is_ever_logged(served: ApiApp, caplog: pytest.LogCapture
     assert "prt_" not in text
     assert f"POST '/scalability/services/web/scale' by token {admin_id} (initial-admin, admin): 409" in text
     assert "denied POST '/scalability/shutdown' to token" in text
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.0.2.1", False),
+        ("admin.example.com", False),
+    ],
+)
+def test_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_an_admin_api_off_loopback_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    spec = parse_spec("admin: {host: 192.0.2.1, port: 9}\nservices: {web: {command: x}}")  # TEST-NET: never bound
+    with pytest.raises(StartupError):
+        _bind(spec)
+    assert "ADMIN API EXPOSED: admin.host is 192.0.2.1, not loopback" in caplog.text
+    caplog.clear()
+    _bind(parse_spec(f"admin: {{port: {free_port()}}}\nservices: {{web: {{command: x}}}}")).close()
+    assert "EXPOSED" not in caplog.text

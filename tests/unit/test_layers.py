@@ -30,8 +30,11 @@ PURE = [
     "monitor/traffic.py",
     "monitor/record.py",
     "monitor/snapshot.py",
+    "monitor/appmetrics.py",
+    "cluster/lease.py",
+    "cluster/registry.py",
 ]
-IO_MODULES = {"asyncio", "psutil", "docker", "httpx", "subprocess", "socket", "sqlite3", "time"}
+IO_MODULES = {"asyncio", "psutil", "docker", "httpx", "subprocess", "socket", "sqlite3", "time", "redis"}
 
 
 def imports(path: Path) -> set[str]:
@@ -67,3 +70,9 @@ def test_only_runtimes_touch_processes_and_engines():
 
 def test_the_shim_imports_nothing_from_portero():
     assert not [name for name in imports(SRC / "runtimes" / "shim.py") if name.startswith("portero")]
+
+
+def test_the_resilience_module_for_apps_imports_nothing_else_of_portero():
+    for path in (SRC / "resilience").rglob("*.py"):
+        found = [n for n in imports(path) if n.startswith("portero") and not n.startswith("portero.resilience")]
+        assert not found, f"{path.name} imports {found}: apps import portero.resilience without portero's daemon"

@@ -1,19 +1,24 @@
-"""`SqliteStore`: what goes in comes back out, survives a restart, and is never seen half-written."""
+"""The `Store` contract on SQLite and Redis: what goes in comes back out, survives a restart (a reconnection),
+and is never seen half-written. Redis runs as a real redis-server (the `redis_server` fixture)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from portero.events import Event
 from portero.replicas import Process, Replica, ReplicaState, StopIntent
 from portero.revisions import Revision
-from portero.store import ServiceRecord, SqliteStore
+from portero.store import ServerRecord, ServiceRecord, SqliteStore, StaleLeader, Store, StoreUnavailable
+from portero.store.redis import RedisStore
+
+Opener = Callable[[], Any]
 
 
 @pytest.fixture
@@ -21,9 +26,18 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / ".portero" / "state.db"  # a directory that does not exist yet
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def open_store(request: pytest.FixtureRequest, db_path: Path) -> Opener:
+    """Opens a new store over the same state: the same SQLite file, or the same Redis and key prefix."""
+    if request.param == "sqlite":
+        return lambda: SqliteStore(db_path)
+    server = request.getfixturevalue("redis_server")
+    return lambda: RedisStore(server.url, prefix="test")
+
+
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore(db_path)
+async def store(open_store: Opener) -> AsyncIterator[Store]:
+    opened = open_store()
     yield opened
     await opened.close()
 
@@ -72,7 +86,7 @@ def replicas_for(generation: int, count: int) -> list[Replica]:
 # --- spec and services ------------------------------------------------------------------------------------------
 
 
-async def test_a_fresh_store_has_no_spec_services_replicas_or_events(store: SqliteStore) -> None:
+async def test_a_fresh_store_has_no_spec_services_replicas_or_events(store: Store) -> None:
     assert await store.get_spec() is None
     assert await store.get_services() == {}
     assert await store.get_revisions("portal") == []
@@ -80,7 +94,7 @@ async def test_a_fresh_store_has_no_spec_services_replicas_or_events(store: Sqli
     assert await store.get_events() == []
 
 
-async def test_the_spec_comes_back_as_it_was_put_and_a_new_one_replaces_it(store: SqliteStore) -> None:
+async def test_the_spec_comes_back_as_it_was_put_and_a_new_one_replaces_it(store: Store) -> None:
     first = {"version": 1, "services": {"portal": {"command": ["run"], "env": {"A": "1"}}}}
     second = {"version": 1, "services": {"api": {"command": ["serve"]}}}
 
@@ -91,7 +105,7 @@ async def test_the_spec_comes_back_as_it_was_put_and_a_new_one_replaces_it(store
     assert await store.get_spec() == ("api", second)
 
 
-async def test_services_are_put_replaced_and_deleted_by_name(store: SqliteStore) -> None:
+async def test_services_are_put_replaced_and_deleted_by_name(store: Store) -> None:
     await store.put_service(ServiceRecord("portal", desired=3, initial=3, revision=1))
     await store.put_service(ServiceRecord("api", desired=1, initial=1, revision=2))
     await store.put_service(ServiceRecord("portal", desired=5, initial=3, revision=2))
@@ -110,7 +124,7 @@ async def test_services_are_put_replaced_and_deleted_by_name(store: SqliteStore)
 # --- revisions --------------------------------------------------------------------------------------------------
 
 
-async def test_revisions_come_back_whole_and_ordered_by_number(store: SqliteStore) -> None:
+async def test_revisions_come_back_whole_and_ordered_by_number(store: Store) -> None:
     for number in (2, 1, 3):
         await store.add_revision(revision("portal", number, reason=f"reason {number}"), keep=10)
 
@@ -120,7 +134,7 @@ async def test_revisions_come_back_whole_and_ordered_by_number(store: SqliteStor
     assert revisions[0] == revision("portal", 1, reason="reason 1")
 
 
-async def test_only_the_last_keep_revisions_of_a_service_are_kept(store: SqliteStore) -> None:
+async def test_only_the_last_keep_revisions_of_a_service_are_kept(store: Store) -> None:
     await store.add_revision(revision("api", 1), keep=3)
     for number in range(1, 7):
         await store.add_revision(revision("portal", number), keep=3)
@@ -132,7 +146,7 @@ async def test_only_the_last_keep_revisions_of_a_service_are_kept(store: SqliteS
 # --- replicas ---------------------------------------------------------------------------------------------------
 
 
-async def test_replicas_come_back_in_order_with_every_field(store: SqliteStore) -> None:
+async def test_replicas_come_back_in_order_with_every_field(store: Store) -> None:
     saved = [
         full_replica(),
         Replica(id="portal-a1", service="portal", revision=4),  # all defaults, no process
@@ -158,7 +172,7 @@ async def test_replicas_come_back_in_order_with_every_field(store: SqliteStore) 
     assert loaded[2].process.app_pid is None
 
 
-async def test_saving_replicas_replaces_the_whole_set(store: SqliteStore) -> None:
+async def test_saving_replicas_replaces_the_whole_set(store: Store) -> None:
     await store.save_replicas(replicas_for(generation=1, count=4))
 
     await store.save_replicas([full_replica()])
@@ -175,7 +189,7 @@ def event(at: float, service: str | None = "portal", kind: str = "replica.starte
     return Event(kind, f"{service}-r1", f"at {at}", service=service, at=at, data={"at": at, "nested": [1, "x"]})
 
 
-async def test_appending_an_event_returns_it_with_a_new_id(store: SqliteStore) -> None:
+async def test_appending_an_event_returns_it_with_a_new_id(store: Store) -> None:
     original = event(10.0)
 
     first = await store.append_event(original)
@@ -190,7 +204,7 @@ async def test_appending_an_event_returns_it_with_a_new_id(store: SqliteStore) -
     )
 
 
-async def test_events_are_filtered_by_time_and_service(store: SqliteStore) -> None:
+async def test_events_are_filtered_by_time_and_service(store: Store) -> None:
     stored = [
         await store.append_event(e)
         for e in (event(10.0), event(20.0, service="api"), event(30.0), event(40.0, service=None, kind="spec.applied"))
@@ -203,7 +217,7 @@ async def test_events_are_filtered_by_time_and_service(store: SqliteStore) -> No
     assert await store.get_events(since=41.0) == []
 
 
-async def test_a_limit_returns_the_newest_events_oldest_first(store: SqliteStore) -> None:
+async def test_a_limit_returns_the_newest_events_oldest_first(store: Store) -> None:
     stored = [await store.append_event(event(float(at))) for at in range(1, 8)]
 
     assert await store.get_events(limit=3) == stored[-3:]
@@ -214,11 +228,11 @@ async def test_a_limit_returns_the_newest_events_oldest_first(store: SqliteStore
 # --- durability -------------------------------------------------------------------------------------------------
 
 
-async def test_everything_survives_closing_and_reopening_the_store(db_path: Path) -> None:
+async def test_everything_survives_closing_and_reopening_the_store(open_store: Opener) -> None:
     spec = {"version": 1, "services": {"portal": {"command": ["run"]}}}
     record = ServiceRecord("portal", desired=2, initial=3, revision=7)
     replicas = [full_replica(), *replicas_for(generation=9, count=2)]
-    first = SqliteStore(db_path)
+    first = open_store()
     await first.put_spec("portero.yaml", spec)
     await first.put_service(record)
     await first.add_revision(revision("portal", 7), keep=5)
@@ -226,7 +240,7 @@ async def test_everything_survives_closing_and_reopening_the_store(db_path: Path
     appended = await first.append_event(event(5.0))
     await first.close()
 
-    second = SqliteStore(db_path)
+    second = open_store()
     try:
         assert await second.get_spec() == ("portero.yaml", spec)
         assert await second.get_services() == {"portal": record}
@@ -257,7 +271,15 @@ print(json.dumps([[count, list(generations), times] for (count, generations), ti
 """
 
 
-async def test_a_reader_in_another_process_never_sees_a_half_saved_set(store: SqliteStore, db_path: Path) -> None:
+async def test_a_reader_in_another_process_never_sees_a_half_saved_set(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    try:
+        await _race_a_reader(store, db_path)
+    finally:
+        await store.close()
+
+
+async def _race_a_reader(store: SqliteStore, db_path: Path) -> None:
     count = 25
     reader = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -297,3 +319,108 @@ async def test_a_reader_in_another_process_never_sees_a_half_saved_set(store: Sq
     assert len(full_generations) >= 10, f"too little overlap to prove anything: {observations}"
     assert max(full_generations) <= written
     assert sum(times for _, _, times in observations) >= 100
+
+
+# --- registered servers and deployments ------------------------------------------------------------------------
+
+
+async def test_servers_are_put_reweighted_and_deleted_by_service_and_address(store: Store) -> None:
+    await store.put_server(ServerRecord("portal", "127.0.0.1:8001", 10))
+    await store.put_server(ServerRecord("portal", "127.0.0.1:8002", 5))
+    await store.put_server(ServerRecord("api", "127.0.0.1:8001", 1))
+    await store.put_server(ServerRecord("portal", "127.0.0.1:8001", 30))
+
+    servers = sorted(await store.get_servers(), key=lambda s: (s.service, s.address))
+    assert servers == [
+        ServerRecord("api", "127.0.0.1:8001", 1),
+        ServerRecord("portal", "127.0.0.1:8001", 30),
+        ServerRecord("portal", "127.0.0.1:8002", 5),
+    ]
+
+    await store.delete_server("portal", "127.0.0.1:8001")
+    await store.delete_server("portal", "127.0.0.1:9999")
+    assert sorted(s.address for s in await store.get_servers() if s.service == "portal") == ["127.0.0.1:8002"]
+
+
+async def test_deployments_come_back_newest_first_filtered_and_limited(store: Store) -> None:
+    for index, service in enumerate(["portal", "api", "portal", "portal"]):
+        body = {"id": f"d{index}", "service": service, "state": "running", "steps": [{"n": index}]}
+        await store.put_deployment(service, f"d{index}", 1_700_000_000.5 + index, body)
+    await store.put_deployment("portal", "d2", 1_700_000_002.5, {"id": "d2", "service": "portal", "state": "done"})
+
+    assert [d["id"] for d in await store.get_deployments()] == ["d3", "d2", "d1", "d0"]
+    assert [d["id"] for d in await store.get_deployments("portal")] == ["d3", "d2", "d0"]
+    assert [d["id"] for d in await store.get_deployments("portal", limit=2)] == ["d3", "d2"]
+    assert (await store.get_deployments("portal", limit=2))[1]["state"] == "done"  # replaced, not added
+
+
+# --- Redis only: fencing and outages ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def redis_store(redis_server: Any) -> AsyncIterator[RedisStore]:
+    opened = RedisStore(redis_server.url, prefix="test", timeout_s=0.5)
+    yield opened
+    await opened.close()
+
+
+async def test_a_write_under_a_stale_fencing_token_is_refused_and_changes_nothing(redis_store: RedisStore) -> None:
+    client = redis_store.client
+    redis_store.fence = int(await client.incr(redis_store.keys.epoch))  # this portero acquired the lease
+    await redis_store.put_service(ServiceRecord("portal", 2, 2, 1))
+    await client.incr(redis_store.keys.epoch)  # another portero acquired it since
+
+    with pytest.raises(StaleLeader, match="another portero leads"):
+        await redis_store.put_service(ServiceRecord("portal", 9, 2, 1))
+    with pytest.raises(StaleLeader):
+        await redis_store.save_replicas([full_replica()])
+
+    assert await redis_store.get_services() == {"portal": ServiceRecord("portal", 2, 2, 1)}
+    assert await redis_store.load_replicas() == []
+    appended = await redis_store.append_event(event(1.0))  # the event log is everybody's
+    assert appended.id is not None
+
+
+async def test_writes_publish_their_change_and_a_refused_write_publishes_nothing(redis_store: RedisStore) -> None:
+    redis_store.origin = "me"
+    pubsub = redis_store.client.pubsub()
+    await pubsub.subscribe(redis_store.keys.changes)
+    await pubsub.get_message(timeout=1)  # the subscription's confirmation
+    await redis_store.put_server(ServerRecord("portal", "127.0.0.1:8001", 7))
+    redis_store.fence = 41  # no such epoch: refused
+    with pytest.raises(StaleLeader):
+        await redis_store.save_replicas([])
+    redis_store.fence = None
+    await redis_store.save_replicas([])
+
+    messages = []
+    while (message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)) is not None:
+        messages.append(json.loads(message["data"]))
+    await pubsub.aclose()
+
+    assert messages == [
+        {"kind": "server", "op": "put", "service": "portal", "address": "127.0.0.1:8001", "weight": 7, "origin": "me"},
+        {"kind": "state", "origin": "me"},
+    ]
+
+
+async def test_while_redis_is_away_writes_fail_loudly_and_events_wait_in_order(
+    redis_store: RedisStore, redis_server: Any
+) -> None:
+    await redis_store.append_event(event(1.0))
+    redis_server.stop()
+
+    with pytest.raises(StoreUnavailable, match="does not answer"):
+        await redis_store.put_service(ServiceRecord("portal", 2, 2, 1))
+    assert redis_store.up is False
+    kept = [await redis_store.append_event(event(float(at))) for at in (2, 3)]
+    assert [e.id for e in kept] == [None, None]
+    assert redis_store.pending_events == 2
+
+    redis_server.start()  # no persistence in the fixture: Redis comes back empty
+    assert await redis_store.ping()
+    await redis_store.append_event(event(4.0))
+
+    assert [e.at for e in await redis_store.get_events()] == [2.0, 3.0, 4.0]
+    assert redis_store.pending_events == 0
+    assert redis_store.up is True

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Query
+from fastapi import APIRouter, FastAPI, Query
 from fastapi.responses import StreamingResponse
 
 import portero
 from portero import logs
-from portero.api import auth, autoscaling, dashboard, deployments, errors, loadbalancer
+from portero.api import auth, autoscaling, cluster, dashboard, deployments, errors, loadbalancer
 from portero.api.monitoring import routes as monitoring_routes
+from portero.api.params import REPLICA_ID, ReplicaId, ServiceName
 from portero.api.schemas import (
     Accepted,
     AppliedOut,
@@ -42,9 +42,8 @@ from portero.spec.loader import parse_spec
 from portero.spec.models import NAME_PATTERN
 from portero.tokens import TokenSet
 
-REPLICA_ID = r"^[a-z][a-z0-9-]{0,63}$"
 SERVICE_NAME = NAME_PATTERN
-ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (404, 409, 422, 502, 503)}
+ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (400, 404, 409, 422, 502, 503)}
 
 
 def create_app(
@@ -72,7 +71,7 @@ def create_app(
     def now() -> float:
         return control.clock()
 
-    @api.get("/health", tags=["health"])
+    @api.get("/health", tags=["health"], summary="portero's health and each service's ready replicas (public)")
     async def health() -> HealthOut:
         services = {
             view.name: ServiceHealth(
@@ -88,28 +87,29 @@ def create_app(
             uptime_s=round(now() - control.started_at, 1),
             runtime=control.runtime.name,
             services=services,
+            cluster=cluster.view(app.state.cluster) if getattr(app.state, "cluster", None) else None,
         )
 
-    @api.get("/containers/list", tags=["containers"])
+    @api.get("/containers/list", tags=["containers"], summary="List every replica")
     async def list_containers() -> ContainersOut:
         return ContainersOut(containers=[ReplicaOut.of(r, now()) for r in control.supervisor.replicas])
 
-    @api.post("/containers/{replica_id}/stop", tags=["containers"])
-    async def stop_container(replica_id: Annotated[str, Depends(_replica_id)]) -> ReplicaOut:
+    @api.post("/containers/{replica_id}/stop", tags=["containers"], summary="Stop a replica and hold it stopped")
+    async def stop_container(replica_id: ReplicaId) -> ReplicaOut:
         replica = await control.supervisor.hold(replica_id)
         if replica is None:
             raise NotFound("replica", replica_id)
         return ReplicaOut.of(replica, now())
 
-    @api.post("/containers/{replica_id}/start", tags=["containers"])
-    async def start_container(replica_id: Annotated[str, Depends(_replica_id)]) -> ReplicaOut:
+    @api.post("/containers/{replica_id}/start", tags=["containers"], summary="Start a held replica again")
+    async def start_container(replica_id: ReplicaId) -> ReplicaOut:
         replica = await control.supervisor.release(replica_id)
         if replica is None:
             raise NotFound("replica", replica_id)
         return ReplicaOut.of(replica, now())
 
-    @api.get("/containers/{replica_id}/stats", tags=["containers"])
-    async def container_stats(replica_id: Annotated[str, Depends(_replica_id)]) -> StatsOut:
+    @api.get("/containers/{replica_id}/stats", tags=["containers"], summary="CPU, memory and processes of a replica")
+    async def container_stats(replica_id: ReplicaId) -> StatsOut:
         replica = control.replica(replica_id)
         if replica.process is None or not replica.running:
             raise Refused(f"replica {replica_id} is {replica.state.value}: no process to measure")
@@ -128,26 +128,26 @@ def create_app(
             restarts=replica.restarts,
         )
 
-    @api.get("/services", tags=["services"])
+    @api.get("/services", tags=["services"], summary="List services with their replicas")
     async def list_services() -> ServicesOut:
         snapshot = monitor.snapshot if monitor is not None and monitor.enabled else None
         usage = {r.id: (r.cpu_percent, r.memory_bytes) for r in snapshot.replicas} if snapshot is not None else {}
         return ServicesOut(services=[ServiceOut.of(view, now(), usage) for view in control.services()])
 
-    @api.post("/services/{name}/scale", tags=["services"])
-    async def scale(name: Annotated[str, Depends(_service_name)], body: ScaleIn) -> ServiceOut:
+    @api.post("/services/{name}/scale", tags=["services"], summary="Set a service's replica count")
+    async def scale(name: ServiceName, body: ScaleIn) -> ServiceOut:
         await control.scale(name, body.replicas)
         view = next(v for v in control.services() if v.name == name)
         return ServiceOut.of(view, now())
 
-    @api.put("/spec", tags=["spec"])
+    @api.put("/spec", tags=["spec"], summary="Apply a changed spec; a refused one changes nothing")
     async def apply_spec(body: SpecIn) -> AppliedOut:
         spec = await asyncio.to_thread(parse_spec, body.yaml, body.source)  # a big spec must not stall traffic
         if spec.runtime != control.spec.runtime or spec.admin != control.spec.admin:
             raise Refused("changing `runtime` or `admin` needs a restart of portero (portero down, up)")
         return AppliedOut(changes=await control.apply(spec, body.source, reason=f"applied from {body.source}"))
 
-    @api.get("/events", tags=["events"])
+    @api.get("/events", tags=["events"], summary="Read the event log")
     async def events(
         since: Annotated[float | None, Query(ge=0, description="Unix time.")] = None,
         service: Annotated[str | None, Query(pattern=SERVICE_NAME)] = None,
@@ -156,7 +156,9 @@ def create_app(
         found = await control.store.get_events(since=since, service=service, limit=limit)
         return EventsOut(events=[EventOut(**vars(e)) for e in found])
 
-    @api.get("/logs", tags=["logs"], response_model=LogsOut)
+    @api.get(
+        "/logs", tags=["logs"], response_model=LogsOut, summary="Read or follow (server-sent events) replica output"
+    )
     async def get_logs(
         service: Annotated[str | None, Query(pattern=SERVICE_NAME)] = None,
         replica: Annotated[str | None, Query(pattern=REPLICA_ID)] = None,
@@ -184,7 +186,7 @@ def create_app(
             return LogsOut(lines=backlog)
         return StreamingResponse(_sse(backlog, following), media_type="text/event-stream")
 
-    @api.post("/shutdown", tags=["portero"], status_code=202)
+    @api.post("/shutdown", tags=["portero"], status_code=202, summary="Stop every replica gracefully, then portero")
     async def shutdown() -> Accepted:
         request_shutdown()
         return Accepted(status="stopping")
@@ -196,19 +198,6 @@ def create_app(
     app.include_router(autoscaling.routes(control, autoscaler))
     app.include_router(dashboard.routes(control, router, monitor, autoscaler))
     return app
-
-
-def _replica_id(replica_id: str) -> str:
-    """An id that cannot be one of ours is simply not found; it never reaches the runtime."""
-    if not re.fullmatch(REPLICA_ID, replica_id):
-        raise NotFound("replica", replica_id)
-    return replica_id
-
-
-def _service_name(name: str) -> str:
-    if not re.fullmatch(SERVICE_NAME, name):
-        raise NotFound("service", name)
-    return name
 
 
 async def _sse(backlog: list[LogLineOut], following: AsyncIterator[logs.LogLine]) -> AsyncIterator[str]:

@@ -67,7 +67,7 @@ def summary(control: ControlPlane, autoscaler: Autoscaler | None) -> AutoscalerO
 def routes(control: ControlPlane, autoscaler: Autoscaler | None) -> APIRouter:
     api = APIRouter(prefix="/scalability", tags=["autoscaler"])
 
-    @api.get("/autoscaler")
+    @api.get("/autoscaler", summary="The autoscaler's policy, signals and decisions per service")
     async def status() -> AutoscalerOut:
         """Whether it runs (`autoscale.enabled`, AUTO_SCALE_ENABLED), and per service what it sees and decided."""
         return summary(control, autoscaler)

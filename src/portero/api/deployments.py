@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from portero.api.params import DeploymentId, ServiceName
 from portero.api.schemas import DeployIn, DeploymentOut, DeploymentsOut, RevisionOut, RevisionsOut, RollbackIn
 from portero.control import ControlPlane, NotFound
 from portero.deploy.model import Deployment
@@ -18,7 +19,7 @@ def routes(control: ControlPlane) -> APIRouter:
     def out(d: Deployment | dict[str, object]) -> DeploymentOut:
         return DeploymentOut.model_validate(d.to_dict() if isinstance(d, Deployment) else d)
 
-    @api.post("/deploy", status_code=202)
+    @api.post("/deploy", status_code=202, summary="Deploy a new revision")
     async def deploy(body: DeployIn) -> DeploymentOut:
         """Start a deployment of a new revision (the serving one with these changes); follow it by its id."""
         d = await control.deploy(
@@ -26,12 +27,12 @@ def routes(control: ControlPlane) -> APIRouter:
         )
         return out(d)
 
-    @api.post("/rollback", status_code=202)
+    @api.post("/rollback", status_code=202, summary="Roll back to a kept revision")
     async def rollback(body: RollbackIn) -> DeploymentOut:
         """Go back to a kept revision (the previous one by default); recorded as a deployment itself."""
         return out(await control.rollback(body.service, body.revision, trigger="api"))
 
-    @api.get("/deployments")
+    @api.get("/deployments", summary="List deployments, newest first")
     async def deployments(
         service: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 20,
@@ -39,15 +40,15 @@ def routes(control: ControlPlane) -> APIRouter:
         found = await control.store.get_deployments(service, limit)
         return DeploymentsOut(deployments=[out(d) for d in found])
 
-    @api.get("/deployments/{deployment_id}")
-    async def deployment(deployment_id: str) -> DeploymentOut:
+    @api.get("/deployments/{deployment_id}", summary="One deployment with its steps")
+    async def deployment(deployment_id: DeploymentId) -> DeploymentOut:
         for d in await control.store.get_deployments(None, 200):
             if d["id"] == deployment_id:
                 return out(d)
         raise NotFound("deployment", deployment_id)
 
-    @api.get("/services/{name}/revisions")
-    async def revisions(name: str) -> RevisionsOut:
+    @api.get("/services/{name}/revisions", summary="A service's kept revisions")
+    async def revisions(name: ServiceName) -> RevisionsOut:
         control.service_spec(name)
         serving = control.records[name].revision if name in control.records else None
         return RevisionsOut(

@@ -10,10 +10,14 @@ from starlette.exceptions import HTTPException
 from portero.control import NotFound, Refused
 from portero.runtimes.base import RuntimeFailure
 from portero.spec.loader import SpecError
+from portero.store.base import StaleLeader, StoreUnavailable
 
 
-def error(status: int, message: str, problems: list[str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"status": status, "message": message, "problems": problems or []}}, status)
+def error(
+    status: int, message: str, problems: list[str] | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": {"status": status, "message": message, "problems": problems or []}}
+    return JSONResponse(body, status, headers=headers)
 
 
 def install(app: FastAPI) -> None:
@@ -32,6 +36,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RuntimeFailure)
     async def runtime_failed(_: Request, exc: RuntimeFailure) -> JSONResponse:
         return error(503 if exc.retryable else 502, str(exc))
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_away(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        return error(503, f"{exc}; nothing was changed, retry when it answers", headers={"Retry-After": "1"})
+
+    @app.exception_handler(StaleLeader)
+    async def stale(_: Request, exc: StaleLeader) -> JSONResponse:
+        return error(409, f"{exc}; nothing was changed, send the request to the leader", headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -35,7 +35,7 @@ def routes(control: ControlPlane, router: Router | None) -> APIRouter:
     async def note(kind: str, service: str, message: str, **data: Any) -> None:
         await control.supervisor.record(Event(kind, service, message, service, control.clock(), data))
 
-    @api.get("/servers")
+    @api.get("/servers", summary="List the router's endpoints")
     async def servers(service: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None) -> ServersOut:
         """Every endpoint: state, weight, in-flight, requests, errors, latency percentiles, health."""
         rt = live()
@@ -44,43 +44,47 @@ def routes(control: ControlPlane, router: Router | None) -> APIRouter:
         chosen = [rt.services[service]] if service else list(rt.services.values())
         return ServersOut(servers=[out(e) for s in chosen for e in s.endpoints.values()])
 
-    @api.post("/register", status_code=201)
+    @api.post("/register", status_code=201, summary="Route to a server portero does not run")
     async def register(body: ServerIn) -> ServerOut:
         """Route a server portero does not run; kept in the store across restarts."""
         if body.service not in live().services:
             raise NotFound("service", body.service)
+        await control.store.put_server(ServerRecord(body.service, body.address, body.weight))  # first: it may refuse
         endpoint = live().register(body.service, body.address, body.weight)
-        await control.store.put_server(ServerRecord(body.service, body.address, body.weight))
         await note("server.registered", body.service, f"{body.address} registered with weight {body.weight}")
         return out(endpoint)
 
-    @api.post("/deregister")
+    @api.post("/deregister", summary="Stop routing to a server (it drains first)")
     async def deregister(body: ServerRef) -> ServerOut:
         """Stop routing to a server: it drains (requests in flight finish), then leaves."""
         endpoint = found(body.service, body.address)
-        live().deregister(body.service, body.address)
         await control.store.delete_server(body.service, body.address)
+        live().deregister(body.service, body.address)
         await note("server.deregistered", body.service, f"{body.address} deregistered; draining")
         return out(endpoint)
 
-    @api.post("/weight")
+    @api.post("/weight", summary="Set a server's weight")
     async def weight(body: WeightIn) -> ServerOut:
         endpoint = found(body.service, body.address)
-        live().set_weight(body.service, body.address, body.weight)
         if endpoint.source == "registered":
             await control.store.put_server(ServerRecord(body.service, body.address, body.weight))
+        else:  # a replica's weight is not stored: the other porteros are told directly
+            await control.announce({"kind": "server", "op": "weight", **body.model_dump(mode="json")})
+        live().set_weight(body.service, body.address, body.weight)
         await note("server.weighted", body.service, f"{body.address} weight set to {body.weight}")
         return out(endpoint)
 
-    @api.post("/drain")
+    @api.post("/drain", summary="Drain a server: no new requests")
     async def drain(body: DrainIn) -> ServerOut:
         """No new requests; those in flight may finish until the drain timeout, then are cut."""
-        found(body.service, body.address)
+        if found(body.service, body.address).source == "registered":
+            await control.store.delete_server(body.service, body.address)  # it leaves once drained: not restored
+        await control.announce({"kind": "server", "op": "drain", **body.model_dump(mode="json")})
         endpoint = live().drain(body.service, body.address, body.timeout_s)
         await note("server.draining", body.service, f"{body.address} draining")
         return out(endpoint)
 
-    @api.get("/next-server")
+    @api.get("/next-server", summary="The endpoint the next request would go to")
     async def next_server(service: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None) -> ServerOut:
         """The endpoint the next request would go to, without using its turn."""
         rt = live()

@@ -104,6 +104,25 @@ class PorteroOut(Out):
     series_budget_bytes: int
 
 
+class ScrapeOut(Out):
+    service: str
+    replica: str
+    url: str
+    at: float
+    ok: bool
+    series: int
+    dropped: int = Field(description="Series over `metrics.max_series`, not kept.")
+    duration_s: float
+    error: str | None
+
+
+class AppMetricOut(Out):
+    name: str
+    labels: dict[str, str]
+    value: float
+    kind: Literal["gauge", "counter"]
+
+
 class SnapshotOut(Out):
     at: float
     interval_s: float
@@ -112,6 +131,10 @@ class SnapshotOut(Out):
     services: list[ServiceMetricsOut]
     router: RouterOut | None
     portero: PorteroOut
+    scrapes: list[ScrapeOut] = Field(description="The last scrape of each replica whose service names `metrics`.")
+    app: list[AppMetricOut] = Field(
+        description="The replicas' own metrics, as their last good scrape read them (series: `?name=`)."
+    )
 
 
 class SeriesOut(BaseModel):
@@ -172,7 +195,11 @@ def routes(control: ControlPlane, monitor: Monitor | None) -> APIRouter:
             )
         return monitor
 
-    @api.get("/scalability/monitoring/metrics", response_model=SnapshotOut | SeriesQueryOut)
+    @api.get(
+        "/scalability/monitoring/metrics",
+        response_model=SnapshotOut | SeriesQueryOut,
+        summary="The latest sample, or one series over time",
+    )
     async def metrics(
         name: Annotated[
             str | None, Query(max_length=500, description='A series: `replica_cpu_percent{service="portal"}`.')
@@ -196,7 +223,7 @@ def routes(control: ControlPlane, monitor: Monitor | None) -> APIRouter:
                 raise Refused("no sample yet: the monitor's first pass has not finished") from None
         return SnapshotOut.model_validate(mon.snapshot)
 
-    @api.get("/scalability/monitoring/alerts")
+    @api.get("/scalability/monitoring/alerts", summary="Active alerts: pending and firing")
     async def alerts(
         state: Annotated[Literal["pending", "firing"] | None, Query()] = None,
         rule: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
@@ -206,12 +233,12 @@ def routes(control: ControlPlane, monitor: Monitor | None) -> APIRouter:
         shown = [a for a in live().active() if (state is None or a.state == state) and (rule in (None, a.rule))]
         return AlertsOut(alerts=[AlertOut.of(a) for a in shown])
 
-    @api.get("/scalability/monitoring/rules")
+    @api.get("/scalability/monitoring/rules", summary="The alert rules in force")
     async def alert_rules() -> RulesOut:
         """The rules in force: the built-in ones (with the spec's thresholds) and the spec's own."""
         return RulesOut(rules=live().rules)
 
-    @api.get("/metrics", tags=["monitoring"], response_class=Response)
+    @api.get("/metrics", tags=["monitoring"], response_class=Response, summary="Prometheus text exposition")
     async def prometheus() -> Response:
         """Prometheus text exposition of the latest sample."""
         body = exposition.render() if exposition is not None else b"portero_monitoring_enabled 0\n"

@@ -19,6 +19,21 @@ class ErrorBody(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"error": {"status": 404, "message": "no replica named 'nope'", "problems": []}},
+                {
+                    "error": {
+                        "status": 422,
+                        "message": "invalid request",
+                        "problems": ["body.replicas: Input should be a valid integer"],
+                    }
+                },
+            ]
+        }
+    )
+
     error: ErrorBody
 
 
@@ -27,15 +42,64 @@ class ServiceHealth(BaseModel):
     ready: int
 
 
+class ClusterOut(BaseModel):
+    """Several porteros sharing one Redis (docs/redis.md); absent with the embedded SQLite store."""
+
+    instance: str
+    role: Literal["leader", "follower"]
+    leader: str | None = Field(description="Instance id of the portero that leads, as last seen.")
+    leader_url: str | None = Field(description="Its admin API; writes sent to a follower are forwarded there.")
+    fencing_token: int | None
+    store_up: bool
+    pending_events: int = Field(description="Events kept in memory while Redis was away, not yet saved.")
+
+
 class HealthOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ok",
+                    "version": "0.1.0",
+                    "uptime_s": 1.8,
+                    "runtime": "process",
+                    "services": {"portal": {"desired": 3, "ready": 3}},
+                }
+            ]
+        }
+    )
+
     status: Literal["ok", "degraded"]
     version: str
     uptime_s: float
     runtime: str
     services: dict[str, ServiceHealth]
+    cluster: ClusterOut | None = None
 
 
 class ReplicaOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "portal-1-eea0",
+                    "service": "portal",
+                    "revision": 1,
+                    "state": "ready",
+                    "address": "127.0.0.1:35297",
+                    "port": 35297,
+                    "pid": 9140,
+                    "uptime_s": 1.8,
+                    "restarts": 0,
+                    "last_exit_code": None,
+                    "next_start_in_s": None,
+                    "cpu_percent": 0.4,
+                    "memory_bytes": 113967104,
+                }
+            ]
+        }
+    )
+
     id: str
     service: str
     revision: int
@@ -124,15 +188,31 @@ class Body(BaseModel):
 
 
 class ScaleIn(Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"replicas": 3}]})
+
     replicas: int = Field(ge=0, le=100, examples=[3])
 
 
 class SpecIn(Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "yaml": "services:\n  portal:\n    command: gunicorn --bind 127.0.0.1:${PORT} main:app\n"
+                    "    replicas: {initial: 3, min: 1, max: 10}\n",
+                    "source": "portero.yaml",
+                }
+            ]
+        }
+    )
+
     yaml: str = Field(min_length=1, max_length=1_000_000, description="The whole portero.yaml text.")
     source: str = Field(default="api", max_length=200)
 
 
 class AppliedOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"changes": ["portal: 3 -> 5 replica(s)"]}]})
+
     changes: list[str]
 
 
@@ -163,25 +243,41 @@ class LogsOut(BaseModel):
 
 
 class Accepted(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "stopping"}]})
+
     status: str
 
 
 class ServerIn(Body):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"service": "portal", "address": "127.0.0.1:5001", "weight": 2}]}
+    )
+
     service: str = Field(pattern=NAME_PATTERN, examples=["portal"])
     address: str = Field(pattern=ADDRESS_PATTERN, max_length=300, examples=["127.0.0.1:5001"])
     weight: int = Field(default=1, ge=0, le=1000)
 
 
 class ServerRef(Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"service": "portal", "address": "127.0.0.1:5001"}]})
+
     service: str = Field(pattern=NAME_PATTERN, examples=["portal"])
     address: str = Field(pattern=ADDRESS_PATTERN, max_length=300, examples=["127.0.0.1:5001"])
 
 
 class WeightIn(ServerRef):
-    weight: int = Field(ge=0, le=1000)
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"service": "portal", "address": "127.0.0.1:5001", "weight": 0}]}
+    )
+
+    weight: int = Field(ge=0, le=1000, description="0 takes it out of rotation without draining it.")
 
 
 class DrainIn(ServerRef):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"service": "portal", "address": "127.0.0.1:5001", "timeout_s": 30}]}
+    )
+
     timeout_s: float | None = Field(default=None, gt=0, le=3600)
 
 
@@ -214,6 +310,15 @@ class ServersOut(BaseModel):
 
 
 class DeployIn(Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"service": "portal", "version": "v2", "strategy": "canary"},
+                {"service": "portal", "env": {"FEATURE_X": "on"}},
+            ]
+        }
+    )
+
     service: str = Field(pattern=NAME_PATTERN, examples=["portal"])
     version: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9._-]+$", examples=["v2"])
     image: str | None = Field(default=None, max_length=255, pattern=r"^[a-z0-9][a-z0-9._/:@-]*$")
@@ -230,6 +335,10 @@ class DeployIn(Body):
 
 
 class RollbackIn(Body):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"service": "portal"}, {"service": "portal", "revision": 3}]}
+    )
+
     service: str = Field(pattern=NAME_PATTERN, examples=["portal"])
     revision: int | None = Field(default=None, ge=1, description="A kept revision; the previous one when unset.")
 

@@ -27,6 +27,8 @@ class Signals:
     p95_s: float | None = None
     queued: int = 0  # waiting in the router for an endpoint: at zero replicas, the demand that wakes it
     idle_s: float = 0.0  # since the last request
+    # Per custom target of the policy (`autoscale.metrics`), in its order: (shown name, per-replica value or None).
+    custom: tuple[tuple[str, float | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,7 @@ def _targets(signals: Signals, policy: ServiceAutoscale) -> list[tuple[str, floa
         ("rps", signals.requests_per_second, policy.requests_per_second, "/s"),
         ("p95", signals.p95_s, policy.p95_s, " s"),
     ]
+    pairs += [(name, value, t.target, "") for (name, value), t in zip(signals.custom, policy.metrics, strict=False)]
     return [(name, value, target, unit) for name, value, target, unit in pairs if value is not None and target]
 
 
@@ -225,6 +228,7 @@ def _average(samples: tuple[tuple[float, Signals], ...], now: float, window_s: f
         in_flight=mean([load(s.in_flight, s) for s in chosen]),
         requests_per_second=mean([load(s.requests_per_second, s) for s in chosen]),
         p95_s=mean([s.p95_s for s in chosen]),
+        custom=tuple((name, mean([load(dict(s.custom).get(name), s) for s in chosen])) for name, _ in last.custom),
     )
 
 
@@ -238,4 +242,5 @@ def _inputs(signals: Signals) -> dict[str, float]:
         "queued": signals.queued,
         "idle_s": signals.idle_s,
     }
+    values.update(dict(signals.custom))
     return {k: round(float(v), 3) for k, v in values.items() if v is not None}

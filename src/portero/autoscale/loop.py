@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from portero.autoscale.decide import Decision, History, Limits, Signals, decide
 from portero.control import ControlPlane, Refused
 from portero.events import Event
+from portero.monitor.series import series_key
 from portero.replicas import ReplicaState
 from portero.tasks import spawn
 
@@ -77,7 +78,7 @@ class Autoscaler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 0.25)
             self._wake.clear()
-            if not self.enabled:
+            if not self.enabled or not self.control.acting:
                 continue
             now = self.clock()
             for name, service in self.control.spec.services.items():
@@ -138,7 +139,25 @@ class Autoscaler:
             if service is not None and service.traffic is not None and service.traffic.requests_per_second is not None:
                 rps = service.traffic.requests_per_second / max(len(ready), 1)
         per = max(len(ready), 1)
-        return Signals(len(ready), cpu, in_flight / per if route is not None else None, rps, None, queued, now - at)
+        custom = self._custom(name, {r.id for r in ready}, now)
+        in_flight_per = in_flight / per if route is not None else None
+        return Signals(len(ready), cpu, in_flight_per, rps, None, queued, now - at, custom)
+
+    def _custom(self, name: str, ready: set[str], now: float) -> tuple[tuple[str, float | None], ...]:
+        """Each `autoscale.metrics` target's value per ready replica: a replica's matching series added up, then
+        averaged over the replicas that have a value (the monitor's series, scraped ones included)."""
+        store = self.monitor.store if self.monitor is not None else None
+        out: list[tuple[str, float | None]] = []
+        for target in self.control.spec.services[name].autoscale.metrics:
+            per_replica: dict[str, float] = {}
+            for series in store.select(target.metric, {**target.match, "service": name}) if store else []:
+                replica = series.labels.get("replica", "")
+                value = store.aggregate(series, target.aggregate, target.window_s, now) if store else None
+                if replica in ready and value is not None:
+                    per_replica[replica] = per_replica.get(replica, 0.0) + value
+            value = sum(per_replica.values()) / len(per_replica) if per_replica else None
+            out.append((series_key(target.metric, target.match), value))
+        return tuple(out)
 
     def _cold_start(self, name: str, signals: Signals, now: float) -> None:
         since = self._waiting_since.get(name)

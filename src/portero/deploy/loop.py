@@ -122,6 +122,8 @@ class Deployer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK_S)
             self._wake.clear()
+            if not self.control.acting:
+                continue  # another portero leads: its deployer moves the traffic
             for service, d in list(self.active.items()):
                 try:
                     await self._step(service, d)

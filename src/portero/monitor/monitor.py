@@ -23,6 +23,7 @@ from portero.monitor.collect import Collector
 from portero.monitor.host import HostSampler
 from portero.monitor.notify import Dispatcher, Receiver, receivers
 from portero.monitor.record import samples
+from portero.monitor.scrape import Scraper
 from portero.monitor.series import SeriesStore, Tier
 from portero.monitor.snapshot import PorteroSample, Snapshot
 from portero.monitor.webhook import Senders
@@ -54,6 +55,7 @@ class Monitor:
         )
         self.host = HostSampler(state_dir)
         self.collector = Collector(control, router, self.host)
+        self.scraper = Scraper(control)
         self.rules = rules.effective(self.settings, control.spec.alerts)
         self.alerts: dict[str, Alert] = {}
         self.receivers: list[Receiver] = receivers(control.spec.alerts.webhooks)
@@ -67,6 +69,10 @@ class Monitor:
         self.started_at = clock()
         self._reconfigure = False
         self._task: asyncio.Task[None] | None = None
+        # Several porteros on one Redis: each judges alerts, the leader alone tells (events, webhooks), except
+        # when Redis is away, when nobody can lead and a duplicate beats silence.
+        self.store_up: Callable[[], bool | None] = lambda: None
+        self.telling: Callable[[], bool] = lambda: True
         control.on_applied.append(self.applied)
 
     @property
@@ -104,6 +110,7 @@ class Monitor:
                 await self._task
         if self.senders is not None:
             await self.senders.close(grace_s)
+        await self.scraper.close()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -129,6 +136,7 @@ class Monitor:
         began = time.perf_counter()
         now = self.clock()
         deadline_s = max(1.0, 2 * self.settings.interval_s)
+        scraped = self.scraper.poll(now)
         (host, (cpu, rss)), replicas = await asyncio.gather(
             self.collector.host_and_self(now), self.collector.replicas(now, deadline_s)
         )
@@ -142,10 +150,16 @@ class Monitor:
             series=len(store.series),
             series_memory_bytes=store.nbytes(),
             series_budget_bytes=store.budget_bytes,
+            store_up=self.store_up(),
         )
-        snapshot = Snapshot(now, self.settings.interval_s, host, replicas, services, router, portero)
+        scrapes = sorted(self.scraper.status.values(), key=lambda s: (s.service, s.replica))
+        app = [sample for replica in sorted(self.scraper.latest) for sample in self.scraper.latest[replica]]
+        snapshot = Snapshot(now, self.settings.interval_s, host, replicas, services, router, portero, scrapes, app)
         for name, labels, value, kind in samples(snapshot):
             store.add(name, labels, value, now, kind)
+        for result in scraped:  # only fresh scrapes: a sample is recorded once, when it was read
+            for sample in result.samples:
+                store.add(sample.name, sample.labels, sample.value, now, sample.kind)
         self.passes += 1
         if self.passes % EXPIRE_EVERY == 0:
             store.expire(now)
@@ -157,9 +171,11 @@ class Monitor:
     async def evaluate(self, now: float) -> None:
         result = alerting.evaluate(self.rules, self.store, self.alerts, now)
         self.alerts = result.alerts
+        telling = self.telling() or self.store_up() is False
         for change in result.changes:
-            await self._tell(change.alert, change.before, now)
-        if self.senders is not None:
+            if telling:
+                await self._tell(change.alert, change.before, now)
+        if self.senders is not None and telling:
             for notification in self.dispatcher.due(self.receivers, self.alerts.values(), now):
                 self.senders.submit(notification)
 

@@ -45,6 +45,7 @@ class SnapshotCollector(Collector):
         yield from _replicas(snapshot)
         yield from _services(snapshot)
         yield from _portero(snapshot)
+        yield from _scraped(snapshot)
         yield from self._alerts()
 
     def _alerts(self) -> Iterator[Metric]:
@@ -204,6 +205,29 @@ def _portero(snapshot: Snapshot) -> Iterator[Metric]:
         me.series_budget_bytes,
     )
     yield _gauge("portero_monitor_sample_timestamp_seconds", "Unix time of the snapshot shown.", snapshot.at)
+
+
+def _scraped(snapshot: Snapshot) -> Iterator[Metric]:
+    """The replicas' own metrics as `portero_app_<name>` (type unknown: a histogram's samples are flattened),
+    and whether each replica's last scrape worked (Prometheus' `up`)."""
+    if not snapshot.scrapes:
+        return
+    up = GaugeMetricFamily(
+        "portero_scrape_up",
+        "1 when the replica's last scrape of its metrics endpoint worked.",
+        labels=["service", "replica"],
+    )
+    for scrape in snapshot.scrapes:
+        up.add_metric([scrape.service, scrape.replica], 1.0 if scrape.ok else 0.0)
+    yield up
+    families: dict[str, Metric] = {}
+    for sample in snapshot.app:
+        name = f"portero_app_{sample.name}"
+        family = families.get(name)
+        if family is None:
+            family = families[name] = Metric(name, f"{sample.name}, scraped from the replicas.", "unknown")
+        family.add_sample(name, sample.labels, sample.value)
+    yield from families.values()
 
 
 class Exposition:

@@ -60,12 +60,20 @@ def samples(snapshot: Snapshot) -> Iterator[Sample]:
             router_in_flight=snapshot.router.in_flight,
             router_connections=snapshot.router.connections,
         )
+    for scrape in snapshot.scrapes:
+        yield from _gauges(
+            {"service": scrape.service, "replica": scrape.replica},
+            replica_scrape_up=1.0 if scrape.ok else 0.0,
+            replica_scrape_series=scrape.series,
+            replica_scrape_duration_seconds=scrape.duration_s,
+        )
     portero = snapshot.portero
     yield from _gauges(
         {},
         portero_cpu_percent=portero.cpu_percent,
         portero_memory_bytes=portero.memory_bytes,
         portero_collect_seconds=portero.collect_seconds,
+        portero_store_up=None if portero.store_up is None else float(portero.store_up),
     )
 
 

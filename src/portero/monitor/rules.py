@@ -70,6 +70,15 @@ def builtin(monitoring: MonitoringSettings) -> list[AlertRule]:
             summary="{service} answers {value} of its requests with 5xx (threshold {threshold})",
         ),
         AlertRule(
+            name="store-unreachable",
+            metric="portero_store_up",
+            op="<",
+            threshold=1,
+            for_s=0,
+            severity="critical",
+            summary="Redis (store.redis_url) does not answer: routing goes on, controllers are paused",
+        ),
+        AlertRule(
             name="latency-p95-high",
             metric="service_latency_p95_seconds",
             aggregate="avg",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from portero.monitor.appmetrics import AppSample, ScrapeStatus
+
 
 @dataclass(frozen=True)
 class HostSample:
@@ -90,6 +92,7 @@ class PorteroSample:
     series: int
     series_memory_bytes: int
     series_budget_bytes: int
+    store_up: bool | None = None  # Redis answered the last call (None: the embedded SQLite store)
 
 
 @dataclass(frozen=True)
@@ -101,3 +104,5 @@ class Snapshot:
     services: list[ServiceSample]
     router: RouterSample | None
     portero: PorteroSample
+    scrapes: list[ScrapeStatus] = field(default_factory=list)  # the last scrape of each replica (`metrics:`)
+    app: list[AppSample] = field(default_factory=list)  # what the replicas' last good scrapes read

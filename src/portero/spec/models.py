@@ -194,8 +194,27 @@ class DockerSettings(Model):
 class StoreSettings(Model):
     """Where desired state, revisions and events live."""
 
-    redis_url: str | None = None
+    redis_url: Annotated[str, Field(pattern=r"^(redis|rediss|unix)://")] | None = None
     """Redis URL for state shared by several porteros; the embedded SQLite file under the state dir when unset."""
+    redis_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "portero"
+    """Prefix of every Redis key and channel: porteros with the same Redis and prefix act as one (docs/redis.md)."""
+    lease_s: Annotated[float, Field(ge=1, le=60)] = 5
+    """Leader lease: when the leader stops renewing, another portero takes the controllers after this long."""
+    renew_every_s: Annotated[float, Field(ge=0.1, le=20)] = 1.5
+    """How often the leader renews its lease (well under `lease_s`: a renewal may be lost or slow)."""
+    acquire_every_s: Annotated[float, Field(ge=0.1, le=20)] = 0.5
+    """How often a follower tries to take a lease nobody holds."""
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = 1
+    """Connect and read timeout of each Redis call: past it Redis counts as unreachable."""
+
+    @model_validator(mode="after")
+    def _renewal_fits_lease(self) -> StoreSettings:
+        if self.renew_every_s * 2 > self.lease_s:
+            raise ValueError(
+                f"store.renew_every_s ({self.renew_every_s:g}) must be at most half of store.lease_s "
+                f"({self.lease_s:g}), so that one lost renewal does not lose the lease"
+            )
+        return self
 
 
 class SeriesSettings(Model):
@@ -258,6 +277,27 @@ class AutoscaleSettings(Model):
         return self
 
 
+METRIC_PATTERN = r"^[a-z_][a-z0-9_]{0,99}$"
+LABEL_PATTERN = r"^[a-z_][a-z0-9_]{0,63}$"
+Labels = dict[Annotated[str, Field(pattern=LABEL_PATTERN)], Annotated[str, Field(max_length=200)]]
+
+
+class MetricTarget(Model):
+    """A custom autoscaling signal: a metric of the replicas (scraped from the app, or portero's own), averaged
+    per ready replica like Kubernetes' Pods metrics with an `AverageValue` target."""
+
+    metric: Annotated[str, Field(pattern=METRIC_PATTERN)]
+    """Series name, e.g. `queue_depth` or `resilience_calls_total` (series of each replica, by its `replica` label)."""
+    match: Labels = Field(default_factory=dict)
+    """Only series with these label values, e.g. `{policy: payments, outcome: rejected}`."""
+    aggregate: Literal["last", "avg", "max", "rate"] = "last"
+    """How one series' samples within `window_s` become a value; `rate` (per second) is for counters."""
+    window_s: Annotated[float, Field(gt=0, le=3_600)] = 30
+    """Seconds of samples `aggregate` reads."""
+    target: Annotated[float, Field(gt=0, le=1e12)]
+    """Target value per ready replica (the series of one replica are added up first)."""
+
+
 class ServiceAutoscale(Model):
     """How the autoscaler moves one service's replica count (within `replicas.min`/`max`)."""
 
@@ -273,6 +313,8 @@ class ServiceAutoscale(Model):
     """Target requests per second per replica."""
     p95_s: Seconds | None = None
     """Target p95 latency."""
+    metrics: Annotated[tuple[MetricTarget, ...], LIST] = ()
+    """Custom metric targets (e.g. scraped from the app, see `services.<name>.metrics`), beside the ones above."""
     tolerance: Annotated[float, Field(ge=0, le=1)] = 0.1
     """No change while every signal is within this fraction of its target (HPA's 0.1)."""
     step: Annotated[int, Field(ge=1, le=100)] = 1
@@ -351,11 +393,6 @@ class DeploySettings(Model):
         if not steps or list(steps) != sorted(set(steps)) or steps[-1] != 100:
             raise ValueError(f"canary_steps must increase and end at 100 (got {list(steps)})")
         return steps
-
-
-METRIC_PATTERN = r"^[a-z_][a-z0-9_]{0,99}$"
-LABEL_PATTERN = r"^[a-z_][a-z0-9_]{0,63}$"
-Labels = dict[Annotated[str, Field(pattern=LABEL_PATTERN)], Annotated[str, Field(max_length=200)]]
 
 
 class AlertRule(Model):
@@ -546,6 +583,19 @@ class Balance(Model):
         return self
 
 
+class MetricsScrape(Model):
+    """Scrape each replica's own Prometheus endpoint into portero's monitor (alerts, autoscaling, the API)."""
+
+    path: Annotated[str, Field(pattern=r"^/[!-~]*$", max_length=500)] = "/metrics"
+    """Path of the endpoint on the replica's port."""
+    interval_s: Annotated[float, Field(ge=0.5, le=3_600)] = 5
+    """Seconds between scrapes of one replica (at least the monitor's `monitoring.interval_s`)."""
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 2
+    """Seconds one scrape may take."""
+    max_series: Annotated[int, Field(ge=1, le=100_000)] = 1_000
+    """Most series kept from one replica's scrape; the rest are dropped (and counted) to protect the budget."""
+
+
 class ServiceSpec(Model):
     command: tuple[str, ...] | None = None
     """Argv of a replica (process runtime). A string is split like a shell would, but never run by one;
@@ -581,6 +631,8 @@ class ServiceSpec(Model):
     """Load balancing of this service's traffic."""
     endpoints: Annotated[tuple[StaticEndpoint, ...], LIST] = ()
     """Servers portero does not run, routed beside (or instead of) its replicas."""
+    metrics: MetricsScrape | None = None
+    """Scrape the app's own Prometheus metrics from each replica (e.g. `{path: /metrics, interval_s: 5}`)."""
 
     @field_validator("command", mode="before")
     @classmethod

@@ -1,6 +1,6 @@
 """Where desired state, replicas, revisions and events live."""
 
-from portero.store.base import ServerRecord, ServiceRecord, Store
+from portero.store.base import ServerRecord, ServiceRecord, StaleLeader, Store, StoreUnavailable
 from portero.store.sqlite import SqliteStore
 
-__all__ = ["ServerRecord", "ServiceRecord", "SqliteStore", "Store"]
+__all__ = ["ServerRecord", "ServiceRecord", "SqliteStore", "StaleLeader", "Store", "StoreUnavailable"]

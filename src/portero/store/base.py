@@ -28,6 +28,14 @@ class ServerRecord:
     weight: int
 
 
+class StoreUnavailable(RuntimeError):
+    """The store did not answer (Redis down or unreachable): the write was not made; retry it later."""
+
+
+class StaleLeader(RuntimeError):
+    """A controller's write under a fencing token that is no longer current: another portero leads now."""
+
+
 class Store(Protocol):
     async def close(self) -> None: ...
 

@@ -16,7 +16,7 @@ from portero.health.verdict import next_probe_due
 from portero.replicas import Replica, ReplicaState
 from portero.runtimes.base import Exit, Launch, Runtime, RuntimeFailure
 from portero.spec.models import ServiceSpec
-from portero.store.base import Store
+from portero.store.base import StaleLeader, Store, StoreUnavailable
 from portero.supervisor import decide
 from portero.supervisor.decide import Desired, Forget, Observed, Start, Stop
 from portero.tasks import spawn
@@ -48,6 +48,7 @@ class Supervisor:
         self._stops: dict[str, asyncio.Task[None]] = {}
         self._saved: list[Replica] | None = None
         self._running = False
+        self.acting = True  # False while another portero leads (docs/redis.md): the loop only waits
         # The data plane's hooks: told of every change of the replica set, asked to drain before a stop.
         self.observers: list[Callable[[list[Replica]], None]] = []
         self.drain: Callable[[Replica], Awaitable[None]] | None = None
@@ -76,7 +77,10 @@ class Supervisor:
         self._running = True
         while self._running:
             try:
-                await self.tick()
+                if self.acting:
+                    await self.tick()
+            except (StoreUnavailable, StaleLeader) as exc:  # its next pass saves what this one could not
+                log.warning("supervisor pass not saved: %s", exc)
             except Exception:
                 log.exception("supervisor pass failed; the next pass starts over from what it observes")
             with contextlib.suppress(TimeoutError):
@@ -85,6 +89,15 @@ class Supervisor:
 
     def wake(self) -> None:
         self._wake.set()
+
+    async def detach(self) -> None:
+        """Stop supervising but leave every replica running: the next leader adopts them (several porteros)."""
+        self._running = False
+        self.acting = False
+        self.wake()
+        async with self.lock:
+            pass
+        await self.prober.close()
 
     async def shutdown(self) -> None:
         """Stop every replica (each with its grace ladder, all at once) and forget them."""

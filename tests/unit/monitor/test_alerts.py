@@ -154,6 +154,7 @@ def test_builtin_rules_follow_the_seed_thresholds_and_spec_rules_replace_them():
         "replica-down",
         "crash-loop",
         "error-rate-high",
+        "store-unreachable",
         "latency-p95-high",
     ]
     by_name = {r.name: r for r in rules.builtin(monitoring)}

@@ -1,0 +1,1 @@
+"""Several porteros as one, through Redis: a leader lease for the controllers, a shared registry (docs/redis.md)."""

@@ -1,0 +1,96 @@
+"""Auth end to end: the first start's admin token, `portero token`, and a running daemon that follows the file."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+
+from tests.integration.portero_cli import Portero
+
+
+def start(portero: Portero) -> str:
+    tiny = {
+        "command": [sys.executable, "-m", "http.server", "${PORT}", "--bind", "127.0.0.1"],
+        "health": {"path": "/", "interval_s": 1},
+        "replicas": {"initial": 1, "min": 0, "max": 2},
+    }
+    portero.write_spec({"web": tiny})
+    return portero.cli("up", "--detach").stdout
+
+
+def call(portero: Portero, method: str, path: str, token: str | None, **kwargs: Any) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.request(method, portero.url + path, headers=headers, trust_env=False, timeout=10, **kwargs)
+
+
+def test_first_start_shows_the_admin_token_once_and_keeps_it_0600(portero: Portero) -> None:
+    first = start(portero)
+    token = portero.token
+    assert token.startswith("prt_")
+    assert token in first
+    for name in ("admin.token", "tokens.json"):
+        assert stat.S_IMODE((portero.state / name).stat().st_mode) == 0o600
+    assert token not in (portero.state / "tokens.json").read_text()
+    portero.cli("down")
+    again = start(portero)  # the second start makes no new token and shows none
+    assert "prt_" not in again
+    assert portero.token == token
+    portero.cli("status")  # the CLI sends it by itself
+    assert call(portero, "GET", "/health", None).status_code == 200
+    assert call(portero, "GET", "/services", None).status_code == 401
+    assert "prt_" not in (portero.state / "portero.log").read_text()
+
+
+def test_token_commands_and_a_daemon_that_follows_them(portero: Portero) -> None:
+    start(portero)
+    portero.ready(1)
+    created = portero.cli("token", "create", "--role", "viewer", "--name", "grafana")
+    viewer = created.stdout.strip()
+    assert viewer.startswith("prt_")
+    assert created.stdout.count("\n") == 1  # the token alone on stdout: `TOKEN=$(portero token create)`
+    assert "created viewer token" in created.stderr
+
+    listed = json.loads(portero.cli("token", "list", "--json").stdout)
+    assert [(t["role"], t["name"]) for t in listed] == [("admin", "initial-admin"), ("viewer", "grafana")]
+    assert all("sha256" not in t and not any(str(v).startswith("prt_") for v in t.values()) for t in listed)
+    table = portero.cli("token", "list").stdout
+    assert "grafana" in table
+    assert "prt_" not in table
+
+    assert call(portero, "GET", "/services", viewer).status_code == 200
+    refused = call(portero, "POST", "/services/web/scale", viewer, json={"replicas": 2})
+    assert refused.status_code == 403
+    assert refused.json()["error"]["message"].endswith("POST needs admin")
+
+    viewer_id = next(t["id"] for t in listed if t["role"] == "viewer")
+    assert f"revoked viewer token {viewer_id} (grafana)" in portero.cli("token", "revoke", viewer_id).stdout
+    revoked = call(portero, "GET", "/services", viewer)  # at once: the daemon re-reads the changed file
+    assert revoked.status_code == 401
+    assert revoked.headers["www-authenticate"] == 'Bearer realm="portero", error="invalid_token"'
+
+    missing = portero.cli("token", "revoke", "ffffffff", check=False)
+    assert missing.returncode == 1
+    assert "no token with id 'ffffffff'" in missing.stderr
+
+    # An admin token made by the command works for the CLI through PORTERO_TOKEN.
+    admin = portero.cli("token", "create", "--role", "admin", "--name", "ci").stdout.strip()
+    env = {**os.environ, "PORTERO_TOKEN": admin}
+    command = [sys.executable, "-m", "portero", "--admin", portero.url.removesuffix("/scalability")]
+    scaled = subprocess.run([*command, "scale", "web", "2"], env=env, capture_output=True, text=True, timeout=60)
+    assert scaled.returncode == 0, scaled.stderr
+    wrong = subprocess.run(
+        [*command, "status"], env={**env, "PORTERO_TOKEN": "prt_wrong"}, capture_output=True, text=True, timeout=60
+    )
+    assert wrong.returncode == 1
+    assert "unknown or revoked token" in wrong.stderr
+    assert "PORTERO_TOKEN" in wrong.stderr  # says where the CLI took its token from
+
+    log = (portero.state / "portero.log").read_text()
+    assert "prt_" not in log
+    assert "POST '/scalability/services/web/scale' by token" in log  # the audit line: id and name, no secret
