@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 import portero
@@ -113,6 +113,7 @@ def routes(
         "",
         response_model=DashboardOut,
         responses={200: {"content": {"text/html": {"schema": {"type": "string"}}}}},
+        summary="The dashboard page (public), or with Accept: application/json its summary (token)",
     )
     async def dashboard(request: Request) -> DashboardOut | Response:
         """The page for a browser; with `Accept: application/json`, the summary of every service, replica,
@@ -122,7 +123,7 @@ def routes(
         token = getattr(request.state, "token", None)
         return await summary(control, router, monitor, autoscaler, token.role if token is not None else None)
 
-    @api.get("/series")
+    @api.get("/series", summary="The dashboard charts' series, downsampled to max_points each")
     async def series(
         window_s: Annotated[float, Query(ge=60, le=86_400, description="Seconds back from now.")] = 900,
         max_points: Annotated[int, Query(ge=10, le=2000, description="At most this many points per series.")] = 300,
@@ -131,9 +132,15 @@ def routes(
         return charts(monitor, window_s, max_points)
 
     @api.get(
-        "/assets/{name}", response_class=Response, responses={200: {"content": {"text/javascript": {}, "text/css": {}}}}
+        "/assets/{name}",
+        response_class=Response,
+        responses={200: {"content": {"text/javascript": {}, "text/css": {}}}},
+        summary="A script or stylesheet of the dashboard page (public)",
     )
-    async def asset(name: str, request: Request) -> Response:
+    async def asset(
+        name: Annotated[str, Path(description="A file of the page.", examples=["app.js"], max_length=45)],
+        request: Request,
+    ) -> Response:
         """The page's scripts and styles (no token needed: there is no data in them)."""
         if not re.fullmatch(ASSET_NAME, name) or name not in assets:
             raise NotFound("asset", name)
