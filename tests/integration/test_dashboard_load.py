@@ -32,7 +32,12 @@ RENDERED = "() => performance.getEntriesByName('portero:rendered')[0]?.startTime
 
 
 @pytest.fixture
-def portero_with_a_day(tmp_path):
+def chromium():
+    return require_tool("chromium", "the dashboard's load-time measurement")
+
+
+@pytest.fixture
+def portero_with_a_day(chromium, tmp_path):
     admin_port = free_port()
     spec = {
         "admin": {"port": admin_port},
@@ -70,8 +75,7 @@ def portero_with_a_day(tmp_path):
             daemon.wait(timeout=10)
 
 
-def test_the_dashboard_loads_in_under_a_second_with_ten_replicas_and_a_day_of_series(portero_with_a_day):
-    chromium = require_tool("chromium", "the dashboard's load-time measurement")
+def test_the_dashboard_loads_in_under_a_second_with_ten_replicas_and_a_day_of_series(chromium, portero_with_a_day):
     from playwright.sync_api import sync_playwright
 
     url, token = portero_with_a_day
