@@ -215,6 +215,34 @@ def test_the_dashboard_logs_in_updates_live_scales_and_stays_on_loopback(house, 
     )
     assert house.get("/services")["services"][0]["desired"] == 3
 
+    # Drain one replica: its endpoint stops taking requests (the router says so), and its button goes.
+    row = portal.locator("tbody tr").first
+    drained = row.get_attribute("data-replica")
+    row.locator("button.drain").click()
+    assert drained in page.locator("#confirm-text").inner_text()
+    page.click("#confirm-ok")
+
+    def draining() -> bool:
+        servers = house.get("/load-balancer/servers", service="portal")["servers"]
+        return any(s["replica"] == drained and s["state"] == "draining" for s in servers)
+
+    house.wait("the replica to drain", draining, timeout_s=15, step_s=0.2)
+
+    # Deploy a version from the page: a deployment by the API starts.
+    before_deploys = len(house.get("/deployments", service="portal")["deployments"])
+    portal.locator("#version-portal").fill("v3")
+    portal.locator("button.deploy").click()
+    assert "v3" in page.locator("#confirm-text").inner_text()
+    page.click("#confirm-ok")
+    house.wait(
+        "a second deployment",
+        lambda: len(house.get("/deployments", service="portal")["deployments"]) == before_deploys + 1,
+        timeout_s=15,
+        step_s=0.2,
+    )
+    until(page, "the page to show it", "() => document.querySelector('#deployment').textContent.includes('2 → 3')")
+    assert portal.locator("#version-portal").input_value() == ""
+
     # Spanish on the toggle.
     page.click("#lang")
     assert page.locator("figcaption").first.inner_text() == "Peticiones por segundo"

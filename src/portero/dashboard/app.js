@@ -254,10 +254,12 @@ function toast(text, bad = false) {
 }
 
 async function act(question, what, method, path, body) {
-  if (!(await confirmDialog(question))) return;
+  if (!(await confirmDialog(question))) return false;
+  let ok = false;
   try {
     await call(method, path, body);
     toast(t("done", { what }));
+    ok = true;
   } catch (err) {
     if (err instanceof ApiError && err.status === 403) {
       setReadOnly(true);
@@ -271,6 +273,7 @@ async function act(question, what, method, path, body) {
     }
   }
   poll();
+  return ok;
 }
 
 function scale(svc, to) {
@@ -278,10 +281,12 @@ function scale(svc, to) {
     "POST", `${BASE}/services/${encodeURIComponent(svc.name)}/scale`, { replicas: to });
 }
 
-function deploy(svc, version) {
+async function deploy(svc, version) {
   const body = version ? { service: svc.name, version } : { service: svc.name };
   const question = version ? t("confirmDeploy", { service: svc.name, version }) : t("confirmDeployEnv", { service: svc.name });
-  return act(question, `${t("deploy")} ${svc.name} ${version}`, "POST", `${BASE}/deploy`, body);
+  const done = await act(question, `${t("deploy")} ${svc.name} ${version}`, "POST", `${BASE}/deploy`, body);
+  const field = document.getElementById(`version-${svc.name}`);
+  if (done && field) field.value = ""; // a deployed version is not one to deploy again
 }
 
 function rollback(svc) {
