@@ -56,10 +56,14 @@ class Metrics:
 
 
 _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, Metrics] = weakref.WeakKeyDictionary()
-_refreshers: weakref.WeakSet[Refreshable] = weakref.WeakSet()
+# By name: the metrics are labelled by the policy's name, so the latest policy of a name owns its series (an
+# older one still alive, e.g. a previous app object in the same process, would otherwise overwrite them).
+_refreshers: dict[str, weakref.ref[Refreshable]] = {}
 
 
 class Refreshable(Protocol):
+    name: str
+
     def refresh(self) -> None: ...
 
 
@@ -72,13 +76,17 @@ def metrics_for(registry: CollectorRegistry) -> Metrics:
 
 
 def track(policy: Refreshable) -> None:
-    _refreshers.add(policy)
+    _refreshers[policy.name] = weakref.ref(policy)
 
 
 def refresh() -> None:
     """Re-read every breaker's state: open -> half-open is lazy, and another replica may have moved a shared one."""
-    for policy in list(_refreshers):
-        policy.refresh()
+    for name, ref in list(_refreshers.items()):
+        policy = ref()
+        if policy is None:
+            _refreshers.pop(name, None)
+        else:
+            policy.refresh()
 
 
 def exposition(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
