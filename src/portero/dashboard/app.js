@@ -60,13 +60,18 @@ async function poll() {
   const windowS = Number($("#window").value);
   const points = Math.min(600, Math.max(60, Math.round(($("#chart-rps").clientWidth || 480) / 2)));
   try {
+    // A day's view has a point every ~5 min: asking again every 2 s would bring the same 150 KB. Short windows
+    // are asked every poll: the newest bucket's value moves while it fills.
+    const seriesPath = `${BASE}/dashboard/series?window_s=${windowS}&max_points=${points}`;
+    const fresh = state.charts && state.charts.step_s > 10 && state.seriesPath === seriesPath && Date.now() - state.seriesAt < state.charts.step_s * 1000;
     const [summary, charts, logs] = await Promise.all([
       call("GET", `${BASE}/dashboard`),
-      call("GET", `${BASE}/dashboard/series?window_s=${windowS}&max_points=${points}`),
+      fresh ? state.charts : call("GET", seriesPath),
       call("GET", `${BASE}/logs?since=${state.logsSince}&limit=200`),
     ]);
     if (generation !== state.generation) return;
     if (summary.role) setReadOnly(summary.role === "viewer"); // portero says what the token may do
+    if (!fresh) Object.assign(state, { seriesPath, seriesAt: Date.now() });
     state.summary = summary;
     state.charts = charts;
     for (const line of logs.lines) state.logs.push(line);
