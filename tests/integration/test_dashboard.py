@@ -190,6 +190,11 @@ def test_the_dashboard_logs_in_updates_live_scales_and_stays_on_loopback(house, 
         f"() => Number(document.querySelector('#chart-rps').dataset.points) > {before}",
     )
     until(page, "the CPU chart to draw", "() => Number(document.querySelector('#chart-cpu').dataset.points) > 0")
+    # The log stream follows: a request made now shows up in it.
+    marker = f"/work?ms=1&dashboard-test={time.time_ns()}"
+    house.http.get(f"http://127.0.0.1:{house.router_port}{marker}")
+    logged = f"() => document.querySelector('#logs').textContent.includes({marker!r})"
+    until(page, "the request in the log stream", logged)
     assert page.locator("#alerts li.alert.firing").count() >= 1
     assert "succeeded" in page.locator("#deployment").inner_text()
     assert page.locator(".service[data-service=portal] tbody tr").count() >= 2

@@ -6,7 +6,7 @@ import { language, setLanguage, t, translate } from "./i18n.js";
 const POLL_MS = 2000;
 const BASE = "/scalability";
 const $ = (selector) => document.querySelector(selector);
-const state = { summary: null, charts: null, logs: [], logsSince: -300, readOnly: sessionStorage.getItem("portero.readonly") === "1", timer: null, first: true };
+const state = { summary: null, charts: null, logs: [], following: null, readOnly: sessionStorage.getItem("portero.readonly") === "1", timer: null, first: true };
 
 const fmt = {
   rate: (v) => `${v < 10 ? v.toFixed(1) : Math.round(v)}/s`,
@@ -64,20 +64,14 @@ async function poll() {
     // are asked every poll: the newest bucket's value moves while it fills.
     const seriesPath = `${BASE}/dashboard/series?window_s=${windowS}&max_points=${points}`;
     const fresh = state.charts && state.charts.step_s > 10 && state.seriesPath === seriesPath && Date.now() - state.seriesAt < state.charts.step_s * 1000;
-    const [summary, charts, logs] = await Promise.all([
-      call("GET", `${BASE}/dashboard`),
-      fresh ? state.charts : call("GET", seriesPath),
-      call("GET", `${BASE}/logs?since=${state.logsSince}&limit=200`),
-    ]);
+    const [summary, charts] = await Promise.all([call("GET", `${BASE}/dashboard`), fresh ? state.charts : call("GET", seriesPath)]);
     if (generation !== state.generation) return;
     if (summary.role) setReadOnly(summary.role === "viewer"); // portero says what the token may do
     if (!fresh) Object.assign(state, { seriesPath, seriesAt: Date.now() });
     state.summary = summary;
     state.charts = charts;
-    for (const line of logs.lines) state.logs.push(line);
-    state.logs = state.logs.slice(-200);
-    if (logs.lines.length) state.logsSince = logs.lines.at(-1).at + 0.000001;
     render();
+    if (!state.following) followLogs();
     $("#status").textContent = t("live");
     $("#status").className = "status ok";
     if (state.first) {
@@ -89,6 +83,7 @@ async function poll() {
     $("#status").textContent = t("offline");
     $("#status").className = "status bad";
     if (err instanceof ApiError && err.status === 401) {
+      state.following?.abort();
       setToken(null);
       signedIn();
       showLogin(state.triedToken ? t("badToken") : "");
@@ -96,6 +91,45 @@ async function poll() {
     }
   }
   state.timer = setTimeout(poll, POLL_MS);
+}
+
+// The log stream: one long request that portero keeps open, tailing the replicas' files with a cursor (polling
+// would re-read whole files every time); server-sent events read from the body, since EventSource cannot send
+// the token. Dropped (portero restarting, a network blip): it comes back from the last line it has.
+async function followLogs() {
+  const controller = new AbortController();
+  state.following = controller;
+  const since = state.logs.length ? state.logs.at(-1).at + 0.000001 : -300;
+  try {
+    const response = await fetch(`${BASE}/logs?follow=true&limit=200&since=${since}`, {
+      headers: { Accept: "text/event-stream", Authorization: `Bearer ${token()}` },
+      signal: controller.signal,
+      cache: "no-store",
+    });
+    if (!response.ok) throw new ApiError(response.status, response.statusText);
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        for (const line of buffer.slice(0, cut).split("\n")) {
+          if (line.startsWith("data: ")) state.logs.push(JSON.parse(line.slice(6)));
+        }
+        buffer = buffer.slice(cut + 2);
+      }
+      state.logs = state.logs.slice(-200);
+      if (!state.logsDrawPending) {
+        state.logsDrawPending = true;
+        requestAnimationFrame(() => { state.logsDrawPending = false; renderLogs(); });
+      }
+    }
+  } catch (err) {
+    if (controller.signal.aborted) return; // signed out, or a new token: someone else restarts it
+  }
+  if (state.following === controller) setTimeout(followLogs, POLL_MS);
 }
 
 // -- rendering -------------------------------------------------------------------------------------------------
@@ -318,12 +352,16 @@ function start() {
   $("#window").addEventListener("change", poll);
   $("#signin").addEventListener("click", () => showLogin(""));
   $("#signout").addEventListener("click", () => {
+    state.following?.abort();
+    state.following = null;
     setToken(null);
     setReadOnly(false);
     signedIn();
     showLogin("");
   });
   $("#login-form").addEventListener("submit", () => {
+    state.following?.abort();
+    state.following = null;
     setToken($("#token").value.trim());
     state.triedToken = true;
     setReadOnly(false);
