@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from fastapi import Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 
 from portero import tokens
 from portero.api.auth import allows, is_public, wants_json
@@ -208,6 +208,8 @@ async def test_the_public_dashboard_lets_only_html_out(served: ApiApp) -> None:
     async def leaky() -> JSONResponse:  # a route that forgot to look at Accept
         return JSONResponse({"replicas": ["secret"]})
 
+    served.app.router.routes.insert(0, served.app.router.routes.pop())  # ahead of the real dashboard route
+
     async with served.client() as client:
         response = await client.get("/scalability/dashboard", headers={"Accept": "text/html"})
         assert response.status_code == 401
@@ -217,13 +219,19 @@ async def test_the_public_dashboard_lets_only_html_out(served: ApiApp) -> None:
 
 
 async def test_the_public_dashboard_shell_and_its_json(served: ApiApp) -> None:
-    @served.app.get("/scalability/dashboard", response_model=None)
-    async def dashboard(accept: str | None = None) -> HTMLResponse | JSONResponse:
-        return HTMLResponse("<!doctype html><title>portero</title>")
-
     async with served.client() as client:
-        assert (await client.get("/scalability/dashboard")).status_code == 200
+        page = await client.get("/scalability/dashboard", headers={"Accept": "text/html,*/*;q=0.8"})
+        assert page.status_code == 200
+        assert "/scalability/dashboard/assets/app.js" in page.text
         assert (await client.get("/scalability/dashboard", headers={"Accept": "application/json"})).status_code == 401
+        assert (await client.get("/scalability/dashboard/series")).status_code == 401
+        assert (await client.get("/scalability/dashboard/assets/app.js")).status_code == 200
+    async with served.client(served.viewer) as client:
+        summary = await client.get("/scalability/dashboard", headers={"Accept": "application/json"})
+        assert summary.json()["role"] == "viewer"  # the page hides its actions
+    async with served.client(served.admin) as client:
+        summary = await client.get("/scalability/dashboard", headers={"Accept": "application/json"})
+        assert summary.json()["role"] == "admin"
 
 
 async def test_no_token_is_ever_logged(served: ApiApp, caplog: pytest.LogCaptureFixture) -> None:

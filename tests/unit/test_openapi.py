@@ -11,7 +11,11 @@ import pytest
 from tests.api_app import ApiApp, api_app
 
 READS = {"get", "head"}
-PUBLIC = {("get", "/scalability/health"), ("get", "/scalability/dashboard")}
+PUBLIC = {
+    ("get", "/scalability/health"),
+    ("get", "/scalability/dashboard"),
+    ("get", "/scalability/dashboard/assets/{name}"),
+}
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 import portero
 from portero import logs
-from portero.api import auth, autoscaling, cluster, deployments, errors, loadbalancer
+from portero.api import auth, autoscaling, cluster, dashboard, deployments, errors, loadbalancer
 from portero.api.monitoring import routes as monitoring_routes
 from portero.api.params import REPLICA_ID, ReplicaId, ServiceName
 from portero.api.schemas import (
@@ -196,6 +196,7 @@ def create_app(
     app.include_router(monitoring_routes(control, monitor))
     app.include_router(deployments.routes(control))
     app.include_router(autoscaling.routes(control, autoscaler))
+    app.include_router(dashboard.routes(control, router, monitor, autoscaler))
     return app
 
 

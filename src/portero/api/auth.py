@@ -31,6 +31,7 @@ from portero.tokens import TokenRecord, TokenSet
 HEALTH = "/scalability/health"
 DASHBOARD = "/scalability/dashboard"
 _SEGMENT = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}"  # no `.` or `..` segment, no empty one
+ASSETS = "/scalability/dashboard/assets/"
 ASSET = re.compile(rf"/scalability/dashboard/assets/(?:{_SEGMENT}/)*{_SEGMENT}")
 READ_METHODS = frozenset({"GET", "HEAD"})
 QUERY_CREDENTIALS = re.compile(rb"(?:^|&)(?:access_token|token|api_key)=", re.IGNORECASE)
@@ -281,7 +282,7 @@ def document(schema: dict[str, Any]) -> dict[str, Any]:
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             verb = method.upper()
-            if path == HEALTH and verb in READ_METHODS:
+            if (path == HEALTH or path.startswith(ASSETS)) and verb in READ_METHODS:
                 operation["security"] = []
                 continue
             responses = operation.setdefault("responses", {})

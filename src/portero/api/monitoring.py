@@ -208,11 +208,14 @@ def routes(control: ControlPlane, monitor: Monitor | None) -> APIRouter:
             float | None, Query(description="Unix time, or seconds ago when negative; -300 default.")
         ] = None,
         step: Annotated[float | None, Query(gt=0, le=86_400, description="Seconds between points.")] = None,
+        max_points: Annotated[
+            int | None, Query(ge=10, le=10_000, description="At most this many points per series: the step grows.")
+        ] = None,
     ) -> SnapshotOut | SeriesQueryOut:
         """The latest sample of everything by default; with `name`, that series over time."""
         mon = live()
         if name is not None:
-            return _series(mon, name, since, step)
+            return _series(mon, name, since, step, max_points)
         if mon.snapshot is None:
             try:
                 await asyncio.wait_for(mon.sampled.wait(), FIRST_SAMPLE_WAIT_S)
@@ -244,7 +247,9 @@ def routes(control: ControlPlane, monitor: Monitor | None) -> APIRouter:
     return api
 
 
-def _series(monitor: Monitor, selector: str, since: float | None, step: float | None) -> SeriesQueryOut:
+def _series(
+    monitor: Monitor, selector: str, since: float | None, step: float | None, max_points: int | None = None
+) -> SeriesQueryOut:
     try:
         name, match = parse_selector(selector)
     except ValueError as exc:
@@ -253,6 +258,8 @@ def _series(monitor: Monitor, selector: str, since: float | None, step: float | 
     start = now - 300 if since is None else (now + since if since < 0 else since)
     if not math.isfinite(start) or start > now:
         raise Refused(f"since={since}: must be in the past (Unix time, or negative seconds ago)")
+    if max_points is not None:  # a day at full resolution is more than a chart can show: average into buckets
+        step = max(step or 0.0, (now - start) / (max_points - 1))
     store = monitor.store
     if name not in store.by_name:
         raise NotFound("series", name)
