@@ -269,3 +269,22 @@ def test_a_portal_login_holds_whichever_replica_answers(tmp_path: Path, redis_se
             assert {browser.get(router + "/me").status_code for _ in range(6)} == {401}
     finally:
         member.stop()
+
+
+def test_a_spec_applied_through_the_follower_is_applied_once_and_each_keeps_its_own_ports(
+    pair: tuple[Portero, Portero],
+) -> None:
+    a, b = pair
+    b.write_spec({"portal": portal_service(replicas=3)}, store={"lease_s": LEASE_S})  # B's own ports, as before
+
+    result = b.cli("apply")
+
+    assert "portal: 3 replica(s)" in result.stdout, result.stdout
+    a.ready(3)
+    b.wait("B to route to the three", lambda: len(b.ready(3)) == 3)
+    assert len(a.replicas()) == 3
+    applied = [e for e in a.events() if e["kind"] == "spec.applied"]
+    assert len([e for e in applied if "3 replica(s)" in e["message"]]) == 1
+    for member in (a, b):  # each router still listens where its own spec says
+        assert member.http.get(f"http://127.0.0.1:{member.router_port}/health").status_code == 200
+    assert b.get("/cluster")["role"] == "follower"

@@ -32,6 +32,7 @@ PURE = [
     "monitor/snapshot.py",
     "cluster/lease.py",
     "cluster/registry.py",
+    "cluster/local.py",
 ]
 IO_MODULES = {"asyncio", "psutil", "docker", "httpx", "subprocess", "socket", "sqlite3", "time", "redis"}
 

@@ -16,6 +16,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from portero.cluster import registry
+from portero.cluster.local import local
 from portero.cluster.registry import Deregister, Drain, Register, Reweight, ServerOp
 from portero.control import ControlPlane
 from portero.router.server import Router
@@ -136,6 +137,7 @@ class Sync:
             log.exception("the spec in Redis does not parse here (another portero version?); keeping this one")
             return
         self._spec = body
+        spec = local(spec, self.control.spec)
         if spec == self.control.spec:
             return
         self.control.spec = spec
