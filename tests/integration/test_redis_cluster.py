@@ -4,6 +4,7 @@ routing that carries on while Redis is away. Figures are printed (run with -s to
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import signal
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from portero.runtimes.ports import free_port
 from tests.integration.portero_cli import Portero, portal_service
@@ -226,6 +228,8 @@ def test_while_redis_is_away_both_routers_serve_every_request_and_an_alert_comes
     ids_a = {r["id"] for r in a.replicas()}
     assert ids_a == {r["id"] for r in b.replicas()}
     assert len(ids_a) == 2
+    stored = json.loads(redis.Redis.from_url(redis_server.url).get("portero:replicas") or "[]")
+    assert {r["id"] for r in stored} == ids_a
     strays = [e for e in a.events() if e["kind"] in ("replica.started", "replica.stray") and e["subject"] not in ids_a]
     assert strays == []
     kinds = [e["kind"] for e in a.events()]
