@@ -4,6 +4,7 @@ routing that carries on while Redis is away. Figures are printed (run with -s to
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import signal
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from portero.runtimes.ports import free_port
 from tests.integration.portero_cli import Portero, portal_service
@@ -226,6 +228,8 @@ def test_while_redis_is_away_both_routers_serve_every_request_and_an_alert_comes
     ids_a = {r["id"] for r in a.replicas()}
     assert ids_a == {r["id"] for r in b.replicas()}
     assert len(ids_a) == 2
+    stored = json.loads(redis.Redis.from_url(redis_server.url).get("portero:replicas") or "[]")
+    assert {r["id"] for r in stored} == ids_a
     strays = [e for e in a.events() if e["kind"] in ("replica.started", "replica.stray") and e["subject"] not in ids_a]
     assert strays == []
     kinds = [e["kind"] for e in a.events()]
@@ -269,3 +273,22 @@ def test_a_portal_login_holds_whichever_replica_answers(tmp_path: Path, redis_se
             assert {browser.get(router + "/me").status_code for _ in range(6)} == {401}
     finally:
         member.stop()
+
+
+def test_a_spec_applied_through_the_follower_is_applied_once_and_each_keeps_its_own_ports(
+    pair: tuple[Portero, Portero],
+) -> None:
+    a, b = pair
+    b.write_spec({"portal": portal_service(replicas=3)}, store={"lease_s": LEASE_S})  # B's own ports, as before
+
+    result = b.cli("apply")
+
+    assert "portal: 3 replica(s)" in result.stdout, result.stdout
+    a.ready(3)
+    b.wait("B to route to the three", lambda: len(b.ready(3)) == 3)
+    assert len(a.replicas()) == 3
+    applied = [e for e in a.events() if e["kind"] == "spec.applied"]
+    assert len([e for e in applied if "3 replica(s)" in e["message"]]) == 1
+    for member in (a, b):  # each router still listens where its own spec says
+        assert member.http.get(f"http://127.0.0.1:{member.router_port}/health").status_code == 200
+    assert b.get("/cluster")["role"] == "follower"

@@ -33,6 +33,7 @@ PURE = [
     "monitor/appmetrics.py",
     "cluster/lease.py",
     "cluster/registry.py",
+    "cluster/local.py",
 ]
 IO_MODULES = {"asyncio", "psutil", "docker", "httpx", "subprocess", "socket", "sqlite3", "time", "redis"}
 

@@ -34,6 +34,7 @@ from portero.api.schemas import (
     StatsOut,
 )
 from portero.autoscale.loop import Autoscaler
+from portero.cluster.local import local
 from portero.control import ControlPlane, NotFound, Refused
 from portero.monitor.monitor import Monitor
 from portero.replicas import ReplicaState
@@ -143,6 +144,8 @@ def create_app(
     @api.put("/spec", tags=["spec"], summary="Apply a changed spec; a refused one changes nothing")
     async def apply_spec(body: SpecIn) -> AppliedOut:
         spec = await asyncio.to_thread(parse_spec, body.yaml, body.source)  # a big spec must not stall traffic
+        if getattr(app.state, "cluster", None):  # sent through another portero: its ports are its own
+            spec = local(spec, control.spec)
         if spec.runtime != control.spec.runtime or spec.admin != control.spec.admin:
             raise Refused("changing `runtime` or `admin` needs a restart of portero (portero down, up)")
         return AppliedOut(changes=await control.apply(spec, body.source, reason=f"applied from {body.source}"))

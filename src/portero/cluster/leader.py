@@ -51,6 +51,14 @@ return 0
 Hook = Callable[[int], Awaitable[None]]
 
 
+def ensure_not_cancelled() -> None:
+    """End the current task if it was asked to: a cancellation that lands inside a Redis call can be swallowed
+    there (seen with redis-py 8 on Python 3.11: the call returns normally), and a loop must not outlive it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def describe(holder: str | None) -> dict[str, str | int | None]:
     """The lease's value (`<id> <admin url> <token>`) as fields."""
     parts = (holder or "").split(" ")
@@ -94,9 +102,11 @@ class Election:
     async def run(self) -> None:
         while True:
             await self.step()
+            ensure_not_cancelled()
             delay = max(decide.wake_at(self.lease) - self.clock(), 0.01)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
+            ensure_not_cancelled()
             self._wake.clear()
 
     async def step(self) -> None:

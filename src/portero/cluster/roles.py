@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from portero.cluster.local import local
 from portero.control import KEEP_REVISIONS, ControlPlane
 from portero.events import Event
 from portero.revisions import Revision
@@ -36,7 +37,7 @@ class Controllers:
             await self.restore(source)  # Redis came back empty: what this portero knows is the best there is
         elif stored is not None and self.terms > 0:
             source = stored[0]
-            control.spec = Spec.model_validate(stored[1], strict=False)
+            control.spec = local(Spec.model_validate(stored[1], strict=False), control.spec)
         self.terms += 1
         await control.start(source)
         if control.deployer is not None:

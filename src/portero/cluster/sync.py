@@ -16,6 +16,8 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from portero.cluster import registry
+from portero.cluster.leader import ensure_not_cancelled
+from portero.cluster.local import local
 from portero.cluster.registry import Deregister, Drain, Register, Reweight, ServerOp
 from portero.control import ControlPlane
 from portero.router.server import Router
@@ -43,6 +45,7 @@ class Sync:
     async def run(self) -> None:
         warned = False
         while True:
+            ensure_not_cancelled()
             pubsub = self.store.client.pubsub()
             try:
                 await pubsub.subscribe(self.store.keys.changes)
@@ -69,6 +72,7 @@ class Sync:
         loop = asyncio.get_running_loop()
         next_resync = loop.time() + RESYNC_S
         while True:
+            ensure_not_cancelled()
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_S)
             if message is not None and message.get("type") == "message":
                 await self.handle(json.loads(message["data"]))
@@ -136,6 +140,7 @@ class Sync:
             log.exception("the spec in Redis does not parse here (another portero version?); keeping this one")
             return
         self._spec = body
+        spec = local(spec, self.control.spec)
         if spec == self.control.spec:
             return
         self.control.spec = spec

@@ -1,8 +1,11 @@
-"""The shared registry's pure half: a resync's operations, and change messages read defensively."""
+"""The cluster's pure helpers: a registry resync's operations, change messages read defensively, and the
+per-portero part of a shared spec."""
 
 from __future__ import annotations
 
+from portero.cluster.local import local
 from portero.cluster.registry import Deregister, Drain, Register, Reweight, diff, from_message
+from portero.spec.models import Spec
 
 
 def test_a_resync_registers_the_missing_deregisters_the_extra_and_reweights_the_changed() -> None:
@@ -29,3 +32,27 @@ def test_change_messages_become_operations_and_anything_else_is_ignored() -> Non
     assert from_message({**base, "op": "explode"}) is None
     assert from_message({"kind": "state", "origin": "x"}) is None
     assert from_message({"kind": "server", "op": "delete", "service": 3, "address": "a"}) is None
+
+
+def test_a_shared_spec_keeps_each_portero_s_own_listeners_and_store() -> None:
+    services = {"portal": {"command": ["run"], "replicas": {"initial": 3}}}
+    shared = Spec.model_validate(
+        {"admin": {"port": 9900}, "router": {"port": 8000, "drain_timeout_s": 7}, "services": services}, strict=False
+    )
+    mine = Spec.model_validate(
+        {
+            "admin": {"port": 9901},
+            "router": {"port": 8001},
+            "store": {"redis_prefix": "mine"},
+            "services": {"other": {"command": ["x"]}},
+        },
+        strict=False,
+    )
+
+    merged = local(shared, mine)
+
+    assert merged.admin.port == 9901
+    assert merged.router.port == 8001
+    assert merged.router.drain_timeout_s == 7  # shared
+    assert merged.store.redis_prefix == "mine"
+    assert list(merged.services) == ["portal"]  # shared
