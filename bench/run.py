@@ -51,6 +51,7 @@ class Args(argparse.Namespace):
     no_idle: bool
     no_profile: bool
     quick: bool
+    no_browser: bool
     connections: list[int] | None
 
 
@@ -386,6 +387,7 @@ def main() -> None:
     parser.add_argument(
         "--connections", type=int, action="append", help="connection count to run (repeatable; default 50 and 1000)"
     )
+    parser.add_argument("--no-browser", action="store_true", help="skip the browser-like header runs")
     args = parser.parse_args(namespace=Args())
     if args.quick:
         args.no_idle = args.no_profile = True
@@ -397,7 +399,8 @@ def main() -> None:
     names = ("haproxy", "portero") if args.quick else TARGETS
     targets.check_tools()
     nofile = targets.raise_nofile(targets.MAX_CONNS * 2 + 1000)
-    if nofile < max(args.connections or CONNECTIONS) + 100 or (not args.no_idle and nofile < args.idle_connections + 200):
+    too_low = nofile < max(connection_counts) + 100
+    if too_low or (not args.no_idle and nofile < args.idle_connections + 200):
         sys.exit(f"bench: open-file limit is {nofile}, too low; raise `ulimit -n` (hard limit) and re-run")
     started = time.monotonic()
     about = machine()
@@ -409,7 +412,7 @@ def main() -> None:
         print(f"throughput: {args.duration:g} s per run after {args.warmup:g} s of warm-up", flush=True)
         budget = [RERUNS_MAX if args.rounds == 1 else 0]
         cases = [(t, c, False) for c in connection_counts for t in TARGETS if t in names]
-        cases += [(t, c, True) for c in connection_counts for t in BROWSER_TARGETS]
+        cases += [(t, c, True) for c in connection_counts for t in BROWSER_TARGETS if not args.no_browser]
         rounds: dict[tuple[str, int, bool], list[Run]] = collections.defaultdict(list)
         for _ in range(args.rounds):  # interleaved, so that a busy spell on the machine hits every target alike
             for target, connections, browser in cases:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 
 # RFC 9110 §7.6.1 plus the de-facto ones; removed before forwarding in either direction.
@@ -45,6 +46,96 @@ def connection_options(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
         if name.lower() == b"connection":
             names.update(token.strip().lower() for token in value.split(b","))
     return frozenset(names - FRAMING)
+
+
+# A response head's lines the router acts on. llhttp (strict) has checked the head: CRLF line ends, no obs-fold,
+# no space before a colon, so "\r\n<name>:" can only be the start of a header line.
+_RESPONSE_WATCHED = re.compile(
+    rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|upgrade|proxy-authenticate|proxy-authorization"
+    rb"|transfer-encoding|x-request-id|content-length):",
+    re.IGNORECASE,
+)
+# A request head's lines the router drops (it sets its own X-Forwarded-* and X-Request-Id), underscore
+# spellings included (see rewritten_name).
+_REQUEST_DROPPED = re.compile(
+    rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|upgrade|proxy-authenticate|proxy-authorization"
+    rb"|forwarded|x[-_]forwarded[-_](?:for|proto|host)|x[-_]request[-_]id):",
+    re.IGNORECASE,
+)
+
+
+class ResponseHead:
+    """A response head as the router forwards it: the endpoint's bytes minus its hop-by-hop lines."""
+
+    __slots__ = ("chunked", "has_length", "kept", "upgrade")
+
+    def __init__(self, head: bytes) -> None:
+        """`head` is the status line and header lines, each ending in CRLF, without the blank line."""
+        self.has_length = self.chunked = False
+        self.upgrade: bytes | None = None
+        pieces: list[bytes] = []
+        named: set[bytes] | None = None
+        last = 0
+        for match in _RESPONSE_WATCHED.finditer(head):
+            name = match.group(1).lower()
+            if name == b"content-length":
+                self.has_length = True
+                continue
+            line_end = head.find(b"\r\n", match.end())
+            value = head[match.end() : line_end].strip(b" \t")
+            if name == b"transfer-encoding":
+                self.chunked = value.lower().endswith(b"chunked")
+            elif name == b"connection":
+                for token in value.lower().split(b","):
+                    token = token.strip()
+                    if token and token not in _CONNECTION_PLAIN:
+                        named = named or set()
+                        named.add(token)
+            elif name == b"upgrade":
+                self.upgrade = value
+            pieces.append(head[last : match.start()])  # the line goes (the CRLF before it, not the one after)
+            last = line_end
+        if pieces:
+            pieces.append(head[last:])
+            head = b"".join(pieces)
+        if named:
+            head = drop_lines(head, named)
+        if not head.startswith(b"HTTP/1.1 "):
+            head = b"HTTP/1.1" + head[8:]  # an HTTP/1.0 endpoint's status line; llhttp checked it is HTTP/x.y
+        self.kept = head
+
+
+_CONNECTION_PLAIN = frozenset({b"keep-alive", b"close", b"upgrade"})
+
+
+def drop_lines(head: bytes, names: set[bytes] | frozenset[bytes]) -> bytes:
+    """`head` without the header lines whose (lowered) name is in `names`, never the framing ones."""
+    names = names - FRAMING
+    lines = head.split(b"\r\n")
+    kept = [lines[0]]
+    kept += [line for line in lines[1:] if line and line.split(b":", 1)[0].lower() not in names]
+    return b"\r\n".join(kept) + b"\r\n"
+
+
+def splice_request_head(head: bytes, connection: list[bytes] | None) -> bytes:
+    """The client's head minus the lines the router drops and the ones its Connection headers name.
+
+    `head` is the request line and header lines, each ending in CRLF; `connection` the Connection values."""
+    pieces: list[bytes] = []
+    last = 0
+    for match in _REQUEST_DROPPED.finditer(head):
+        pieces.append(head[last : match.start()])
+        last = head.find(b"\r\n", match.end())
+    if pieces:
+        pieces.append(head[last:])
+        head = b"".join(pieces)
+    if connection:
+        named = {token.strip().lower() for value in connection for token in value.split(b",")}
+        named -= _CONNECTION_PLAIN
+        named.discard(b"")
+        if named:
+            head = drop_lines(head, named)
+    return head
 
 
 def chunk(data: bytes) -> bytes:
