@@ -37,6 +37,7 @@ class ClientConnection(asyncio.Protocol):
         "chunk",
         "chunk_fresh",
         "closed",
+        "connection",
         "content_lengths",
         "current",
         "deadline",
@@ -92,6 +93,7 @@ class ClientConnection(asyncio.Protocol):
         self.host: bytes | None = None
         self.host_count = 0
         self.request_id: bytes | None = None
+        self.connection: list[bytes] | None = None  # the values of the request's Connection headers
         self.head_at_start = False
         self.in_head = False
         self.body_started = 0.0
@@ -187,12 +189,22 @@ class ClientConnection(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lower = wire.rewritten_name(name.lower())
         self.headers.append((name, value))
+        lower = name.lower()
+        if b"_" in lower:
+            lower = wire.rewritten_name(lower)
+        if lower in wire.REQUEST_WATCHED:  # the few names the router acts on: one set lookup for the others
+            self._watched(lower, value)
+
+    def _watched(self, lower: bytes, value: bytes) -> None:
         if lower in wire.REWRITTEN:
             self.rewrite = True
             if lower == b"x-request-id":
                 self.request_id = value
+            elif lower == b"connection":
+                if self.connection is None:
+                    self.connection = []
+                self.connection.append(value)
         elif lower == b"host":
             self.host = value
             self.host_count += 1
@@ -207,7 +219,11 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         self.head_received = 0
         self.in_head = False
-        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        raw_end = self.chunk.find(b"\r\n\r\n") if self.head_at_start else -1
+        if raw_end > 0:  # the head is all in this chunk, from its start (see _upstream_head)
+            size = raw_end
+        else:
+            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size > wire.MAX_HEAD_BYTES:
             raise BadRequest(431, "request head larger than 16 KiB")
         http10 = parser.get_http_version() == "1.0"
@@ -231,7 +247,7 @@ class ClientConnection(asyncio.Protocol):
             raise BadRequest(413, f"request body larger than {router.settings.max_body_bytes} bytes")
         upgrade = bool(parser.should_upgrade())
         request_id = self._request_id()
-        head = self._upstream_head(parser.get_method(), request_id, http10, upgrade)
+        head = self._upstream_head(parser.get_method(), request_id, http10, upgrade, raw_end)
         exchange = Exchange(
             self,
             service,
@@ -289,14 +305,17 @@ class ClientConnection(asyncio.Protocol):
             return incoming
         return self.router.next_request_id()
 
-    def _upstream_head(self, method: bytes, request_id: bytes, http10: bool, upgrade: bool) -> bytes:
-        trusted = self.router.is_trusted(self.peer)
+    def _upstream_head(self, method: bytes, request_id: bytes, http10: bool, upgrade: bool, raw_end: int) -> bytes:
+        trusted = self.router.is_trusted(self.peer) if self.rewrite else False
         forwarded_for, proto, forwarded_host = self.peer, b"http", self.host or b""
-        raw_end = self.chunk.find(b"\r\n\r\n") if self.head_at_start else -1
-        if not self.rewrite and not http10 and not upgrade and raw_end > 0:
-            # The client's own head, byte for byte. Fix: without the blank lines a server ignores before a request
-            # (RFC 9112 §2.2); they were passed on for the endpoint to judge.
+        if not http10 and not upgrade and raw_end > 0 and not trusted:
+            # The client's own head, byte for byte, minus the lines the router drops (hop-by-hop, X-Forwarded-*,
+            # X-Request-Id). Fix: without the blank lines a server ignores before a request (RFC 9112 §2.2);
+            # they were passed on for the endpoint to judge. Rebuilding the head from the parsed headers instead
+            # cost a quarter of the router's time per request with a browser's headers.
             start = self.chunk[: raw_end + 2].lstrip(b"\r\n")
+            if self.rewrite:
+                start = wire.splice_request_head(start, self.connection)
         else:
             lines = [method + b" " + self.url + b" HTTP/1.1"]
             named = wire.connection_options(self.headers)

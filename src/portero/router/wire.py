@@ -21,6 +21,7 @@ HOP_BY_HOP = frozenset(
 # Request headers the router sets itself: incoming ones are dropped unless the peer is a trusted proxy.
 FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
 REWRITTEN = HOP_BY_HOP | FORWARDED | {b"x-request-id"}
+REQUEST_WATCHED = REWRITTEN | {b"host", b"transfer-encoding", b"content-length"}
 # Fix: never removed although a Connection header names them, since they frame the message or say where it
 # goes (`Connection: Content-Length` would otherwise strip the length the router frames the body by).
 FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding"})
