@@ -53,9 +53,8 @@ def connection_options(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
 # no space before a colon, so "\r\n<name>:" can only be the start of a header line.
 _RESPONSE_WATCHED = re.compile(
     rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|upgrade|proxy-authenticate|proxy-authorization"
-    rb"|transfer-encoding|x-request-id|content-length):",
-    re.IGNORECASE,
-)
+    rb"|transfer-encoding|x-request-id|content-length):"
+)  # matched against the lowered head
 # A request head's lines the router drops (it sets its own X-Forwarded-* and X-Request-Id), underscore
 # spellings included (see rewritten_name).
 _REQUEST_DROPPED = re.compile(
@@ -77,23 +76,26 @@ class ResponseHead:
         pieces: list[bytes] = []
         named: set[bytes] | None = None
         last = 0
-        for match in _RESPONSE_WATCHED.finditer(head):
-            name = match.group(1).lower()
+        lowered = head.lower()
+        for match in _RESPONSE_WATCHED.finditer(lowered):
+            name = match.group(1)
             if name == b"content-length":
                 self.has_length = True
                 continue
-            line_end = head.find(b"\r\n", match.end())
-            value = head[match.end() : line_end].strip(b" \t")
-            if name == b"transfer-encoding":
-                self.chunked = value.lower().endswith(b"chunked")
-            elif name == b"connection":
-                for token in value.lower().split(b","):
-                    token = token.strip()
-                    if token and token not in _CONNECTION_PLAIN:
-                        named = named or set()
-                        named.add(token)
+            value_start = match.end()
+            line_end = lowered.find(b"\r\n", value_start)
+            if name == b"connection":
+                value = lowered[value_start:line_end].strip(b" \t")
+                if value != b"keep-alive" and value != b"close":
+                    for token in value.split(b","):
+                        token = token.strip(b" \t")
+                        if token and token not in _CONNECTION_PLAIN:
+                            named = named or set()
+                            named.add(token)
+            elif name == b"transfer-encoding":
+                self.chunked = lowered[value_start:line_end].rstrip(b" \t").endswith(b"chunked")
             elif name == b"upgrade":
-                self.upgrade = value
+                self.upgrade = head[value_start:line_end].strip(b" \t")
             pieces.append(head[last : match.start()])  # the line goes (the CRLF before it, not the one after)
             last = line_end
         if pieces:
