@@ -41,6 +41,7 @@ class ClientConnection(asyncio.Protocol):
         "content_lengths",
         "current",
         "deadline",
+        "eof",
         "head_at_start",
         "head_received",
         "headers",
@@ -82,6 +83,7 @@ class ClientConnection(asyncio.Protocol):
         self.chunk_fresh = False
         self.undispatched: Exchange | None = None
         self.rejection: bytes | None = None
+        self.eof = False
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -149,6 +151,27 @@ class ClientConnection(asyncio.Protocol):
         if early and self.current is not None:
             self.current.request_body(early)  # the first tunnel bytes, held until the endpoint answers 101
         self.pause_reading()  # nothing more until the endpoint accepts the upgrade
+
+    def eof_received(self) -> bool | None:
+        """The client half-closed. Fix: a request it sent whole is still answered (the connection closes after
+        it; the transport was closed at once, aborting the request). Anything less than a whole request ends
+        the connection, as before, and so does a request still waiting in its service's queue: a client that
+        closed outright looks the same as one that half-closed, and a gone client must not hold a bounded queue
+        place until its timeout (HAProxy's `abortonclose` makes the same call for queued requests)."""
+        exchange = self.current
+        if (
+            self.tunnel is None
+            and exchange is not None
+            and not exchange.done
+            and exchange.request_done
+            and not exchange.waiting
+        ):
+            self.eof = True
+            self.in_head = False  # no more bytes can come: nothing is waiting for a next head
+            while self.queued and not self.queued[-1].request_done:
+                self.queued.pop().abort()  # a pipelined request cut short by the half-close can never complete
+            return True  # keep the transport: the response still goes out
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -379,6 +402,8 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def exchange_done(self, exchange: Exchange, close: bool) -> None:
+        if self.eof and not self.queued:
+            close = True  # the client half-closed after its last request: that was it
         if close or self.closed:
             self.close()
             return

@@ -3,6 +3,8 @@ request ids, routing by host and path."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from portero.spec.models import Route
@@ -380,3 +382,23 @@ def test_response_carries_one_request_id_when_the_backend_echoes_it(proxy, backe
     backend.handler = lambda request: Reply(headers=[("X-Request-Id", request.header("x-request-id"))])
     response = one(proxy.port, get("/", headers=(("X-Request-Id", "echoed-1"),)))
     assert response.all("x-request-id") == ["echoed-1"]
+
+
+def test_a_client_that_half_closes_after_its_request_still_gets_the_response(proxy, backend):
+    backend.handler = lambda request: Reply(body=b"late answer", delay_s=0.3)
+    with Client(proxy.port, timeout=5) as client:
+        client.send(get("/slow") + get("/slow2"))
+        client.sock.shutdown(socket.SHUT_WR)  # "no more requests", as `curl --no-keepalive`-style clients may do
+        first, second = client.response(), client.response()
+        assert (first.status, first.body) == (200, b"late answer")
+        assert (second.status, second.body) == (200, b"late answer")
+        assert not client._more()  # then the router closes
+    assert [r.target for r in backend.requests] == ["/slow", "/slow2"]
+
+
+def test_a_half_close_in_the_middle_of_a_request_ends_the_connection(proxy, backend):
+    with Client(proxy.port, timeout=5) as client:
+        client.send(b"POST /upload HTTP/1.1\r\nHost: app\r\nContent-Length: 10\r\n\r\nabc")
+        client.sock.shutdown(socket.SHUT_WR)
+        assert not client._more()
+    assert backend.requests == []
