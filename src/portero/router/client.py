@@ -32,6 +32,7 @@ class BadRequest(Exception):
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
+        "absolute",
         "body_bytes",
         "body_started",
         "chunk",
@@ -96,6 +97,7 @@ class ClientConnection(asyncio.Protocol):
         self.host_count = 0
         self.request_id: bytes | None = None
         self.connection: list[bytes] | None = None  # the values of the request's Connection headers
+        self.absolute = False  # the request target was an absolute URL (see _absolute_form)
         self.head_at_start = False
         self.in_head = False
         self.body_started = 0.0
@@ -260,6 +262,8 @@ class ClientConnection(asyncio.Protocol):
             raise BadRequest(400, "a request needs exactly one Host header")
         router = self.router
         now = router.now()
+        if self.url[:1] != b"/" and self.url != b"*":
+            self._absolute_form()
         service = router.route(self.host or b"", self.url)
         if service is None:
             raise BadRequest(404, "no service is routed for this host and path")
@@ -322,6 +326,21 @@ class ClientConnection(asyncio.Protocol):
 
     # -- building the forwarded head ------------------------------------------------------------------------------
 
+    def _absolute_form(self) -> None:
+        """Fix: a request to `http://other/path` was routed by its Host header and forwarded with that target,
+        so the router and the endpoint could each see a different host. RFC 9112 §3.2.2: the target's authority
+        wins over Host. Route by it, and forward the origin form (`/path`) with Host set to that authority."""
+        scheme, sep, rest = self.url.partition(b"://")
+        if not sep or scheme.lower() not in (b"http", b"https"):
+            raise BadRequest(400, "request target must be a path, or an absolute http(s) URL")
+        cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+        authority, path = rest[:cut], rest[cut:]
+        if not authority or b"@" in authority:
+            raise BadRequest(400, "absolute request target needs a host and no user information")
+        self.host = authority
+        self.url = path if path[:1] == b"/" else b"/" + path
+        self.absolute = True
+
     def _request_id(self) -> bytes:
         incoming = self.request_id
         if incoming is not None and 0 < len(incoming) <= 128 and incoming.replace(b"-", b"").isalnum():
@@ -331,7 +350,7 @@ class ClientConnection(asyncio.Protocol):
     def _upstream_head(self, method: bytes, request_id: bytes, http10: bool, upgrade: bool, raw_end: int) -> bytes:
         trusted = self.router.is_trusted(self.peer) if self.rewrite else False
         forwarded_for, proto, forwarded_host = self.peer, b"http", self.host or b""
-        if not http10 and not upgrade and raw_end > 0 and not trusted:
+        if not http10 and not upgrade and raw_end > 0 and not trusted and not self.absolute:
             # The client's own head, byte for byte, minus the lines the router drops (hop-by-hop, X-Forwarded-*,
             # X-Request-Id). Fix: without the blank lines a server ignores before a request (RFC 9112 §2.2);
             # they were passed on for the endpoint to judge. Rebuilding the head from the parsed headers instead
@@ -357,11 +376,13 @@ class ClientConnection(asyncio.Protocol):
                     continue
                 if lower in named:
                     continue
+                if self.absolute and lower == b"host":
+                    value = self.host or value  # the target's authority (see _absolute_form)
                 lines.append(name + b": " + value)
             if chain:
                 forwarded_for = b", ".join([*chain, self.peer])
-            if self.host is None:
-                lines.append(b"host: " + self._local_authority())
+            if self.host_count == 0:
+                lines.append(b"host: " + (self.host if self.absolute and self.host else self._local_authority()))
             if upgrade:
                 lines.append(b"connection: upgrade")
             start = b"\r\n".join(lines) + b"\r\n"

@@ -271,6 +271,32 @@ def test_no_route_gets_404_and_reaches_no_backend(routed):
     assert a.heads == b.heads == c.heads == []
 
 
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_an_absolute_form_target_is_routed_by_its_authority_not_by_host(routed, version):
+    """RFC 9112 §3.2.2: the target's authority wins; the endpoint gets the origin form and that authority."""
+    proxy, a, b, _ = routed
+    request = f"GET http://A.example/x?q=1 HTTP/{version}\r\nHost: other.example\r\nConnection: keep-alive\r\n\r\n"
+    response = one(proxy.port, request.encode())
+    assert (response.status, response.body) == (200, b"a")
+    seen = a.requests[-1]
+    assert (seen.target, seen.all("host")) == ("/x?q=1", ["A.example"])
+    assert seen.header("x-forwarded-host") == "A.example"
+    response = one(proxy.port, b"GET https://other.example/api?x HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    assert (response.status, response.body) == (200, b"b")  # by the target's host and path, not Host's
+    assert b.requests[-1].target == "/api?x"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"ftp://a.example/", b"http://user@a.example/", b"http:///nohost", b"a.example:443"],
+)
+def test_an_unusable_request_target_is_refused(routed, target):
+    proxy, a, b, c = routed
+    response = one(proxy.port, b"GET " + target + b" HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    assert response.status == 400
+    assert a.heads == b.heads == c.heads == []
+
+
 def test_expect_100_continue_is_relayed(proxy, backend):
     with Client(proxy.port) as client:
         client.send(b"POST /upload HTTP/1.1\r\nHost: app\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
