@@ -428,3 +428,17 @@ def test_a_half_close_in_the_middle_of_a_request_ends_the_connection(proxy, back
         client.sock.shutdown(socket.SHUT_WR)
         assert not client._more()
     assert backend.requests == []
+
+
+def test_a_burst_of_new_clients_is_accepted_and_served(proxy, backend):
+    """Hundreds of clients connecting at once (the router accepts them in bursts, not one per loop iteration)."""
+    clients = [Client(proxy.port, timeout=10) for _ in range(400)]
+    try:
+        for i, client in enumerate(clients):
+            client.send(get(f"/{i}"))
+        statuses = [client.response().status for client in clients]
+    finally:
+        for client in clients:
+            client.close()
+    assert statuses == [200] * 400
+    assert len(backend.requests) == 400
