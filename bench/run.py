@@ -223,7 +223,7 @@ def profile(bench: targets.Bench, browser: bool, seconds: float) -> str:
         return "py-spy is not installed in the venv (bench/provision.sh installs it); no profile.\n"
     pid = bench.servers["portero"].pid()
     raw = bench.dir / f"profile-{'browser' if browser else 'plain'}.txt"
-    command = ["wrk", "-t1", "-c50", f"-d{seconds + 3:g}s", "--latency", *(["-s", str(BROWSER_LUA)] if browser else [])]
+    command = ["wrk", "-t1", f"-c{CONNS}", f"-d{seconds + 3:g}s", "--latency", *(["-s", str(BROWSER_LUA)] if browser else [])]
     command = targets.pinned(targets.LOAD_CORE, [*command, f"http://127.0.0.1:{targets.PORTS['portero']}/"])
     load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     time.sleep(1)

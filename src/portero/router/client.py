@@ -42,6 +42,7 @@ class ClientConnection(asyncio.Protocol):
         "content_lengths",
         "current",
         "deadline",
+        "dropped",
         "eof",
         "head_at_start",
         "head_received",
@@ -98,6 +99,7 @@ class ClientConnection(asyncio.Protocol):
         self.request_id: bytes | None = None
         self.connection: list[bytes] | None = None  # the values of the request's Connection headers
         self.absolute = False  # the request target was an absolute URL (see _absolute_form)
+        self.dropped: list[bytes] = []  # lowered names of the header lines not to forward
         self.head_at_start = False
         self.in_head = False
         self.body_started = 0.0
@@ -216,14 +218,14 @@ class ClientConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
         lower = name.lower()
-        if b"_" in lower:
-            lower = wire.rewritten_name(lower)
-        if lower in wire.REQUEST_WATCHED:  # the few names the router acts on: one set lookup for the others
+        if lower in wire.REQUEST_WATCHED or b"_" in lower:  # the few names the router acts on
             self._watched(lower, value)
 
-    def _watched(self, lower: bytes, value: bytes) -> None:
+    def _watched(self, spelled: bytes, value: bytes) -> None:
+        lower = wire.rewritten_name(spelled) if b"_" in spelled else spelled
         if lower in wire.REWRITTEN:
             self.rewrite = True
+            self.dropped.append(spelled)  # cut from the forwarded head (see _upstream_head)
             if lower == b"x-request-id":
                 self.request_id = value
             elif lower == b"connection":
@@ -357,7 +359,7 @@ class ClientConnection(asyncio.Protocol):
             # cost a quarter of the router's time per request with a browser's headers.
             start = self.chunk[: raw_end + 2].lstrip(b"\r\n")
             if self.rewrite:
-                start = wire.splice_request_head(start, self.connection)
+                start = wire.splice_request_head(start, self.dropped, self.connection)
         else:
             lines = [method + b" " + self.url + b" HTTP/1.1"]
             named = wire.connection_options(self.headers)

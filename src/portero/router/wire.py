@@ -55,13 +55,6 @@ _RESPONSE_WATCHED = re.compile(
     rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|upgrade|proxy-authenticate|proxy-authorization"
     rb"|transfer-encoding|x-request-id|content-length):"
 )  # matched against the lowered head
-# A request head's lines the router drops (it sets its own X-Forwarded-* and X-Request-Id), underscore
-# spellings included (see rewritten_name).
-_REQUEST_DROPPED = re.compile(
-    rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|upgrade|proxy-authenticate|proxy-authorization"
-    rb"|forwarded|x[-_]forwarded[-_](?:for|proto|host)|x[-_]request[-_]id):",
-    re.IGNORECASE,
-)
 
 
 class ResponseHead:
@@ -120,25 +113,36 @@ def drop_lines(head: bytes, names: set[bytes] | frozenset[bytes]) -> bytes:
     return b"\r\n".join(kept) + b"\r\n"
 
 
-def splice_request_head(head: bytes, connection: list[bytes] | None) -> bytes:
-    """The client's head minus the lines the router drops and the ones its Connection headers name.
+def splice_request_head(head: bytes, dropped: list[bytes], connection: list[bytes] | None) -> bytes:
+    """The client's head minus the header lines named in `dropped` (lowered names, as the client spelled them)
+    and those its Connection headers name, never the framing ones.
 
-    `head` is the request line and header lines, each ending in CRLF; `connection` the Connection values."""
-    pieces: list[bytes] = []
-    last = 0
-    for match in _REQUEST_DROPPED.finditer(head):
-        pieces.append(head[last : match.start()])
-        last = head.find(b"\r\n", match.end())
-    if pieces:
-        pieces.append(head[last:])
-        head = b"".join(pieces)
+    `head` is the request line and header lines, each ending in CRLF, checked by llhttp (strict: CRLF only, no
+    obs-fold, no space before a colon), so "\r\n<name>:" can only start a header line. A find per name the
+    parser saw: a regular expression over a browser's 700-byte head cost four times as much."""
+    names = set(dropped)
     if connection:
-        named = {token.strip().lower() for value in connection for token in value.split(b",")}
-        named -= _CONNECTION_PLAIN
-        named.discard(b"")
-        if named:
-            head = drop_lines(head, named)
-    return head
+        named = {token.strip(b" \t").lower() for value in connection for token in value.split(b",")}
+        names |= named - _CONNECTION_PLAIN - FRAMING - {b""}  # `keep-alive`, `close`: options, not names
+    lowered = head.lower()
+    cuts: list[tuple[int, int]] = []
+    for name in names:
+        needle = b"\r\n" + name + b":"
+        at = lowered.find(needle)
+        while at >= 0:
+            line_end = lowered.find(b"\r\n", at + len(needle))
+            cuts.append((at, line_end))  # the CRLF before the line and the line; the CRLF after it stays
+            at = lowered.find(needle, line_end)
+    if not cuts:
+        return head
+    cuts.sort()
+    pieces = []
+    last = 0
+    for at, line_end in cuts:
+        pieces.append(head[last:at])
+        last = line_end
+    pieces.append(head[last:])
+    return b"".join(pieces)
 
 
 def chunk(data: bytes) -> bytes:

@@ -80,7 +80,7 @@ BROWSER = (
 
 
 def test_a_browser_head_loses_only_its_connection_line():
-    spliced = wire.splice_request_head(BROWSER, [b"keep-alive"])
+    spliced = wire.splice_request_head(BROWSER, [b"connection"], [b"keep-alive"])
     assert spliced == BROWSER.replace(b"Connection: keep-alive\r\n", b"")
 
 
@@ -100,15 +100,36 @@ def test_a_browser_head_loses_only_its_connection_line():
     ],
 )
 def test_request_lines_the_router_sets_or_that_are_hop_by_hop_are_cut(line):
-    raw = b"GET / HTTP/1.1\r\nHost: a\r\n" + line + b"\r\nAccept: */*\r\n"
-    assert wire.splice_request_head(raw, None) == b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n"
+    raw = b"GET / HTTP/1.1\r\nHost: a\r\n" + line + b"\r\nAccept: */*\r\n" + line + b"\r\n"
+    name = line.split(b":")[0].lower()  # as the parser hands it to on_header, lowered
+    assert wire.splice_request_head(raw, [name, name], None) == b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n"
+
+
+def test_the_router_drops_every_request_line_the_parser_reports():
+    class Recorder:
+        def __init__(self):
+            self.names = []
+
+        def on_header(self, name, value):
+            self.names.append(name.lower())
+
+    raw = BROWSER + b"x_forwarded_for: 1\r\nX-Forwarded-For: 2\r\n"
+    recorder = Recorder()
+    httptools.HttpRequestParser(recorder).feed_data(raw + b"\r\n")
+    dropped = [n for n in recorder.names if wire.rewritten_name(n) in wire.REWRITTEN]
+    assert dropped == [b"connection", b"x_forwarded_for", b"x-forwarded-for"]
+    assert wire.splice_request_head(raw, dropped, [b"keep-alive"]) == BROWSER.replace(
+        b"Connection: keep-alive\r\n", b""
+    )
 
 
 def test_request_headers_named_by_connection_are_cut_except_framing():
     raw = b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close, X-Token\r\nX-Token: t\r\nContent-Length: 0\r\nX-Tok: k\r\n"
-    spliced = wire.splice_request_head(raw, [b"close, X-Token"])
+    spliced = wire.splice_request_head(raw, [b"connection"], [b"close, X-Token"])
     assert spliced == b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nX-Tok: k\r\n"
-    framing = wire.splice_request_head(raw.replace(b"X-Token\r\n", b"Content-Length\r\n"), [b"Content-Length"])
+    framing = wire.splice_request_head(
+        raw.replace(b"X-Token\r\n", b"Content-Length\r\n"), [b"connection"], [b"Content-Length"]
+    )
     assert b"Content-Length: 0\r\n" in framing
 
 
@@ -120,8 +141,14 @@ def test_a_spliced_head_still_parses_as_the_same_request():
         def on_header(self, name, value):
             self.headers.append((name.lower(), value))
 
-    spliced = wire.splice_request_head(BROWSER, [b"keep-alive"])
+    spliced = wire.splice_request_head(BROWSER, [b"connection"], [b"keep-alive"])
     recorder = Recorder()
     httptools.HttpRequestParser(recorder).feed_data(spliced + b"\r\n")
     assert (b"connection", b"keep-alive") not in recorder.headers
     assert (b"cookie", b"s=1") in recorder.headers
+
+
+def test_a_hop_by_hop_header_is_dropped_even_when_connection_also_names_it():
+    raw = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nKeep-Alive: 5\r\nUpgrade: h2c\r\n"
+    spliced = wire.splice_request_head(raw, [b"connection", b"keep-alive", b"upgrade"], [b"keep-alive, Upgrade"])
+    assert spliced == b"GET / HTTP/1.1\r\nHost: a\r\n"
