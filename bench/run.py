@@ -35,6 +35,7 @@ BROWSER_LUA = HERE / "browser.lua"
 RESULTS = HERE / "results" / "latest.md"
 PY_SPY = targets.ROOT / ".venv" / "bin" / "py-spy"
 CONNECTIONS = (50, 1000)
+PROFILE_CONNECTIONS = 50
 TARGETS = ("direct", "haproxy", "nginx", "portero")
 BROWSER_TARGETS = ("haproxy", "portero")
 BUSY_NEIGHBOURS = 0.10  # other processes' CPU (share of one core) beyond which a run is measured again
@@ -223,7 +224,8 @@ def profile(bench: targets.Bench, browser: bool, seconds: float) -> str:
         return "py-spy is not installed in the venv (bench/provision.sh installs it); no profile.\n"
     pid = bench.servers["portero"].pid()
     raw = bench.dir / f"profile-{'browser' if browser else 'plain'}.txt"
-    command = ["wrk", "-t1", f"-c{CONNS}", f"-d{seconds + 3:g}s", "--latency", *(["-s", str(BROWSER_LUA)] if browser else [])]
+    command = ["wrk", "-t1", f"-c{PROFILE_CONNECTIONS}", f"-d{seconds + 3:g}s", "--latency"]
+    command += ["-s", str(BROWSER_LUA)] if browser else []
     command = targets.pinned(targets.LOAD_CORE, [*command, f"http://127.0.0.1:{targets.PORTS['portero']}/"])
     load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     time.sleep(1)
