@@ -4,11 +4,13 @@ request ids, routing by host and path."""
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 
 from portero.spec.models import Route
 from tests.integration.router.backend import Reply
+from tests.integration.router.conftest import wait_until
 from tests.integration.router.rawhttp import Client, get, one
 
 pytestmark = pytest.mark.integration
@@ -442,3 +444,14 @@ def test_a_burst_of_new_clients_is_accepted_and_served(proxy, backend):
             client.close()
     assert statuses == [200] * 400
     assert len(backend.requests) == 400
+
+
+def test_a_client_that_leaves_during_the_response_time_does_not_cost_the_upstream_connection(proxy, backend):
+    backend.handler = lambda request: Reply(body=b"slow", delay_s=0.3)
+    with Client(proxy.port) as client:
+        client.send(get("/abandoned"))
+        wait_until(lambda: len(backend.heads) > 0, what="the request upstream")
+    time.sleep(0.6)  # the endpoint answers meanwhile, to nobody
+    backend.handler = lambda request: Reply(body=b"next")
+    assert one(proxy.port, get("/next")).body == b"next"
+    assert upstream_connections(backend) == 1  # the first connection went back to the pool and served /next
