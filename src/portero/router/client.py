@@ -272,15 +272,16 @@ class ClientConnection(asyncio.Protocol):
         length = 0
         if not chunked and self.content_lengths:
             length = int(next(v for n, v in self.headers if n.lower() == b"content-length"))
-        if length > router.settings.max_body_bytes:
+        if length and length > router.settings.max_body_bytes:
             raise BadRequest(413, f"request body larger than {router.settings.max_body_bytes} bytes")
         upgrade = bool(parser.should_upgrade())
         request_id = self._request_id()
-        head = self._upstream_head(parser.get_method(), request_id, http10, upgrade, raw_end)
+        method = parser.get_method()
+        head = self._upstream_head(method, request_id, http10, upgrade, raw_end)
         exchange = Exchange(
             self,
             service,
-            parser.get_method(),
+            method,
             head,
             request_id,
             keep_alive=bool(parser.should_keep_alive()) and not upgrade,

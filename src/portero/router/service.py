@@ -222,7 +222,9 @@ class ServiceRoute:
             candidates = fresh or candidates
         key = exchange.hash_key if self.hash_header or self.hash_cookie else None
         while candidates:
-            target = self.balancer.pick(candidates, now, key)
+            # One candidate (available, so its weight is positive) is every balancer's answer, and asking would
+            # change no state: smooth round robin adds its weight and takes the same total off again.
+            target = candidates[0] if len(candidates) == 1 else self.balancer.pick(candidates, now, key)
             if target is None:
                 return None
             chosen = endpoints[target.key]  # a target's key is its endpoint's
