@@ -110,6 +110,8 @@ class Upstream(asyncio.Protocol):
         chunk, start, first = self.chunk, self.head_start, self.head_chunk
         if first is chunk:
             end = chunk.find(b"\r\n\r\n", start)
+            if end < 0:  # cannot happen after llhttp's strict parse; if it did, a 502 beats forwarding garbage
+                raise ValueError("the response head's end is not where the parser found it")
             head = chunk[start : end + 2]
             self.start = end + 4  # an interim (1xx) response may be followed by the final one in this chunk
         else:
@@ -117,6 +119,8 @@ class Upstream(asyncio.Protocol):
             assert self.head_parts is not None
             joined = first[start:] + b"".join(self.head_parts)
             end = joined.find(b"\r\n\r\n")
+            if end < 0:
+                raise ValueError("the response head's end is not where the parser found it")
             head = joined[: end + 2]
             self.start = len(chunk) - (len(joined) - end - 4)
         self.head_chunk = self.head_parts = None

@@ -455,3 +455,28 @@ def test_a_client_that_leaves_during_the_response_time_does_not_cost_the_upstrea
     backend.handler = lambda request: Reply(body=b"next")
     assert one(proxy.port, get("/next")).body == b"next"
     assert upstream_connections(backend) == 1  # the first connection went back to the pool and served /next
+
+
+def test_an_interim_and_a_final_response_in_one_packet_are_both_forwarded(proxy, backend):
+    backend.handler = lambda request: Reply(
+        raw=b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nX-A: 1\r\n\r\nok"
+    )
+    with Client(proxy.port) as client:
+        client.send(get("/both"))
+        assert client.read_line() == b"HTTP/1.1 100 Continue"
+        assert client.read_line() == b""
+        response = client.response()
+        assert (response.status, response.body, response.header("x-a")) == (200, b"ok", "1")
+        assert response.all("connection") == ["keep-alive"]
+
+
+def test_a_response_head_split_over_several_packets_is_forwarded_whole(proxy, backend):
+    # Larger than one read of the loop (256 KiB), so the head arrives in two chunks at least.
+    head = (
+        b"HTTP/1.1 200 OK\r\nX-Long: " + b"v" * 300_000 + b"\r\nConnection: keep-alive\r\nContent-Length: 4\r\n\r\nbody"
+    )
+    backend.handler = lambda request: Reply(raw=head)
+    response = one(proxy.port, get("/split"))
+    assert (response.status, response.body, response.header("x-long")) == (200, b"body", "v" * 300_000)
+    assert response.all("connection") == ["keep-alive"]
