@@ -8,6 +8,7 @@ minutes. On a machine shared with other work, each run records how much CPU othe
 and a busy run is measured again; `--rounds 3` interleaves three rounds and reports medians.
 
     .venv/bin/python bench/run.py [--duration 10] [--warmup 2] [--rounds 1] [--no-idle] [--no-profile]
+    .venv/bin/python bench/run.py --quick [--connections 50] [--rounds 3]   # portero and HAProxy only, ~1 min
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ BROWSER_LUA = HERE / "browser.lua"
 RESULTS = HERE / "results" / "latest.md"
 PY_SPY = targets.ROOT / ".venv" / "bin" / "py-spy"
 CONNECTIONS = (50, 1000)
+PROFILE_CONNECTIONS = 50
 TARGETS = ("direct", "haproxy", "nginx", "portero")
 BROWSER_TARGETS = ("haproxy", "portero")
 BUSY_NEIGHBOURS = 0.10  # other processes' CPU (share of one core) beyond which a run is measured again
@@ -49,6 +51,9 @@ class Args(argparse.Namespace):
     idle_connections: int
     no_idle: bool
     no_profile: bool
+    quick: bool
+    no_browser: bool
+    connections: list[int] | None
 
 
 @dataclass
@@ -219,7 +224,8 @@ def profile(bench: targets.Bench, browser: bool, seconds: float) -> str:
         return "py-spy is not installed in the venv (bench/provision.sh installs it); no profile.\n"
     pid = bench.servers["portero"].pid()
     raw = bench.dir / f"profile-{'browser' if browser else 'plain'}.txt"
-    command = ["wrk", "-t1", "-c50", f"-d{seconds + 3:g}s", "--latency", *(["-s", str(BROWSER_LUA)] if browser else [])]
+    command = ["wrk", "-t1", f"-c{PROFILE_CONNECTIONS}", f"-d{seconds + 3:g}s", "--latency"]
+    command += ["-s", str(BROWSER_LUA)] if browser else []
     command = targets.pinned(targets.LOAD_CORE, [*command, f"http://127.0.0.1:{targets.PORTS['portero']}/"])
     load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     time.sleep(1)
@@ -375,10 +381,28 @@ def main() -> None:
     parser.add_argument("--idle-connections", type=int, default=10_000)
     parser.add_argument("--no-idle", action="store_true", help="skip the idle-connection memory test")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="portero and HAProxy only, 5-s runs, no idle test and no profile (for iterating on the router)",
+    )
+    parser.add_argument(
+        "--connections", type=int, action="append", help="connection count to run (repeatable; default 50 and 1000)"
+    )
+    parser.add_argument("--no-browser", action="store_true", help="skip the browser-like header runs")
     args = parser.parse_args(namespace=Args())
+    if args.quick:
+        args.no_idle = args.no_profile = True
+        if "--duration" not in sys.argv:
+            args.duration = 5
+        if "--warmup" not in sys.argv:
+            args.warmup = 1
+    connection_counts = tuple(args.connections or CONNECTIONS)
+    names = ("haproxy", "portero") if args.quick else TARGETS
     targets.check_tools()
     nofile = targets.raise_nofile(targets.MAX_CONNS * 2 + 1000)
-    if nofile < max(CONNECTIONS) + 100 or (not args.no_idle and nofile < args.idle_connections + 200):
+    too_low = nofile < max(connection_counts) + 100
+    if too_low or (not args.no_idle and nofile < args.idle_connections + 200):
         sys.exit(f"bench: open-file limit is {nofile}, too low; raise `ulimit -n` (hard limit) and re-run")
     started = time.monotonic()
     about = machine()
@@ -386,11 +410,11 @@ def main() -> None:
     runs: list[Run] = []
     idle: dict[bool, list[idle_conns.IdleResult]] = {}
     profiles: list[str] = []
-    with targets.Bench(("haproxy", "nginx", "portero")) as bench:
+    with targets.Bench(tuple(n for n in ("haproxy", "nginx", "portero") if n in names)) as bench:
         print(f"throughput: {args.duration:g} s per run after {args.warmup:g} s of warm-up", flush=True)
         budget = [RERUNS_MAX if args.rounds == 1 else 0]
-        cases = [(t, c, False) for c in CONNECTIONS for t in TARGETS]
-        cases += [(t, c, True) for c in CONNECTIONS for t in BROWSER_TARGETS]
+        cases = [(t, c, False) for c in connection_counts for t in TARGETS if t in names]
+        cases += [(t, c, True) for c in connection_counts for t in BROWSER_TARGETS if not args.no_browser]
         rounds: dict[tuple[str, int, bool], list[Run]] = collections.defaultdict(list)
         for _ in range(args.rounds):  # interleaved, so that a busy spell on the machine hits every target alike
             for target, connections, browser in cases:
@@ -441,8 +465,9 @@ def main() -> None:
         report += ["## Where the router's time goes (py-spy)", "", *profiles]
     report.append(f"Total bench time: {time.monotonic() - started:.0f} s.")
     text = "\n".join(report) + "\n"
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(text)
+    results = RESULTS.with_name("quick.md") if args.quick else RESULTS  # a quick run never replaces the full report
+    results.parent.mkdir(exist_ok=True)
+    results.write_text(text)
     print()
     print(text)
 

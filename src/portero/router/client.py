@@ -32,14 +32,18 @@ class BadRequest(Exception):
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
+        "absolute",
         "body_bytes",
         "body_started",
         "chunk",
         "chunk_fresh",
         "closed",
+        "connection",
         "content_lengths",
         "current",
         "deadline",
+        "dropped",
+        "eof",
         "head_at_start",
         "head_received",
         "headers",
@@ -81,6 +85,7 @@ class ClientConnection(asyncio.Protocol):
         self.chunk_fresh = False
         self.undispatched: Exchange | None = None
         self.rejection: bytes | None = None
+        self.eof = False
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -92,6 +97,9 @@ class ClientConnection(asyncio.Protocol):
         self.host: bytes | None = None
         self.host_count = 0
         self.request_id: bytes | None = None
+        self.connection: list[bytes] | None = None  # the values of the request's Connection headers
+        self.absolute = False  # the request target was an absolute URL (see _absolute_form)
+        self.dropped: list[bytes] = []  # lowered names of the header lines not to forward
         self.head_at_start = False
         self.in_head = False
         self.body_started = 0.0
@@ -148,6 +156,27 @@ class ClientConnection(asyncio.Protocol):
             self.current.request_body(early)  # the first tunnel bytes, held until the endpoint answers 101
         self.pause_reading()  # nothing more until the endpoint accepts the upgrade
 
+    def eof_received(self) -> bool | None:
+        """The client half-closed. Fix: a request it sent whole is still answered (the connection closes after
+        it; the transport was closed at once, aborting the request). Anything less than a whole request ends
+        the connection, as before, and so does a request still waiting in its service's queue: a client that
+        closed outright looks the same as one that half-closed, and a gone client must not hold a bounded queue
+        place until its timeout (HAProxy's `abortonclose` makes the same call for queued requests)."""
+        exchange = self.current
+        if (
+            self.tunnel is None
+            and exchange is not None
+            and not exchange.done
+            and exchange.request_done
+            and not exchange.waiting
+        ):
+            self.eof = True
+            self.in_head = False  # no more bytes can come: nothing is waiting for a next head
+            while self.queued and not self.queued[-1].request_done:
+                self.queued.pop().abort()  # a pipelined request cut short by the half-close can never complete
+            return True  # keep the transport: the response still goes out
+        return None
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.router.connections.discard(self)
@@ -187,12 +216,22 @@ class ClientConnection(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lower = wire.rewritten_name(name.lower())
         self.headers.append((name, value))
+        lower = name.lower()
+        if lower in wire.REQUEST_WATCHED or b"_" in lower:  # the few names the router acts on
+            self._watched(lower, value)
+
+    def _watched(self, spelled: bytes, value: bytes) -> None:
+        lower = wire.rewritten_name(spelled) if b"_" in spelled else spelled
         if lower in wire.REWRITTEN:
             self.rewrite = True
+            self.dropped.append(spelled)  # cut from the forwarded head (see _upstream_head)
             if lower == b"x-request-id":
                 self.request_id = value
+            elif lower == b"connection":
+                if self.connection is None:
+                    self.connection = []
+                self.connection.append(value)
         elif lower == b"host":
             self.host = value
             self.host_count += 1
@@ -207,7 +246,11 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         self.head_received = 0
         self.in_head = False
-        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        raw_end = self.chunk.find(b"\r\n\r\n") if self.head_at_start else -1
+        if raw_end > 0:  # the head is all in this chunk, from its start (see _upstream_head)
+            size = raw_end
+        else:
+            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size > wire.MAX_HEAD_BYTES:
             raise BadRequest(431, "request head larger than 16 KiB")
         http10 = parser.get_http_version() == "1.0"
@@ -221,21 +264,24 @@ class ClientConnection(asyncio.Protocol):
             raise BadRequest(400, "a request needs exactly one Host header")
         router = self.router
         now = router.now()
+        if self.url[:1] != b"/" and self.url != b"*":
+            self._absolute_form()
         service = router.route(self.host or b"", self.url)
         if service is None:
             raise BadRequest(404, "no service is routed for this host and path")
         length = 0
         if not chunked and self.content_lengths:
             length = int(next(v for n, v in self.headers if n.lower() == b"content-length"))
-        if length > router.settings.max_body_bytes:
+        if length and length > router.settings.max_body_bytes:
             raise BadRequest(413, f"request body larger than {router.settings.max_body_bytes} bytes")
         upgrade = bool(parser.should_upgrade())
         request_id = self._request_id()
-        head = self._upstream_head(parser.get_method(), request_id, http10, upgrade)
+        method = parser.get_method()
+        head = self._upstream_head(method, request_id, http10, upgrade, raw_end)
         exchange = Exchange(
             self,
             service,
-            parser.get_method(),
+            method,
             head,
             request_id,
             keep_alive=bool(parser.should_keep_alive()) and not upgrade,
@@ -283,20 +329,38 @@ class ClientConnection(asyncio.Protocol):
 
     # -- building the forwarded head ------------------------------------------------------------------------------
 
+    def _absolute_form(self) -> None:
+        """Fix: a request to `http://other/path` was routed by its Host header and forwarded with that target,
+        so the router and the endpoint could each see a different host. RFC 9112 §3.2.2: the target's authority
+        wins over Host. Route by it, and forward the origin form (`/path`) with Host set to that authority."""
+        scheme, sep, rest = self.url.partition(b"://")
+        if not sep or scheme.lower() not in (b"http", b"https"):
+            raise BadRequest(400, "request target must be a path, or an absolute http(s) URL")
+        cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+        authority, path = rest[:cut], rest[cut:]
+        if not authority or b"@" in authority:
+            raise BadRequest(400, "absolute request target needs a host and no user information")
+        self.host = authority
+        self.url = path if path[:1] == b"/" else b"/" + path
+        self.absolute = True
+
     def _request_id(self) -> bytes:
         incoming = self.request_id
         if incoming is not None and 0 < len(incoming) <= 128 and incoming.replace(b"-", b"").isalnum():
             return incoming
         return self.router.next_request_id()
 
-    def _upstream_head(self, method: bytes, request_id: bytes, http10: bool, upgrade: bool) -> bytes:
-        trusted = self.router.is_trusted(self.peer)
+    def _upstream_head(self, method: bytes, request_id: bytes, http10: bool, upgrade: bool, raw_end: int) -> bytes:
+        trusted = self.router.is_trusted(self.peer) if self.rewrite else False
         forwarded_for, proto, forwarded_host = self.peer, b"http", self.host or b""
-        raw_end = self.chunk.find(b"\r\n\r\n") if self.head_at_start else -1
-        if not self.rewrite and not http10 and not upgrade and raw_end > 0:
-            # The client's own head, byte for byte. Fix: without the blank lines a server ignores before a request
-            # (RFC 9112 §2.2); they were passed on for the endpoint to judge.
+        if not http10 and not upgrade and raw_end > 0 and not trusted and not self.absolute:
+            # The client's own head, byte for byte, minus the lines the router drops (hop-by-hop, X-Forwarded-*,
+            # X-Request-Id). Fix: without the blank lines a server ignores before a request (RFC 9112 §2.2);
+            # they were passed on for the endpoint to judge. Rebuilding the head from the parsed headers instead
+            # cost a quarter of the router's time per request with a browser's headers.
             start = self.chunk[: raw_end + 2].lstrip(b"\r\n")
+            if self.rewrite:
+                start = wire.splice_request_head(start, self.dropped, self.connection)
         else:
             lines = [method + b" " + self.url + b" HTTP/1.1"]
             named = wire.connection_options(self.headers)
@@ -315,11 +379,13 @@ class ClientConnection(asyncio.Protocol):
                     continue
                 if lower in named:
                     continue
+                if self.absolute and lower == b"host":
+                    value = self.host or value  # the target's authority (see _absolute_form)
                 lines.append(name + b": " + value)
             if chain:
                 forwarded_for = b", ".join([*chain, self.peer])
-            if self.host is None:
-                lines.append(b"host: " + self._local_authority())
+            if self.host_count == 0:
+                lines.append(b"host: " + (self.host if self.absolute and self.host else self._local_authority()))
             if upgrade:
                 lines.append(b"connection: upgrade")
             start = b"\r\n".join(lines) + b"\r\n"
@@ -360,6 +426,8 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def exchange_done(self, exchange: Exchange, close: bool) -> None:
+        if self.eof and not self.queued:
+            close = True  # the client half-closed after its last request: that was it
         if close or self.closed:
             self.close()
             return

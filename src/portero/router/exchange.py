@@ -44,14 +44,12 @@ class Exchange:
         "method",
         "pending",
         "pending_size",
-        "reason",
         "rechunk",
         "replay",
         "request_chunked",
         "request_done",
         "request_id",
         "response_close",
-        "response_headers",
         "response_started",
         "retrying",
         "sent_anything",
@@ -108,8 +106,6 @@ class Exchange:
         self.retrying = False
         self.waiting = False
         self.status = 0
-        self.reason = b""
-        self.response_headers: list[tuple[bytes, bytes]] = []
         self.deadline = 0.0
         self.done = False
         self.hash_key: bytes | None = None
@@ -252,47 +248,33 @@ class Exchange:
         finally:
             client.flush()
 
-    def response_head(self, status: int, upstream_keep_alive: bool) -> None:
+    def response_head(self, status: int, upstream_keep_alive: bool, raw: bytes) -> None:
         if 100 <= status < 200 and status != 101:
             if not self.client_http10:  # interim responses (100 Continue) pass through to HTTP/1.1 clients
-                self.client.write(b"HTTP/1.1 %d %b\r\n\r\n" % (status, self.reason))
-            self.response_headers = []
+                self.client.write(b"HTTP/1.1" + raw[8 : raw.find(b"\r\n") + 2] + b"\r\n")
             return
         self.status = status
         self.response_started = True
-        has_length = upstream_chunked = False
-        out = [b"HTTP/1.1 %d %b" % (status, self.reason)]
-        named = wire.connection_options(self.response_headers)
-        for name, value in self.response_headers:
-            lower = name.lower()
-            if lower == b"transfer-encoding":
-                upstream_chunked = value.rstrip(b" \t").lower().endswith(b"chunked")
-                continue
-            if lower in wire.HOP_BY_HOP or lower in named or lower == b"x-request-id":
-                continue  # fix (x-request-id): the router adds its own below; an echoed one made two
-            if lower == b"content-length":
-                has_length = True
-            out.append(name + b": " + value)
+        head = wire.ResponseHead(raw)
+        out = [head.kept]
         bodiless = self.is_head or status in NO_BODY_STATUS or status == 101
         # Fix: a body with neither length nor chunking ends when the endpoint closes (RFC 9112 §6.3); the
         # client got it truncated (an HTTP/1.1 client never saw the last chunk).
-        self.until_close = not has_length and not upstream_chunked and not bodiless
+        self.until_close = not head.has_length and not head.chunked and not bodiless
         if status == 101:
-            out.append(b"connection: upgrade")
-            upgrade = next((v for n, v in self.response_headers if n.lower() == b"upgrade"), b"websocket")
-            out.append(b"upgrade: " + upgrade)
-        elif not has_length and not bodiless:
+            out.append(b"connection: upgrade\r\nupgrade: %b\r\n" % (head.upgrade or b"websocket"))
+        elif not head.has_length and not bodiless:
             if self.client_http10:
                 self.response_close = True  # an HTTP/1.0 client reads to the close
             else:
                 self.rechunk = True
-                out.append(b"transfer-encoding: chunked")
+                out.append(b"transfer-encoding: chunked\r\n")
         close = self.response_close or not self.keep_alive or not self.request_done
         if status != 101:
-            out.append(b"connection: close" if close else b"connection: keep-alive")
+            out.append(b"connection: close\r\n" if close else b"connection: keep-alive\r\n")
             self.response_close = close
-        out.append(b"x-request-id: " + self.request_id)
-        self.client.write(b"\r\n".join(out) + b"\r\n\r\n")
+        out.append(b"x-request-id: %b\r\n\r\n" % self.request_id)
+        self.client.write(b"".join(out))
         self.deadline = 0.0
         if status == 101:
             self.client.start_tunnel(self)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from bisect import bisect_left
 from collections import deque
 from enum import StrEnum
 from http.cookies import CookieError, SimpleCookie
@@ -14,7 +15,7 @@ from portero.router import outlier
 from portero.router.balancer import Balancer, effective_weight
 from portero.router.breaker import BreakerState, CircuitBreaker
 from portero.router.health import ActiveHealth
-from portero.router.stats import Counters, LatencyHistogram
+from portero.router.stats import BOUNDS_S, Counters, LatencyHistogram
 from portero.router.target import Target
 from portero.router.upstream import Pool
 from portero.tasks import spawn
@@ -42,8 +43,13 @@ class Stats:
         self.latency = LatencyHistogram()
 
     def record(self, status: int, seconds: float) -> None:
-        self.counters.record_status(status)
-        self.latency.observe(seconds)
+        # Counters.record_status and LatencyHistogram.observe, inlined: this runs on every response.
+        index = status // 100 - 1
+        self.counters.responses[index if 0 <= index < 5 else 4] += 1
+        latency = self.latency
+        latency.counts[bisect_left(BOUNDS_S, seconds)] += 1
+        latency.sum += seconds
+        latency.count += 1
 
     # Attribute-style access for the hot path's rarer counters.
     @property
@@ -126,9 +132,9 @@ class Endpoint:
         else:
             self.breaker.record(ok, now)
             service = self.service
-            ejected = outlier.record(
-                self.outlier, ok, now, service.outlier_policy, service.ejected_count(now), len(service.endpoints)
-            )
+            # A success ejects nothing: the count of ejected endpoints (a walk over all of them) only for failures.
+            ejected_now = 0 if ok else service.ejected_count(now)
+            ejected = outlier.record(self.outlier, ok, now, service.outlier_policy, ejected_now, len(service.endpoints))
             if ejected:
                 self.stats.counters.ejections += 1
                 log.warning(
@@ -138,7 +144,8 @@ class Endpoint:
                     (self.outlier.ejected_until or now) - now,
                     extra={"endpoint": self.key},
                 )
-        self.service.wake(now)
+        if self.service.queue:
+            self.service.wake(now)
 
     def connect(self, exchange: Exchange) -> None:
         timeout = self.service.router.settings.connect_timeout_s
@@ -207,28 +214,29 @@ class ServiceRoute:
         return sum(1 for e in self.endpoints.values() if outlier.is_ejected(e.outlier, now))
 
     def pick(self, exchange: Exchange, now: float) -> Endpoint | None:
-        candidates = [e for e in self.endpoints.values() if e.available(now)]
-        if len(candidates) > 1 and exchange.tried:
-            fresh = [e for e in candidates if e not in exchange.tried]  # a retry goes elsewhere when it can
+        endpoints = self.endpoints
+        candidates = [e.target for e in endpoints.values() if e.available(now)]
+        tried = exchange.tried
+        if tried and len(candidates) > 1:
+            fresh = [t for t in candidates if endpoints[t.key] not in tried]  # a retry goes elsewhere when it can
             candidates = fresh or candidates
-        key = self.request_key(exchange) if self.hash_header or self.hash_cookie else None
+        key = exchange.hash_key if self.hash_header or self.hash_cookie else None
         while candidates:
-            target = self.balancer.pick([e.target for e in candidates], now, key)
-            chosen = next((e for e in candidates if e.target is target), None)
-            if chosen is None:
+            # One candidate (available, so its weight is positive) is every balancer's answer, and asking would
+            # change no state: smooth round robin adds its weight and takes the same total off again.
+            target = candidates[0] if len(candidates) == 1 else self.balancer.pick(candidates, now, key)
+            if target is None:
                 return None
+            chosen = endpoints[target.key]  # a target's key is its endpoint's
             if chosen.breaker.allow(now):
                 return chosen
-            candidates.remove(chosen)  # half-open with every probe slot taken
+            candidates.remove(target)  # half-open with every probe slot taken
         return None
 
     def peek(self, now: float) -> Endpoint | None:
         candidates = [e for e in self.endpoints.values() if e.available(now)]
         target = self.balancer.peek([e.target for e in candidates], now, None)
         return next((e for e in candidates if e.target is target), None)
-
-    def request_key(self, exchange: Exchange) -> bytes | None:
-        return exchange.hash_key
 
     def hash_key_of(self, headers: list[tuple[bytes, bytes]]) -> bytes | None:
         if self.hash_header is not None:

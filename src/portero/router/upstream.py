@@ -15,7 +15,21 @@ if TYPE_CHECKING:
 
 
 class Upstream(asyncio.Protocol):
-    __slots__ = ("exchange", "feeding", "idle_since", "lost", "parser", "pool", "pooled_at", "transport")
+    __slots__ = (
+        "chunk",
+        "exchange",
+        "feeding",
+        "head_chunk",
+        "head_parts",
+        "head_start",
+        "idle_since",
+        "lost",
+        "parser",
+        "pool",
+        "pooled_at",
+        "start",
+        "transport",
+    )
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
@@ -26,6 +40,13 @@ class Upstream(asyncio.Protocol):
         self.lost = False
         self.feeding = False
         self.pooled_at: float | None = None
+        # The response head is forwarded from the endpoint's own bytes (only hop-by-hop lines cut), so the parser
+        # has no per-header callbacks: where the head starts is tracked here instead.
+        self.chunk = b""  # the bytes being parsed
+        self.start = 0  # where in `chunk` a response beginning now begins
+        self.head_chunk: bytes | None = None  # the chunk the current head began in, until the head is complete
+        self.head_start = 0
+        self.head_parts: list[bytes] | None = None  # chunks after head_chunk, while the head is incomplete
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not its subclasses
@@ -35,6 +56,10 @@ class Upstream(asyncio.Protocol):
         if exchange is None:  # an idle connection has nothing to say; whatever it says ends it
             self.close()
             return
+        self.chunk = data
+        self.start = 0
+        if self.head_parts is not None:
+            self.head_parts.append(data)
         self.feeding = True
         try:
             exchange.upstream_data(data)
@@ -70,18 +95,36 @@ class Upstream(asyncio.Protocol):
             # than it was asked for. Pooled, the rest of it was read as the next request's response (its bytes
             # went to that client before any head). Drop the connection.
             self.close()
-
-    def on_status(self, status: bytes) -> None:
-        if self.exchange is not None:
-            self.exchange.reason = status
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self.exchange is not None:
-            self.exchange.response_headers.append((name, value))
+            return
+        self.head_chunk = self.chunk
+        self.head_start = self.start
+        self.head_parts = []
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:
-            self.exchange.response_head(self.parser.get_status_code(), self.parser.should_keep_alive())
+            self.exchange.response_head(self.parser.get_status_code(), self.parser.should_keep_alive(), self._head())
+
+    def _head(self) -> bytes:
+        """The head just parsed: status line and header lines, each with its CRLF, without the blank line. llhttp
+        has checked it (strict: CRLF only), so it ends at the first blank line after its start."""
+        chunk, start, first = self.chunk, self.head_start, self.head_chunk
+        if first is chunk:
+            end = chunk.find(b"\r\n\r\n", start)
+            if end < 0:  # cannot happen after llhttp's strict parse; if it did, a 502 beats forwarding garbage
+                raise ValueError("the response head's end is not where the parser found it")
+            head = chunk[start : end + 2]
+            self.start = end + 4  # an interim (1xx) response may be followed by the final one in this chunk
+        else:
+            assert first is not None
+            assert self.head_parts is not None
+            joined = first[start:] + b"".join(self.head_parts)
+            end = joined.find(b"\r\n\r\n")
+            if end < 0:
+                raise ValueError("the response head's end is not where the parser found it")
+            head = joined[: end + 2]
+            self.start = len(chunk) - (len(joined) - end - 4)
+        self.head_chunk = self.head_parts = None
+        return head
 
     def on_body(self, body: bytes) -> None:
         if self.exchange is not None:
@@ -106,6 +149,7 @@ class Upstream(asyncio.Protocol):
     def reset_parser(self) -> None:
         """After a response without a body that the parser cannot know of (HEAD), start over."""
         self.parser = httptools.HttpResponseParser(self)
+        self.head_chunk = self.head_parts = None
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None

@@ -3,10 +3,14 @@ request ids, routing by host and path."""
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 
 from portero.spec.models import Route
 from tests.integration.router.backend import Reply
+from tests.integration.router.conftest import wait_until
 from tests.integration.router.rawhttp import Client, get, one
 
 pytestmark = pytest.mark.integration
@@ -269,6 +273,32 @@ def test_no_route_gets_404_and_reaches_no_backend(routed):
     assert a.heads == b.heads == c.heads == []
 
 
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_an_absolute_form_target_is_routed_by_its_authority_not_by_host(routed, version):
+    """RFC 9112 §3.2.2: the target's authority wins; the endpoint gets the origin form and that authority."""
+    proxy, a, b, _ = routed
+    request = f"GET http://A.example/x?q=1 HTTP/{version}\r\nHost: other.example\r\nConnection: keep-alive\r\n\r\n"
+    response = one(proxy.port, request.encode())
+    assert (response.status, response.body) == (200, b"a")
+    seen = a.requests[-1]
+    assert (seen.target, seen.all("host")) == ("/x?q=1", ["A.example"])
+    assert seen.header("x-forwarded-host") == "A.example"
+    response = one(proxy.port, b"GET https://other.example/api?x HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    assert (response.status, response.body) == (200, b"b")  # by the target's host and path, not Host's
+    assert b.requests[-1].target == "/api?x"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"ftp://a.example/", b"http://user@a.example/", b"http:///nohost", b"a.example:443"],
+)
+def test_an_unusable_request_target_is_refused(routed, target):
+    proxy, a, b, c = routed
+    response = one(proxy.port, b"GET " + target + b" HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    assert response.status == 400
+    assert a.heads == b.heads == c.heads == []
+
+
 def test_expect_100_continue_is_relayed(proxy, backend):
     with Client(proxy.port) as client:
         client.send(b"POST /upload HTTP/1.1\r\nHost: app\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
@@ -380,3 +410,73 @@ def test_response_carries_one_request_id_when_the_backend_echoes_it(proxy, backe
     backend.handler = lambda request: Reply(headers=[("X-Request-Id", request.header("x-request-id"))])
     response = one(proxy.port, get("/", headers=(("X-Request-Id", "echoed-1"),)))
     assert response.all("x-request-id") == ["echoed-1"]
+
+
+def test_a_client_that_half_closes_after_its_request_still_gets_the_response(proxy, backend):
+    backend.handler = lambda request: Reply(body=b"late answer", delay_s=0.3)
+    with Client(proxy.port, timeout=5) as client:
+        client.send(get("/slow") + get("/slow2"))
+        client.sock.shutdown(socket.SHUT_WR)  # "no more requests", as `curl --no-keepalive`-style clients may do
+        first, second = client.response(), client.response()
+        assert (first.status, first.body) == (200, b"late answer")
+        assert (second.status, second.body) == (200, b"late answer")
+        assert not client._more()  # then the router closes
+    assert [r.target for r in backend.requests] == ["/slow", "/slow2"]
+
+
+def test_a_half_close_in_the_middle_of_a_request_ends_the_connection(proxy, backend):
+    with Client(proxy.port, timeout=5) as client:
+        client.send(b"POST /upload HTTP/1.1\r\nHost: app\r\nContent-Length: 10\r\n\r\nabc")
+        client.sock.shutdown(socket.SHUT_WR)
+        assert not client._more()
+    assert backend.requests == []
+
+
+def test_a_burst_of_new_clients_is_accepted_and_served(proxy, backend):
+    """Hundreds of clients connecting at once (the router accepts them in bursts, not one per loop iteration)."""
+    clients = [Client(proxy.port, timeout=10) for _ in range(400)]
+    try:
+        for i, client in enumerate(clients):
+            client.send(get(f"/{i}"))
+        statuses = [client.response().status for client in clients]
+    finally:
+        for client in clients:
+            client.close()
+    assert statuses == [200] * 400
+    assert len(backend.requests) == 400
+
+
+def test_a_client_that_leaves_during_the_response_time_does_not_cost_the_upstream_connection(proxy, backend):
+    backend.handler = lambda request: Reply(body=b"slow", delay_s=0.3)
+    with Client(proxy.port) as client:
+        client.send(get("/abandoned"))
+        wait_until(lambda: len(backend.heads) > 0, what="the request upstream")
+    time.sleep(0.6)  # the endpoint answers meanwhile, to nobody
+    backend.handler = lambda request: Reply(body=b"next")
+    assert one(proxy.port, get("/next")).body == b"next"
+    assert upstream_connections(backend) == 1  # the first connection went back to the pool and served /next
+
+
+def test_an_interim_and_a_final_response_in_one_packet_are_both_forwarded(proxy, backend):
+    backend.handler = lambda request: Reply(
+        raw=b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nX-A: 1\r\n\r\nok"
+    )
+    with Client(proxy.port) as client:
+        client.send(get("/both"))
+        assert client.read_line() == b"HTTP/1.1 100 Continue"
+        assert client.read_line() == b""
+        response = client.response()
+        assert (response.status, response.body, response.header("x-a")) == (200, b"ok", "1")
+        assert response.all("connection") == ["keep-alive"]
+
+
+def test_a_response_head_split_over_several_packets_is_forwarded_whole(proxy, backend):
+    # Larger than one read of the loop (256 KiB), so the head arrives in two chunks at least.
+    head = (
+        b"HTTP/1.1 200 OK\r\nX-Long: " + b"v" * 300_000 + b"\r\nConnection: keep-alive\r\nContent-Length: 4\r\n\r\nbody"
+    )
+    backend.handler = lambda request: Reply(raw=head)
+    response = one(proxy.port, get("/split"))
+    assert (response.status, response.body, response.header("x-long")) == (200, b"body", "v" * 300_000)
+    assert response.all("connection") == ["keep-alive"]
