@@ -157,7 +157,7 @@ async def serve(
         control = ControlPlane(spec, spec_path.resolve().parent, store, make_runtime(spec, state_dir))
         router = Router(spec.router) if spec.router.enabled else None
         deployer = control.deployer = Deployer(control, router)
-        team = Team(spec, store, control, router, str(spec_path)) if isinstance(store, RedisStore) else None
+        team = Team(spec, store, control, router, str(spec_path), tokens) if isinstance(store, RedisStore) else None
         if router is not None:
             dataplane = DataPlane(control, router)
             try:

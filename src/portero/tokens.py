@@ -75,14 +75,16 @@ def find(records: list[TokenRecord], presented: str) -> TokenRecord | None:
 def read(path: Path) -> list[TokenRecord]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return [_record(item) for item in data["tokens"]]
+        return [record_of(item) for item in data["tokens"]]
     except FileNotFoundError:
         raise TokenError(f"{path}: no token file (`portero up` creates it at first start)") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise TokenError(f"{path}: unreadable token file ({exc}); fix or remove it") from None
 
 
-def _record(item: dict[str, Any]) -> TokenRecord:
+def record_of(item: dict[str, Any]) -> TokenRecord:
+    """A record from its JSON form (`tokens.json`, or another portero's share in Redis); ValueError or
+    TypeError when malformed."""
     record = TokenRecord(**item)
     if (
         record.role not in ROLES
@@ -211,6 +213,9 @@ class TokenSet:
         self._seen: tuple[int, int, int] | None = None
         self._records: list[TokenRecord] = []
         self.error: str | None = None
+        # The other porteros' records when several share one Redis (cluster/tokens.py): a token made on any of
+        # them is accepted by all, as a request forwarded to the leader must be.
+        self.shared: list[TokenRecord] = []
         self._refresh()
 
     def _refresh(self) -> None:
@@ -232,7 +237,7 @@ class TokenSet:
 
     def check(self, presented: str) -> TokenRecord | None:
         self._refresh()
-        return find(self._records, presented)
+        return find(self._records + self.shared, presented)
 
     @property
     def records(self) -> list[TokenRecord]:

@@ -292,3 +292,18 @@ def test_a_spec_applied_through_the_follower_is_applied_once_and_each_keeps_its_
     for member in (a, b):  # each router still listens where its own spec says
         assert member.http.get(f"http://127.0.0.1:{member.router_port}/health").status_code == 200
     assert b.get("/cluster")["role"] == "follower"
+
+
+def test_a_token_made_on_one_portero_is_accepted_by_the_other_until_revoked(pair: tuple[Portero, Portero]) -> None:
+    a, b = pair
+    viewer = b.cli("token", "create", "--role", "viewer", "--name", "made-on-b").stdout.strip()
+    token_id = next(t["id"] for t in json.loads(b.cli("token", "list", "--json").stdout) if t["name"] == "made-on-b")
+    headers = {"Authorization": f"Bearer {viewer}"}
+
+    def status_on_a() -> int:
+        return httpx.get(f"{a.url}/containers/list", headers=headers, trust_env=False).status_code
+
+    a.wait("A to accept B's token", lambda: status_on_a() == 200, timeout_s=5)
+    assert httpx.post(f"{a.url}/services/portal/scale", json={"replicas": 3}, headers=headers).status_code == 403
+    b.cli("token", "revoke", token_id)
+    a.wait("A to refuse the revoked token", lambda: status_on_a() == 401, timeout_s=5)

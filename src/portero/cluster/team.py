@@ -14,11 +14,13 @@ from portero.cluster.leader import Election
 from portero.cluster.lease import Timing
 from portero.cluster.roles import Controllers
 from portero.cluster.sync import Sync
+from portero.cluster.tokens import share
 from portero.control import ControlPlane
 from portero.spec.models import Spec
 from portero.store.base import StaleLeader, StoreUnavailable
 from portero.store.redis import RedisStore
 from portero.tasks import settle, spawn
+from portero.tokens import TokenSet
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,13 @@ class Team:
     """This portero among others on one Redis: the election, its hooks, and the registry's sync."""
 
     def __init__(
-        self, spec: Spec, store: RedisStore, control: ControlPlane, router: Router | None, source: str
+        self,
+        spec: Spec,
+        store: RedisStore,
+        control: ControlPlane,
+        router: Router | None,
+        source: str,
+        tokens: TokenSet | None = None,
     ) -> None:
         self.identity = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         store.origin = self.identity
@@ -50,6 +58,7 @@ class Team:
             control.deployer.on_traffic.append(self._share_traffic)
         self.control = control
         self.store = store
+        self.tokens = tokens
         self._tasks: list[asyncio.Task[None]] = []
         self._traffic: asyncio.Task[None] | None = None
 
@@ -87,6 +96,8 @@ class Team:
             spawn(self.election.run(), name="leader-election", eternal=True),
             spawn(self.sync.run(), name="registry-sync", eternal=True),
         ]
+        if self.tokens is not None:
+            self._tasks.append(spawn(share(self.store, self.tokens, self.identity), name="token-share", eternal=True))
 
     async def leave(self) -> None:
         """The last portero stops the replicas, as a single one does; any other leaves them running for the

@@ -82,6 +82,7 @@ class Keys:
         self.lease = f"{prefix}:leader"
         self.epoch = f"{prefix}:leader:epoch"
         self.members = f"{prefix}:members"
+        self.tokens = f"{prefix}:tokens"
         self.changes = f"{prefix}:changes"
 
     def revisions(self, service: str) -> str:
@@ -208,6 +209,20 @@ class RedisStore:
         body: str | None = await self.call(self.client.get(self.keys.traffic))
         data: dict[str, dict[str, float]] = json.loads(body) if body else {}
         return {service: {int(k): v for k, v in split.items()} for service, split in data.items()}
+
+    # -- API tokens of the porteros in the group (hashes, never a secret: cluster/tokens.py) ---------------------
+
+    async def share_tokens(self, member: str, records: list[dict[str, Any]], ttl_s: float) -> None:
+        """This portero's token records, kept while it refreshes them: a portero gone takes its tokens along."""
+        await self.call(self.client.set(f"{self.keys.tokens}:{member}", json.dumps(records), px=int(ttl_s * 1000)))
+
+    async def shared_tokens(self) -> dict[str, list[dict[str, Any]]]:
+        keys: list[str] = await self.call(self.client.keys(f"{self.keys.tokens}:*"))  # one per portero: KEYS is fine
+        if not keys:
+            return {}
+        bodies: list[str | None] = await self.call(self.client.mget(keys))
+        start = len(self.keys.tokens) + 1
+        return {key[start:]: json.loads(body) for key, body in zip(keys, bodies, strict=True) if body}
 
     # -- servers registered by hand -------------------------------------------------------------------------------
 
