@@ -20,7 +20,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -216,6 +216,7 @@ class TokenSet:
         # The other porteros' records when several share one Redis (cluster/tokens.py): a token made on any of
         # them is accepted by all, as a request forwarded to the leader must be.
         self.shared: list[TokenRecord] = []
+        self.on_miss: Callable[[], Awaitable[None]] | None = None  # look for an unknown token among the shared
         self._refresh()
 
     def _refresh(self) -> None:

@@ -14,7 +14,7 @@ from portero.cluster.leader import Election
 from portero.cluster.lease import Timing
 from portero.cluster.roles import Controllers
 from portero.cluster.sync import Sync
-from portero.cluster.tokens import share
+from portero.cluster.tokens import TokenShare
 from portero.control import ControlPlane
 from portero.spec.models import Spec
 from portero.store.base import StaleLeader, StoreUnavailable
@@ -97,7 +97,8 @@ class Team:
             spawn(self.sync.run(), name="registry-sync", eternal=True),
         ]
         if self.tokens is not None:
-            self._tasks.append(spawn(share(self.store, self.tokens, self.identity), name="token-share", eternal=True))
+            share = TokenShare(self.store, self.tokens, self.identity)
+            self._tasks.append(spawn(share.run(), name="token-share", eternal=True))
 
     async def leave(self) -> None:
         """The last portero stops the replicas, as a single one does; any other leaves them running for the

@@ -9,7 +9,9 @@ revoke on the portero that made the token reaches the others within `SHARE_EVERY
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -21,6 +23,7 @@ log = logging.getLogger(__name__)
 
 SHARE_EVERY_S = 1.0
 SHARE_TTL_S = 10.0
+MISS_EVERY_S = 0.2  # unknown tokens cannot make this portero hammer Redis
 
 
 def others(shared: dict[str, list[dict[str, Any]]], member: str) -> list[TokenRecord]:
@@ -37,12 +40,29 @@ def others(shared: dict[str, list[dict[str, Any]]], member: str) -> list[TokenRe
     return records
 
 
-async def share(store: RedisStore, tokens: TokenSet, member: str, every_s: float = SHARE_EVERY_S) -> None:
-    """Publish this portero's records and take the others', every `every_s`; with Redis away the last known stay."""
-    while True:
-        try:
-            await store.share_tokens(member, [asdict(r) for r in tokens.records], SHARE_TTL_S)
-            tokens.shared = others(await store.shared_tokens(), member)
-        except StoreUnavailable:
-            pass  # the store-unreachable alert says it; tokens known so far keep working
-        await asyncio.sleep(every_s)
+class TokenShare:
+    """Publishes this portero's records and takes the others' every `every_s`; with Redis away the last known
+    stay. A token unknown here makes the API ask Redis at once (at most every `MISS_EVERY_S`), so a token made on
+    another portero a moment ago is not refused for the length of a period."""
+
+    def __init__(self, store: RedisStore, tokens: TokenSet, member: str, every_s: float = SHARE_EVERY_S) -> None:
+        self.store, self.tokens, self.member, self.every_s = store, tokens, member, every_s
+        self._asked = -MISS_EVERY_S
+        tokens.on_miss = self.take
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.store.share_tokens(self.member, [asdict(r) for r in self.tokens.records], SHARE_TTL_S)
+                self.tokens.shared = others(await self.store.shared_tokens(), self.member)
+            except StoreUnavailable:
+                pass  # the store-unreachable alert says it; tokens known so far keep working
+            await asyncio.sleep(self.every_s)
+
+    async def take(self) -> None:
+        now = time.monotonic()
+        if now - self._asked < MISS_EVERY_S:
+            return
+        self._asked = now
+        with contextlib.suppress(StoreUnavailable):
+            self.tokens.shared = others(await self.store.shared_tokens(), self.member)
