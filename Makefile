@@ -27,8 +27,9 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy src examples/portal/main.py
 
+# Two workers, a test file each at a time: most integration tests wait on real processes, not on the CPU.
 test: setup provision lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 unit: setup
 	$(BIN)/pytest tests/unit
