@@ -39,7 +39,8 @@ app = typer.Typer(
 app.add_typer(token_app, name="token")
 # Piped output (CI, `| less`) gets a wide fixed width so that tables are not squeezed into 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 160)
-errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# Piped (logs, scripts, tests): one line per message, never wrapped mid-sentence.
+errors = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 
 SpecFile = Annotated[Path, typer.Option("--file", "-f", help="The spec file.", envvar="PORTERO_SPEC")]
 # `logs -f` is --follow, as in kubectl and docker.

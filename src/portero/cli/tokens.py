@@ -20,7 +20,7 @@ from portero.tokens import TokenError
 
 token_app = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
 out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())  # piped: never wrapped mid-sentence
 
 
 def _state_dir() -> Path:
