@@ -81,6 +81,8 @@ class Portero:
         env = {**os.environ, "COLUMNS": "200", **self.env}
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=self.dir)
         if check and result.returncode != 0:
+            if args[:2] == ("up", "--detach"):  # a fixture that fails here never reaches its teardown
+                self.kill_everything()
             raise AssertionError(f"portero {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result
 
