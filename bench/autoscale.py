@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -499,8 +499,13 @@ def _deadline(signum: int, frame: object) -> None:
     raise TimeoutError("the bench ran past its --deadline")
 
 
+def run_until_deadline(run: Coroutine[Any, Any, None], deadline_s: float) -> None:
+    """Run a bench, stopped by SIGALRM after `deadline_s` (a wedged portero must not hang `make bench`)."""
+    signal.signal(signal.SIGALRM, _deadline)
+    signal.alarm(int(deadline_s))
+    asyncio.run(run)
+
+
 if __name__ == "__main__":
     arguments = parse()
-    signal.signal(signal.SIGALRM, _deadline)
-    signal.alarm(int(arguments.deadline))
-    asyncio.run(main(arguments))
+    run_until_deadline(main(arguments), arguments.deadline)

@@ -22,7 +22,6 @@ import datetime
 import json
 import os
 import platform
-import signal
 import statistics
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from autoscale import (  # noqa: E402
     Neighbours,
     code_version,
     poll,
+    run_until_deadline,
     start_portero,
     stop_portero,
     wait_quiet,
@@ -332,12 +332,6 @@ def parse() -> Args:
     return parser.parse_args(namespace=Args())
 
 
-def _deadline(signum: int, frame: object) -> None:
-    raise TimeoutError("the bench ran past its --deadline")
-
-
 if __name__ == "__main__":
     arguments = parse()
-    signal.signal(signal.SIGALRM, _deadline)
-    signal.alarm(int(arguments.deadline))
-    asyncio.run(main(arguments))
+    run_until_deadline(main(arguments), arguments.deadline)

@@ -78,9 +78,7 @@ class Controllers:
     async def follow(self, reason: str) -> None:
         """Pause: the pass in progress ends first; replicas keep running for the next leader to adopt."""
         control = self.control
-        control.supervisor.acting = False
-        async with control.supervisor.lock:
-            pass
+        await control.supervisor.pause()
         if control.deployer is not None:
             control.deployer.active.clear()
         control.traffic.clear()

@@ -90,13 +90,17 @@ class Supervisor:
     def wake(self) -> None:
         self._wake.set()
 
+    async def pause(self) -> None:
+        """Stop acting on replicas; returns once the pass in progress, if any, has ended."""
+        self.acting = False
+        async with self.lock:  # held for a whole pass: taking it means none is running
+            pass
+
     async def detach(self) -> None:
         """Stop supervising but leave every replica running: the next leader adopts them (several porteros)."""
         self._running = False
-        self.acting = False
         self.wake()
-        async with self.lock:
-            pass
+        await self.pause()
         await self.prober.close()
 
     async def shutdown(self) -> None:
