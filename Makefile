@@ -3,16 +3,28 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+COMPILED := $(VENV)/.compiled
+ROUTER_SOURCES := $(filter-out %/__init__.py,$(wildcard src/portero/router/*.py))
 
-.PHONY: setup provision run test lint typecheck unit integration lock clean docs bench
+.PHONY: setup provision run test lint typecheck unit integration lock clean pure docs bench
 
-setup: $(STAMP)
+setup: $(STAMP) $(COMPILED)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	PORTERO_COMPILE=0 $(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# The router compiled to C by mypyc, in place; again whenever one of its sources changes (setup.py says why).
+$(COMPILED): $(STAMP) $(ROUTER_SOURCES)
+	PYTHON=$(BIN)/python ./scripts/compile-router.sh
+	touch $(COMPILED)
+
+# Run the router as plain Python (the same code, slower): drop the compiled modules until the next `make setup`.
+pure:
+	PORTERO_COMPILE=0 ./scripts/compile-router.sh
+	touch $(COMPILED)
 
 provision:
 	./scripts/provision.sh
@@ -40,7 +52,8 @@ lock:
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --no-header -o requirements.lock
 
 clean:
-	rm -rf $(VENV) .portero .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) .portero .pytest_cache .mypy_cache .ruff_cache src/*.egg-info build
+	find src -name '*.so' -delete
 
 # Regenerate the generated parts of the docs (the spec reference).
 docs: setup

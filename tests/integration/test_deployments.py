@@ -111,7 +111,7 @@ async def test_blue_green_switches_with_no_failed_request_then_bad_revisions_rol
 
 async def test_canary_moves_traffic_in_steps_matching_their_weights(portero):
     d, report, t0 = await deploy_under_load(portero, {"version": "v2", "strategy": "canary"})
-    assert d["state"] == "succeeded", d
+    assert d["state"] == "succeeded", (d.get("reason"), [s["message"] for s in d["steps"]])
     assert report.failed == 0
     starts = [s["at"] - t0 for s in d["steps"] if "canary step" in s["message"] and "% of traffic" in s["message"]]
     shares = [10, 50]

@@ -93,9 +93,9 @@ class SmoothWeightedRoundRobin:
         ramping_after = now - slow if slow > 0 else _NEVER  # one comparison per endpoint when none is ramping
         best: Target | None = None
         best_current = _NO_CURRENT
-        total: float = 0
+        total = 0.0
         for target in targets:
-            weight: float = target.weight
+            weight = float(target.weight)
             if weight > 0:
                 if target.since > ramping_after:
                     weight = _ramp(weight, now - target.since, slow)
@@ -114,7 +114,7 @@ class SmoothWeightedRoundRobin:
         best: Target | None = None
         best_current = _NO_CURRENT
         for target in targets:
-            weight: float = target.weight
+            weight = float(target.weight)
             if weight > 0:
                 if target.since > ramping_after:
                     weight = _ramp(weight, now - target.since, slow)
@@ -159,8 +159,8 @@ class LeastRequests:
 
     def _duel(self, a: Target, b: Target, now: float) -> Target:
         slow = self.slow_start_s
-        weight_a: float = a.weight
-        weight_b: float = b.weight
+        weight_a = float(a.weight)
+        weight_b = float(b.weight)
         if slow:
             if now - a.since < slow:
                 weight_a = _ramp(weight_a, now - a.since, slow)

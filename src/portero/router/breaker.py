@@ -58,7 +58,7 @@ TRANSITIONS: dict[tuple[BreakerState, BreakerEvent], BreakerState] = {
 del S, E
 
 
-class BreakerTransitionError(RuntimeError):
+class BreakerTransitionError(ValueError):  # not RuntimeError: mypyc cannot compile a subclass of it
     def __init__(self, state: BreakerState, event: BreakerEvent) -> None:
         super().__init__(f"circuit breaker: event {event.value!r} is not allowed in state {state.value!r}")
 

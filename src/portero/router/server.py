@@ -115,7 +115,7 @@ class Router:
                     # Out of descriptors or memory: stop accepting for a moment (as HAProxy does) rather than
                     # spin on a listener that stays readable; the kernel's queue holds the clients meanwhile.
                     log.error("router cannot accept connections: %s; retrying in %.1f s", exc, ACCEPT_PAUSE_S)
-                    loop.remove_reader(listener.fileno())
+                    _stop_reading(loop, listener.fileno())
                     loop.call_later(ACCEPT_PAUSE_S, self._resume_accepting)
                     return
                 continue  # the client left before we accepted it (ECONNABORTED...)
@@ -139,7 +139,7 @@ class Router:
         listener, self._listener = self._listener, None
         if listener is not None:
             if self._loop is not None:
-                self._loop.remove_reader(listener.fileno())
+                _stop_reading(self._loop, listener.fileno())
             listener.close()
         deadline = self.now() + grace_s
         while self.active and self.now() < deadline:  # noqa: ASYNC110 - a counter the hot path keeps, no event
@@ -368,3 +368,9 @@ def listen(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _stop_reading(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    # Typeshed says bool, uvloop returns None: called through `object` so the compiled router does not check it.
+    remove: Callable[[int], object] = loop.remove_reader
+    remove(fd)
