@@ -142,6 +142,7 @@ class Exchange:
         parts = [self.head, *self.pending]
         if self.request_done and self.request_chunked and not self.upgrade:
             parts.append(wire.LAST_CHUNK)
+        conn.hold(self.service.router)  # sent with the other endpoints' requests of this pass (Router.defer)
         conn.write(b"".join(parts))
         self.sent_anything = True
         if self.pending_size > PENDING_MAX:
@@ -230,7 +231,7 @@ class Exchange:
             self.client.write(data)
             return
         client = self.client
-        client.hold()
+        client.hold()  # flushed by the router once this pass of the event loop is done
         try:
             upstream.parser.feed_data(data)
         except httptools.HttpParserUpgrade as switch:  # 101: what follows the head is the tunnel's
@@ -245,8 +246,6 @@ class Exchange:
                 upstream.close()
                 return
             self.broken_response(f"invalid response from the endpoint: {exc}")
-        finally:
-            client.flush()
 
     def response_head(self, status: int, upstream_keep_alive: bool, raw: bytes) -> None:
         if 100 <= status < 200 and status != 101:

@@ -24,6 +24,7 @@ from portero.router.client import ClientConnection
 from portero.router.outlier import OutlierPolicy
 from portero.router.routes import CompiledRoute, compile_routes, match
 from portero.router.service import Endpoint, EndpointState, ServiceRoute
+from portero.router.upstream import Upstream
 from portero.spec.models import RouterSettings, ServiceSpec
 from portero.tasks import settle, spawn
 
@@ -62,6 +63,9 @@ class Router:
         self._tasks: list[asyncio.Task[None]] = []
         self._demand_hooks: list[Callable[[str], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.held_clients: list[ClientConnection] = []  # connections whose writes wait for `_flush` (see `defer`)
+        self.held_upstreams: list[Upstream] = []
+        self._flush_scheduled = False
         self.stopped = False
         self.now: Callable[[], float] = lambda: 0.0
 
@@ -228,6 +232,28 @@ class Router:
                 self._trusted_cache.clear()
             self._trusted_cache[peer] = known
         return known
+
+    def defer(self) -> bool:
+        """Have `_flush` run once the event loop has handled every connection that is readable now; False when
+        there is no running loop (writes then go out at once). A connection that says yes holds its writes until
+        then. Why: a write to a sleeping peer wakes it (an inter-processor interrupt, costly in a VM: 11 % of the
+        router's time); writes made in one burst at the end of the loop's pass find the peer awake after the first.
+        HAProxy gets the same effect from its run queue, which processes every readable stream before sending."""
+        if not self._flush_scheduled:
+            if self._loop is None:
+                return False
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        return True
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        upstreams, self.held_upstreams = self.held_upstreams, []
+        for upstream in upstreams:
+            upstream.flush()
+        clients, self.held_clients = self.held_clients, []
+        for client in clients:
+            client.flush()
 
     def next_request_id(self) -> bytes:
         return b"%b-%x" % (self._id_prefix, next(self._ids))

@@ -12,6 +12,7 @@ import httptools
 
 if TYPE_CHECKING:
     from portero.router.exchange import Exchange
+    from portero.router.server import Router
 
 
 class Upstream(asyncio.Protocol):
@@ -22,6 +23,7 @@ class Upstream(asyncio.Protocol):
         "head_chunk",
         "head_parts",
         "head_start",
+        "held",
         "idle_since",
         "lost",
         "parser",
@@ -47,6 +49,7 @@ class Upstream(asyncio.Protocol):
         self.head_chunk: bytes | None = None  # the chunk the current head began in, until the head is complete
         self.head_start = 0
         self.head_parts: list[bytes] | None = None  # chunks after head_chunk, while the head is incomplete
+        self.held: list[bytes] | None = None  # writes waiting for the router's flush (Router.defer)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not its subclasses
@@ -151,12 +154,26 @@ class Upstream(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.head_chunk = self.head_parts = None
 
+    def hold(self, router: Router) -> None:
+        if self.held is None and router.defer():
+            self.held = []
+            router.held_upstreams.append(self)
+
     def write(self, data: bytes) -> None:
+        if self.held is not None:
+            self.held.append(data)
+            return
         assert self.transport is not None
         self.transport.write(data)
 
+    def flush(self) -> None:
+        held, self.held = self.held, None
+        if held and not self.lost and self.transport is not None:
+            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
+
     def close(self) -> None:
         self.exchange = None
+        self.held = None
         self.lost = True  # fix: closed now, though connection_lost comes later: `take` must not hand it out
         if self.transport is not None:
             self.transport.abort()  # a half-used upstream connection is never worth a graceful close
