@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # Installs what `make bench` needs: wrk (load), haproxy and nginx (the proxies portero is compared with, and
-# nginx as the backend), and py-spy in the venv (the router's profile; bench only, not in requirements.lock).
+# nginx as the backend), and perf (the router's profile: it is compiled C, so a native profiler).
 # Idempotent: installs only what is missing, and runs `apt-get update` once, only then. Without root and
 # apt-get it says what is missing and fails, since the bench cannot run without them.
 set -euo pipefail
 
-PACKAGES=(wrk haproxy nginx-light util-linux procps)
-VENV_BIN=${VENV_BIN:-.venv/bin}
+PACKAGES=(wrk haproxy nginx-light util-linux procps linux-perf)
 
 missing=()
 for package in "${PACKAGES[@]}"; do
@@ -32,8 +31,3 @@ for service in haproxy nginx; do
     systemctl stop "$service" || true
   fi
 done
-
-if [ ! -x "$VENV_BIN/py-spy" ]; then
-  echo "bench provision: installing py-spy into the venv (bench only; not in requirements.lock)"
-  "$VENV_BIN/pip" install --quiet --disable-pip-version-check py-spy
-fi

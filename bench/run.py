@@ -2,7 +2,7 @@
 
 For each target and for 50 and 1,000 connections: a short warm-up, then `wrk -t1 -cN -d10s --latency`, with
 the proxy's CPU time per request. Browser-like request headers (browser.lua) are run through portero and HAProxy
-too. Then a py-spy profile of the router under load, and the idle-connection memory test (idle_conns.py, after
+too. Then a perf profile of the router under load, and the idle-connection memory test (idle_conns.py, after
 small and after browser-like requests). Prints one report and writes it to bench/results/latest.md. About five
 minutes. On a machine shared with other work, each run records how much CPU other processes took meanwhile
 and a busy run is measured again; `--rounds 3` interleaves three rounds and reports medians.
@@ -33,13 +33,13 @@ import targets
 HERE = Path(__file__).resolve().parent
 BROWSER_LUA = HERE / "browser.lua"
 RESULTS = HERE / "results" / "latest.md"
-PY_SPY = targets.ROOT / ".venv" / "bin" / "py-spy"
 CONNECTIONS = (50, 1000)
 PROFILE_CONNECTIONS = 50
+PROFILE_HZ = 499
 TARGETS = ("direct", "haproxy", "nginx", "portero")
 BROWSER_TARGETS = ("haproxy", "portero")
 BUSY_NEIGHBOURS = 0.10  # other processes' CPU (share of one core) beyond which a run is measured again
-PROFILES_KEPT = os.environ.get("BENCH_KEEP_PROFILES") == "1"  # copy py-spy's raw stacks to results/
+PROFILES_KEPT = os.environ.get("BENCH_KEEP_PROFILES") == "1"  # copy perf's raw data to results/
 RERUNS_MAX = 3  # bounds the bench's time on a busy machine...
 QUIET_WAIT = [30.0]  # ...as do the seconds it may wait for other processes to be quiet before a run
 
@@ -219,105 +219,109 @@ def throughput_table(runs: list[Run]) -> str:
 
 
 def profile(bench: targets.Bench, browser: bool, seconds: float) -> str:
-    """py-spy samples the router (non-blocking, so it barely slows it) while wrk loads it at 50 connections."""
-    if not PY_SPY.exists():
-        return "py-spy is not installed in the venv (bench/provision.sh installs it); no profile.\n"
+    """perf samples the router process (user and kernel code, with DWARF call stacks) while wrk loads it at 50
+    connections. perf rather than py-spy: the router is compiled to C by mypyc, so its functions are C symbols."""
+    perf = shutil.which("perf")
+    if perf is None:
+        return "perf is not installed (bench/provision.sh installs linux-perf); no profile.\n"
     pid = bench.servers["portero"].pid()
-    raw = bench.dir / f"profile-{'browser' if browser else 'plain'}.txt"
+    data = bench.dir / f"perf-{'browser' if browser else 'plain'}.data"
     command = ["wrk", "-t1", f"-c{PROFILE_CONNECTIONS}", f"-d{seconds + 3:g}s", "--latency"]
     command += ["-s", str(BROWSER_LUA)] if browser else []
     command = targets.pinned(targets.LOAD_CORE, [*command, f"http://127.0.0.1:{targets.PORTS['portero']}/"])
     load = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     time.sleep(1)
-    spy = subprocess.run(
-        [
-            str(PY_SPY),
-            "record",
-            "-p",
-            str(pid),
-            "-d",
-            f"{seconds:g}",
-            "-r",
-            "250",
-            "--nonblocking",
-            "-f",
-            "raw",
-            "-o",
-            str(raw),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 30,
-        check=False,
+    record = [perf, "record", "-F", str(PROFILE_HZ), "--call-graph", "dwarf,16384", "-p", str(pid), "-o", str(data)]
+    recorded = subprocess.run(
+        [*record, "--", "sleep", f"{seconds:g}"], capture_output=True, text=True, timeout=seconds + 60, check=False
     )
     out, _ = load.communicate(timeout=seconds + 30)
-    if spy.returncode != 0 or not raw.exists():
-        return f"py-spy failed: {spy.stderr.strip() or spy.stdout.strip()}\n"
+    if recorded.returncode != 0 or not data.exists():
+        return f"perf record failed: {recorded.stderr.strip()[-500:]}\n"
+    stacks = subprocess.run(
+        [perf, "script", "-i", str(data), "-F", "ip,sym,dso"], capture_output=True, text=True, timeout=600, check=False
+    )
     if PROFILES_KEPT:
-        shutil.copy(raw, RESULTS.parent / raw.name)
-    return summarize(raw.read_text(), parse_wrk(out)[0], browser)
+        shutil.copy(data, RESULTS.parent / data.name)
+    return summarize(stacks.stdout, parse_wrk(out)[0], browser, seconds)
 
 
-LOOP = "(uvloop's C event loop: epoll, socket reads, calling the callbacks)"
+ROUTER_DSO = "portero_router__mypyc"
+KERNEL_SENDING = ("ksys_write", "__sys_sendto", "__sys_sendmsg", "sock_write_iter")
+KERNEL_RECEIVING = ("ksys_read", "__sys_recvfrom", "sock_read_iter")
+CATEGORIES = {
+    "send": "kernel: sending (write → TCP over loopback → waking the receiver)",
+    "recv": "kernel: receiving (read)",
+    "kernel": "kernel: other (epoll wait, accept, timers, interrupts)",
+    "parse": "HTTP parsing (llhttp via httptools, and its callbacks' glue)",
+    "loop": "event loop (uvloop and libuv, outside the callbacks)",
+    "router": "router code (compiled by mypyc), with the CPython runtime it calls",
+    "python": "other Python (portero's other tasks: API, monitor, health checks)",
+}
 
 
-def summarize(raw: str, rps: float, browser: bool, top: int = 12) -> str:
-    """Self and inclusive shares per function and self shares per line, from py-spy's collapsed stacks.
+def summarize(script: str, rps: float, browser: bool, seconds: float, top: int = 12) -> str:
+    """Shares by category and by router function, from `perf script` stacks (leaf first).
 
-    Self time is the function's own bytecode plus the C it calls without a Python frame: `transport.write`
-    (the send syscall) shows up as its caller's self time, the loop's own C work as `Runner.run`'s.
-    """
-    own: collections.Counter[str] = collections.Counter()
-    inclusive: collections.Counter[str] = collections.Counter()
-    lines_own: collections.Counter[str] = collections.Counter()
+    A sample in CPython's runtime or libc (allocation, method calls, memchr) is charged to the nearest router
+    function on its stack, so a router function's share is what it costs, not only its own instructions."""
+    by_category: collections.Counter[str] = collections.Counter()
+    by_function: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in raw.splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not count_text.isdigit():
-            continue
-        count = int(count_text)
-        total += count
-        frames = [f.strip() for f in stack.split(";") if f.strip()]
+    for block in script.split("\n\n"):
+        frames = [line.split(None, 1)[1] for line in block.strip().splitlines() if len(line.split(None, 1)) == 2]
         if not frames:
-            own[LOOP] += count
             continue
-        functions = [function_of(f) for f in frames]
-        leaf = functions[-1]
-        own[LOOP if leaf.startswith("Runner.run ") else leaf] += count
-        lines_own[short(frames[-1])] += count
-        for function in set(functions):
-            inclusive[function] += count
+        total += 1
+        leaf = frames[0]
+        router = next((f for f in frames if ROUTER_DSO in f and " CPyDef_" in " " + f), None)
+        if "[kernel.kallsyms]" in leaf:
+            chain = " ".join(frames)
+            category = (
+                "send"
+                if any(s in chain for s in KERNEL_SENDING)
+                else "recv"
+                if any(s in chain for s in KERNEL_RECEIVING)
+                else "kernel"
+            )
+        elif "httptools" in leaf or "llhttp" in leaf:
+            category = "parse"
+        elif "uvloop" in leaf:
+            category = "loop"
+        elif router is not None:
+            category = "router"
+            by_function[router_function(router)] += 1
+        else:
+            category = "python"
+        by_category[category] += 1
     if not total:
-        return "py-spy recorded no samples.\n"
+        return "perf recorded no samples.\n"
     title = "browser-like headers" if browser else "plain requests (wrk's bare GET)"
+    per_request = 1e6 / rps if rps else 0.0  # µs of the router's core per request, as it is busy all the time
     lines = [
         f"### {title}",
         "",
-        f"50 connections; {total:,} samples at 250 Hz over 10 s; {rps:,.0f} requests/s while sampled. "
-        "Self: the function's own code and the C it calls (a `transport.write` is its caller's self time).",
+        f"50 connections; {total:,} samples at {PROFILE_HZ} Hz over {seconds:g} s; {rps:,.0f} requests/s while "
+        f"sampled (perf slows the router a little). µs per request: the share times {per_request:.1f} µs, the "
+        "core's time per request at that rate.",
         "",
-        "| # | function | self | inclusive |",
-        "|---:|---|---:|---:|",
+        "| where | share | µs per request |",
+        "|---|---:|---:|",
     ]
-    for rank, (name, count) in enumerate(own.most_common(top), 1):
-        share, whole = 100 * count / total, 100 * inclusive.get(name, count) / total
-        lines.append(f"| {rank} | `{name}` | {share:.1f} % | {whole:.1f} % |")
-    lines += ["", "Hottest lines (self):", "", "| line | self |", "|---|---:|"]
-    for name, count in lines_own.most_common(top):
-        if not name.startswith("Runner.run "):
-            lines.append(f"| `{name}` | {100 * count / total:.1f} % |")
+    for key, name in CATEGORIES.items():
+        share = by_category[key] / total
+        lines.append(f"| {name} | {100 * share:.1f} % | {share * per_request:.1f} |")
+    lines += ["", "Router functions (their own code and the runtime they call):", ""]
+    lines += ["| function | share |", "|---|---:|"]
+    for name, count in by_function.most_common(top):
+        lines.append(f"| `{name}` | {100 * count / total:.1f} % |")
     return "\n".join(lines) + "\n"
 
 
-def function_of(frame: str) -> str:
-    """`Exchange.attach (portero/router/exchange.py:147)` -> `Exchange.attach (router/exchange.py)`."""
-    return re.sub(r":\d+\)$", ")", short(frame))
-
-
-def short(frame: str) -> str:
-    frame = re.sub(r"\(.*?site-packages/", "(", frame)
-    frame = re.sub(r"\(.*?/lib/python3\.\d+/", "(", frame)
-    return frame.replace("(portero/", "(")
+def router_function(frame: str) -> str:
+    """`CPyDef_client___ClientConnection___on_header (...)` -> `client.ClientConnection.on_header`."""
+    symbol = frame.split(" ", 1)[0].removeprefix("CPyDef_")
+    return ".".join(part for part in symbol.split("___") if part)
 
 
 # -- the report ---------------------------------------------------------------------------------------------------
@@ -380,7 +384,7 @@ def main() -> None:
     )
     parser.add_argument("--idle-connections", type=int, default=10_000)
     parser.add_argument("--no-idle", action="store_true", help="skip the idle-connection memory test")
-    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    parser.add_argument("--no-profile", action="store_true", help="skip the perf profile")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -423,7 +427,7 @@ def main() -> None:
                 )
         runs = [median_run(r) for r in rounds.values()]
         if not args.no_profile:
-            print("profile: py-spy on the router, 10 s per header variant", flush=True)
+            print("profile: perf on the router, 10 s per header variant", flush=True)
             profiles = [profile(bench, browser, 10) for browser in (False, True)]
     for browser in () if args.no_idle else (False, True):
         # Fresh processes each time: memory pooled by earlier runs would hide the cost per connection.
@@ -462,7 +466,7 @@ def main() -> None:
             kind = "browser-like request (browser.lua's headers)" if browser else "small request (`GET /`, 3 headers)"
             report += [f"After one {kind}:", "", idle_conns.table(results), ""]
     if profiles:
-        report += ["## Where the router's time goes (py-spy)", "", *profiles]
+        report += ["## Where the router's time goes (perf)", "", *profiles]
     report.append(f"Total bench time: {time.monotonic() - started:.0f} s.")
     text = "\n".join(report) + "\n"
     results = RESULTS.with_name("quick.md") if args.quick else RESULTS  # a quick run never replaces the full report

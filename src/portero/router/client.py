@@ -217,12 +217,12 @@ class ClientConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
-        lower = name.lower()
-        if lower in wire.REQUEST_WATCHED or b"_" in lower:  # the few names the router acts on
+        lower = wire.watched(name)  # b"" for all but the few names the router acts on
+        if lower:
             self._watched(lower, value)
 
     def _watched(self, spelled: bytes, value: bytes) -> None:
-        lower = wire.rewritten_name(spelled) if b"_" in spelled else spelled
+        lower = wire.rewritten_name(spelled) if wire.UNDERSCORE in spelled else spelled
         if lower in wire.REWRITTEN:
             self.rewrite = True
             self.dropped.append(spelled)  # cut from the forwarded head (see _upstream_head)

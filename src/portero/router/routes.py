@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from portero.router.wire import CLOSE_BRACKET
+
 
 @dataclass(frozen=True)
 class CompiledRoute:
@@ -23,7 +25,7 @@ def compile_routes(routes: list[tuple[str, str, str]]) -> list[CompiledRoute]:
 
 
 def match(routes: list[CompiledRoute], host: bytes, path: bytes) -> str | None:
-    name = host.rsplit(b":", 1)[0].lower() if b"]" not in host else host.lower()
+    name = host.rsplit(b":", 1)[0].lower() if CLOSE_BRACKET not in host else host.lower()
     for route in routes:
         host_matches = route.host in (b"*", name) or (route.host[:1] == b"." and name.endswith(route.host))
         if host_matches and path.startswith(route.prefix):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from http import HTTPStatus
+from typing import Final
 
 # RFC 9110 §7.6.1 plus the de-facto ones; removed before forwarding in either direction.
 HOP_BY_HOP = frozenset(
@@ -28,12 +29,34 @@ FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding"})
 MAX_HEAD_BYTES = 16 * 1024
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 LAST_CHUNK = b"0\r\n\r\n"
+# Byte values to test membership with: `95 in data` is a memchr, where `b"_" in data` first tries the argument as
+# an integer, and CPython 3.11 raises and clears a formatted TypeError for that (a microsecond per request header).
+UNDERSCORE: Final = ord("_")
+CLOSE_BRACKET: Final = ord("]")
+
+
+_SPELLINGS: dict[bytes, bytes] = {}  # a header name as a client sent it -> what `watched` answers for it
+
+
+def watched(name: bytes) -> bytes:
+    """`name` lowered if the router acts on that request header (REQUEST_WATCHED, or any name with an underscore,
+    see `rewritten_name`), else b"". Remembered by spelling: clients send the same few spellings over and over,
+    and one lookup costs less than lowering and hashing a new name for every header. Bounded: a client that
+    invents names only churns it."""
+    known = _SPELLINGS.get(name)
+    if known is None:
+        lower = name.lower()
+        known = lower if lower in REQUEST_WATCHED or UNDERSCORE in lower else b""
+        if len(_SPELLINGS) >= 4096:
+            _SPELLINGS.clear()
+        _SPELLINGS[name] = known
+    return known
 
 
 def rewritten_name(lower: bytes) -> bytes:
     """Fix: `x_forwarded_for` is X-Forwarded-For to WSGI servers (both become HTTP_X_FORWARDED_FOR), so an
     underscore spelling of a header the router sets is that header; it slipped past the router untouched."""
-    if b"_" in lower:
+    if UNDERSCORE in lower:
         dashed = lower.replace(b"_", b"-")
         if dashed in FORWARDED or dashed == b"x-request-id":
             return dashed

@@ -152,3 +152,15 @@ def test_a_hop_by_hop_header_is_dropped_even_when_connection_also_names_it():
     raw = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nKeep-Alive: 5\r\nUpgrade: h2c\r\n"
     spliced = wire.splice_request_head(raw, [b"connection", b"keep-alive", b"upgrade"], [b"keep-alive, Upgrade"])
     assert spliced == b"GET / HTTP/1.1\r\nHost: a\r\n"
+
+
+def test_watched_names_are_recognised_in_any_spelling_and_the_memo_stays_bounded():
+    assert wire.watched(b"HoSt") == b"host"
+    assert wire.watched(b"Connection") == b"connection"
+    assert wire.watched(b"X_Forwarded_For") == b"x_forwarded_for"  # any underscore: rewritten_name judges it
+    assert wire.watched(b"Accept-Language") == b""
+    assert wire.watched(b"HoSt") == b"host"  # remembered, same answer
+    for i in range(10_000):  # a client inventing header names
+        assert wire.watched(b"X-Junk-%d" % i) == b""
+    assert len(wire._SPELLINGS) <= 4096
+    assert wire.watched(b"Transfer-Encoding") == b"transfer-encoding"
