@@ -39,6 +39,7 @@ class ClientConnection(asyncio.Protocol):
         "chunk_fresh",
         "closed",
         "connection",
+        "content_length",
         "content_lengths",
         "current",
         "deadline",
@@ -94,12 +95,13 @@ class ClientConnection(asyncio.Protocol):
         self.rewrite = False
         self.te: bytes | None = None
         self.content_lengths = 0
+        self.content_length = b""  # the last Content-Length value (llhttp refuses differing ones)
         self.host: bytes | None = None
         self.host_count = 0
         self.request_id: bytes | None = None
         self.connection: list[bytes] | None = None  # the values of the request's Connection headers
         self.absolute = False  # the request target was an absolute URL (see _absolute_form)
-        self.dropped: list[bytes] = []  # lowered names of the header lines not to forward
+        self.dropped: list[bytes] = []  # names of the header lines not to forward, as the client spelled them
         self.head_at_start = False
         self.in_head = False
         self.body_started = 0.0
@@ -219,13 +221,14 @@ class ClientConnection(asyncio.Protocol):
         self.headers.append((name, value))
         lower = wire.watched(name)  # b"" for all but the few names the router acts on
         if lower:
-            self._watched(lower, value)
+            self._watched(name, lower, value)
 
-    def _watched(self, spelled: bytes, value: bytes) -> None:
-        lower = wire.rewritten_name(spelled) if wire.UNDERSCORE in spelled else spelled
+    def _watched(self, name: bytes, lower: bytes, value: bytes) -> None:
+        if wire.UNDERSCORE in lower:
+            lower = wire.rewritten_name(lower)
         if lower in wire.REWRITTEN:
             self.rewrite = True
-            self.dropped.append(spelled)  # cut from the forwarded head (see _upstream_head)
+            self.dropped.append(name)  # as spelled in the head: cut from it (see _upstream_head)
             if lower == b"x-request-id":
                 self.request_id = value
             elif lower == b"connection":
@@ -241,6 +244,7 @@ class ClientConnection(asyncio.Protocol):
             self.te = value
         elif lower == b"content-length":
             self.content_lengths += 1
+            self.content_length = value
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -271,7 +275,7 @@ class ClientConnection(asyncio.Protocol):
             raise BadRequest(404, "no service is routed for this host and path")
         length = 0
         if not chunked and self.content_lengths:
-            length = int(next(v for n, v in self.headers if n.lower() == b"content-length"))
+            length = int(self.content_length)
         if length and length > router.settings.max_body_bytes:
             raise BadRequest(413, f"request body larger than {router.settings.max_body_bytes} bytes")
         upgrade = bool(parser.should_upgrade())

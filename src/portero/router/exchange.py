@@ -254,7 +254,7 @@ class Exchange:
             return
         self.status = status
         self.response_started = True
-        head = wire.ResponseHead(raw)
+        head = wire.response_head(raw)
         out = [head.kept]
         bodiless = self.is_head or status in NO_BODY_STATUS or status == 101
         # Fix: a body with neither length nor chunking ends when the endpoint closes (RFC 9112 §6.3); the

@@ -125,6 +125,24 @@ class ResponseHead:
 
 
 _CONNECTION_PLAIN = frozenset({b"keep-alive", b"close", b"upgrade"})
+_HEADS: dict[bytes, ResponseHead] = {}  # see response_head
+_HEADS_MAX = 512
+_HEAD_REMEMBERED_BYTES = 1024
+
+
+def response_head(raw: bytes) -> ResponseHead:
+    """`ResponseHead(raw)`, remembered for small heads: an endpoint sends the same head over and over (its Date
+    changes once a second), and a lookup costs a small part of reading one (that was a tenth of the router's
+    time per request; docs/benchmarks.md). Keyed by the whole head, so two heads that differ by a byte never
+    share an answer; bounded in count and size, so heads that never repeat only churn it."""
+    head = _HEADS.get(raw)
+    if head is None:
+        head = ResponseHead(raw)
+        if len(raw) <= _HEAD_REMEMBERED_BYTES:
+            if len(_HEADS) >= _HEADS_MAX:
+                _HEADS.clear()
+            _HEADS[raw] = head
+    return head
 
 
 def drop_lines(head: bytes, names: set[bytes] | frozenset[bytes]) -> bytes:
@@ -137,35 +155,42 @@ def drop_lines(head: bytes, names: set[bytes] | frozenset[bytes]) -> bytes:
 
 
 def splice_request_head(head: bytes, dropped: list[bytes], connection: list[bytes] | None) -> bytes:
-    """The client's head minus the header lines named in `dropped` (lowered names, as the client spelled them)
-    and those its Connection headers name, never the framing ones.
+    """The client's head minus the header lines named in `dropped` and those its Connection headers name, never
+    the framing ones.
 
     `head` is the request line and header lines, each ending in CRLF, checked by llhttp (strict: CRLF only, no
-    obs-fold, no space before a colon), so "\r\n<name>:" can only start a header line. A find per name the
-    parser saw: a regular expression over a browser's 700-byte head cost four times as much."""
-    names = set(dropped)
+    obs-fold, no space before a colon), so "\r\n<name>:" can only start a header line. `dropped` holds names as
+    the parser reported them from this very head, so each is found as spelled, with no lowering of the head; the
+    names a Connection header lists can be spelled any way on their lines, so only they are looked for in the
+    lowered head. A regular expression over a browser's 700-byte head cost four times as much as the finds, and
+    lowering it for every request was a third of what remained."""
+    cuts: set[tuple[int, int]] = set()  # (the CRLF before a line, the CRLF after it); a set: a line found twice
+    for name in set(dropped):
+        _find_lines(head, b"\r\n" + name + b":", cuts)
     if connection:
         named = {token.strip(b" \t").lower() for value in connection for token in value.split(b",")}
-        names |= named - _CONNECTION_PLAIN - FRAMING - {b""}  # `keep-alive`, `close`: options, not names
-    lowered = head.lower()
-    cuts: list[tuple[int, int]] = []
-    for name in names:
-        needle = b"\r\n" + name + b":"
-        at = lowered.find(needle)
-        while at >= 0:
-            line_end = lowered.find(b"\r\n", at + len(needle))
-            cuts.append((at, line_end))  # the CRLF before the line and the line; the CRLF after it stays
-            at = lowered.find(needle, line_end)
+        named = named - _CONNECTION_PLAIN - FRAMING - {b""}  # `keep-alive`, `close`: options, not names
+        if named:
+            lowered = head.lower()
+            for name in named:
+                _find_lines(lowered, b"\r\n" + name + b":", cuts)
     if not cuts:
         return head
-    cuts.sort()
     pieces = []
     last = 0
-    for at, line_end in cuts:
+    for at, line_end in sorted(cuts):
         pieces.append(head[last:at])
-        last = line_end
+        last = line_end  # the line and the CRLF before it go; the CRLF after it stays
     pieces.append(head[last:])
     return b"".join(pieces)
+
+
+def _find_lines(head: bytes, needle: bytes, cuts: set[tuple[int, int]]) -> None:
+    at = head.find(needle)
+    while at >= 0:
+        line_end = head.find(b"\r\n", at + len(needle))
+        cuts.add((at, line_end))
+        at = head.find(needle, line_end)
 
 
 def chunk(data: bytes) -> bytes:

@@ -80,7 +80,7 @@ BROWSER = (
 
 
 def test_a_browser_head_loses_only_its_connection_line():
-    spliced = wire.splice_request_head(BROWSER, [b"connection"], [b"keep-alive"])
+    spliced = wire.splice_request_head(BROWSER, [b"Connection"], [b"keep-alive"])
     assert spliced == BROWSER.replace(b"Connection: keep-alive\r\n", b"")
 
 
@@ -101,7 +101,7 @@ def test_a_browser_head_loses_only_its_connection_line():
 )
 def test_request_lines_the_router_sets_or_that_are_hop_by_hop_are_cut(line):
     raw = b"GET / HTTP/1.1\r\nHost: a\r\n" + line + b"\r\nAccept: */*\r\n" + line + b"\r\n"
-    name = line.split(b":")[0].lower()  # as the parser hands it to on_header, lowered
+    name = line.split(b":")[0]  # as the parser hands it to on_header
     assert wire.splice_request_head(raw, [name, name], None) == b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n"
 
 
@@ -111,13 +111,13 @@ def test_the_router_drops_every_request_line_the_parser_reports():
             self.names = []
 
         def on_header(self, name, value):
-            self.names.append(name.lower())
+            self.names.append(name)
 
     raw = BROWSER + b"x_forwarded_for: 1\r\nX-Forwarded-For: 2\r\n"
     recorder = Recorder()
     httptools.HttpRequestParser(recorder).feed_data(raw + b"\r\n")
-    dropped = [n for n in recorder.names if wire.rewritten_name(n) in wire.REWRITTEN]
-    assert dropped == [b"connection", b"x_forwarded_for", b"x-forwarded-for"]
+    dropped = [n for n in recorder.names if wire.rewritten_name(n.lower()) in wire.REWRITTEN]
+    assert dropped == [b"Connection", b"x_forwarded_for", b"X-Forwarded-For"]
     assert wire.splice_request_head(raw, dropped, [b"keep-alive"]) == BROWSER.replace(
         b"Connection: keep-alive\r\n", b""
     )
@@ -125,10 +125,10 @@ def test_the_router_drops_every_request_line_the_parser_reports():
 
 def test_request_headers_named_by_connection_are_cut_except_framing():
     raw = b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close, X-Token\r\nX-Token: t\r\nContent-Length: 0\r\nX-Tok: k\r\n"
-    spliced = wire.splice_request_head(raw, [b"connection"], [b"close, X-Token"])
+    spliced = wire.splice_request_head(raw, [b"Connection"], [b"close, X-Token"])
     assert spliced == b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nX-Tok: k\r\n"
     framing = wire.splice_request_head(
-        raw.replace(b"X-Token\r\n", b"Content-Length\r\n"), [b"connection"], [b"Content-Length"]
+        raw.replace(b"X-Token\r\n", b"Content-Length\r\n"), [b"Connection"], [b"Content-Length"]
     )
     assert b"Content-Length: 0\r\n" in framing
 
@@ -141,16 +141,22 @@ def test_a_spliced_head_still_parses_as_the_same_request():
         def on_header(self, name, value):
             self.headers.append((name.lower(), value))
 
-    spliced = wire.splice_request_head(BROWSER, [b"connection"], [b"keep-alive"])
+    spliced = wire.splice_request_head(BROWSER, [b"Connection"], [b"keep-alive"])
     recorder = Recorder()
     httptools.HttpRequestParser(recorder).feed_data(spliced + b"\r\n")
     assert (b"connection", b"keep-alive") not in recorder.headers
     assert (b"cookie", b"s=1") in recorder.headers
 
 
+def test_a_line_spelled_in_another_case_than_the_connection_token_is_still_cut():
+    raw = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x-secret\r\nX-SECRET: 1\r\nx-Secret: 2\r\nAccept: */*\r\n"
+    spliced = wire.splice_request_head(raw, [b"Connection"], [b"x-secret"])
+    assert spliced == b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n"
+
+
 def test_a_hop_by_hop_header_is_dropped_even_when_connection_also_names_it():
     raw = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nKeep-Alive: 5\r\nUpgrade: h2c\r\n"
-    spliced = wire.splice_request_head(raw, [b"connection", b"keep-alive", b"upgrade"], [b"keep-alive, Upgrade"])
+    spliced = wire.splice_request_head(raw, [b"Connection", b"Keep-Alive", b"Upgrade"], [b"keep-alive, Upgrade"])
     assert spliced == b"GET / HTTP/1.1\r\nHost: a\r\n"
 
 
@@ -164,3 +170,16 @@ def test_watched_names_are_recognised_in_any_spelling_and_the_memo_stays_bounded
         assert wire.watched(b"X-Junk-%d" % i) == b""
     assert len(wire._SPELLINGS) <= 4096
     assert wire.watched(b"Transfer-Encoding") == b"transfer-encoding"
+
+
+def test_response_heads_are_remembered_whole_and_within_bounds():
+    first = wire.response_head(NGINX)
+    assert wire.response_head(NGINX) is first
+    other = NGINX.replace(b"Content-Length: 12\r\n", b"Transfer-Encoding: chunked\r\n")
+    assert wire.response_head(other) is not first  # one byte apart is another head
+    assert wire.response_head(other).chunked and not first.chunked
+    for i in range(2_000):  # heads that never repeat (a fresh cookie in each)
+        wire.response_head(NGINX + b"Set-Cookie: s=%d\r\n" % i)
+    assert len(wire._HEADS) <= 512
+    big = NGINX + b"X-Big: " + b"a" * 2_000 + b"\r\n"
+    assert wire.response_head(big) is not wire.response_head(big)  # too big to keep
