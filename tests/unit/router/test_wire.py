@@ -177,7 +177,8 @@ def test_response_heads_are_remembered_whole_and_within_bounds():
     assert wire.response_head(NGINX) is first
     other = NGINX.replace(b"Content-Length: 12\r\n", b"Transfer-Encoding: chunked\r\n")
     assert wire.response_head(other) is not first  # one byte apart is another head
-    assert wire.response_head(other).chunked and not first.chunked
+    assert wire.response_head(other).chunked
+    assert not first.chunked
     for i in range(2_000):  # heads that never repeat (a fresh cookie in each)
         wire.response_head(NGINX + b"Set-Cookie: s=%d\r\n" % i)
     assert len(wire._HEADS) <= 512
