@@ -49,6 +49,7 @@ class ClientConnection(asyncio.Protocol):
         "head_received",
         "headers",
         "held",
+        "held_bytes",
         "host",
         "host_count",
         "in_head",
@@ -79,6 +80,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.paused = False
         self.held: list[bytes] | None = None
+        self.held_bytes = 0
         self.phase = HEAD
         self.deadline = 0.0
         self.head_received = 0
@@ -415,6 +417,9 @@ class ClientConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.held is not None:
             self.held.append(data)
+            self.held_bytes += len(data)
+            if self.held_bytes > wire.HELD_MAX:
+                self.flush()  # a large body streams on at once: back-pressure, not memory, bounds it
         elif not self.closed and self.transport is not None:
             self.transport.write(data)
 
@@ -427,6 +432,7 @@ class ClientConnection(asyncio.Protocol):
 
     def flush(self) -> None:
         held, self.held = self.held, None
+        self.held_bytes = 0
         if held and not self.closed and self.transport is not None:
             self.transport.write(held[0] if len(held) == 1 else b"".join(held))
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
+from portero.router.wire import HELD_MAX
+
 if TYPE_CHECKING:
     from portero.router.exchange import Exchange
     from portero.router.server import Router
@@ -24,6 +26,7 @@ class Upstream(asyncio.Protocol):
         "head_parts",
         "head_start",
         "held",
+        "held_bytes",
         "idle_since",
         "lost",
         "parser",
@@ -50,6 +53,7 @@ class Upstream(asyncio.Protocol):
         self.head_start = 0
         self.head_parts: list[bytes] | None = None  # chunks after head_chunk, while the head is incomplete
         self.held: list[bytes] | None = None  # writes waiting for the router's flush (Router.defer)
+        self.held_bytes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not its subclasses
@@ -162,12 +166,16 @@ class Upstream(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.held is not None:
             self.held.append(data)
+            self.held_bytes += len(data)
+            if self.held_bytes > HELD_MAX:
+                self.flush()  # a large body streams on at once: back-pressure, not memory, bounds it
             return
         assert self.transport is not None
         self.transport.write(data)
 
     def flush(self) -> None:
         held, self.held = self.held, None
+        self.held_bytes = 0
         if held and not self.lost and self.transport is not None:
             self.transport.write(held[0] if len(held) == 1 else b"".join(held))
 

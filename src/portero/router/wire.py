@@ -29,6 +29,7 @@ FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding"})
 MAX_HEAD_BYTES = 16 * 1024
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 LAST_CHUNK = b"0\r\n\r\n"
+HELD_MAX: Final = 64 * 1024  # bytes a connection collects for the router's end-of-pass flush before it writes
 # Byte values to test membership with: `95 in data` is a memchr, where `b"_" in data` first tries the argument as
 # an integer, and CPython 3.11 raises and clears a formatted TypeError for that (a microsecond per request header).
 UNDERSCORE: Final = ord("_")
