@@ -59,11 +59,12 @@ clean:
 docs: setup
 	$(BIN)/python -m portero.spec.reference docs/spec.md
 
-# wrk through portero, HAProxy and nginx (configured alike) and direct, idle-connection memory, a router profile;
-# installs wrk/haproxy/nginx and py-spy if missing; then the autoscaler's reaction times and each deploy strategy's
-# duration and failed requests. About 10 minutes; writes bench/results/{latest,autoscale,deploy}.md.
+# wrk through portero, HAProxy and nginx (configured alike) and direct, in three interleaved rounds (medians: this
+# VM's speed drifts from run to run), idle-connection memory, a perf profile of the router; installs wrk, haproxy,
+# nginx and perf if missing; then the autoscaler's reaction times and each deploy strategy's duration and failed
+# requests. About 20 minutes; writes bench/results/{latest,autoscale,deploy}.md.
 bench: setup
 	./bench/provision.sh
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py --rounds 3
 	$(BIN)/python bench/autoscale.py --runs 1
 	$(BIN)/python bench/deploy.py --runs 1
