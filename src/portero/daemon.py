@@ -156,6 +156,8 @@ async def serve(
         sock = _bind(spec)
         store = make_store(spec, state_dir)
         control = ControlPlane(spec, spec_path.resolve().parent, store, make_runtime(spec, state_dir))
+        if isinstance(control.runtime, ProcessRuntime):
+            control.runtime.exit_hooks.append(control.supervisor.wake)  # a crashed replica is seen at once
         router = Router(spec.router) if spec.router.enabled else None
         deployer = control.deployer = Deployer(control, router)
         team = Team(spec, store, control, router, str(spec_path), tokens) if isinstance(store, RedisStore) else None

@@ -108,6 +108,29 @@ async def test_kill_9_of_the_app_is_seen_as_signal_9(runtime):
     assert ended.describe() == "killed by signal 9"
 
 
+async def test_an_exit_is_announced_at_once_even_when_an_orphan_holds_the_output(runtime):
+    """The supervisor is woken by the runtime (a pidfd) instead of finding the exit at its next pass, and the shim
+    no longer waits for an orphaned worker that keeps the app's output pipes open (it waited 0.3 s per pipe)."""
+    ended = asyncio.Event()
+    runtime.exit_hooks.append(ended.set)
+    parent = "import subprocess, time; subprocess.Popen(['sleep', '30']); print('up', flush=True); time.sleep(60)"
+    proc = await runtime.start(Launch("orphan-1-0001", "orphan", 1, (sys.executable, "-c", parent), None, {}))
+    deadline = time.monotonic() + 10
+    while len(psutil.Process(proc.pid).children(recursive=True)) < 2:  # the app and its worker
+        assert time.monotonic() < deadline, "the app did not start its worker"
+        await asyncio.sleep(0.05)
+    app = psutil.Process(proc.pid).children()[0]
+    app.kill()
+    killed_at = time.monotonic()
+    await asyncio.wait_for(ended.wait(), 5)  # no poll() call: only the pidfd can have said so
+    announced_after = time.monotonic() - killed_at
+    print(f"exit announced {announced_after:.3f} s after the kill")
+    assert announced_after < 0.55  # the two pipe waits alone took 0.6 s
+    exit_ = await runtime.poll("orphan-1-0001", proc)
+    assert exit_ is not None
+    assert exit_.signal == 9
+
+
 async def test_unknown_command_is_a_final_failure(runtime):
     bad = Launch("tiny-1-0001", "tiny", 1, ("no-such-command-portero",))
     with pytest.raises(RuntimeFailure, match="command not found: 'no-such-command-portero'") as info:

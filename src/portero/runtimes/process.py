@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from string import Template
 
@@ -45,6 +46,9 @@ class ProcessRuntime:
         # psutil objects kept per replica so that cpu_percent measures since the previous call
         self._sampled: dict[int, dict[int, psutil.Process]] = {}
         self._listed_at: dict[int, float] = {}  # when each replica's process tree was last listed (monotonic)
+        # Called as soon as a replica's process ends (the supervisor's wake): a pidfd turns readable then, so a
+        # crash is seen at once rather than at the supervisor's next pass (up to TICK_S later).
+        self.exit_hooks: list[Callable[[], None]] = []
 
     def _dir(self, replica_id: str) -> Path:
         return self.root / replica_id
@@ -89,6 +93,7 @@ class ProcessRuntime:
             raise RuntimeFailure(f"cannot start the replica shim: {exc}", retryable=True) from exc
         self._children[child.pid] = child
         self._ports[launch.replica_id] = port
+        self._watch(child.pid)
         token = psutil.Process(child.pid).create_time()
         return Process(host=self.host, port=port, pid=child.pid, started_token=token)
 
@@ -175,7 +180,21 @@ class ProcessRuntime:
         if not self._is_same(process):
             return False
         self._ports[replica_id] = process.port
+        self._watch(process.pid)
         return True
+
+    def _watch(self, pid: int) -> None:
+        try:
+            fd = os.pidfd_open(pid)
+            asyncio.get_running_loop().add_reader(fd, self._ended, fd)
+        except (OSError, RuntimeError):  # an old kernel, or no loop: the supervisor's pass still sees the exit
+            return
+
+    def _ended(self, fd: int) -> None:
+        asyncio.get_running_loop().remove_reader(fd)
+        os.close(fd)
+        for hook in self.exit_hooks:
+            hook()
 
     async def stop(self, replica_id: str, process: Process, grace_s: float) -> Exit | None:
         if not self._is_same(process):

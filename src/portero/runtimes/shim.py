@@ -88,8 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     for pump in pumps:
         pump.start()
     code = child.wait()
+    # An orphaned worker may hold the pipes open: report the exit after a moment for the last lines, not after
+    # the orphan (portero kills the group once it sees the exit). Fix: 0.3 s per pipe held up every restart of a
+    # killed gunicorn master by 0.6 s, so its endpoint stayed in rotation that much longer.
+    flushed_by = time.monotonic() + 0.05
     for pump in pumps:
-        pump.join(timeout=0.3)  # an orphaned worker may hold the pipe open: report the exit now
+        pump.join(timeout=max(0.0, flushed_by - time.monotonic()))
     reason = f"signal {-code}" if code < 0 else f"code {code}"
     loggers["portero"].info("process exited with %s after %.1f s", reason, time.time() - started)
     _write_exit(args.exit_file, code, started)
