@@ -186,9 +186,12 @@ class ProcessRuntime:
     def _watch(self, pid: int) -> None:
         try:
             fd = os.pidfd_open(pid)
-            asyncio.get_running_loop().add_reader(fd, self._ended, fd)
-        except (OSError, RuntimeError):  # an old kernel, or no loop: the supervisor's pass still sees the exit
+        except OSError:  # an old kernel, or gone already: the supervisor's pass still sees the exit
             return
+        try:
+            asyncio.get_running_loop().add_reader(fd, self._ended, fd)
+        except RuntimeError:  # no running loop (a synchronous caller): the same
+            os.close(fd)
 
     def _ended(self, fd: int) -> None:
         asyncio.get_running_loop().remove_reader(fd)
