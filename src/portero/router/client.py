@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from portero.router import wire
+from portero.router.burst import BurstWriter
 from portero.router.exchange import Exchange
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ class BadRequest(Exception):
         self.status = status
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(BurstWriter):
     __slots__ = (
         "absolute",
         "body_bytes",
@@ -40,7 +41,6 @@ class ClientConnection(asyncio.Protocol):
         "closed",
         "connection",
         "content_length",
-        "content_lengths",
         "current",
         "deadline",
         "dropped",
@@ -48,8 +48,6 @@ class ClientConnection(asyncio.Protocol):
         "head_at_start",
         "head_received",
         "headers",
-        "held",
-        "held_bytes",
         "host",
         "host_count",
         "in_head",
@@ -63,15 +61,14 @@ class ClientConnection(asyncio.Protocol):
         "rewrite",
         "router",
         "te",
-        "transport",
         "tunnel",
         "undispatched",
         "url",
     )
 
     def __init__(self, router: Router) -> None:
+        super().__init__()
         self.router = router
-        self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = b""
         self.current: Exchange | None = None
@@ -79,8 +76,6 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel: Upstream | None = None
         self.closed = False
         self.paused = False
-        self.held: list[bytes] | None = None
-        self.held_bytes = 0
         self.phase = HEAD
         self.deadline = 0.0
         self.head_received = 0
@@ -96,8 +91,7 @@ class ClientConnection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.rewrite = False
         self.te: bytes | None = None
-        self.content_lengths = 0
-        self.content_length = b""  # the last Content-Length value (llhttp refuses differing ones)
+        self.content_length = b""  # the last Content-Length value (llhttp refuses differing ones); b"": none
         self.host: bytes | None = None
         self.host_count = 0
         self.request_id: bytes | None = None
@@ -226,8 +220,7 @@ class ClientConnection(asyncio.Protocol):
             self._watched(name, lower, value)
 
     def _watched(self, name: bytes, lower: bytes, value: bytes) -> None:
-        if wire.UNDERSCORE in lower:
-            lower = wire.rewritten_name(lower)
+        lower = wire.rewritten_name(lower)
         if lower in wire.REWRITTEN:
             self.rewrite = True
             self.dropped.append(name)  # as spelled in the head: cut from it (see _upstream_head)
@@ -245,7 +238,6 @@ class ClientConnection(asyncio.Protocol):
                 raise BadRequest(400, "more than one Transfer-Encoding header")
             self.te = value
         elif lower == b"content-length":
-            self.content_lengths += 1
             self.content_length = value
 
     def on_headers_complete(self) -> None:
@@ -276,7 +268,7 @@ class ClientConnection(asyncio.Protocol):
         if service is None:
             raise BadRequest(404, "no service is routed for this host and path")
         length = 0
-        if not chunked and self.content_lengths:
+        if not chunked and self.content_length:
             length = int(self.content_length)
         if length and length > router.settings.max_body_bytes:
             raise BadRequest(413, f"request body larger than {router.settings.max_body_bytes} bytes")
@@ -414,27 +406,8 @@ class ClientConnection(asyncio.Protocol):
 
     # -- called by exchanges --------------------------------------------------------------------------------------
 
-    def write(self, data: bytes) -> None:
-        if self.held is not None:
-            self.held.append(data)
-            self.held_bytes += len(data)
-            if self.held_bytes > wire.HELD_MAX:
-                self.flush()  # a large body streams on at once: back-pressure, not memory, bounds it
-        elif not self.closed and self.transport is not None:
-            self.transport.write(data)
-
-    def hold(self) -> None:
-        """Collect writes until the router's flush at the end of this pass of the event loop (`Router.defer`): a
-        response's head and body parsed from one read go out in one write, and writes to all clients in a burst."""
-        if self.held is None and self.router.defer():
-            self.held = []
-            self.router.held_clients.append(self)
-
-    def flush(self) -> None:
-        held, self.held = self.held, None
-        self.held_bytes = 0
-        if held and not self.closed and self.transport is not None:
-            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
+    def writable(self) -> bool:
+        return not self.closed
 
     def exchange_done(self, exchange: Exchange, close: bool) -> None:
         if self.eof and not self.queued:

@@ -231,7 +231,7 @@ class Exchange:
             self.client.write(data)
             return
         client = self.client
-        client.hold()  # flushed by the router once this pass of the event loop is done
+        client.hold(client.router)  # flushed by the router once this pass of the event loop is done
         try:
             upstream.parser.feed_data(data)
         except httptools.HttpParserUpgrade as switch:  # 101: what follows the head is the tunnel's

@@ -20,11 +20,11 @@ import httpx
 from portero.router.balancer import make_balancer
 from portero.router.breaker import BreakerPolicy
 from portero.router.budget import RetryBudget, RetryPolicy
+from portero.router.burst import BurstWriter
 from portero.router.client import ClientConnection
 from portero.router.outlier import OutlierPolicy
 from portero.router.routes import CompiledRoute, compile_routes, match
 from portero.router.service import Endpoint, EndpointState, ServiceRoute
-from portero.router.upstream import Upstream
 from portero.spec.models import RouterSettings, ServiceSpec
 from portero.tasks import settle, spawn
 
@@ -63,8 +63,7 @@ class Router:
         self._tasks: list[asyncio.Task[None]] = []
         self._demand_hooks: list[Callable[[str], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.held_clients: list[ClientConnection] = []  # connections whose writes wait for `_flush` (see `defer`)
-        self.held_upstreams: list[Upstream] = []
+        self.held: list[BurstWriter] = []  # connections whose writes wait for `_flush` (see `defer`)
         self._flush_scheduled = False
         self.stopped = False
         self.now: Callable[[], float] = lambda: 0.0
@@ -248,12 +247,9 @@ class Router:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        upstreams, self.held_upstreams = self.held_upstreams, []
-        for upstream in upstreams:
-            upstream.flush()
-        clients, self.held_clients = self.held_clients, []
-        for client in clients:
-            client.flush()
+        held, self.held = self.held, []
+        for conn in held:
+            conn.flush()
 
     def next_request_id(self) -> bytes:
         return b"%b-%x" % (self._id_prefix, next(self._ids))

@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from portero.router.wire import HELD_MAX
+from portero.router.burst import BurstWriter
 
 if TYPE_CHECKING:
     from portero.router.exchange import Exchange
-    from portero.router.server import Router
 
 
-class Upstream(asyncio.Protocol):
+class Upstream(BurstWriter):
     __slots__ = (
         "chunk",
         "exchange",
@@ -25,20 +24,17 @@ class Upstream(asyncio.Protocol):
         "head_chunk",
         "head_parts",
         "head_start",
-        "held",
-        "held_bytes",
         "idle_since",
         "lost",
         "parser",
         "pool",
         "pooled_at",
         "start",
-        "transport",
     )
 
     def __init__(self, pool: Pool) -> None:
+        super().__init__()
         self.pool = pool
-        self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
         self.idle_since = 0.0
@@ -52,8 +48,6 @@ class Upstream(asyncio.Protocol):
         self.head_chunk: bytes | None = None  # the chunk the current head began in, until the head is complete
         self.head_start = 0
         self.head_parts: list[bytes] | None = None  # chunks after head_chunk, while the head is incomplete
-        self.held: list[bytes] | None = None  # writes waiting for the router's flush (Router.defer)
-        self.held_bytes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not its subclasses
@@ -158,26 +152,8 @@ class Upstream(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.head_chunk = self.head_parts = None
 
-    def hold(self, router: Router) -> None:
-        if self.held is None and router.defer():
-            self.held = []
-            router.held_upstreams.append(self)
-
-    def write(self, data: bytes) -> None:
-        if self.held is not None:
-            self.held.append(data)
-            self.held_bytes += len(data)
-            if self.held_bytes > HELD_MAX:
-                self.flush()  # a large body streams on at once: back-pressure, not memory, bounds it
-            return
-        assert self.transport is not None
-        self.transport.write(data)
-
-    def flush(self) -> None:
-        held, self.held = self.held, None
-        self.held_bytes = 0
-        if held and not self.lost and self.transport is not None:
-            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
+    def writable(self) -> bool:
+        return not self.lost
 
     def close(self) -> None:
         self.exchange = None

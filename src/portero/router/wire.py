@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from http import HTTPStatus
-from typing import Final
+from typing import Final, TypeVar
 
 # RFC 9110 §7.6.1 plus the de-facto ones; removed before forwarding in either direction.
 HOP_BY_HOP = frozenset(
@@ -29,13 +29,13 @@ FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding"})
 MAX_HEAD_BYTES = 16 * 1024
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 LAST_CHUNK = b"0\r\n\r\n"
-HELD_MAX: Final = 64 * 1024  # bytes a connection collects for the router's end-of-pass flush before it writes
 # Byte values to test membership with: `95 in data` is a memchr, where `b"_" in data` first tries the argument as
 # an integer, and CPython 3.11 raises and clears a formatted TypeError for that (a microsecond per request header).
 UNDERSCORE: Final = ord("_")
 CLOSE_BRACKET: Final = ord("]")
 
 
+_T = TypeVar("_T")
 _SPELLINGS: dict[bytes, bytes] = {}  # a header name as a client sent it -> what `watched` answers for it
 
 
@@ -48,10 +48,15 @@ def watched(name: bytes) -> bytes:
     if known is None:
         lower = name.lower()
         known = lower if lower in REQUEST_WATCHED or UNDERSCORE in lower else b""
-        if len(_SPELLINGS) >= 4096:
-            _SPELLINGS.clear()
-        _SPELLINGS[name] = known
+        _remember(_SPELLINGS, name, known, 4096)
     return known
+
+
+def _remember(memo: dict[bytes, _T], key: bytes, value: _T, most: int) -> None:
+    """Bounded by clearing when full: what repeats is back at once, what never repeats only churns it."""
+    if len(memo) >= most:
+        memo.clear()
+    memo[key] = value
 
 
 def rewritten_name(lower: bytes) -> bytes:
@@ -140,9 +145,7 @@ def response_head(raw: bytes) -> ResponseHead:
     if head is None:
         head = ResponseHead(raw)
         if len(raw) <= _HEAD_REMEMBERED_BYTES:
-            if len(_HEADS) >= _HEADS_MAX:
-                _HEADS.clear()
-            _HEADS[raw] = head
+            _remember(_HEADS, raw, head, _HEADS_MAX)
     return head
 
 
