@@ -178,7 +178,7 @@ async def deploy_once(tmp: Path, case: Case, args_json: bool) -> Result:
     result.versions = dict(report.versions)
     end = (d["finished_at"] or time.time()) - load_started
     after: dict[str, int] = {}
-    for sent, _, version in report.timeline:
+    for sent, _, version, _ in report.timeline:
         if sent > end + 0.05:
             after[version or "(none)"] = after.get(version or "(none)", 0) + 1
     result.after_end = after

@@ -73,7 +73,7 @@ async def test_blue_green_switches_with_no_failed_request_then_bad_revisions_rol
     assert d["state"] == "succeeded", [s["message"] for s in d["steps"]]
     assert report.failed == 0, (dict(report.statuses), dict(report.errors))
     switch = step_at(d, "switched") - t0
-    after = [version for sent, _, version in report.timeline if sent > switch + 0.01]
+    after = [version for sent, _, version, _ in report.timeline if sent > switch + 0.01]
     assert after
     assert set(after) == {"v2"}
     assert d["finished_at"] - d["started_at"] < 15  # the goal on the process runtime
@@ -90,7 +90,7 @@ async def test_blue_green_switches_with_no_failed_request_then_bad_revisions_rol
     assert d["state"] == "rolled_back", d
     assert "error rate" in d["reason"]
     assert step_at(d, "rolled back") - step_at(d, "switched") <= DEPLOY["analysis"]["window_s"] + 1
-    failed_v4 = sum(1 for _, status, version in report.timeline if status == 500 and version == "v4")
+    failed_v4 = sum(1 for _, status, version, _ in report.timeline if status == 500 and version == "v4")
     assert failed_v4 > 0
     assert abs(d["failed_requests"] - failed_v4) <= 3  # counted by the router, reported by the deployment
     assert report.timeline[-1][2] == "v2"
@@ -116,7 +116,7 @@ async def test_canary_moves_traffic_in_steps_matching_their_weights(portero):
     starts = [s["at"] - t0 for s in d["steps"] if "canary step" in s["message"] and "% of traffic" in s["message"]]
     shares = [10, 50]
     for begin, share in zip(starts, shares, strict=False):
-        window = [v for sent, _, v in report.timeline if begin + 0.3 < sent < begin + 2.3]
+        window = [v for sent, _, v, _ in report.timeline if begin + 0.3 < sent < begin + 2.3]
         measured = 100 * window.count("v2") / len(window)
         assert len(window) > 100
         assert abs(measured - share) <= 3, (share, measured, len(window))

@@ -49,7 +49,7 @@ async def test_blue_green_on_docker_switches_with_no_failed_request(portero):
     assert d["state"] == "succeeded", d
     assert report.failed == 0, (dict(report.statuses), dict(report.errors))
     switch = step_at(d, "switched") - t0
-    after = [version for sent, _, version in report.timeline if sent > switch + 0.01]
+    after = [version for sent, _, version, _ in report.timeline if sent > switch + 0.01]
     assert after
     assert set(after) == {"v2"}
     assert version_served(portero) == "v2"

@@ -122,7 +122,7 @@ class Autoscaler:
         if route is not None:
             queued = len(route.queue)
             in_flight = sum(e.target.in_flight for e in route.endpoints.values()) + queued
-            total = sum(sum(e.stats.counters.responses) for e in route.endpoints.values()) + queued
+            total = sum(route.stats.counters.responses) + queued
             seen, at = self._seen_requests.get(name, (-1, now))
             if total != seen:
                 self._seen_requests[name] = (total, now)

@@ -179,8 +179,8 @@ class Deployer:
                 continue
             tally = result.setdefault(revision, Tally())
             counters = endpoint.stats.counters
-            tally.requests += sum(counters.responses)
-            tally.errors += counters.responses[4]
+            tally.requests += sum(counters.responses) + sum(counters.faults)
+            tally.errors += counters.responses[4] + sum(counters.faults)
             counts = endpoint.stats.latency.counts
             tally.buckets = [a + b for a, b in zip(tally.buckets or [0] * len(counts), counts, strict=True)]
         return result

@@ -1,11 +1,12 @@
 """Rates and percentiles from the router's cumulative counters, by differencing two readings.
 
-The router keeps plain counters and histograms per endpoint object, and an endpoint that leaves takes its
-counts with it. So the monitor keeps its own totals: each pass adds what every stats object gained since the
-previous pass (a stats object it has not seen before, e.g. a new endpoint, gained everything it holds). Service
-totals therefore never go down, as a Prometheus counter must not, even as replicas come and go; the rates and
-percentiles of a pass come from the same differences. A request counts once it is answered (by an endpoint or
-by the router itself): the router's own `requests` counts attempts, retries included.
+The router keeps plain counters and histograms per stats object: one per service (every answer its clients got,
+whoever made it, and the time they waited) and one per endpoint (the tries it served and the time they took
+there). An endpoint that leaves takes its object with it, so the monitor keeps its own totals: each pass adds
+what every stats object gained since the previous pass (a stats object it has not seen before, e.g. a new
+endpoint, gained everything it holds). Totals therefore never go down, as a Prometheus counter must not; the rates
+and percentiles of a pass come from the same differences. A service's figures come from its own object alone:
+a request counts once, when its client is answered, however many tries it took.
 
 Pure: readings and `now` in, `Traffic` out.
 """
@@ -69,19 +70,20 @@ class TrafficBook:
             key = (reading.service, reading.address)
             current[key] = reading
             delta = _delta(self.previous.get(key), reading)
-            gained.setdefault(reading.service, Totals()).add(delta)
+            if reading.address is None:
+                gained.setdefault(reading.service, Totals()).add(delta)
+                continue
             in_flight[reading.service] = in_flight.get(reading.service, 0) + reading.in_flight
-            if reading.address is not None:
-                totals = self.endpoints.setdefault(key, Totals())
-                totals.add(delta)
-                endpoint_traffic[key] = _traffic(totals, delta, reading.in_flight, elapsed)
+            totals = self.endpoints.setdefault(key, Totals())
+            totals.add(delta)
+            endpoint_traffic[key] = _traffic(totals, delta, reading.in_flight, elapsed)
         self.previous = current
         self.endpoints = {k: v for k, v in self.endpoints.items() if k in current}
         service_traffic: dict[str, Traffic] = {}
         for service, delta in gained.items():
             totals = self.services.setdefault(service, Totals())
             totals.add(delta)
-            service_traffic[service] = _traffic(totals, delta, in_flight[service], elapsed)
+            service_traffic[service] = _traffic(totals, delta, in_flight.get(service, 0), elapsed)
         self.services = {k: v for k, v in self.services.items() if k in gained}
         return service_traffic, endpoint_traffic
 

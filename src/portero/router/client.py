@@ -10,6 +10,7 @@ router's own headers are appended); it is rebuilt from the parsed fields when he
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from portero.router.upstream import Upstream
 
 HEAD, BODY, WAIT, IDLE = 1, 2, 3, 4  # what the connection is waiting for; its deadline means that
+# A version llhttp refuses but that is one (HTTP/1.2, HTTP/3.0) gets 505; anything else there is malformed: 400.
+_WELL_FORMED_VERSION = re.compile(rb" HTTP/[0-9]\.[0-9]\r\n")
 
 
 class BadRequest(Exception):
@@ -44,7 +47,6 @@ class ClientConnection(BurstWriter):
         "current",
         "deadline",
         "dropped",
-        "eof",
         "head_at_start",
         "head_received",
         "headers",
@@ -64,6 +66,8 @@ class ClientConnection(BurstWriter):
         "tunnel",
         "undispatched",
         "url",
+        "write_paused",
+        "write_paused_at",
     )
 
     def __init__(self, router: Router) -> None:
@@ -83,7 +87,8 @@ class ClientConnection(BurstWriter):
         self.chunk_fresh = False
         self.undispatched: Exchange | None = None
         self.rejection: bytes | None = None
-        self.eof = False
+        self.write_paused = False  # the client is not reading its response (its socket's buffer is full)
+        self.write_paused_at = 0.0
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -140,7 +145,10 @@ class ClientConnection(BurstWriter):
             elif not self.closed:
                 raise
         except httptools.HttpParserError as exc:
-            self.reject(400, f"malformed request: {exc}")
+            if "Invalid HTTP version" in str(exc) and _WELL_FORMED_VERSION.search(data):
+                self.reject(505, "only HTTP/1.0 and HTTP/1.1 are served here")
+            else:
+                self.reject(400, f"malformed request: {exc}")
         # Fix: a request goes upstream only once the whole packet it came in has parsed, so bad bytes after its
         # head (a malformed chunk, a smuggled request) abort it before any byte of it reaches an endpoint.
         exchange, self.undispatched = self.undispatched, None
@@ -155,25 +163,13 @@ class ClientConnection(BurstWriter):
         self.pause_reading()  # nothing more until the endpoint accepts the upgrade
 
     def eof_received(self) -> bool | None:
-        """The client half-closed. Fix: a request it sent whole is still answered (the connection closes after
-        it; the transport was closed at once, aborting the request). Anything less than a whole request ends
-        the connection, as before, and so does a request still waiting in its service's queue: a client that
-        closed outright looks the same as one that half-closed, and a gone client must not hold a bounded queue
-        place until its timeout (HAProxy's `abortonclose` makes the same call for queued requests)."""
-        exchange = self.current
-        if (
-            self.tunnel is None
-            and exchange is not None
-            and not exchange.done
-            and exchange.request_done
-            and not exchange.waiting
-        ):
-            self.eof = True
-            self.in_head = False  # no more bytes can come: nothing is waiting for a next head
-            while self.queued and not self.queued[-1].request_done:
-                self.queued.pop().abort()  # a pipelined request cut short by the half-close can never complete
-            return True  # keep the transport: the response still goes out
-        return None
+        """The client closed its side. A client that gave up looks the same as one that only half-closed, and a
+        gone client must not hold an endpoint, a connection to it and a place in a bounded queue until some
+        timeout: so, as nginx does (its `proxy_ignore_client_abort off`), whatever it asked for is abandoned at
+        once, its upstream connection closed, and no verdict is passed on the endpoint."""
+        self._abort_exchanges()
+        self.close()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -181,21 +177,28 @@ class ClientConnection(BurstWriter):
         if self.tunnel is not None:
             self.tunnel.close()
             self.tunnel = None
+        self._abort_exchanges()
+
+    def _abort_exchanges(self) -> None:
         for exchange in (self.current, *self.queued):
-            if exchange is not None and not exchange.done:
+            if exchange is not None:
                 exchange.abort()
         self.current = None
+        self.undispatched = None
         self.queued.clear()
 
     def pause_writing(self) -> None:
+        self.write_paused = True
+        self.write_paused_at = self.router.now()
         exchange = self.current
-        if exchange is not None and exchange.upstream is not None and exchange.upstream.transport is not None:
-            exchange.upstream.transport.pause_reading()
+        if exchange is not None and exchange.upstream is not None:
+            exchange.upstream.pause_reading()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         exchange = self.current
-        if exchange is not None and exchange.upstream is not None and exchange.upstream.transport is not None:
-            exchange.upstream.transport.resume_reading()
+        if exchange is not None and exchange.upstream is not None:
+            exchange.upstream.resume_reading()
 
     # -- httptools callbacks --------------------------------------------------------------------------------------
 
@@ -251,7 +254,10 @@ class ClientConnection(BurstWriter):
             size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size > wire.MAX_HEAD_BYTES:
             raise BadRequest(431, "request head larger than 16 KiB")
-        http10 = parser.get_http_version() == "1.0"
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise BadRequest(505, "only HTTP/1.0 and HTTP/1.1 are served here")
+        http10 = version == "1.0"
         chunked = self.te is not None
         if chunked:
             if self.te.strip().lower() != b"chunked":  # type: ignore[union-attr]
@@ -262,7 +268,10 @@ class ClientConnection(BurstWriter):
             raise BadRequest(400, "a request needs exactly one Host header")
         router = self.router
         now = router.now()
-        if self.url[:1] != b"/" and self.url != b"*":
+        if self.url == b"*":
+            if parser.get_method() != b"OPTIONS":
+                raise BadRequest(400, "the asterisk target is for OPTIONS only (RFC 9112 §3.2.4)")
+        elif self.url[:1] != b"/":
             self._absolute_form()
         service = router.route(self.host or b"", self.url)
         if service is None:
@@ -284,7 +293,6 @@ class ClientConnection(BurstWriter):
             request_id,
             keep_alive=bool(parser.should_keep_alive()) and not upgrade,
             chunked=chunked,
-            content_length=length,
             http10=http10,
             upgrade=upgrade,
             now=now,
@@ -292,6 +300,7 @@ class ClientConnection(BurstWriter):
         if service.hash_header is not None or service.hash_cookie is not None:
             exchange.hash_key = service.hash_key_of(self.headers)
         router.active += 1
+        router.budget.request(now)
         self.body_started = now
         if length or chunked:
             self.phase = BODY
@@ -410,8 +419,6 @@ class ClientConnection(BurstWriter):
         return not self.closed
 
     def exchange_done(self, exchange: Exchange, close: bool) -> None:
-        if self.eof and not self.queued:
-            close = True  # the client half-closed after its last request: that was it
         if close or self.closed:
             self.close()
             return
@@ -489,14 +496,22 @@ class ClientConnection(BurstWriter):
             if rate < settings.min_body_rate_bytes_s:
                 self.reject(408, f"request body slower than {settings.min_body_rate_bytes_s} bytes/s")
                 return
-        if self.deadline and now > self.deadline:
-            if self.phase in (HEAD, IDLE):
-                if self.phase == HEAD and self.head_received:
-                    self.reject(408, "request head not received in time")
-                else:
-                    self.close()
-            elif self.phase == BODY:
-                pass  # judged by rate above
+        if self.write_paused and now - self.write_paused_at > settings.stall_timeout_s:
+            self.abandon()  # the client stopped reading its response: its fault, no verdict on the endpoint
+            return
+        if self.deadline and now > self.deadline and self.phase in (HEAD, IDLE):
+            if self.phase == HEAD and self.head_received:
+                self.reject(408, "request head not received in time")
+            else:
+                self.close()
+            return
         exchange = self.current
-        if exchange is not None and exchange.deadline and now > exchange.deadline and not exchange.done:
-            exchange.timed_out(now)
+        if exchange is not None and not exchange.done:
+            exchange.check(now)
+
+    def abandon(self) -> None:
+        """Drop the connection without a word: what it asked for is abandoned, nothing it holds is flushed."""
+        self.held = None
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.abort()

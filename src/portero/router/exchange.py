@@ -1,23 +1,29 @@
 """One request through the router: pick an endpoint, stream the request there, stream the response back,
 retry where it is safe, and account for it.
 
-Theory of operation. An exchange is created when a request head is complete. It asks its service for an
-endpoint; with none free it waits in the service's bounded queue. Once it has a connection it writes the head
-and whatever body arrived meanwhile (at most PENDING_MAX bytes are held: beyond that the client is paused),
-then streams the rest of the body as it comes. Framing to the endpoint is always made by the router from the
-parsed message (Content-Length bytes as counted, chunked re-encoded), never copied, so bytes the client sends
-after the end of a request can never reach an endpoint as part of it. A connect failure, or a connection lost
-before any response byte, is retried on another endpoint when the method is idempotent (or nothing was sent),
-the body can be replayed, tries remain and the router's retry budget allows.
+Theory of operation. An exchange is created when a request head is complete, in phase NEW. It asks its service
+for an endpoint; with none free it waits in the service's bounded queue (QUEUED). With an endpoint it takes a
+pooled connection or opens one (CONNECTING); once it has a connection it writes the head and whatever body
+arrived meanwhile (SENT; at most PENDING_MAX bytes are held: beyond that the client is paused), then streams the
+rest of the body as it comes. The endpoint's response head goes to the client (RESPONDING) and its body streams
+after it, or the endpoint switches protocols (TUNNEL). Every path ends in DONE. The phases and the steps between
+them are one table, `_NEXT`; a step the table does not hold raises `ExchangeStateError` naming it.
+
+Framing to the endpoint is always made by the router from the parsed message (Content-Length bytes as counted,
+chunked re-encoded), never copied, so bytes the client sends after the end of a request can never reach an
+endpoint as part of it. A failed try is counted against its endpoint by kind (`stats.FAULTS`) and handed to
+`RetryPolicy.decide`: tries that provably reached no app are retried at once, others only within the retry
+budget, and a retry never goes back to the endpoint that just failed unless only its connection was stale.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import httptools
 
-from portero.router import wire
+from portero.router import stats, wire
+from portero.router.budget import CHARGED_RETRY, FREE_RETRY, NO_RETRY, STATUS
 from portero.router.upstream import Upstream
 
 if TYPE_CHECKING:
@@ -27,16 +33,60 @@ if TYPE_CHECKING:
 PENDING_MAX = 64 * 1024  # body held while no endpoint is attached; also the most a retry can replay
 NO_BODY_STATUS = frozenset({204, 304})
 
+# Phases (what the exchange waits for) and steps (what happened), as ints: the table is looked up on every step.
+NEW: Final = 0  # the head is parsed; no endpoint yet
+QUEUED: Final = 1  # waiting in the service's queue for an endpoint that can take it
+CONNECTING: Final = 2  # an endpoint is picked; a connection to it is opening
+SENT: Final = 3  # the request is going or has gone upstream; no response head yet
+RESPONDING: Final = 4  # the response head went to the client; its body follows
+TUNNEL: Final = 5  # the endpoint switched protocols: bytes flow both ways untouched
+DONE: Final = 6  # answered whole, failed with the router's own answer, cut, or abandoned by the client
+PHASES: Final = ("new", "queued", "connecting", "sent", "responding", "tunnel", "done")
+
+WAITED: Final = 0  # no endpoint could take it now
+PICKED: Final = 1  # an endpoint was picked and a connection to it is opening
+ATTACHED: Final = 2  # a connection is attached and the request went on it
+RETRIED: Final = 3  # the try failed; another begins
+ANSWERED: Final = 4  # the response head went to the client
+UPGRADED: Final = 5  # the endpoint answered 101
+ENDED: Final = 6  # it is over
+STEPS: Final = ("waited", "picked", "attached", "retried", "answered", "upgraded", "ended")
+
+_TABLE: Final = {
+    NEW: {WAITED: QUEUED, PICKED: CONNECTING, ATTACHED: SENT, ENDED: DONE},
+    QUEUED: {WAITED: QUEUED, PICKED: CONNECTING, ATTACHED: SENT, ENDED: DONE},
+    CONNECTING: {ATTACHED: SENT, RETRIED: NEW, ENDED: DONE},
+    SENT: {ANSWERED: RESPONDING, UPGRADED: TUNNEL, RETRIED: NEW, ENDED: DONE},
+    RESPONDING: {ENDED: DONE},
+    TUNNEL: {ENDED: DONE},
+    DONE: {},
+}
+_NEXT: Final = {phase << 3 | step: after for phase, steps in _TABLE.items() for step, after in steps.items()}
+
+
+class ExchangeStateError(ValueError):
+    """A step the exchange's table does not allow in its phase: a bug in the router, named precisely."""
+
+    def __init__(self, request_id: bytes, phase: int, step: int) -> None:
+        super().__init__(
+            f"exchange {request_id.decode(errors='replace')}: step {STEPS[step]!r} is not allowed in phase "
+            f"{PHASES[phase]!r}"
+        )
+
+
+class BadResponse(Exception):
+    """The endpoint's response cannot be forwarded as HTTP/1.1 (raised inside the parser's callbacks)."""
+
 
 class Exchange:
     __slots__ = (
-        "attempt",
+        "avoid",
+        "charged_retries",
         "client",
         "client_http10",
-        "content_length",
         "deadline",
-        "done",
         "endpoint",
+        "free_retries",
         "hash_key",
         "head",
         "is_head",
@@ -44,23 +94,24 @@ class Exchange:
         "method",
         "pending",
         "pending_size",
+        "phase",
+        "quiet_since",
         "rechunk",
         "replay",
         "request_chunked",
         "request_done",
         "request_id",
         "response_close",
-        "response_started",
-        "retrying",
-        "sent_anything",
+        "seen_reads",
+        "sent_at",
         "service",
         "started_at",
         "status",
         "tried",
+        "tries",
         "until_close",
         "upgrade",
         "upstream",
-        "waiting",
     )
 
     def __init__(
@@ -73,7 +124,6 @@ class Exchange:
         *,
         keep_alive: bool,
         chunked: bool,
-        content_length: int,
         http10: bool,
         upgrade: bool,
         now: float,
@@ -85,40 +135,60 @@ class Exchange:
         self.request_id = request_id
         self.keep_alive = keep_alive
         self.request_chunked = chunked
-        self.content_length = content_length
         self.client_http10 = http10
         self.upgrade = upgrade
         self.is_head = method == b"HEAD"
         self.started_at = now
+        self.sent_at = now
+        self.phase = NEW
         self.request_done = False
         self.pending: list[bytes] = []
         self.pending_size = 0
         self.replay: list[bytes] | None = []  # None once the body outgrew what a retry may resend
         self.endpoint: Endpoint | None = None
         self.upstream: Upstream | None = None
+        self.avoid: Endpoint | None = None  # the endpoint a retry must not go back to
         self.tried: list[Endpoint] = []
-        self.attempt = 0
-        self.sent_anything = False
-        self.response_started = False
+        self.tries = 0  # every try, also identifies the current one to its connect task
+        self.charged_retries = 0
+        self.free_retries = 0
         self.response_close = False
         self.rechunk = False
         self.until_close = False
-        self.retrying = False
-        self.waiting = False
         self.status = 0
         self.deadline = 0.0
-        self.done = False
+        self.seen_reads = 0
+        self.quiet_since = now
         self.hash_key: bytes | None = None
+
+    def _to(self, step: int) -> None:
+        after = _NEXT.get(self.phase << 3 | step, -1)
+        if after < 0:
+            raise ExchangeStateError(self.request_id, self.phase, step)
+        self.phase = after
+
+    @property
+    def done(self) -> bool:
+        return self.phase == DONE
+
+    @property
+    def waiting(self) -> bool:
+        return self.phase == QUEUED
 
     # -- dispatch --------------------------------------------------------------------------------------------------
 
     def dispatch(self, now: float) -> None:
         endpoint = self.service.pick(self, now)
         if endpoint is None:
-            if not self.service.enqueue(self, now):
+            if self.service.enqueue(self, now):
+                self._to(WAITED)
+            else:
                 self.fail(503, "no endpoint is ready and the queue is full", maintenance=True)
             return
-        self.attempt += 1
+        self.try_at(endpoint, now)
+
+    def try_at(self, endpoint: Endpoint, now: float) -> None:
+        self.tries += 1
         self.tried.append(endpoint)
         self.endpoint = endpoint
         endpoint.begin()
@@ -126,66 +196,92 @@ class Exchange:
         if conn is not None:
             self.attach(conn, now)
         else:
-            self.deadline = now + self.service.router.settings.connect_timeout_s + 1
-            endpoint.connect(self)
+            self._to(PICKED)
+            self.deadline = now + self.service.router.settings.connect_timeout_s + 1  # the connect task's own, plus
+            endpoint.connect(self, self.tries)
+
+    def connected(self, conn: Upstream, tries: int, now: float) -> None:
+        """The connection the try numbered `tries` asked for is open."""
+        if tries != self.tries or self.phase != CONNECTING:  # that try is over (the client left, a deadline passed)
+            conn.pool.give_back(conn, now)
+            return
+        self.attach(conn, now)
 
     def attach(self, conn: Upstream, now: float) -> None:
-        if self.done or self.client.closed:  # the client left while we were connecting
-            # Fix: abort() has released the endpoint already (this asserted, and leaked the connection).
-            conn.pool.give_back(conn, now)
-            self.release(ok=None)
-            return
+        self._to(ATTACHED)
         self.upstream = conn
         conn.exchange = self
-        # The response timeout runs from the end of the request: a long upload is judged by its rate instead.
+        self.sent_at = now
+        self.seen_reads = conn.reads
+        self.quiet_since = now
+        # The response timeout runs from the end of the request: a long upload is judged by its progress instead.
         self.deadline = now + self.service.router.settings.response_timeout_s if self.request_done else 0.0
         parts = [self.head, *self.pending]
         if self.request_done and self.request_chunked and not self.upgrade:
             parts.append(wire.LAST_CHUNK)
         conn.hold(self.service.router)  # sent with the other endpoints' requests of this pass (Router.defer)
         conn.write(b"".join(parts))
-        self.sent_anything = True
         if self.pending_size > PENDING_MAX:
             self.client.resume_reading()
         self.pending = []
         self.pending_size = 0
 
-    def connect_failed(self, exc: BaseException, now: float) -> None:
-        if self.done:  # fix: aborted while connecting; nobody is left to answer or to retry for
-            return
-        timed_out = isinstance(exc, TimeoutError)
-        self.retry_or_fail(now, 504 if timed_out else 502, f"cannot connect to an endpoint ({type(exc).__name__})")
+    def connect_failed(self, exc: BaseException, tries: int, now: float) -> None:
+        if tries != self.tries or self.phase != CONNECTING:
+            return  # that try is over already
+        if isinstance(exc, TimeoutError):
+            self.failed_try(stats.CONNECT_TIMEOUT, now, 504, "cannot connect to an endpoint in time")
+        else:
+            self.failed_try(stats.REFUSED, now, 502, f"cannot connect to an endpoint ({type(exc).__name__})")
 
-    def retry_or_fail(self, now: float, status: int, detail: str) -> None:
-        endpoint = self.endpoint
+    def failed_try(self, fault: int, now: float, status: int, detail: str) -> None:
+        """The try at the current endpoint failed before any response byte reached the client: count it against
+        that endpoint, then try again where `RetryPolicy.decide` allows, or answer with `status`."""
+        endpoint, upstream = self.endpoint, self.upstream
+        sent = self.phase == SENT
+        reused = upstream is not None and upstream.reused
+        if endpoint is not None and fault != STATUS:
+            endpoint.fault(fault, now - self.sent_at, now)
         self.release(ok=False)
-        router = self.service.router
-        # A request that reached no endpoint (connection refused) costs nothing to send elsewhere: the budget,
-        # which keeps retries from multiplying an overloaded service's load, applies to the others only.
-        if (
-            endpoint is not None
-            and not self.response_started
-            and not self.unreplayable()
-            and router.retry_policy.may_retry(self.method, self.sent_anything, False, self.attempt)
-            and (not self.sent_anything or router.budget.can_retry(router.active, router.retries_in_flight))
-        ):
-            endpoint.stats.retries += 1
-            if not self.retrying:
-                self.retrying = True
-                router.retries_in_flight += 1
-            if self.sent_anything:  # resend what went to the failed endpoint, kept in the replay buffer
-                self.pending = list(self.replay or [])
-                self.pending_size = sum(len(p) for p in self.pending)
-            # Fix: else nothing was sent, and `pending` still holds the whole body so far; it was replaced by the
-            # replay buffer, which is dropped past 64 KiB, so the next endpoint got a body without its start.
-            self.sent_anything = False
-            self.dispatch(now)
+        kind = self._retry_kind(fault, sent=sent, reused=reused)
+        if kind == NO_RETRY or endpoint is None:
+            self.fail(status, detail)
             return
-        self.fail(status, detail)
+        endpoint.stats.counters.retries += 1
+        if kind == FREE_RETRY:
+            self.free_retries += 1
+        else:
+            self.charged_retries += 1
+            self.service.router.budget.spend(now)
+        if sent:  # resend what went to the failed endpoint, kept in the replay buffer
+            self.pending = list(self.replay or [])
+            self.pending_size = sum(len(p) for p in self.pending)
+        self.avoid = None if kind == FREE_RETRY and reused and fault == stats.RESET else endpoint
+        self._to(RETRIED)
+        following = self.service.pick(self, now)
+        if following is not None:
+            self.try_at(following, now)
+        elif kind == FREE_RETRY and not sent and self.service.enqueue(self, now):
+            self._to(WAITED)  # nothing reached any app: wait for an endpoint that can take it
+        else:
+            self.fail(status, detail)
 
-    def unreplayable(self) -> bool:
-        """Something went upstream that a retry could not send again (a body beyond the replay buffer)."""
-        return self.sent_anything and self.replay is None
+    def _retry_kind(self, fault: int, *, sent: bool, reused: bool) -> int:
+        router = self.service.router
+        if self.client.closed or (sent and self.replay is None):
+            return NO_RETRY  # nobody to answer, or a body that cannot be sent again
+        kind = router.retry_policy.decide(
+            fault,
+            self.method,
+            sent=sent,
+            reused=reused,
+            charged_so_far=self.charged_retries,
+            free_so_far=self.free_retries,
+            free_limit=len(self.service.endpoints) + 1,
+        )
+        if kind == CHARGED_RETRY and not router.budget.allows(router.now()):
+            return NO_RETRY
+        return kind
 
     def release(self, ok: bool | None) -> None:
         """Let go of the endpoint; `ok` is the outcome for passive health (None: no verdict)."""
@@ -220,14 +316,15 @@ class Exchange:
             if self.request_chunked and not self.upgrade:
                 self.upstream.write(wire.LAST_CHUNK)
             router = self.service.router
-            self.deadline = router.now() + router.settings.response_timeout_s
+            if self.phase == SENT:
+                self.deadline = router.now() + router.settings.response_timeout_s
 
     # -- response, from the endpoint ------------------------------------------------------------------------------
 
     def upstream_data(self, data: bytes) -> None:
         upstream = self.upstream
         assert upstream is not None
-        if self.status == 101:  # tunnel (WebSocket): bytes as they are
+        if self.phase == TUNNEL:  # bytes as they are
             self.client.write(data)
             return
         client = self.client
@@ -238,23 +335,43 @@ class Exchange:
             offset = switch.args[0] if switch.args and isinstance(switch.args[0], int) else len(data)
             if data[offset:]:
                 self.client.write(data[offset:])
+            return
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if not isinstance(cause, BadResponse):
+                raise
+            self.broken_response(str(cause))
+            return
         except httptools.HttpParserError as exc:
-            if self.done:
+            if self.phase == DONE:
                 # Fix: garbage after this exchange's complete response: the connection (pooled already) is
                 # no good, but this client was answered. It was closed, and the next request on the pooled
                 # connection got its parser's error as a 502.
                 upstream.close()
                 return
             self.broken_response(f"invalid response from the endpoint: {exc}")
+            return
+        limit = self.service.router.settings.max_response_head_bytes
+        if upstream.head_bytes > limit and self.upstream is upstream and self.phase == SENT:
+            self.broken_response(f"response head larger than {limit} bytes")
 
     def response_head(self, status: int, upstream_keep_alive: bool, raw: bytes) -> None:
+        router = self.service.router
+        if len(raw) > router.settings.max_response_head_bytes:
+            raise BadResponse(f"response head larger than {router.settings.max_response_head_bytes} bytes")
+        head = wire.response_head(raw)
+        if head.unknown_coding:
+            raise BadResponse("response with a transfer coding other than chunked")
         if 100 <= status < 200 and status != 101:
-            if not self.client_http10:  # interim responses (100 Continue) pass through to HTTP/1.1 clients
-                self.client.write(b"HTTP/1.1" + raw[8 : raw.find(b"\r\n") + 2] + b"\r\n")
+            if not self.client_http10:  # interim responses (100 Continue, 103 Early Hints) reach HTTP/1.1 clients
+                self.client.write(head.kept + b"\r\n")
+            return
+        if status in router.retry_policy.on_status and self._retry_status(status):
             return
         self.status = status
-        self.response_started = True
-        head = wire.response_head(raw)
+        self._to(UPGRADED if status == 101 else ANSWERED)
+        if status == 101:  # the exchange is a tunnel from here: its answer is counted now
+            self._record(self.service.router.now())
         out = [head.kept]
         bodiless = self.is_head or status in NO_BODY_STATUS or status == 101
         # Fix: a body with neither length nor chunking ends when the endpoint closes (RFC 9112 §6.3); the
@@ -282,11 +399,25 @@ class Exchange:
             self.upstream.reset_parser()  # httptools cannot be told a HEAD response has no body
             self.response_done(upstream_keep_alive)
 
+    def _retry_status(self, status: int) -> bool:
+        """An answer the policy retries elsewhere (`router.retry_on_status`): counted as the endpoint's answer,
+        never shown to the client. False when it may not be retried: it is forwarded then."""
+        endpoint = self.endpoint
+        assert endpoint is not None
+        now = self.service.router.now()
+        if not self.request_done or self._retry_kind(STATUS, sent=True, reused=False) != CHARGED_RETRY:
+            return False
+        if not any(e.available(now) and e is not endpoint for e in self.service.endpoints.values()):
+            return False  # nowhere else to go: the answer is the best there is
+        endpoint.stats.record(status, now - self.sent_at)
+        self.failed_try(STATUS, now, 502, f"the endpoint answered {status}")
+        return True
+
     def response_body(self, data: bytes) -> None:
         self.client.write(wire.chunk(data) if self.rechunk else data)
 
     def response_done(self, upstream_keep_alive: bool) -> None:
-        if self.status in (0, 101):
+        if self.phase != RESPONDING:
             return  # the end of an interim response, or of a head that opened a tunnel
         if self.rechunk:
             self.client.write(wire.LAST_CHUNK)
@@ -295,52 +426,92 @@ class Exchange:
         endpoint, upstream = self.endpoint, self.upstream
         self.endpoint = self.upstream = None
         if endpoint is not None:
-            endpoint.stats.record(self.status, now - self.started_at)
             if upstream is not None and upstream_keep_alive and self.request_done and not upstream.lost:
                 upstream.give_back(now)
             elif upstream is not None:
                 upstream.close()
             endpoint.end(self.status < 500, now)
+        self._record(now, endpoint)
         self.finish()
         self.client.exchange_done(self, close=self.response_close)
 
+    def _record(self, now: float, endpoint: Endpoint | None = None) -> None:
+        """The answer, at its endpoint (the time it took there) and at its service (the time its client waited)."""
+        endpoint = endpoint or self.endpoint
+        if endpoint is not None:
+            endpoint.stats.record(self.status, now - self.sent_at)
+        self.service.stats.record(self.status, now - self.started_at)
+
     def upstream_lost(self, exc: Exception | None) -> None:
-        if self.status == 101:
+        if self.phase == TUNNEL:
+            self.upstream = None
+            self.release(ok=None)
+            self.finish()
             self.client.close()
             return
-        self.upstream = None
-        if self.response_started:
+        now = self.service.router.now()
+        if self.phase == RESPONDING:
             # Part of a response is out; the client cannot be told anything else. Close-delimited bodies end here.
             if self.until_close and self.endpoint is not None:  # fix: was `not rechunk and response_close`
+                self.upstream = None
                 self.response_done(False)
                 return
-            self.release(ok=False)
-            self.finish()
-            self.client.close()
+            self.cut(stats.RESET, now)
             return
-        self.retry_or_fail(self.service.router.now(), 502, "the endpoint closed the connection before responding")
+        self.failed_try(stats.RESET, now, 502, "the endpoint closed the connection before responding")
 
     def broken_response(self, detail: str) -> None:
-        if self.response_started:
-            self.release(ok=False)
-            self.finish()
-            self.client.close()
+        now = self.service.router.now()
+        if self.phase == RESPONDING:
+            self.cut(stats.BAD_RESPONSE, now)
         else:
-            self.release(ok=False)
-            self.fail(502, detail)
+            self.failed_try(stats.BAD_RESPONSE, now, 502, detail)
 
-    # -- endings --------------------------------------------------------------------------------------------------
+    def cut(self, fault: int, now: float) -> None:
+        """The endpoint failed after the response head went out: the client's connection is closed."""
+        if self.endpoint is not None:
+            self.endpoint.fault(fault, now - self.sent_at, now)
+        self.release(ok=False)
+        self.service.stats.record(502, now - self.started_at)  # the client got a head, then a broken body
+        self.finish()
+        self.client.close()
+
+    # -- deadlines, checked by the router's sweep -----------------------------------------------------------------
+
+    def check(self, now: float) -> None:
+        if self.deadline and now > self.deadline:
+            self.timed_out(now)
+            return
+        upstream = self.upstream
+        phase = self.phase
+        if upstream is None or (phase != SENT and phase != RESPONDING):
+            return
+        # Progress is a byte from the endpoint, or it taking the request (its socket's buffer not full), or the
+        # client holding the response up (not the endpoint's fault: the client's own timeout judges that).
+        if (
+            upstream.reads != self.seen_reads
+            or (phase == SENT and not upstream.write_paused)
+            or self.client.write_paused
+        ):
+            self.seen_reads = upstream.reads
+            self.quiet_since = now
+        elif now - self.quiet_since > self.service.router.settings.stall_timeout_s:
+            if phase == RESPONDING:
+                self.cut(stats.STALLED, now)
+            else:
+                self.failed_try(stats.STALLED, now, 504, "the endpoint stopped reading the request")
 
     def timed_out(self, now: float) -> None:
-        if self.waiting:
+        phase = self.phase
+        if phase == QUEUED:
             self.service.dequeue(self)
             self.fail(503, "no endpoint became ready in time", maintenance=True)
-        elif not self.response_started:
-            if self.endpoint is not None:
-                self.endpoint.stats.timeouts += 1
-            self.retry_or_fail(now, 504, "the endpoint did not answer in time")
-        else:
-            self.abort()
+        elif phase == CONNECTING:
+            self.failed_try(stats.CONNECT_TIMEOUT, now, 504, "cannot connect to an endpoint in time")
+        elif phase == SENT:
+            self.failed_try(stats.TIMEOUT, now, 504, "the endpoint did not answer in time")
+
+    # -- endings --------------------------------------------------------------------------------------------------
 
     def fail(self, status: int, detail: str, maintenance: bool = False) -> None:
         """Answer with the router's own response; the connection closes unless the request was read whole."""
@@ -356,24 +527,26 @@ class Exchange:
         self.client.write(
             wire.response(status, body, content_type=kind, headers=headers, close=close, request_id=self.request_id)
         )
-        self.service.stats.record(status, self.service.router.now() - self.started_at)
+        service_stats = self.service.stats
+        service_stats.record(status, self.service.router.now() - self.started_at)
+        service_stats.counters.own += 1
         self.finish()
         self.client.exchange_done(self, close=close)
 
     def abort(self) -> None:
         """The client is gone (or the exchange cannot go on): drop everything, no verdict on the endpoint."""
-        if self.waiting:
+        if self.phase == DONE:
+            return
+        if self.phase == QUEUED:
             self.service.dequeue(self)
+        if self.phase != TUNNEL:  # a tunnel ends when either side closes
+            self.service.stats.counters.aborted += 1
         self.release(ok=None)
         self.finish()
 
     def finish(self) -> None:
-        if self.done:
+        if self.phase == DONE:
             return
-        self.done = True
+        self._to(ENDED)
         self.deadline = 0.0
-        router = self.service.router
-        router.active -= 1
-        if self.retrying:
-            self.retrying = False
-            router.retries_in_flight -= 1
+        self.service.router.active -= 1

@@ -20,6 +20,11 @@ class ActiveHealth:
         self.passes = 0  # consecutive successful checks
         self.failures = 0  # consecutive failed checks
 
+    def down(self) -> None:
+        """Taken down by a certain failure (a refused connection): `rise` passes bring it back."""
+        self.healthy = False
+        self.passes = self.failures = 0
+
     def observe(self, ok: bool) -> bool:
         """Count one check result; True when it changed `healthy`."""
         if ok:

@@ -54,7 +54,6 @@ class Router:
         self.default_service: str | None = None
         self.connections: set[ClientConnection] = set()
         self.active = 0
-        self.retries_in_flight = 0
         self._configure(settings)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex().encode()
@@ -62,6 +61,7 @@ class Router:
         self._listener: socket.socket | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._demand_hooks: list[Callable[[str], None]] = []
+        self._event_hooks: list[Callable[[str, str, str, str], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.held: list[BurstWriter] = []  # connections whose writes wait for `_flush` (see `defer`)
         self._flush_scheduled = False
@@ -71,7 +71,11 @@ class Router:
     def _configure(self, settings: RouterSettings) -> None:
         self.settings = settings
         self.budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min)
-        self.retry_policy = RetryPolicy(attempts=settings.retry_attempts)
+        self.retry_policy = RetryPolicy(
+            attempts=settings.retry_attempts,
+            on_timeout=settings.retry_on_timeout,
+            on_status=frozenset(settings.retry_on_status),
+        )
         o, b = settings.outlier, settings.breaker
         self.outlier_policy = OutlierPolicy(
             o.consecutive_failures, o.base_ejection_s, o.max_ejection_s, o.max_ejection_percent
@@ -262,6 +266,18 @@ class Router:
     def on_demand(self, hook: Callable[[str], None]) -> None:
         self._demand_hooks.append(hook)
 
+    def tell(self, kind: str, endpoint: Endpoint, message: str) -> None:
+        """Something happened to an endpoint that the operator should see (an ejection, a refusal): logged here,
+        and handed to whoever listens (`on_event`: the control plane records it as an event)."""
+        service = endpoint.service.name
+        log.warning("%s of %s: %s", endpoint.key, service, message, extra={"endpoint": endpoint.key})
+        for hook in self._event_hooks:
+            hook(kind, service, endpoint.key, message)
+
+    def on_event(self, hook: Callable[[str, str, str, str], None]) -> None:
+        """`hook(kind, service, address, message)` for every `tell`."""
+        self._event_hooks.append(hook)
+
     # -- registry -------------------------------------------------------------------------------------------------
 
     def sync_replicas(self, service: str, ready: list[ReplicaEndpoint]) -> None:
@@ -338,12 +354,12 @@ class Router:
                 checks = self.settings.health
                 for route in self.services.values():
                     for endpoint in route.endpoints.values():
-                        if endpoint.health is not None and now - endpoint.last_check >= checks.interval_s:
+                        checked = endpoint.health is not None or endpoint.probing
+                        if checked and now - endpoint.last_check >= checks.interval_s:
                             endpoint.last_check = now
                             spawn(self._check(client, route, endpoint), name=f"check:{endpoint.key}")
 
     async def _check(self, client: httpx.AsyncClient, route: ServiceRoute, endpoint: Endpoint) -> None:
-        assert endpoint.health is not None
         try:
             response = await client.get(
                 f"http://{endpoint.key}{route.health_path}", timeout=self.settings.health.timeout_s
@@ -351,13 +367,15 @@ class Router:
             ok = 200 <= response.status_code < 400
         except httpx.HTTPError:
             ok = False
+        now = self.now()
+        if endpoint.health is None:  # a replica that refused a connection: one answer brings it back
+            if ok and endpoint.probing:
+                endpoint.up(now)
+                log.info("endpoint %s of %s answers again", endpoint.key, route.name)
+            return
         if endpoint.health.observe(ok):
-            now = self.now()
             if endpoint.health.healthy:
-                if endpoint.state is EndpointState.DOWN:
-                    endpoint.state = EndpointState.ACTIVE
-                    endpoint.target.since = now
-                    route.wake(now)
+                endpoint.up(now)
                 log.info("endpoint %s of %s is up", endpoint.key, route.name)
             else:
                 if endpoint.state is EndpointState.ACTIVE:

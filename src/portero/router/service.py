@@ -15,7 +15,7 @@ from portero.router import outlier
 from portero.router.balancer import Balancer, effective_weight
 from portero.router.breaker import BreakerState, CircuitBreaker
 from portero.router.health import ActiveHealth
-from portero.router.stats import BOUNDS_S, Counters, LatencyHistogram
+from portero.router.stats import BOUNDS_S, FAULTS, REFUSED, STATUS_CLASSES, Counters, LatencyHistogram
 from portero.router.target import Target
 from portero.router.upstream import Pool
 from portero.tasks import spawn
@@ -34,7 +34,8 @@ class EndpointState(StrEnum):
 
 
 class Stats:
-    """Counters and a latency histogram; one per endpoint, one per service for the router's own answers."""
+    """Counters and a latency histogram: an endpoint's (its tries: the time each took there), or a service's (the
+    answers its clients got: the time each client waited, queue included)."""
 
     __slots__ = ("counters", "latency")
 
@@ -46,27 +47,13 @@ class Stats:
         # Counters.record_status and LatencyHistogram.observe, inlined: this runs on every response.
         index = status // 100 - 1
         self.counters.responses[index if 0 <= index < 5 else 4] += 1
+        self.observe(seconds)
+
+    def observe(self, seconds: float) -> None:
         latency = self.latency
         latency.counts[bisect_left(BOUNDS_S, seconds)] += 1
         latency.sum += seconds
         latency.count += 1
-
-    # Attribute-style access for the hot path's rarer counters.
-    @property
-    def retries(self) -> int:
-        return self.counters.retries
-
-    @retries.setter
-    def retries(self, value: int) -> None:
-        self.counters.retries = value
-
-    @property
-    def timeouts(self) -> int:
-        return self.counters.timeouts
-
-    @timeouts.setter
-    def timeouts(self, value: int) -> None:
-        self.counters.timeouts = value
 
 
 class Endpoint:
@@ -78,6 +65,7 @@ class Endpoint:
         "last_check",
         "outlier",
         "pool",
+        "probing",
         "replica_id",
         "service",
         "source",
@@ -101,6 +89,7 @@ class Endpoint:
         # Replicas are checked by the supervisor; other endpoints by the router, starting UP as in HAProxy.
         checks = router.settings.health
         self.health = None if source == "replica" else ActiveHealth(True, rise=checks.rise, fall=checks.fall)
+        self.probing = False  # a replica that refused a connection: probed by the router until it answers
         self.last_check = 0.0
         self.breaker = CircuitBreaker(router.breaker_policy)
         self.outlier = outlier.OutlierState(healthy_since=now)
@@ -137,27 +126,44 @@ class Endpoint:
             ejected = outlier.record(self.outlier, ok, now, service.outlier_policy, ejected_now, len(service.endpoints))
             if ejected:
                 self.stats.counters.ejections += 1
-                log.warning(
-                    "endpoint %s of %s ejected until +%.0f s",
-                    self.key,
-                    service.name,
-                    (self.outlier.ejected_until or now) - now,
-                    extra={"endpoint": self.key},
-                )
+                until = (self.outlier.ejected_until or now) - now
+                service.router.tell("endpoint.ejected", self, f"ejected for {until:.0f} s after failures in a row")
         if self.service.queue:
             self.service.wake(now)
 
-    def connect(self, exchange: Exchange) -> None:
-        timeout = self.service.router.settings.connect_timeout_s
+    def fault(self, kind: int, seconds: float, now: float) -> None:
+        """A try here failed (stats.FAULTS); a refused connection takes the endpoint out of rotation at once."""
+        self.stats.counters.faults[kind] += 1
+        self.stats.observe(seconds)
+        if kind == REFUSED and self.state is EndpointState.ACTIVE:
+            self.state = EndpointState.DOWN
+            self.pool.close_idle()
+            self.last_check = now  # first probe one interval from now: it has just refused
+            if self.health is None:
+                self.probing = True  # a replica: the supervisor's checks do not reach the router when it is down
+            else:
+                self.health.down()
+            self.service.router.tell("endpoint.down", self, "refused a connection: out of rotation until it answers")
+
+    def up(self, now: float) -> None:
+        """Its active checks pass again (or a replica that refused answers): back in rotation, with slow start."""
+        self.probing = False
+        if self.state is EndpointState.DOWN:
+            self.state = EndpointState.ACTIVE
+            self.target.since = now
+            self.service.wake(now)
+
+    def connect(self, exchange: Exchange, tries: int) -> None:
+        router = self.service.router
+        timeout = router.settings.connect_timeout_s
 
         async def open_connection() -> None:
             try:
                 conn = await self.pool.connect(timeout)
             except (OSError, TimeoutError) as exc:
-                self.stats.counters.connect_errors += 1
-                exchange.connect_failed(exc, self.service.router.now())
+                exchange.connect_failed(exc, tries, router.now())
             else:
-                exchange.attach(conn, self.service.router.now())
+                exchange.connected(conn, tries, router.now())
 
         spawn(open_connection(), name=f"connect:{self.key}")
 
@@ -167,6 +173,7 @@ class Endpoint:
 
     def snapshot(self, now: float) -> dict[str, object]:
         latency = self.stats.latency
+        counters = self.stats.counters
         return {
             "address": self.key,
             "service": self.service.name,
@@ -179,11 +186,12 @@ class Endpoint:
             "breaker": self.breaker.state.value,
             "ejected": outlier.is_ejected(self.outlier, now),
             "in_flight": self.target.in_flight,
-            "requests": self.stats.counters.requests,
-            "responses": self.stats.counters.as_dict()["responses"],
-            "errors": self.stats.counters.responses[4] + self.stats.counters.connect_errors,
-            "retries": self.stats.counters.retries,
-            "ejections": self.stats.counters.ejections,
+            "requests": counters.requests,
+            "responses": dict(zip(STATUS_CLASSES, counters.responses, strict=True)),
+            "faults": dict(zip(FAULTS, counters.faults, strict=True)),
+            "errors": counters.responses[4] + sum(counters.faults),
+            "retries": counters.retries,
+            "ejections": counters.ejections,
             "latency_p50_s": latency.percentile(50),
             "latency_p95_s": latency.percentile(95),
             "latency_p99_s": latency.percentile(99),
@@ -198,7 +206,7 @@ class ServiceRoute:
         self.slow_start_s = slow_start_s
         self.endpoints: dict[str, Endpoint] = {}
         self.queue: deque[Exchange] = deque()
-        self.stats = Stats()  # the router's own answers (503 from the queue, 502 after retries...)
+        self.stats = Stats()  # what its clients got, whoever answered (`counters.own`: the router itself)
         self.max_in_flight = 0
         self.hash_header: bytes | None = None
         self.hash_cookie: str | None = None
@@ -215,7 +223,8 @@ class ServiceRoute:
 
     def pick(self, exchange: Exchange, now: float) -> Endpoint | None:
         endpoints = self.endpoints
-        candidates = [e.target for e in endpoints.values() if e.available(now)]
+        avoid = exchange.avoid
+        candidates = [e.target for e in endpoints.values() if e.available(now) and e is not avoid]
         tried = exchange.tried
         if tried and len(candidates) > 1:
             fresh = [t for t in candidates if endpoints[t.key] not in tried]  # a retry goes elsewhere when it can
@@ -255,16 +264,16 @@ class ServiceRoute:
     # -- waiting for an endpoint ----------------------------------------------------------------------------------
 
     def enqueue(self, exchange: Exchange, now: float) -> bool:
+        """Room in the queue for `exchange` (which then waits, until `queue_timeout_s`)."""
         if len(self.queue) >= self.router.settings.queue_max or self.router.settings.queue_timeout_s <= 0:
             return False
-        exchange.waiting = True
-        exchange.deadline = now + self.router.settings.queue_timeout_s
+        if not exchange.waiting:  # a requeued exchange keeps its place in time
+            exchange.deadline = now + self.router.settings.queue_timeout_s
         self.queue.append(exchange)
         self.router.demand(self)
         return True
 
     def dequeue(self, exchange: Exchange) -> None:
-        exchange.waiting = False
         with contextlib.suppress(ValueError):
             self.queue.remove(exchange)
 
@@ -274,8 +283,6 @@ class ServiceRoute:
             if not any(e.available(now) for e in self.endpoints.values()):
                 return
             exchange = self.queue.popleft()
-            exchange.waiting = False
-            exchange.deadline = 0.0
             exchange.dispatch(now)
 
     # -- endpoint set ---------------------------------------------------------------------------------------------

@@ -12,10 +12,23 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import TypedDict
 
-# Upper bounds in seconds; one more bucket counts everything above the last (+Inf).
-BOUNDS_S: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# Upper bounds in seconds; one more bucket counts everything above the last (+Inf). They reach past the longest
+# default wait (60 s to the first response byte, 60 s without progress) so that a client that waited a minute shows
+# as a minute, not as "more than 10 s".
+BOUNDS_S: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600
+)  # fmt: skip
 
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+# What went wrong with a try at an endpoint, by index into `Counters.faults`; each counts against that endpoint.
+REFUSED = 0  # the connection could not be opened (refused, unreachable): nothing reached the app
+CONNECT_TIMEOUT = 1  # the connection did not open within connect_timeout_s: nothing reached the app
+RESET = 2  # the connection was lost before the response was complete
+TIMEOUT = 3  # no response head within response_timeout_s after the request
+STALLED = 4  # the endpoint neither sent nor read a byte for stall_timeout_s in the middle of an exchange
+BAD_RESPONSE = 5  # not HTTP/1.x as the router can forward it: unparsable, a head too large, an unknown coding
+FAULTS = ("refused", "connect_timeout", "reset", "timeout", "stalled", "bad_response")
 
 
 class HistogramSnapshot(TypedDict):
@@ -31,10 +44,9 @@ class HistogramSnapshot(TypedDict):
 class CountersSnapshot(TypedDict):
     requests: int
     responses: dict[str, int]  # "1xx" .. "5xx"
-    connect_errors: int
+    faults: dict[str, int]  # FAULTS
     retries: int
     ejections: int
-    timeouts: int
     in_flight: int
 
 
@@ -94,16 +106,21 @@ class LatencyHistogram:
 
 
 class Counters:
-    __slots__ = ("connect_errors", "ejections", "in_flight", "requests", "responses", "retries", "timeouts")
+    """An endpoint's: tries sent to it (`requests`), its answers by class, its faults by kind (FAULTS), the tries
+    retried elsewhere after failing here, its ejections. A service's: the answers its clients got (whoever made
+    them), those the router made itself (`own`), and the requests whose clients left before the answer."""
+
+    __slots__ = ("aborted", "ejections", "faults", "in_flight", "own", "requests", "responses", "retries")
 
     def __init__(self) -> None:
         self.requests = 0
         self.responses = [0, 0, 0, 0, 0]  # by status class, 1xx to 5xx
-        self.connect_errors = 0
+        self.faults = [0] * len(FAULTS)
         self.retries = 0
         self.ejections = 0
-        self.timeouts = 0
         self.in_flight = 0
+        self.own = 0
+        self.aborted = 0
 
     def record_status(self, code: int) -> None:
         """Codes outside 100..599 (an upstream that sent garbage) count as 5xx: the client got a server error."""
@@ -114,9 +131,8 @@ class Counters:
         return {
             "requests": self.requests,
             "responses": dict(zip(STATUS_CLASSES, self.responses, strict=True)),
-            "connect_errors": self.connect_errors,
+            "faults": dict(zip(FAULTS, self.faults, strict=True)),
             "retries": self.retries,
             "ejections": self.ejections,
-            "timeouts": self.timeouts,
             "in_flight": self.in_flight,
         }

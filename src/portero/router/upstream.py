@@ -21,6 +21,7 @@ class Upstream(BurstWriter):
         "chunk",
         "exchange",
         "feeding",
+        "head_bytes",
         "head_chunk",
         "head_parts",
         "head_start",
@@ -29,7 +30,10 @@ class Upstream(BurstWriter):
         "parser",
         "pool",
         "pooled_at",
+        "reads",
+        "reused",
         "start",
+        "write_paused",
     )
 
     def __init__(self, pool: Pool) -> None:
@@ -41,6 +45,10 @@ class Upstream(BurstWriter):
         self.lost = False
         self.feeding = False
         self.pooled_at: float | None = None
+        self.reads = 0  # reads from the endpoint, ever: the exchange's stall check compares it between sweeps
+        self.reused = False  # it has served a response before: a close before answering may be a stale connection
+        self.write_paused = False  # the endpoint is not reading what the router sends (its buffer is full)
+        self.head_bytes = 0  # of the response head being received, while it is incomplete
         # The response head is forwarded from the endpoint's own bytes (only hop-by-hop lines cut), so the parser
         # has no per-header callbacks: where the head starts is tracked here instead.
         self.chunk = b""  # the bytes being parsed
@@ -59,8 +67,10 @@ class Upstream(BurstWriter):
             return
         self.chunk = data
         self.start = 0
+        self.reads += 1
         if self.head_parts is not None:
             self.head_parts.append(data)
+            self.head_bytes += len(data)
         self.feeding = True
         try:
             exchange.upstream_data(data)
@@ -81,10 +91,12 @@ class Upstream(BurstWriter):
             exchange.upstream_lost(exc)
 
     def pause_writing(self) -> None:
+        self.write_paused = True
         if self.exchange is not None:
             self.exchange.client.pause_reading()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         if self.exchange is not None:
             self.exchange.client.resume_reading()
 
@@ -100,6 +112,7 @@ class Upstream(BurstWriter):
         self.head_chunk = self.chunk
         self.head_start = self.start
         self.head_parts = []
+        self.head_bytes = len(self.chunk) - self.start
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:
@@ -125,6 +138,7 @@ class Upstream(BurstWriter):
             head = joined[: end + 2]
             self.start = len(chunk) - (len(joined) - end - 4)
         self.head_chunk = self.head_parts = None
+        self.head_bytes = 0
         return head
 
     def on_body(self, body: bytes) -> None:
@@ -146,6 +160,15 @@ class Upstream(BurstWriter):
             self.pooled_at = now
         else:
             self.pool.give_back(self, now)
+
+    def pause_reading(self) -> None:
+        """The client is not taking the response as fast as it comes: stop reading from the endpoint."""
+        if self.transport is not None and not self.lost:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.resume_reading()
 
     def reset_parser(self) -> None:
         """After a response without a body that the parser cannot know of (HEAD), start over."""
@@ -192,7 +215,13 @@ class Pool:
             return
         conn.exchange = None
         conn.idle_since = now
+        conn.reused = True
         self.idle.append(conn)
+
+    def close_idle(self) -> None:
+        """Close the idle connections (their endpoint refused a new one: they are dead or soon will be)."""
+        while self.idle:
+            self.idle.pop().close()
 
     def discard(self, conn: Upstream) -> None:
         self.opened -= 1
@@ -207,8 +236,7 @@ class Pool:
 
     def close(self) -> None:
         """Close every connection, busy ones included: their exchanges hear of it through connection_lost."""
-        while self.idle:
-            self.idle.pop().close()
+        self.close_idle()
         for conn in list(self.busy):
             if conn.transport is not None:
                 conn.transport.abort()

@@ -89,11 +89,11 @@ _RESPONSE_WATCHED = re.compile(
 class ResponseHead:
     """A response head as the router forwards it: the endpoint's bytes minus its hop-by-hop lines."""
 
-    __slots__ = ("chunked", "has_length", "kept", "upgrade")
+    __slots__ = ("chunked", "has_length", "kept", "unknown_coding", "upgrade")
 
     def __init__(self, head: bytes) -> None:
         """`head` is the status line and header lines, each ending in CRLF, without the blank line."""
-        self.has_length = self.chunked = False
+        self.has_length = self.chunked = self.unknown_coding = False
         self.upgrade: bytes | None = None
         pieces: list[bytes] = []
         named: set[bytes] | None = None
@@ -115,7 +115,11 @@ class ResponseHead:
                             named = named or set()
                             named.add(token)
             elif name == b"transfer-encoding":
-                self.chunked = lowered[value_start:line_end].rstrip(b" \t").endswith(b"chunked")
+                # Only `chunked` can be forwarded as it is framed: a coding before it (`gzip, chunked`) would reach
+                # the client as raw bytes labelled chunked, so the exchange answers 502 instead, as nginx does.
+                codings = [c.strip(b" \t") for c in lowered[value_start:line_end].split(b",")]
+                self.chunked = codings[-1] == b"chunked"
+                self.unknown_coding = self.unknown_coding or any(c != b"chunked" for c in codings)
             elif name == b"upgrade":
                 self.upgrade = head[value_start:line_end].strip(b" \t")
             pieces.append(head[last : match.start()])  # the line goes (the CRLF before it, not the one after)

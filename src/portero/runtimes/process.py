@@ -31,6 +31,7 @@ from portero.spec.models import ServiceSpec
 
 log = logging.getLogger(__name__)
 POLL_S = 0.05
+ORPHAN_GRACE_S = 5.0  # orphaned workers of a crashed app finish their requests within this, then SIGKILL
 TREE_REFRESH_S = 5.0  # a replica's process tree is listed again at least this often (new workers show up)
 
 
@@ -117,7 +118,7 @@ class ProcessRuntime:
             if code is None:
                 return None
             del self._children[process.pid]
-            self._kill_group(process.pid)  # leftovers of a crashed app (orphaned workers) go with it
+            self._end_orphans(process.pid)  # leftovers of a crashed app (orphaned workers) go with it
         elif self._is_same(process):
             return None
         else:
@@ -144,6 +145,17 @@ class ProcessRuntime:
             return leader.create_time() == process.started_token and leader.status() != psutil.STATUS_ZOMBIE
         except psutil.Error:
             return False
+
+    def _end_orphans(self, pgid: int) -> None:
+        """What is left of a group whose shim exited (gunicorn workers whose master was killed) may be finishing
+        requests that the router already took out of rotation: SIGTERM lets them finish (a SIGKILL cut their
+        responses mid-body, a failed request each), SIGKILL follows ORPHAN_GRACE_S later for what did not stop."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+        try:
+            asyncio.get_running_loop().call_later(ORPHAN_GRACE_S, self._kill_group, pgid)
+        except RuntimeError:  # no running loop (a synchronous caller): no grace
+            self._kill_group(pgid)
 
     def _kill_group(self, pgid: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -118,13 +118,26 @@ class RouterSettings(Model):
     connect_timeout_s: Seconds = 2
     """Seconds to open a connection to an endpoint."""
     response_timeout_s: Seconds = 60
-    """Seconds an endpoint may take to start its response, per try; then 504."""
+    """Seconds an endpoint may take to start its response once it has the whole request, per try; then 504."""
+    stall_timeout_s: Seconds = 60
+    """Seconds an exchange may go without progress: an endpoint that stops sending its response, or stops reading
+    the request body, is cut off (504 before the response head, a cut connection after it; it counts against the
+    endpoint); a client that stops reading its response is disconnected (HAProxy's `timeout server`/`client`)."""
+    max_response_head_bytes: Annotated[int, Field(ge=1024, le=1 << 20)] = 64 * 1024
+    """Largest response head an endpoint may send; larger gets 502 (nginx and HAProxy refuse them too)."""
     retry_attempts: Annotated[int, Field(ge=1, le=10)] = 3
-    """Tries of one request, the first included."""
+    """Tries of one request that may have reached an app, the first included. Tries that provably reached none
+    (a refused connection, a reused keep-alive connection closed before answering) are retried apart from these."""
+    retry_on_timeout: bool = False
+    """Retry an idempotent request on another endpoint after `response_timeout_s` (the first endpoint may still be
+    working on it, so off by default)."""
+    retry_on_status: Annotated[tuple[Annotated[int, Field(ge=500, le=599)], ...], LIST] = ()
+    """Endpoint answers (e.g. 503) after which an idempotent request is tried on another endpoint, within the retry
+    budget; the client never sees the first answer."""
     retry_budget_ratio: Annotated[float, Field(ge=0, le=1)] = 0.2
-    """Retries in flight may be at most this share of active requests..."""
+    """Retries that cost budget (see `retry_attempts`) may be at most this share of the requests of the last 10 s..."""
     retry_budget_min: Annotated[int, Field(ge=0, le=1000)] = 10
-    """...or this many, whichever is larger (Linkerd's floor: a dying endpoint's few requests are always retried)."""
+    """...plus this many (Linkerd's floor: a quiet service's few failed requests are always retried)."""
     queue_timeout_s: Annotated[float, Field(ge=0, le=600)] = 10
     """How long a request waits for a ready endpoint before it gets 503 and the maintenance page."""
     queue_max: Annotated[int, Field(ge=0, le=1_000_000)] = 1000

@@ -4,7 +4,7 @@ It parses what it receives with its own strict parser (not llhttp, so the router
 opinion), records every byte and every request, and answers as the test tells it to (`handler`). A message
 it cannot parse is recorded in `errors` and answered with 400: a conformance test then fails on it.
 
-Runnable as a script, for tests that kill a backend with SIGKILL: `python backend.py NAME` prints its port
+Runnable as a script, for tests that kill a backend with SIGKILL: `python backend.py NAME [PORT]` prints its port
 and serves until killed; every answer's body is `NAME`.
 """
 
@@ -423,13 +423,13 @@ async def read_frame(read_exactly: Callable[[int], Awaitable[bytes]]) -> tuple[i
     return first & 0x0F, payload
 
 
-async def _main(name: str) -> None:
+async def _main(name: str, port: int) -> None:
     backend = RecordingBackend(name)
     backend.record_raw = False
-    await backend.start()
+    await backend.start(port)
     print(backend.port, flush=True)
     await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    uvloop.run(_main(sys.argv[1] if len(sys.argv) > 1 else "backend"))
+    uvloop.run(_main(sys.argv[1] if len(sys.argv) > 1 else "backend", int(sys.argv[2]) if len(sys.argv) > 2 else 0))

@@ -211,6 +211,14 @@ class Process:
         self.proc.kill()
         self.proc.wait(10)
 
+    def ask(self, line: str) -> Any:
+        """A line to the process's stdin, its JSON answer (run_router.py's `stats`)."""
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -240,5 +248,5 @@ def router_process_argv(services: dict[str, list[str]], **settings: Any) -> list
     return [sys.executable, str(HERE / "run_router.py"), json.dumps(config)]
 
 
-def backend_process_argv(name: str) -> list[str]:
-    return [sys.executable, str(HERE / "backend.py"), name]
+def backend_process_argv(name: str, port: int = 0) -> list[str]:
+    return [sys.executable, str(HERE / "backend.py"), name, str(port)]

@@ -10,6 +10,8 @@ from collections import Counter
 import pytest
 
 from portero.router.breaker import BreakerState
+from portero.router.service import EndpointState
+from portero.router.stats import REFUSED
 from tests.integration.router.backend import Reply
 from tests.integration.router.conftest import backend_process_argv, wait_until
 from tests.integration.router.rawhttp import Client, get, one
@@ -54,10 +56,7 @@ def test_killed_backend_fails_no_request_and_leaves_rotation(start_router, proce
         b.kill()  # SIGKILL: the kernel resets its connections, new ones are refused
         endpoint = proxy.endpoint(b.address)
         wait_until(
-            lambda: (
-                proxy.call(lambda: endpoint.outlier.ejected_until is not None)
-                or proxy.call(lambda: endpoint.breaker.state) is not BreakerState.CLOSED
-            ),
+            lambda: proxy.call(lambda: endpoint.state) is EndpointState.DOWN,  # its refusal took it out at once
             timeout=5,
             what="the dead endpoint to be taken out of rotation",
         )
@@ -217,7 +216,7 @@ def test_body_beyond_the_replay_buffer_survives_a_connect_failure(start_router, 
             response = client.request(b"POST /upload HTTP/1.1\r\nHost: app\r\n" + head + payload)
         assert (response.status, response.body) == (200, b"good")
         assert good.requests[-1].body == body
-    assert proxy.call(lambda: proxy.endpoint(dead.address).stats.counters.connect_errors) >= 1
+    assert proxy.call(lambda: proxy.endpoint(dead.address).stats.counters.faults[REFUSED]) >= 1
 
 
 def test_client_that_leaves_releases_its_endpoint_and_its_queue_place(start_router, backend):

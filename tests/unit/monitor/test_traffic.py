@@ -22,10 +22,11 @@ def reading(address: str | None, identity: int, ok: int, errors: int = 0, fast: 
 
 def test_rates_and_error_ratio_come_from_differences():
     book = TrafficBook()
-    services, _ = book.update([reading("a:1", 1, ok=100, fast=100)], T0)
+    services, _ = book.update([reading(None, 0, ok=100, fast=100), reading("a:1", 1, ok=100, fast=100)], T0)
     assert services["portal"].requests_per_second is None  # nothing to compare with yet
     assert services["portal"].requests_total == 100
-    services, endpoints = book.update([reading("a:1", 1, ok=150, errors=50, fast=150, slow=50)], T0 + 2)
+    both = [reading(None, 0, ok=150, errors=50, fast=150, slow=50), reading("a:1", 1, ok=150, errors=50, fast=150)]
+    services, endpoints = book.update(both, T0 + 2)
     traffic = services["portal"]
     assert traffic.requests_per_second == pytest.approx(50.0)
     assert traffic.error_ratio == pytest.approx(0.5)
@@ -35,12 +36,22 @@ def test_rates_and_error_ratio_come_from_differences():
     assert endpoints[("portal", "a:1")].requests_total == 200
 
 
-def test_an_endpoint_that_leaves_keeps_its_counts_in_the_service_total():
+def test_a_service_counts_its_clients_answers_once_however_many_endpoints_tried():
     book = TrafficBook()
-    book.update([reading("a:1", 1, ok=10), reading("b:1", 2, ok=20)], T0)
-    services, endpoints = book.update([reading("b:1", 2, ok=25)], T0 + 1)
+    tries = [reading(None, 0, ok=10), reading("a:1", 1, ok=0, errors=10), reading("b:1", 2, ok=10)]
+    services, endpoints = book.update(tries, T0)
+    assert services["portal"].requests_total == 10  # ten requests, each tried on a (failed) then b
+    assert endpoints[("portal", "a:1")].requests_total == 10
+    assert services["portal"].in_flight == 2  # the endpoints' requests in flight
+
+
+def test_an_endpoint_that_leaves_and_comes_back_as_a_new_object_starts_from_its_own_counts():
+    book = TrafficBook()
+    book.update([reading(None, 0, ok=30), reading("a:1", 1, ok=10), reading("b:1", 2, ok=20)], T0)
+    services, endpoints = book.update([reading(None, 0, ok=35), reading("b:1", 2, ok=25)], T0 + 1)
     assert services["portal"].requests_total == 35
     assert ("portal", "a:1") not in endpoints
-    services, _ = book.update([reading("b:1", 2, ok=25), reading("a:1", 3, ok=4)], T0 + 2)  # a new object, same address
+    services, endpoints = book.update([reading(None, 0, ok=39), reading("a:1", 3, ok=4)], T0 + 2)
     assert services["portal"].requests_total == 39
     assert services["portal"].requests_per_second == pytest.approx(4.0)
+    assert endpoints[("portal", "a:1")].requests_total == 4

@@ -8,7 +8,7 @@ from bisect import bisect_left
 
 import pytest
 
-from portero.router.stats import BOUNDS_S, Counters, LatencyHistogram
+from portero.router.stats import BOUNDS_S, REFUSED, TIMEOUT, Counters, LatencyHistogram
 
 
 def histogram(values: list[float]) -> LatencyHistogram:
@@ -30,7 +30,18 @@ def exact_percentile(values: list[float], q: float) -> float:
 
 @pytest.mark.parametrize(
     ("value", "bucket"),
-    [(0.0, 0), (0.0005, 0), (0.00051, 1), (0.001, 1), (0.3, 9), (10.0, 13), (10.5, 14), (1e9, 14)],
+    [
+        (0.0, 0),
+        (0.0005, 0),
+        (0.00051, 1),
+        (0.001, 1),
+        (0.3, 9),
+        (10.0, 13),
+        (10.5, 14),
+        (59.0, 15),
+        (3600.0, 20),
+        (1e9, 21),
+    ],
 )
 def test_a_value_lands_in_the_first_bucket_whose_bound_is_at_least_it(value, bucket):
     counts = histogram([value]).counts
@@ -63,7 +74,7 @@ def test_percentiles_interpolate_inside_a_bucket():
 
 def test_percentiles_of_nothing_and_beyond_the_last_bound():
     assert LatencyHistogram().percentile(50) is None
-    assert histogram([30.0, 40.0]).percentile(99) == BOUNDS_S[-1]
+    assert histogram([4000.0, 5000.0]).percentile(99) == BOUNDS_S[-1]
     with pytest.raises(ValueError, match=r"0\.\.100"):
         histogram([1.0]).percentile(101)
 
@@ -107,14 +118,14 @@ def test_statuses_are_counted_by_class(code, status_class):
 
 def test_counters_as_dict_reports_every_counter():
     counters = Counters()
-    counters.requests, counters.retries, counters.in_flight = 3, 1, 2
-    counters.connect_errors, counters.ejections, counters.timeouts = 4, 5, 6
+    counters.requests, counters.retries, counters.in_flight, counters.ejections = 3, 1, 2, 5
+    counters.faults[REFUSED] = 4
+    counters.faults[TIMEOUT] = 6
     assert counters.as_dict() == {
         "requests": 3,
         "responses": {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0},
-        "connect_errors": 4,
+        "faults": {"refused": 4, "connect_timeout": 0, "reset": 0, "timeout": 6, "stalled": 0, "bad_response": 0},
         "retries": 1,
         "ejections": 5,
-        "timeouts": 6,
         "in_flight": 2,
     }
