@@ -1,4 +1,4 @@
-"""A real management app (create_app over a real control plane, store, runtime, router and autoscaler) with an
+"""A real management app (create_app over a real control plane, store, runtime, data plane and autoscaler) with an
 admin and a viewer token, served in-process through httpx's ASGI transport. Nothing is started: no replica
 runs, no port is taken; the routes answer from the real objects."""
 
@@ -16,8 +16,9 @@ from portero import tokens
 from portero.api.app import create_app
 from portero.autoscale.loop import Autoscaler
 from portero.control import ControlPlane
+from portero.dataplane.link import RouterLink
+from portero.dataplane.plane import DataPlane
 from portero.monitor.monitor import Monitor
-from portero.router.server import Router
 from portero.runtimes.process import ProcessRuntime
 from portero.spec.loader import parse_spec
 from portero.store.sqlite import SqliteStore
@@ -55,15 +56,15 @@ async def api_app(tmp: Path, spec_text: str = SPEC) -> AsyncIterator[ApiApp]:
     spec = parse_spec(spec_text)
     store = SqliteStore(state_dir / "state.db")
     control = ControlPlane(spec, tmp, store, ProcessRuntime(state_dir))
-    router = Router(spec.router)
-    monitor = Monitor(control, router, state_dir, spec.admin.url)
+    plane = DataPlane(control, RouterLink(state_dir))  # never opened: no router process runs
+    monitor = Monitor(control, plane, state_dir, spec.admin.url)
     shutdowns: list[bool] = []
     app = create_app(
         control,
-        lambda: shutdowns.append(True),
-        router,
+        lambda **_: shutdowns.append(True),
+        plane,
         monitor,
-        Autoscaler(control, router, monitor),
+        Autoscaler(control, plane, monitor),
         tokens=tokens.TokenSet(state_dir / tokens.TOKENS_FILE),
     )
     try:

@@ -1,8 +1,12 @@
-"""`portero up`: the control plane and its API in one process, with an ordered shutdown.
+"""`portero up`: the composition root of the control plane (its API, controllers, monitor and store), which
+starts or adopts the router's processes and feeds them.
 
-Shutdown order (uvicorn's and circus's ladder): stop taking management requests that change things, stop
-every replica with its grace period, then close the API and the store. A lock file keeps a second portero
-off the same state directory; the kernel releases it when portero dies, even by SIGKILL.
+Start and stop are ordered lists of steps (`Daemon.STARTS`, `Daemon.STOPS`): the router first (adopted, it
+keeps serving its last snapshot until the control plane knows its replicas), then the controllers, then the API.
+Stopping (uvicorn's and circus's ladder): the monitor, the loops, the router (requests in flight finish), every
+replica with its grace period, then the API and the store. `portero down --keep-running` leaves the replicas and
+the router running for the next `portero up` to adopt. A lock file keeps a second portero off the same state
+directory; the kernel releases it when portero dies, even by SIGKILL.
 """
 
 from __future__ import annotations
@@ -18,20 +22,24 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import uvicorn
 
 from portero.api import cluster as cluster_api
+from portero.api import server as admin_server
 from portero.api.app import create_app
 from portero.autoscale.loop import Autoscaler
 from portero.cluster.team import Team
 from portero.control import ControlPlane, Refused
-from portero.dataplane import DataPlane
+from portero.dataplane.build import BUILD
+from portero.dataplane.link import RouterLink, RouterUnavailable
+from portero.dataplane.plane import DataPlane
 from portero.deploy.loop import Deployer
+from portero.events import Event
 from portero.monitor.monitor import Monitor
-from portero.router.server import Router, RouterError
 from portero.runtimes.base import Runtime
 from portero.runtimes.process import ProcessRuntime
 from portero.spec.loader import load_spec
@@ -131,7 +139,7 @@ def _bind(spec: Spec) -> socket.socket:
             f"cannot listen on {spec.admin.host}:{spec.admin.port} for the admin API: {exc.strerror} "
             "(set admin.port in the spec)"
         ) from exc
-    sock.listen(128)
+    sock.listen(2048)
     sock.setblocking(False)
     return sock
 
@@ -142,6 +150,193 @@ class _Server(uvicorn.Server):
         yield  # portero owns SIGINT/SIGTERM: it must stop the replicas before the API goes
 
 
+@dataclass
+class Daemon:
+    """Everything `portero up` runs, built once (`build`) with its collaborators passed in; `start` and `stop` go
+    through `STARTS` and `STOPS` in order, so the order is read in one place."""
+
+    spec: Spec
+    spec_path: Path
+    state_dir: Path
+    tokens: TokenSet
+    admin: socket.socket
+    store: SqliteStore | RedisStore
+    control: ControlPlane
+    link: RouterLink | None
+    plane: DataPlane | None
+    deployer: Deployer
+    team: Team | None
+    monitor: Monitor
+    autoscaler: Autoscaler
+    stop_requested: asyncio.Event
+    keep_running: bool = False  # `portero down --keep-running`: replicas and router outlive this control plane
+    tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    server: uvicorn.Server | None = None
+
+    # -- start, in order ------------------------------------------------------------------------------------------
+
+    async def open_router(self) -> None:
+        """Adopt the router running for this state directory, or start one; it serves nothing new until the
+        control plane knows its replicas (`release_router`), so an adopted router keeps serving its last snapshot."""
+        if self.link is None or self.plane is None:
+            return
+        try:
+            hello = await self.link.open()
+        except RouterUnavailable as exc:
+            raise StartupError(str(exc)) from exc
+        try:
+            servers = await self.store.get_servers()
+        except StoreUnavailable as exc:
+            raise StartupError(f"{exc} (store.redis_url, REDIS_URL)") from exc
+        self.plane.hold()
+        await self.plane.attach(servers)
+        self.deployer.on_traffic.append(self.plane.sync)
+        if self.link.adopted:
+            workers = ", ".join(str(w["pid"]) for w in hello.workers) or "none"
+            message = f"adopted the running router: pid {hello.pid}, workers {workers}, snapshot {hello.version}"
+            await self.control.supervisor.record(Event("router.adopted", "router", message, at=self.control.clock()))
+
+    async def start_control(self) -> None:
+        if self.team is not None:
+            return  # the election decides who runs the controllers (cluster/roles.py)
+        await self.deployer.recover()
+        try:
+            await self.control.start(str(self.spec_path))
+        except Refused as exc:  # an image did not build: nothing was started
+            raise StartupError(str(exc)) from exc
+
+    async def release_router(self) -> None:
+        if self.team is not None:
+            await self.team.start()
+        if self.link is None or self.plane is None:
+            return
+        self.plane.release()
+        if not await self.plane.settle():
+            raise StartupError(self.link.error or "the router did not take the routing table in time")
+        hello = self.link.hello
+        if self.link.adopted and hello is not None and hello.build != BUILD:
+            message = f"the router runs build {hello.build}, this portero {BUILD}: restarting it (hitless)"
+            await self.control.supervisor.record(Event("router.upgrade", "router", message, at=self.control.clock()))
+            spawn(self.link.restart(), name="router-upgrade")
+
+    async def start_loops(self) -> None:
+        self.tasks["supervisor"] = spawn(self.control.supervisor.run(), name="supervisor", eternal=True)
+        if self.team is not None:
+            self.team.watch(self.monitor)
+        await self.monitor.start()
+        self.tasks["deployer"] = spawn(self.deployer.run(), name="deployer", eternal=True)
+        self.tasks["autoscaler"] = spawn(self.autoscaler.run(), name="autoscaler", eternal=True)
+
+    async def start_api(self) -> None:
+        app = create_app(self.control, self.request_stop, self.plane, self.monitor, self.autoscaler, tokens=self.tokens)
+        if self.team is not None:
+            cluster_api.install(app, self.team.election)
+        admin_server.configure(self.spec.admin)
+        config = uvicorn.Config(
+            app,
+            http=admin_server.GuardedProtocol,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+            timeout_keep_alive=int(self.spec.admin.idle_timeout_s),
+            backlog=2048,
+        )
+        self.server = _Server(config)
+        self.tasks["admin-api"] = spawn(self.server.serve(sockets=[self.admin]), name="admin-api", eternal=True)
+        info = self.state_dir / "admin.json"
+        info.write_text(json.dumps({"url": self.spec.admin.url, "pid": os.getpid()}))
+        log.info("portero up: admin API on %s, state in %s", self.spec.admin.url, self.state_dir)
+
+    STARTS = ("open_router", "start_control", "release_router", "start_loops", "start_api")
+
+    def request_stop(self, *, keep_running: bool = False) -> None:
+        self.keep_running = keep_running
+        self.stop_requested.set()
+
+    # -- stop, in order -------------------------------------------------------------------------------------------
+
+    async def stop_monitor(self) -> None:
+        await self.monitor.stop()  # before the replicas go: their stopping is no alert
+
+    async def stop_loops(self) -> None:
+        for task in self.tasks.values():
+            settle(task)
+        for name in ("deployer", "autoscaler"):
+            if name in self.tasks:
+                self.tasks[name].cancel()
+
+    async def stop_router(self) -> None:
+        if self.link is None:
+            return
+        if self.keep_running:
+            await self.link.leave()  # the router serves on, the last snapshot, until the next portero adopts it
+        else:
+            await self.link.stop(self.spec.router.worker_stop_grace_s)  # no new requests; those in flight finish
+
+    async def stop_replicas(self) -> None:
+        if self.keep_running:
+            await self.control.supervisor.detach()
+        elif self.team is None:
+            await self.control.shutdown()
+        else:
+            await self.team.leave()  # the replicas stay for the next leader to adopt
+        if "supervisor" in self.tasks:
+            self.tasks["supervisor"].cancel()
+
+    async def stop_api(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+        if "admin-api" in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.tasks["admin-api"]
+        await self.store.close()
+        (self.state_dir / "admin.json").unlink(missing_ok=True)
+        self.admin.close()
+
+    # Each stop step, and the start step whose work it undoes: after a failed start, only what started is stopped.
+    STOPS = (
+        ("stop_monitor", "start_loops"),
+        ("stop_loops", "start_loops"),
+        ("stop_router", "open_router"),
+        ("stop_replicas", "start_control"),
+        ("stop_api", ""),
+    )
+
+    async def stop(self, started: tuple[str, ...] = STARTS) -> None:
+        log.info("portero stopping: %s", "leaving replicas and router running" if self.keep_running else "everything")
+        for step, needs in self.STOPS:
+            if needs and needs not in started:
+                continue
+            try:
+                await getattr(self, step)()
+            except Exception:
+                log.exception("%s failed; stopping the rest", step)
+
+
+def build(spec: Spec, spec_path: Path, state_dir: Path) -> Daemon:
+    """Every component, with its collaborators passed in; nothing runs yet."""
+    try:
+        tokens = open_tokens(state_dir)
+    except (TokenError, OSError) as exc:
+        raise StartupError(f"tokens: {exc}") from exc
+    admin = _bind(spec)
+    store = make_store(spec, state_dir)
+    control = ControlPlane(spec, spec_path.resolve().parent, store, make_runtime(spec, state_dir))
+    if isinstance(control.runtime, ProcessRuntime):
+        control.runtime.exit_hooks.append(control.supervisor.wake)  # a crashed replica is seen at once
+    link = RouterLink(state_dir) if spec.router.enabled else None
+    plane = DataPlane(control, link) if link is not None else None
+    deployer = control.deployer = Deployer(control, plane)
+    team = Team(spec, store, control, plane, str(spec_path), tokens) if isinstance(store, RedisStore) else None
+    monitor = Monitor(control, plane, state_dir, admin_url(spec))
+    autoscaler = Autoscaler(control, plane, monitor)
+    return Daemon(
+        spec, spec_path, state_dir, tokens, admin, store, control, link, plane, deployer, team, monitor, autoscaler,
+        asyncio.Event(),
+    )  # fmt: skip
+
+
 async def serve(
     spec_path: Path,
     state_dir: Path,
@@ -149,93 +344,29 @@ async def serve(
 ) -> None:
     spec = load_spec(spec_path)
     with state_lock(state_dir):
-        try:
-            tokens = open_tokens(state_dir)
-        except (TokenError, OSError) as exc:
-            raise StartupError(f"tokens: {exc}") from exc
-        sock = _bind(spec)
-        store = make_store(spec, state_dir)
-        control = ControlPlane(spec, spec_path.resolve().parent, store, make_runtime(spec, state_dir))
-        if isinstance(control.runtime, ProcessRuntime):
-            control.runtime.exit_hooks.append(control.supervisor.wake)  # a crashed replica is seen at once
-        router = Router(spec.router) if spec.router.enabled else None
-        deployer = control.deployer = Deployer(control, router)
-        team = Team(spec, store, control, router, str(spec_path), tokens) if isinstance(store, RedisStore) else None
-        if router is not None:
-            dataplane = DataPlane(control, router)
-            try:
-                await dataplane.attach()
-            except StoreUnavailable as exc:
-                sock.close()
-                await store.close()
-                raise StartupError(f"{exc} (store.redis_url, REDIS_URL)") from exc
-            deployer.on_traffic.append(dataplane.sync)
-            try:
-                await router.start()
-            except RouterError as exc:
-                sock.close()
-                raise StartupError(str(exc)) from exc
-        stop = asyncio.Event()
+        daemon = build(spec, spec_path, state_dir)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        if team is None:
-            await deployer.recover()
-            try:
-                await control.start(str(spec_path))
-            except Refused as exc:  # an image did not build: nothing was started
-                if router is not None:
-                    await router.stop(grace_s=0)
-                await store.close()
-                sock.close()
-                raise StartupError(str(exc)) from exc
-        supervisor = spawn(control.supervisor.run(), name="supervisor", eternal=True)
-        monitor = Monitor(control, router, state_dir, admin_url(spec))
-        if team is not None:
-            team.watch(monitor)
-        await monitor.start()
-        deploying = spawn(deployer.run(), name="deployer", eternal=True)
-        autoscaler = Autoscaler(control, router, monitor)
-        scaling = spawn(autoscaler.run(), name="autoscaler", eternal=True)
-        app = create_app(control, stop.set, router, monitor, autoscaler, tokens=tokens)
-        if team is not None:
-            cluster_api.install(app, team.election)
-            await team.start()
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5)
-        server = _Server(config)
-        api = spawn(server.serve(sockets=[sock]), name="admin-api", eternal=True)
-        info = state_dir / "admin.json"
-        info.write_text(json.dumps({"url": admin_url(spec), "pid": os.getpid()}))
-        log.info("portero up: admin API on %s, state in %s", admin_url(spec), state_dir)
-        # What startup made (modules, models, the app) lives as long as the daemon: frozen out of the collector's
-        # reach, a full collection no longer walks it all. Those walks held every request up by tens of ms (the
-        # router's p99 at 1,000 connections was 1.7x HAProxy's; docs/benchmarks.md).
-        gc.freeze()
-        ui = spawn(on_started(control), name="ui") if on_started else None
+            loop.add_signal_handler(signum, daemon.request_stop)
+        started: list[str] = []
         try:
-            await stop.wait()
+            for step in daemon.STARTS:
+                started.append(step)  # a step that fails half-way has its stop run too
+                await getattr(daemon, step)()
+        except BaseException:
+            await daemon.stop(tuple(started))
+            raise
+        # What startup made (modules, models, the app) lives as long as the daemon: frozen out of the collector's
+        # reach, a full collection no longer walks it all (it held the router's requests up by tens of ms when the
+        # router ran in this process; the API's still are).
+        gc.freeze()
+        ui = spawn(on_started(daemon.control), name="ui") if on_started else None
+        try:
+            await daemon.stop_requested.wait()
         finally:
-            log.info("portero stopping: replicas first, then the API")
             if ui is not None:
                 ui.cancel()
-            await monitor.stop()  # before the replicas go: their stopping is no alert
-            for task in (supervisor, api, deploying, scaling):
-                settle(task)
-            deploying.cancel()
-            scaling.cancel()
-            if router is not None:
-                await router.stop(grace_s=5.0)  # no new requests; those in flight finish first
-            if team is None:
-                await control.shutdown()
-            else:
-                await team.leave()  # the replicas stay for the next leader to adopt
-            supervisor.cancel()
-            server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError):
-                await api
-            await store.close()
-            info.unlink(missing_ok=True)
-            sock.close()
+            await daemon.stop()
 
 
 def make_store(spec: Spec, state_dir: Path) -> SqliteStore | RedisStore:

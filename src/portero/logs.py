@@ -9,13 +9,15 @@ new revision) is forgotten with its folder."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 LINE = re.compile(r"^(?P<at>\d{4}-\d\d-\d\dT[\d:.]+Z) (?P<stream>stdout|stderr|portero) (?P<text>.*)$")
 FOLLOW_POLL_S = 0.2
@@ -54,22 +56,65 @@ def _files(path: Path) -> list[Path]:
 
 
 def read(sources: Iterable[LogSource], since: float | None, grep: str | None, limit: int) -> list[LogLine]:
-    """The last `limit` matching lines of all sources, in time order."""
+    """The last `limit` matching lines of all sources, in time order. Each file is read backwards from its end
+    and only as far as needed (`limit` lines, or the first line older than `since`): the last 200 lines of a
+    replica with 40 MB of logs cost what 200 lines cost (it read all 40 MB, 5-7 s, before). A search that
+    finds little still reads everything: it runs at a low CPU priority (the API calls it in a thread), so that
+    the router's workers and the replicas come first on a machine that is short of cores."""
+    _lower_priority()
     lines: list[LogLine] = []
     for source in sources:
-        kept: deque[LogLine] = deque(maxlen=limit)
-        for file in _files(source.path):
-            try:
-                with file.open(encoding="utf-8", errors="replace") as handle:
-                    for raw in handle:
-                        line = parse(raw.rstrip("\n"), source)
-                        if line is not None and _wanted(line, since, grep):
-                            kept.append(line)
-            except FileNotFoundError:
+        kept: list[LogLine] = []
+        for raw in _backwards(source.path):
+            line = parse(raw, source)
+            if line is None:
                 continue
-        lines.extend(kept)
+            if since is not None and line.at < since:
+                break  # a replica's lines are in time order: the rest is older still
+            if grep is None or grep in line.text:
+                kept.append(line)
+                if len(kept) >= limit:
+                    break
+        lines.extend(reversed(kept))
     lines.sort(key=lambda line: line.at)
     return lines[-limit:]
+
+
+def _lower_priority() -> None:
+    """This thread only (Linux schedules threads alone): nice 10."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+BACKWARDS_BLOCK = 64 * 1024
+BACKWARDS_LINE_MAX = 1 << 20  # a "line" longer than this (the shim splits at 64 KiB) is cut: memory stays bounded
+
+
+def _backwards(path: Path) -> Iterator[str]:
+    """The lines of a replica's log, newest first, rotated files after the current one."""
+    for file in reversed(_files(path)):
+        try:
+            handle = file.open("rb")
+        except FileNotFoundError:
+            continue
+        with handle:
+            yield from _lines_backwards(handle)
+
+
+def _lines_backwards(handle: BinaryIO) -> Iterator[str]:
+    position = handle.seek(0, os.SEEK_END)
+    rest = b""
+    while position > 0:
+        step = min(BACKWARDS_BLOCK, position)
+        position -= step
+        handle.seek(position)
+        parts = (handle.read(step) + rest).split(b"\n")
+        rest = parts[0][-BACKWARDS_LINE_MAX:]
+        for part in reversed(parts[1:]):
+            if part:
+                yield part.decode("utf-8", "replace")
+    if rest:
+        yield rest.decode("utf-8", "replace")
 
 
 def _wanted(line: LogLine, since: float | None, grep: str | None) -> bool:

@@ -70,8 +70,9 @@ class Portero:
         """The admin token (the one the CLI sends)."""
         return self.auth.token
 
-    def write_spec(self, services: dict[str, Any], **top: Any) -> None:
-        spec = {"admin": {"port": self.admin_port}, "router": {"port": self.router_port}, "services": services, **top}
+    def write_spec(self, services: dict[str, Any], router: dict[str, Any] | None = None, **top: Any) -> None:
+        router = {"port": self.router_port, **(router or {})}
+        spec = {"admin": {"port": self.admin_port}, "router": router, "services": services, **top}
         self.spec_file.write_text(json.dumps(spec))  # JSON is YAML
 
     def cli(self, *args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
@@ -99,6 +100,11 @@ class Portero:
 
     def pid(self) -> int:
         return int((self.state / "portero.lock").read_text())
+
+    def router_processes(self) -> dict[str, Any]:
+        """The router's parent and workers, as `GET /router` reports them."""
+        result: dict[str, Any] = self.get("/router")
+        return result
 
     def wait(self, what: str, predicate: Callable[[], Any], timeout_s: float = 15, step_s: float = 0.05) -> Any:
         end = time.monotonic() + timeout_s
@@ -143,6 +149,9 @@ class Portero:
             if "portero.runtimes.shim" in command and str(self.state) in command:
                 with contextlib.suppress(OSError):
                     os.killpg(proc.pid, signal.SIGKILL)
+            elif "portero.dataplane." in command and str(self.state.resolve()) in command:
+                with contextlib.suppress(OSError):
+                    os.kill(proc.pid, signal.SIGKILL)  # the router's parent and workers (their own session)
 
 
 def _pgid(pid: int) -> int | None:

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 import portero
 from portero import logs
-from portero.api import auth, autoscaling, cluster, dashboard, deployments, errors, loadbalancer
+from portero.api import auth, autoscaling, cluster, dashboard, deployments, errors, loadbalancer, routerd
 from portero.api.monitoring import routes as monitoring_routes
 from portero.api.params import REPLICA_ID, ReplicaId, ServiceName
 from portero.api.schemas import (
@@ -36,9 +36,9 @@ from portero.api.schemas import (
 from portero.autoscale.loop import Autoscaler
 from portero.cluster.local import local
 from portero.control import ControlPlane, NotFound, Refused
+from portero.dataplane.plane import DataPlane
 from portero.monitor.monitor import Monitor
 from portero.replicas import ReplicaState
-from portero.router.server import Router
 from portero.spec.loader import parse_spec
 from portero.spec.models import NAME_PATTERN
 from portero.tokens import TokenSet
@@ -49,8 +49,8 @@ ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for
 
 def create_app(
     control: ControlPlane,
-    request_shutdown: Callable[[], None],
-    router: Router | None = None,
+    request_shutdown: Callable[..., None],
+    plane: DataPlane | None = None,
     monitor: Monitor | None = None,
     autoscaler: Autoscaler | None = None,
     *,
@@ -76,7 +76,7 @@ def create_app(
     async def health() -> HealthOut:
         services = {
             view.name: ServiceHealth(
-                desired=view.record.desired,
+                desired=view.record.desired if view.spec.managed else 0,
                 ready=sum(1 for r in view.replicas if r.state is ReplicaState.READY),
             )
             for view in control.services()
@@ -184,22 +184,28 @@ def create_app(
 
         start = now() + since if since is not None and since < 0 else since
         following = logs.follow(sources, grep) if follow else None  # from here on: nothing is lost meanwhile
-        backlog = [LogLineOut(**vars(line)) for line in logs.read(sources(), start, grep, limit)]
+        found = await asyncio.to_thread(logs.read, sources(), start, grep, limit)  # files: not on the event loop
+        backlog = [LogLineOut(**vars(line)) for line in found]
         if following is None:
             return LogsOut(lines=backlog)
         return StreamingResponse(_sse(backlog, following), media_type="text/event-stream")
 
     @api.post("/shutdown", tags=["portero"], status_code=202, summary="Stop every replica gracefully, then portero")
-    async def shutdown() -> Accepted:
-        request_shutdown()
+    async def shutdown(
+        keep_running: Annotated[
+            bool, Query(description="Stop portero only: replicas and router keep serving for the next portero.")
+        ] = False,
+    ) -> Accepted:
+        request_shutdown(keep_running=keep_running)
         return Accepted(status="stopping")
 
     app.include_router(api)
-    app.include_router(loadbalancer.routes(control, router))
+    app.include_router(loadbalancer.routes(control, plane))
+    app.include_router(routerd.routes(control, plane))
     app.include_router(monitoring_routes(control, monitor))
     app.include_router(deployments.routes(control))
     app.include_router(autoscaling.routes(control, autoscaler))
-    app.include_router(dashboard.routes(control, router, monitor, autoscaler))
+    app.include_router(dashboard.routes(control, plane, monitor, autoscaler))
     return app
 
 

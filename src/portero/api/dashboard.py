@@ -26,9 +26,9 @@ from portero.api.monitoring import AlertOut, SeriesOut, TrafficOut
 from portero.api.schemas import DeploymentOut, EventOut, ServerOut, ServiceOut
 from portero.autoscale.loop import Autoscaler
 from portero.control import ControlPlane, NotFound
+from portero.dataplane.plane import DataPlane
 from portero.monitor.monitor import Monitor
 from portero.monitor.series import SeriesStore
-from portero.router.server import Router
 
 ASSET_NAME = r"^[a-z][a-z0-9-]{0,40}\.(js|css|svg)$"
 MEDIA_TYPES = {"html": "text/html; charset=utf-8", "js": "text/javascript", "css": "text/css", "svg": "image/svg+xml"}
@@ -96,7 +96,7 @@ class ChartsOut(BaseModel):
 
 
 def routes(
-    control: ControlPlane, router: Router | None, monitor: Monitor | None, autoscaler: Autoscaler | None
+    control: ControlPlane, plane: DataPlane | None, monitor: Monitor | None, autoscaler: Autoscaler | None
 ) -> APIRouter:
     api = APIRouter(prefix="/scalability/dashboard", tags=["dashboard"])
     assets = load_assets()
@@ -121,7 +121,7 @@ def routes(
         if not wants_json(request.headers.get("accept")):  # the same reading as auth's public rule
             return answer(assets["index.html"], request, revalidate=False)
         token = getattr(request.state, "token", None)
-        return await summary(control, router, monitor, autoscaler, token.role if token is not None else None)
+        return await summary(control, plane, monitor, autoscaler, token.role if token is not None else None)
 
     @api.get("/series", summary="The dashboard charts' series, downsampled to max_points each")
     async def series(
@@ -151,7 +151,7 @@ def routes(
 
 async def summary(
     control: ControlPlane,
-    router: Router | None,
+    plane: DataPlane | None,
     monitor: Monitor | None,
     autoscaler: Autoscaler | None,
     role: str | None = None,
@@ -164,11 +164,7 @@ async def summary(
         s.name: TrafficOut.model_validate(s.traffic) if s.traffic is not None else None
         for s in (snapshot.services if snapshot is not None else [])
     }
-    endpoints = (
-        [ServerOut(**e.snapshot(router.now())) for s in router.services.values() for e in s.endpoints.values()]
-        if router is not None
-        else []
-    )
+    endpoints = [ServerOut(**e) for e in plane.endpoints()] if plane is not None else []
     recent = [DeploymentOut.model_validate(d) for d in await control.store.get_deployments(None, 10)]
     current = next((d for d in recent if d.state == "running"), recent[0] if recent else None)
     events = await control.store.get_events(limit=50)

@@ -155,6 +155,7 @@ class StatsOut(BaseModel):
 
 class ServiceOut(BaseModel):
     name: str
+    managed: bool = Field(description="portero runs its replicas; false: it only routes to the spec's endpoints.")
     revision: int
     desired: int
     ready: int
@@ -168,8 +169,9 @@ class ServiceOut(BaseModel):
     ) -> ServiceOut:
         return cls(
             name=view.name,
+            managed=view.spec.managed,
             revision=view.record.revision,
-            desired=view.record.desired,
+            desired=view.record.desired if view.spec.managed else 0,
             ready=sum(1 for r in view.replicas if r.state is ReplicaState.READY),
             min=view.spec.replicas.min,
             max=view.spec.replicas.max,
@@ -279,6 +281,7 @@ class DrainIn(ServerRef):
     )
 
     timeout_s: float | None = Field(default=None, gt=0, le=3600)
+    force: bool = Field(default=False, description="Drain it even if it is the last endpoint that takes requests.")
 
 
 class ServerOut(BaseModel):
@@ -295,10 +298,13 @@ class ServerOut(BaseModel):
     breaker: Literal["closed", "open", "half_open"]
     ejected: bool
     in_flight: int
-    requests: int
+    requests: int = Field(description="Tries sent to it, retries included.")
     responses: dict[str, int]
-    errors: int
-    retries: int
+    faults: dict[str, int] = Field(
+        description="Tries it failed, by kind: refused, connect_timeout, reset, timeout, stalled, bad_response."
+    )
+    errors: int = Field(description="5xx answers and faults.")
+    retries: int = Field(description="Tries that failed here and were tried again elsewhere.")
     ejections: int
     latency_p50_s: float | None
     latency_p95_s: float | None

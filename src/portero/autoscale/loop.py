@@ -20,8 +20,8 @@ from portero.replicas import ReplicaState
 from portero.tasks import spawn
 
 if TYPE_CHECKING:
+    from portero.dataplane.plane import DataPlane
     from portero.monitor.monitor import Monitor
-    from portero.router.server import Router
 
 log = logging.getLogger(__name__)
 KEEP_DECISIONS = 50
@@ -44,12 +44,12 @@ class Autoscaler:
     def __init__(
         self,
         control: ControlPlane,
-        router: Router | None,
+        plane: DataPlane | None,
         monitor: Monitor | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.control = control
-        self.router = router
+        self.view = plane.link.view if plane is not None else None
         self.monitor = monitor
         self.clock = clock
         self.history: dict[str, History] = {}
@@ -60,8 +60,8 @@ class Autoscaler:
         self._seen_requests: dict[str, tuple[int, float]] = {}
         self._next: dict[str, float] = {}
         self._wake = asyncio.Event()
-        if router is not None:
-            router.on_demand(self._demand)
+        if plane is not None:
+            plane.link.on_demand.append(self._demand)
 
     @property
     def enabled(self) -> bool:
@@ -118,11 +118,12 @@ class Autoscaler:
         replicas = [r for r in self.control.supervisor.replicas if r.service == name]
         ready = [r for r in replicas if r.state is ReplicaState.READY]
         in_flight = queued = 0
-        route = self.router.services.get(name) if self.router is not None else None
-        if route is not None:
-            queued = len(route.queue)
-            in_flight = sum(e.target.in_flight for e in route.endpoints.values()) + queued
-            total = sum(route.stats.counters.responses) + queued
+        view = self.view
+        routed = view is not None and name in view.services
+        if view is not None and routed:
+            queued = view.queued(name)
+            in_flight = view.in_flight(name) + queued
+            total = view.service_totals(name).answered + queued
             seen, at = self._seen_requests.get(name, (-1, now))
             if total != seen:
                 self._seen_requests[name] = (total, now)
@@ -140,7 +141,7 @@ class Autoscaler:
                 rps = service.traffic.requests_per_second / max(len(ready), 1)
         per = max(len(ready), 1)
         custom = self._custom(name, {r.id for r in ready}, now)
-        in_flight_per = in_flight / per if route is not None else None
+        in_flight_per = in_flight / per if routed else None
         return Signals(len(ready), cpu, in_flight_per, rps, None, queued, now - at, custom)
 
     def _custom(self, name: str, ready: set[str], now: float) -> tuple[tuple[str, float | None], ...]:

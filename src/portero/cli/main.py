@@ -420,17 +420,67 @@ def autoscaler(file: SpecFile = Path("portero.yaml")) -> None:
 def down(
     file: SpecFile = Path("portero.yaml"),
     timeout_s: Annotated[float, typer.Option(help="How long to wait for portero to stop.")] = 60,
+    keep_running: Annotated[
+        bool,
+        typer.Option(
+            "--keep-running",
+            help="Stop portero only: the replicas and the router keep serving, and the next `portero up` adopts "
+            "them (an upgrade of portero without downtime).",
+        ),
+    ] = False,
 ) -> None:
-    """Stop every replica gracefully, then portero itself."""
+    """Stop every replica gracefully, and the router, then portero itself."""
     client = Context.client(file)
-    _call(lambda c: c.post("/shutdown"), file)
+    path = "/shutdown?keep_running=true" if keep_running else "/shutdown"
+    _call(lambda c: c.post(path), file)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not client.alive() and not (Context.state_dir / "admin.json").exists():
-            console.print("portero stopped; no replica left running")
+            if keep_running:
+                console.print("portero stopped; its replicas and router keep serving until the next `portero up`")
+            else:
+                console.print("portero stopped; no replica left running")
             return
         time.sleep(0.2)
     raise fail(f"portero did not stop within {timeout_s:g} s")
+
+
+router_app = typer.Typer(help="The router's processes: status, restart.", no_args_is_help=True)
+app.add_typer(router_app, name="router")
+
+
+@router_app.command("status")
+def router_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    file: SpecFile = Path("portero.yaml"),
+) -> None:
+    """The router's parent and workers, the snapshot each serves, its listeners."""
+    _show_router(_call(lambda c: c.get("/router"), file), as_json)
+
+
+@router_app.command("restart")
+def router_restart(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    file: SpecFile = Path("portero.yaml"),
+) -> None:
+    """New router workers (and the installed portero's router code) without refusing a connection."""
+    _show_router(_call(lambda c: c.post("/router/restart"), file), as_json)
+
+
+def _show_router(info: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps(info))
+        return
+    workers = ", ".join(f"{w['pid']} (snapshot {w['version']})" for w in info["workers"]) or "none"
+    console.print(
+        f"router pid {info['pid']}, build {info['build']}{' (adopted)' if info['adopted'] else ''}\n"
+        f"  listening on {', '.join(info['listeners'])}\n"
+        f"  workers: {workers}\n"
+        f"  snapshot {info['snapshot']} pushed, {info['applied']} served by every worker",
+        highlight=False,
+    )
+    if info.get("error"):
+        console.print(f"  [red]refused:[/] {escape(info['error'])}", highlight=False)
 
 
 def _call(work: Any, file: Path) -> Any:

@@ -37,7 +37,13 @@ class Drain:
     timeout_s: float | None
 
 
-ServerOp = Register | Deregister | Reweight | Drain
+@dataclass(frozen=True)
+class Undrain:
+    service: str
+    address: str
+
+
+ServerOp = Register | Deregister | Reweight | Drain | Undrain
 
 
 def diff(routed: Mapping[Key, int], stored: Mapping[Key, int]) -> list[ServerOp]:
@@ -68,4 +74,6 @@ def from_message(message: Mapping[str, Any]) -> ServerOp | None:
     if op == "drain":
         timeout = message.get("timeout_s")
         return Drain(service, address, float(timeout) if isinstance(timeout, int | float) else None)
+    if op == "undrain":
+        return Undrain(service, address)
     return None

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -18,10 +19,9 @@ from redis.exceptions import RedisError
 from portero.cluster import registry
 from portero.cluster.leader import ensure_not_cancelled
 from portero.cluster.local import local
-from portero.cluster.registry import Deregister, Drain, Register, Reweight, ServerOp
+from portero.cluster.registry import Deregister, Drain, Register, Reweight, ServerOp, Undrain
 from portero.control import ControlPlane
-from portero.router.server import Router
-from portero.router.service import EndpointState
+from portero.dataplane.plane import DataPlane
 from portero.spec.models import Spec
 from portero.store.base import ServerRecord, StoreUnavailable
 from portero.store.redis import RedisStore
@@ -33,10 +33,10 @@ RETRY_S = 0.5
 
 
 class Sync:
-    def __init__(self, store: RedisStore, control: ControlPlane, router: Router | None) -> None:
+    def __init__(self, store: RedisStore, control: ControlPlane, plane: DataPlane | None) -> None:
         self.store = store
         self.control = control
-        self.router = router
+        self.plane = plane
         self.connected = asyncio.Event()  # subscribed and resynced (tests wait on it)
         self.applied = 0  # messages from other porteros applied
         self._seen_state = False
@@ -96,7 +96,7 @@ class Sync:
                 log.warning("Redis holds no state (restarted empty?): routing on as before until a leader restores it")
             return
         self._seen_state = True
-        if self.router is not None:
+        if self.plane is not None:
             stored = {(s.service, s.address): s.weight for s in await self.store.get_servers()}
             for op in registry.diff(self._routed(), stored):
                 self._apply(op)
@@ -106,31 +106,32 @@ class Sync:
         return [ServerRecord(service, address, weight) for (service, address), weight in self._routed().items()]
 
     def _routed(self) -> dict[registry.Key, int]:
-        if self.router is None:
+        if self.plane is None:
             return {}
-        return {
-            (name, key): endpoint.target.weight
-            for name, route in self.router.services.items()
-            for key, endpoint in route.endpoints.items()
-            if endpoint.source == "registered" and endpoint.state is not EndpointState.DRAINING
-        }
+        table = self.plane.table
+        return {key: weight for key, weight in table.registered.items() if key not in table.draining}
 
     def _apply(self, op: ServerOp) -> None:
-        router = self.router
-        if router is None or op.service not in router.services:
+        plane = self.plane
+        if plane is None or op.service not in plane.table.services:
             return
+        table = plane.table
         try:
             if isinstance(op, Register):
-                router.register(op.service, op.address, op.weight)
+                table.register(op.service, op.address, op.weight)
             elif isinstance(op, Deregister):
-                if router.endpoint(op.service, op.address).state is not EndpointState.DRAINING:
-                    router.deregister(op.service, op.address)
+                if (op.service, op.address) not in table.draining:
+                    table.deregister(op.service, op.address, time.monotonic())
             elif isinstance(op, Reweight):
-                router.set_weight(op.service, op.address, op.weight)
+                table.reweight(op.service, op.address, op.weight)
             elif isinstance(op, Drain):
-                router.drain(op.service, op.address, op.timeout_s)
+                timeout = op.timeout_s if op.timeout_s is not None else table.settings.drain_timeout_s
+                table.drain(op.service, op.address, timeout, time.monotonic())
+            elif isinstance(op, Undrain):
+                table.undrain(op.service, op.address)
         except (LookupError, ValueError) as exc:
             log.debug("registry change %s not applied here: %s", op, exc)
+        plane.push()
 
     def _follow_spec(self, body: dict[str, Any]) -> None:
         """The leader applied another spec: routes, router and monitor settings follow it here too."""

@@ -25,8 +25,8 @@ from portero.tokens import TokenSet
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from portero.dataplane.plane import DataPlane
     from portero.monitor.monitor import Monitor
-    from portero.router.server import Router
 
 
 class Team:
@@ -37,7 +37,7 @@ class Team:
         spec: Spec,
         store: RedisStore,
         control: ControlPlane,
-        router: Router | None,
+        plane: DataPlane | None,
         source: str,
         tokens: TokenSet | None = None,
     ) -> None:
@@ -51,7 +51,7 @@ class Team:
         self.controllers = Controllers(control, store, source, self.identity)
         self.election.on_lead.append(self.controllers.lead)
         self.election.on_follow.append(self.controllers.follow)
-        self.sync = Sync(store, control, router)
+        self.sync = Sync(store, control, plane)
         self.controllers.servers = self.sync.registered
         store.on_stale = self._stale
         if control.deployer is not None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from portero.deploy import strategy
 from portero.deploy.analysis import Window, analyze
-from portero.deploy.model import Deployment, Observation, Phase, State
+from portero.deploy.model import Deployment, Observation, Phase, State, Step
 from portero.events import Event
 from portero.replicas import ReplicaState
 from portero.router.stats import LatencyHistogram
@@ -21,7 +21,7 @@ from portero.spec.models import DeploySettings
 
 if TYPE_CHECKING:
     from portero.control import ControlPlane
-    from portero.router.server import Router
+    from portero.dataplane.plane import DataPlane
 
 log = logging.getLogger(__name__)
 TICK_S = 0.5
@@ -46,12 +46,13 @@ class Tally:
 
 
 class Deployer:
-    def __init__(self, control: ControlPlane, router: Router | None) -> None:
+    def __init__(self, control: ControlPlane, plane: DataPlane | None) -> None:
         self.control = control
-        self.router = router
+        self.plane = plane
         self.active: dict[str, Deployment] = {}
         self._marks: dict[str, tuple[dict[int, Tally], dict[int, Tally]]] = {}  # deployment id -> (start, phase)
         self.on_traffic: list[Callable[[], None]] = []  # the data plane re-weights endpoints
+        self._revisions: dict[str, dict[str, int]] = {}  # service -> replica id -> revision, of replicas seen
         self._wake = asyncio.Event()
 
     def settings(self, service: str) -> DeploySettings:
@@ -136,14 +137,27 @@ class Deployer:
         following = strategy.advance(d, self._observe(d, settings), settings, now)
         if following == d:
             return
+        start, _ = self._marks[d.id]
         if following.phase_started_at != d.phase_started_at:
-            start, _ = self._marks[d.id]
             self._marks[d.id] = (start, self._tallies(service))  # a new phase: a new analysis window
         if following.finished:
             self._settle(following)
         else:
             self.active[service] = following
-        await self._apply(following)  # before any disk write: a switch of traffic must not wait for it
+        if await self._apply(following):  # before any disk write: a switch of traffic must not wait for it
+            # Traffic moved: the steps are dated when every router worker routes by them and the revision that
+            # lost its traffic answered its last request, not when they were decided.
+            held_at = self.control.clock()
+            moved = tuple(Step(held_at, step.message) for step in following.steps[len(d.steps) :])
+            following = dataclasses.replace(following, steps=following.steps[: len(d.steps)] + moved)
+            if not following.finished:
+                self.active[service] = following
+        if following.finished:
+            # Traffic has left the revision that lost it, its last answers are counted (`_moved` waited for
+            # them): the record counts every failed request of the new revision, not those up to the verdict.
+            failed = self._tallies(service).get(following.to_revision, Tally()).errors
+            failed -= start.get(following.to_revision, Tally()).errors
+            following = dataclasses.replace(following, failed_requests=max(failed, following.failed_requests))
         for step in following.steps[len(d.steps) :]:
             await self._event("deployment.step", following, step.message)
         await self._save(following)
@@ -167,26 +181,30 @@ class Deployer:
         return Observation(ready[d.to_revision], ready[d.from_revision], verdict, errors)
 
     def _tallies(self, service: str) -> dict[int, Tally]:
-        """The router's cumulative counts per revision of `service`."""
+        """The router's cumulative counts per revision of `service`: every worker's, endpoints that left included
+        (the router's view keeps their totals), so that no answer of a revision escapes its analysis."""
         result: dict[int, Tally] = {}
-        route = self.router.services.get(service) if self.router is not None else None
-        if route is None:
+        if self.plane is None:
             return result
         revision_of = {r.id: r.revision for r in self.control.supervisor.replicas if r.service == service}
-        for endpoint in route.endpoints.values():
-            revision = revision_of.get(endpoint.replica_id)
-            if revision is None:
+        revision_of.update(self._revisions.get(service, {}))
+        for record in self.plane.link.view.endpoints.values():
+            replica = str((record.gauges or {}).get("replica") or "")
+            revision = revision_of.get(replica)
+            if record.service != service or revision is None:
                 continue
+            self._revisions.setdefault(service, {})[replica] = revision  # remembered: the replica may be retired
             tally = result.setdefault(revision, Tally())
-            counters = endpoint.stats.counters
-            tally.requests += sum(counters.responses) + sum(counters.faults)
-            tally.errors += counters.responses[4] + sum(counters.faults)
-            counts = endpoint.stats.latency.counts
-            tally.buckets = [a + b for a, b in zip(tally.buckets or [0] * len(counts), counts, strict=True)]
+            totals = record.totals
+            tally.requests += totals.answered + sum(totals.faults)
+            tally.errors += totals.errors
+            tally.buckets = [
+                a + b for a, b in zip(tally.buckets or [0] * len(totals.buckets), totals.buckets, strict=True)
+            ]
         return result
 
-    async def _apply(self, d: Deployment) -> None:
-        """Group sizes to the supervisor, traffic split to the router."""
+    async def _apply(self, d: Deployment) -> bool:
+        """Group sizes to the supervisor, traffic split to the router; True when traffic moved."""
         control = self.control
         held: tuple[tuple[int, int], ...]
         if d.finished:
@@ -199,6 +217,7 @@ class Deployer:
                 control.supervisor.desired[d.service] = dataclasses.replace(
                     want, revision=primary, replicas=count, held=held
                 )
+        before = control.traffic.get(d.service)
         if d.finished or d.traffic is None:
             control.traffic.pop(d.service, None)
         else:
@@ -206,6 +225,39 @@ class Deployer:
         for hook in self.on_traffic:
             hook()
         control.supervisor.wake()
+        if control.traffic.get(d.service) == before:
+            return False
+        await self._moved(d)
+        return True
+
+    async def _moved(self, d: Deployment) -> None:
+        """Traffic moved: every router worker routes by the new split before the step is recorded, and a revision
+        that lost all its traffic has no request left in flight, so that "switched" means that no request is
+        answered by the old revision after it."""
+        plane = self.plane
+        if plane is None:
+            return
+        await plane.settle()
+        version = plane.table.version
+        split = self.control.traffic.get(d.service)
+        serving = d.serving_revision if split is None else None
+        emptied = [
+            rev for rev in (d.from_revision, d.to_revision) if (split or {}).get(rev, 0.0) == 0.0 and rev != serving
+        ]
+        replicas = {r.id for r in self.control.supervisor.replicas if r.service == d.service and r.revision in emptied}
+
+        def quiet() -> bool:
+            view = plane.link.view
+            if not view.versions or min(view.versions) < version:
+                return False  # a report from before every worker had the new split proves nothing
+            return not any(
+                int((e.gauges or {}).get("in_flight", 0))
+                for e in plane.link.view.routed(d.service)
+                if (e.gauges or {}).get("replica") in replicas
+            )
+
+        if replicas:
+            await plane.link.wait(quiet, self.control.spec.router.drain_timeout_s)
 
     def _settle(self, d: Deployment) -> None:
         """The ended deployment's outcome becomes the service's serving revision, in memory at once."""

@@ -1,5 +1,6 @@
 """One collection pass: the host and portero (psutil, in a thread), every replica (its runtime's `stats`, all
-at once, each with a deadline) and the router (its counters, read in place: no await, so one consistent view)."""
+at once, each with a deadline) and the router (the totals its workers reported, read in place: one consistent
+view)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from portero.control import ControlPlane
 from portero.monitor.host import HostSampler
@@ -19,17 +21,19 @@ from portero.monitor.snapshot import (
 )
 from portero.monitor.traffic import Reading, TrafficBook
 from portero.replicas import Replica, ReplicaState
-from portero.router.server import Router
-from portero.router.service import Stats
 from portero.runtimes.base import RuntimeFailure
+
+if TYPE_CHECKING:
+    from portero.dataplane.plane import DataPlane
+    from portero.dataplane.report import RouterView, Tally
 
 log = logging.getLogger(__name__)
 
 
 class Collector:
-    def __init__(self, control: ControlPlane, router: Router | None, host: HostSampler) -> None:
+    def __init__(self, control: ControlPlane, plane: DataPlane | None, host: HostSampler) -> None:
         self.control = control
-        self.router = router
+        self.view = plane.link.view if plane is not None else None
         self.host = host
         self.traffic = TrafficBook()
 
@@ -75,48 +79,58 @@ class Collector:
         by_service: dict[str, list[Replica]] = {}
         for replica in self.control.supervisor.replicas:
             by_service.setdefault(replica.service, []).append(replica)
-        traffic, endpoints = self.traffic.update(_readings(self.router), now) if self.router else ({}, {})
+        view = self.view
+        traffic, endpoints = self.traffic.update(_readings(view), now) if view is not None else ({}, {})
         samples = []
         for name, record in sorted(self.control.records.items()):
             ready = sum(1 for r in by_service.get(name, []) if r.state is ReplicaState.READY)
-            route = self.router.services.get(name) if self.router else None
             shown = [
-                EndpointSample(endpoint.key, endpoint.replica_id or None, endpoint.state.value, endpoints[key])
-                for endpoint in (route.endpoints.values() if route else [])
-                if (key := (name, endpoint.key)) in endpoints
+                EndpointSample(
+                    e.address, _gauge(e.gauges, "replica") or None, _gauge(e.gauges, "state"), endpoints[key]
+                )
+                for e in (view.routed(name) if view is not None else [])
+                if (key := (name, e.address)) in endpoints
             ]
             samples.append(ServiceSample(name, record.desired, ready, traffic.get(name), shown))
-        if self.router is None:
+        if view is None:
             return samples, None
         rates = [t.requests_per_second for t in traffic.values() if t.requests_per_second is not None]
         router = RouterSample(
             requests_per_second=sum(rates) if rates or not traffic else None,
             in_flight=sum(t.in_flight for t in traffic.values()),
-            connections=len(self.router.connections),
+            connections=view.connections,
         )
         return samples, router
 
 
-def _readings(router: Router | None) -> Iterator[Reading]:
-    if router is None:
-        return
-    for name, route in router.services.items():
-        yield _reading(name, None, None, "router", route.stats)
-        for endpoint in route.endpoints.values():
-            yield _reading(name, endpoint.key, endpoint.replica_id or None, endpoint.state.value, endpoint.stats)
+def _gauge(gauges: dict[str, object] | None, name: str) -> str:
+    return str((gauges or {}).get(name) or "")
 
 
-def _reading(service: str, address: str | None, replica: str | None, state: str, stats: Stats) -> Reading:
-    counters, latency = stats.counters, stats.latency
+def _readings(view: RouterView) -> Iterator[Reading]:
+    """The totals of every service and endpoint, those of endpoints that left included (RouterView keeps them):
+    their identity never changes, so each pass adds exactly what was counted since the last one."""
+    for name, service in view.services.items():
+        yield _reading(name, None, None, "router", service.totals, 0)
+    for endpoint in view.endpoints.values():
+        in_flight = int((endpoint.gauges or {}).get("in_flight", 0)) if endpoint.present else 0
+        state = _gauge(endpoint.gauges, "state") if endpoint.present else "gone"
+        replica = _gauge(endpoint.gauges, "replica") or None
+        yield _reading(endpoint.service, endpoint.address, replica, state, endpoint.totals, in_flight)
+
+
+def _reading(
+    service: str, address: str | None, replica: str | None, state: str, totals: Tally, in_flight: int
+) -> Reading:
     return Reading(
         service=service,
         address=address,
         replica=replica,
         state=state,
-        identity=id(stats),
-        requests=counters.requests if address is not None else sum(counters.responses),
-        responses=tuple(counters.responses),
-        in_flight=counters.in_flight,
-        buckets=tuple(latency.counts),
-        latency_sum_s=latency.sum,
+        identity=0,
+        requests=totals.requests if address is not None else totals.answered,
+        responses=tuple(totals.responses),
+        in_flight=in_flight,
+        buckets=tuple(totals.buckets),
+        latency_sum_s=totals.latency_sum_s,
     )

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from portero.control import ControlPlane
 from portero.events import Event
@@ -27,9 +28,11 @@ from portero.monitor.scrape import Scraper
 from portero.monitor.series import SeriesStore, Tier
 from portero.monitor.snapshot import PorteroSample, Snapshot
 from portero.monitor.webhook import Senders
-from portero.router.server import Router
 from portero.spec.models import MonitoringSettings, Spec
 from portero.tasks import settle, spawn
+
+if TYPE_CHECKING:
+    from portero.dataplane.plane import DataPlane
 
 log = logging.getLogger(__name__)
 EXPIRE_EVERY = 60  # passes between sweeps for series that aged out
@@ -39,7 +42,7 @@ class Monitor:
     def __init__(
         self,
         control: ControlPlane,
-        router: Router | None,
+        plane: DataPlane | None,
         state_dir: Path,
         external_url: str,
         clock: Callable[[], float] = time.time,
@@ -54,7 +57,7 @@ class Monitor:
             series.memory_budget_bytes,
         )
         self.host = HostSampler(state_dir)
-        self.collector = Collector(control, router, self.host)
+        self.collector = Collector(control, plane, self.host)
         self.scraper = Scraper(control)
         self.rules = rules.effective(self.settings, control.spec.alerts)
         self.alerts: dict[str, Alert] = {}

@@ -419,6 +419,9 @@ class ClientConnection(BurstWriter):
         return not self.closed
 
     def exchange_done(self, exchange: Exchange, close: bool) -> None:
+        # A stopping router closes a connection only where its response said so: one whose head went out before
+        # the stop said keep-alive, and its client may be sending the next request already. That one gets
+        # `Connection: close` on its next response, or is closed once idle (`close_when_idle`).
         if close or self.closed:
             self.close()
             return
@@ -508,6 +511,17 @@ class ClientConnection(BurstWriter):
         exchange = self.current
         if exchange is not None and not exchange.done:
             exchange.check(now)
+
+    def close_when_idle(self, now: float) -> None:
+        """The router is stopping: close this connection if it has waited for a request for a second. A client
+        that is using it gets `Connection: close` on its next response instead: closing under a client that is
+        sending a request would fail that request."""
+        if (
+            self.phase == IDLE
+            and self.current is None
+            and self.deadline - self.router.settings.idle_timeout_s <= now - 1
+        ):
+            self.close()
 
     def abandon(self) -> None:
         """Drop the connection without a word: what it asked for is abandoned, nothing it holds is flushed."""

@@ -385,7 +385,7 @@ class Exchange:
             else:
                 self.rechunk = True
                 out.append(b"transfer-encoding: chunked\r\n")
-        close = self.response_close or not self.keep_alive or not self.request_done
+        close = self.response_close or not self.keep_alive or not self.request_done or router.closing
         if status != 101:
             out.append(b"connection: close\r\n" if close else b"connection: keep-alive\r\n")
             self.response_close = close
@@ -517,7 +517,7 @@ class Exchange:
         """Answer with the router's own response; the connection closes unless the request was read whole."""
         self.release(ok=None)
         self.status = status
-        close = not self.request_done or not self.keep_alive or self.upgrade
+        close = not self.request_done or not self.keep_alive or self.upgrade or self.service.router.closing
         if maintenance:
             body = wire.MAINTENANCE_PAGE
             headers: tuple[tuple[bytes, bytes], ...] = ((b"retry-after", b"5"), (b"cache-control", b"no-store"))

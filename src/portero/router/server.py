@@ -13,9 +13,6 @@ import os
 import random
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
-
-import httpx
 
 from portero.router.balancer import make_balancer
 from portero.router.breaker import BreakerPolicy
@@ -23,8 +20,10 @@ from portero.router.budget import RetryBudget, RetryPolicy
 from portero.router.burst import BurstWriter
 from portero.router.client import ClientConnection
 from portero.router.outlier import OutlierPolicy
+from portero.router.probe import probe
 from portero.router.routes import CompiledRoute, compile_routes, match
 from portero.router.service import Endpoint, EndpointState, ServiceRoute
+from portero.router.snapshot import RoutingSnapshot, ServiceEntry, from_spec
 from portero.spec.models import RouterSettings, ServiceSpec
 from portero.tasks import settle, spawn
 
@@ -32,14 +31,6 @@ log = logging.getLogger(__name__)
 SWEEP_S = 0.25  # resolution of every router deadline
 ACCEPT_BURST = 256  # connections accepted per wake-up of the listener (HAProxy's tune.maxaccept is 4, per listener)
 ACCEPT_PAUSE_S = 0.1
-
-
-@dataclass(frozen=True)
-class ReplicaEndpoint:
-    replica_id: str
-    host: str
-    port: int
-    weight: int | None = None  # None: the service's `balance.weight`
 
 
 class RouterError(ValueError):
@@ -58,7 +49,10 @@ class Router:
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex().encode()
         self._trusted_cache: dict[bytes, bool] = {}
-        self._listener: socket.socket | None = None
+        self._listeners: list[socket.socket] = []
+        self.closing = False  # stopping: no new connections, each connection closes after its current response
+        self.version = -1  # of the snapshot loaded last
+        self.departed: list[Endpoint] = []  # endpoints removed since `take_departed` was last called
         self._tasks: list[asyncio.Task[None]] = []
         self._demand_hooks: list[Callable[[str], None]] = []
         self._event_hooks: list[Callable[[str, str, str, str], None]] = []
@@ -85,32 +79,38 @@ class Router:
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve on `sockets` (a worker's, inherited from the router's parent process), or on a socket of its own
+        bound to `router.host:router.port` (a router alone: tests, benchmarks)."""
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.now = loop.time
         settings = self.settings
-        try:
-            self._listener = listen(settings.host, settings.port)
-        except OSError as exc:
-            raise RouterError(
-                f"cannot listen on {settings.host}:{settings.port} for the router: {exc.strerror} "
-                "(set router.port in the spec)"
-            ) from exc
-        loop.add_reader(self._listener.fileno(), self._accept)
+        if sockets is None:
+            try:
+                sockets = [listen(settings.host, settings.port)]
+            except OSError as exc:
+                raise RouterError(
+                    f"cannot listen on {settings.host}:{settings.port} for the router: {exc.strerror} "
+                    "(set router.port in the spec)"
+                ) from exc
+        self._listeners = sockets
+        for listener in sockets:
+            listener.setblocking(False)
+            loop.add_reader(listener.fileno(), self._accept, listener)
         self._tasks = [
             spawn(self._sweep(), name="router-sweep", eternal=True),
             spawn(self._check_endpoints(), name="router-health", eternal=True),
         ]
-        log.info("router listening on %s:%d", settings.host, self.address[1])
+        names = ", ".join("{}:{}".format(*listener.getsockname()[:2]) for listener in sockets)
+        log.info("router listening on %s", names)
 
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket) -> None:
         """Accept up to ACCEPT_BURST connections per wake-up. The loop's own server accepts one per loop
         iteration (libuv >= 1.45), and an iteration of a busy router serves hundreds of connections, so 1,000
         new clients waited seconds in the accept queue (wrk counted up to 168 requests over 5 s)."""
-        listener = self._listener
         loop = self._loop
-        if listener is None or loop is None:
+        if loop is None or self.closing:
             return
         for _ in range(ACCEPT_BURST):
             try:
@@ -123,7 +123,7 @@ class Router:
                     # spin on a listener that stays readable; the kernel's queue holds the clients meanwhile.
                     log.error("router cannot accept connections: %s; retrying in %.1f s", exc, ACCEPT_PAUSE_S)
                     _stop_reading(loop, listener.fileno())
-                    loop.call_later(ACCEPT_PAUSE_S, self._resume_accepting)
+                    loop.call_later(ACCEPT_PAUSE_S, self._resume_accepting, listener)
                     return
                 continue  # the client left before we accepted it (ECONNABORTED...)
             with contextlib.suppress(OSError):
@@ -136,21 +136,30 @@ class Router:
         except OSError:
             sock.close()
 
-    def _resume_accepting(self) -> None:
-        if self._listener is not None and self._loop is not None and not self.stopped:
-            self._loop.add_reader(self._listener.fileno(), self._accept)
+    def _resume_accepting(self, listener: socket.socket) -> None:
+        if self._loop is not None and not self.closing and listener in self._listeners:
+            self._loop.add_reader(listener.fileno(), self._accept, listener)
 
-    async def stop(self, grace_s: float = 5.0) -> None:
-        """Stop accepting, let requests in flight finish within `grace_s`, then close every connection."""
-        self.stopped = True
-        listener, self._listener = self._listener, None
-        if listener is not None:
+    def stop_accepting(self) -> None:
+        """No new connection from now on. The listening sockets are closed here, in this process: where a parent
+        process holds them too (the router's workers), the kernel keeps queueing connections for the others."""
+        self.closing = True
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
             if self._loop is not None:
                 _stop_reading(self._loop, listener.fileno())
             listener.close()
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop accepting; requests in flight may finish within `grace_s`, each connection closing after its
+        current response and idle ones at once; then every connection is closed."""
+        self.stop_accepting()
         deadline = self.now() + grace_s
-        while self.active and self.now() < deadline:  # noqa: ASYNC110 - a counter the hot path keeps, no event
+        while (self.active or self.connections) and self.now() < deadline:
+            for conn in list(self.connections):
+                conn.close_when_idle(self.now())
             await asyncio.sleep(0.05)
+        self.stopped = True
         for conn in list(self.connections):
             conn.close()
         for task in self._tasks:
@@ -162,8 +171,8 @@ class Router:
 
     @property
     def address(self) -> tuple[str, int]:
-        assert self._listener is not None
-        host, port = self._listener.getsockname()[:2]
+        assert self._listeners
+        host, port = self._listeners[0].getsockname()[:2]
         return str(host), int(port)
 
     async def _sweep(self) -> None:
@@ -175,44 +184,65 @@ class Router:
             for service in self.services.values():
                 service.sweep(now)
 
-    # -- configuration from the spec ------------------------------------------------------------------------------
+    # -- the routing state ---------------------------------------------------------------------------------------
 
     def apply(self, settings: RouterSettings, services: dict[str, ServiceSpec]) -> None:
+        """Route a spec's services to their static endpoints (a router alone: tests, benchmarks)."""
+        self.load(from_spec(settings, services, self.version + 1))
+
+    def load(self, snapshot: RoutingSnapshot) -> None:
+        """Route exactly what `snapshot` says from now on (see snapshot.py): endpoints it lacks drain, new ones join
+        with slow start, changed weights take effect on the next pick."""
+        settings = snapshot.settings
         self._configure(settings)
         now = self.now()
-        for name, spec in services.items():
-            balance = spec.balance
-            route = self.services.get(name)
-            if route is None or route.balancer_name != balance.algorithm:
-                balancer = make_balancer(balance.algorithm, random.random, balance.slow_start_s)
-                fresh = ServiceRoute(self, name, balancer, balance.slow_start_s)
-                if route is not None:
-                    fresh.endpoints = route.endpoints
-                route = self.services[name] = fresh
-                route.balancer_name = balance.algorithm
-            route.slow_start_s = balance.slow_start_s
-            route.max_in_flight = balance.max_in_flight
-            route.hash_header = balance.hash_header.lower().encode() if balance.hash_header else None
-            route.hash_cookie = balance.hash_cookie
-            route.replica_weight = balance.weight
-            route.health_path = spec.health.path
-            route.outlier_policy = self.outlier_policy
-            wanted = {e.address: e.weight for e in spec.endpoints}
-            for key, endpoint in list(route.endpoints.items()):
-                if endpoint.source == "static" and key not in wanted:
+        for entry in snapshot.services:
+            route = self._route_for(entry)
+            wanted = {e.address: e for e in entry.endpoints}
+            for key, endpoint in route.endpoints.items():
+                if key not in wanted and endpoint.state is not EndpointState.DRAINING:
                     endpoint.drain(now + settings.drain_timeout_s)
-            for address, weight in wanted.items():
-                host, port = split_address(address)
-                existing = route.endpoints.get(address)
-                if existing is None:
-                    route.add(Endpoint(route, host, port, weight, "static", now), now)
-                else:
-                    existing.target.weight = weight
-        for gone in set(self.services) - set(services):
+            reweighted = False
+            for address, e in wanted.items():
+                current = route.endpoints.get(address)
+                if e.draining:
+                    if current is not None and current.state is not EndpointState.DRAINING:
+                        current.drain(now + (e.drain_s or settings.drain_timeout_s))
+                elif current is None or current.state is EndpointState.DRAINING:
+                    host, port = split_address(address)
+                    route.add(Endpoint(route, host, port, e.weight, e.source, now, e.replica), now)
+                elif current.target.weight != e.weight:
+                    current.target.weight = e.weight
+                    reweighted = True
+            if reweighted:
+                route.restart_balancing(now)
+        names = {entry.name for entry in snapshot.services}
+        for gone in set(self.services) - names:
             for endpoint in self.services[gone].endpoints.values():
-                endpoint.drain(now + settings.drain_timeout_s)
+                if endpoint.state is not EndpointState.DRAINING:
+                    endpoint.drain(now + settings.drain_timeout_s)
         self.routes = compile_routes([(r.host, r.prefix, r.service) for r in settings.routes])
-        self.default_service = next(iter(services), None)
+        self.default_service = snapshot.services[0].name if snapshot.services else None
+        self.version = snapshot.version
+
+    def _route_for(self, entry: ServiceEntry) -> ServiceRoute:
+        balance = entry.balance
+        route = self.services.get(entry.name)
+        if route is None or route.balancer_name != balance.algorithm:
+            balancer = make_balancer(balance.algorithm, random.random, balance.slow_start_s)
+            fresh = ServiceRoute(self, entry.name, balancer, balance.slow_start_s)
+            if route is not None:
+                fresh.endpoints = route.endpoints
+            route = self.services[entry.name] = fresh
+            route.balancer_name = balance.algorithm
+        route.slow_start_s = balance.slow_start_s
+        route.max_in_flight = balance.max_in_flight
+        route.hash_header = balance.hash_header.lower().encode() if balance.hash_header else None
+        route.hash_cookie = balance.hash_cookie
+        route.replica_weight = balance.weight
+        route.health_path = entry.health_path
+        route.outlier_policy = self.outlier_policy
+        return route
 
     # -- the request path's helpers -------------------------------------------------------------------------------
 
@@ -278,58 +308,11 @@ class Router:
         """`hook(kind, service, address, message)` for every `tell`."""
         self._event_hooks.append(hook)
 
-    # -- registry -------------------------------------------------------------------------------------------------
+    # -- lookups --------------------------------------------------------------------------------------------------
 
-    def sync_replicas(self, service: str, ready: list[ReplicaEndpoint]) -> None:
-        """The supervisor's ready replicas of `service`: new ones join (with slow start), gone ones drain."""
-        route = self.services.get(service)
-        if route is None:
-            return
-        now = self.now()
-        wanted = {f"{r.host}:{r.port}": r for r in ready}
-        for key, endpoint in route.endpoints.items():
-            if endpoint.source == "replica" and key not in wanted and endpoint.state is not EndpointState.DRAINING:
-                endpoint.drain(now + self.settings.drain_timeout_s)
-        for key, replica in wanted.items():
-            weight = route.replica_weight if replica.weight is None else replica.weight
-            current = route.endpoints.get(key)
-            if current is None or current.state is EndpointState.DRAINING:
-                fresh = Endpoint(route, replica.host, replica.port, weight, "replica", now, replica.replica_id)
-                route.add(fresh, now)
-            elif current.target.weight != weight:
-                current.target.weight = weight  # a deployment moving traffic: takes effect on the next pick
-                route.wake(now)
-
-    def register(self, service: str, address: str, weight: int) -> Endpoint:
-        route = self._service(service)
-        host, port = split_address(address)
-        now = self.now()
-        existing = route.endpoints.get(address)
-        if existing is not None and existing.state is not EndpointState.DRAINING:
-            existing.target.weight = weight
-            return existing
-        endpoint = Endpoint(route, host, port, weight, "registered", now)
-        route.add(endpoint, now)
-        return endpoint
-
-    def deregister(self, service: str, address: str) -> None:
-        self.endpoint(service, address).drain(self.now() + self.settings.drain_timeout_s)
-
-    def set_weight(self, service: str, address: str, weight: int) -> Endpoint:
-        endpoint = self.endpoint(service, address)
-        endpoint.target.weight = weight
-        return endpoint
-
-    def drain(self, service: str, address: str, timeout_s: float | None = None) -> Endpoint:
-        endpoint = self.endpoint(service, address)
-        endpoint.drain(self.now() + (self.settings.drain_timeout_s if timeout_s is None else timeout_s))
-        return endpoint
-
-    async def drained(self, service: str, address: str) -> None:
-        """Wait until a draining endpoint has no request left (or its drain deadline passed)."""
-        route = self.services.get(service)
-        while not self.stopped and route is not None and address in route.endpoints:  # noqa: ASYNC110 - the sweep removes it
-            await asyncio.sleep(SWEEP_S)
+    def take_departed(self) -> list[Endpoint]:
+        departed, self.departed = self.departed, []
+        return departed
 
     def endpoint(self, service: str, address: str) -> Endpoint:
         route = self._service(service)
@@ -347,26 +330,20 @@ class Router:
     # -- active checks of endpoints portero does not run ----------------------------------------------------------
 
     async def _check_endpoints(self) -> None:
-        async with httpx.AsyncClient(trust_env=False) as client:
-            while True:
-                await asyncio.sleep(SWEEP_S)
-                now = self.now()
-                checks = self.settings.health
-                for route in self.services.values():
-                    for endpoint in route.endpoints.values():
-                        checked = endpoint.health is not None or endpoint.probing
-                        if checked and now - endpoint.last_check >= checks.interval_s:
-                            endpoint.last_check = now
-                            spawn(self._check(client, route, endpoint), name=f"check:{endpoint.key}")
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            now = self.now()
+            checks = self.settings.health
+            for route in self.services.values():
+                for endpoint in route.endpoints.values():
+                    checked = endpoint.health is not None or endpoint.probing
+                    if checked and now - endpoint.last_check >= checks.interval_s:
+                        endpoint.last_check = now
+                        spawn(self._check(route, endpoint), name=f"check:{endpoint.key}")
 
-    async def _check(self, client: httpx.AsyncClient, route: ServiceRoute, endpoint: Endpoint) -> None:
-        try:
-            response = await client.get(
-                f"http://{endpoint.key}{route.health_path}", timeout=self.settings.health.timeout_s
-            )
-            ok = 200 <= response.status_code < 400
-        except httpx.HTTPError:
-            ok = False
+    async def _check(self, route: ServiceRoute, endpoint: Endpoint) -> None:
+        host, port = split_address(endpoint.key)
+        ok = await probe(host, port, route.health_path, self.settings.health.timeout_s)
         now = self.now()
         if endpoint.health is None:  # a replica that refused a connection: one answer brings it back
             if ok and endpoint.probing:

@@ -287,7 +287,20 @@ class ServiceRoute:
 
     # -- endpoint set ---------------------------------------------------------------------------------------------
 
+    def restart_balancing(self, now: float) -> None:
+        """Weights changed (a deployment moved traffic): the balancer starts over, so that every endpoint gets its
+        new share from the next request. Smooth round robin's running weights, left from the old weights, starved
+        the endpoints whose weight went up: four new replicas got no request while an old one took 323."""
+        for endpoint in self.endpoints.values():
+            endpoint.target.current = 0.0
+        self.wake(now)
+
     def add(self, endpoint: Endpoint, now: float) -> None:
+        old = self.endpoints.get(endpoint.key)
+        if old is not None:  # a draining endpoint of the same address comes back: its counts go on where they were
+            endpoint.stats = old.stats
+            old.pool.size = 0  # its connections close as its last requests end
+            old.pool.close_idle()
         self.endpoints[endpoint.key] = endpoint
         self.wake(now)
 
@@ -301,6 +314,7 @@ class ServiceRoute:
             ):
                 endpoint.pool.close()
                 del self.endpoints[key]
+                self.router.departed.append(endpoint)  # its last counts are still to be reported
                 continue
             endpoint.pool.expire(now - 30.0)
         if self.queue:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import types
 import typing
+from functools import cache
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -31,13 +34,45 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
         nested = _nested_model(field.annotation)
         rows.append(
             f"| `{path}` | {_type(field.annotation)} | {_default(field)} | {_env(path)} | "
-            f"{(field.description or '').replace(chr(10), ' ')} |"
+            f"{_docstring(model, name).replace(chr(10), ' ')} |"
         )
         if model is Spec and name == "services":
             rows += _rows(ServiceSpec, "services.NAME.")
         elif nested is not None:
             rows += _rows(nested, f"{path}[]." if typing.get_origin(field.annotation) is tuple else f"{path}.")
     return rows
+
+
+def _docstring(model: type[BaseModel], field: str) -> str:
+    """The docstring under a field in its class's source. Read here, for the docs only, rather than by pydantic's
+    `use_attribute_docstrings` on every import: parsing the source of every model cost each router worker a sixth
+    of a second of its start."""
+    for klass in model.__mro__:
+        found = _docstrings(klass).get(field)
+        if found is not None:
+            return found
+    return ""
+
+
+@cache
+def _docstrings(klass: type) -> dict[str, str]:
+    try:
+        source = inspect.getsource(klass)
+    except (OSError, TypeError):
+        return {}
+    body = ast.parse(inspect.cleandoc(source) if source.startswith(" ") else source).body[0]
+    assert isinstance(body, ast.ClassDef)
+    found: dict[str, str] = {}
+    for node, following in zip(body.body, body.body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            found[node.target.id] = inspect.cleandoc(following.value.value)
+    return found
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:

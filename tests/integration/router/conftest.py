@@ -12,6 +12,7 @@ once every client has left, the router counts no request as in flight (a leak th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ import pytest
 
 from portero.router.server import Router
 from portero.router.service import Endpoint, ServiceRoute
+from portero.router.snapshot import EndpointEntry, RoutingSnapshot, from_spec
 from portero.spec.models import RouterSettings, ServiceSpec
 from tests.integration.router.backend import HEALTH_PATH, LoopThread, RecordingBackend
 
@@ -70,10 +72,32 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
 
 
 class RouterUnderTest:
-    def __init__(self, loop: LoopThread, router: Router) -> None:
+    def __init__(self, loop: LoopThread, router: Router, snapshot: RoutingSnapshot) -> None:
         self.loop = loop
         self.router = router
+        self.snapshot = snapshot  # the last one it loaded: the tests change it as the control plane would
         self.port = loop.call(lambda: router.address[1])
+
+    def load(self, service: str, change: Callable[[list[EndpointEntry]], list[EndpointEntry]]) -> None:
+        """The next snapshot, with `service`'s endpoints changed by `change`, loaded on the router's thread."""
+        services = tuple(
+            dataclasses.replace(s, endpoints=tuple(change(list(s.endpoints)))) if s.name == service else s
+            for s in self.snapshot.services
+        )
+        self.snapshot = dataclasses.replace(self.snapshot, version=self.snapshot.version + 1, services=services)
+        self.call(self.router.load, self.snapshot)
+
+    def drain(self, backend: RecordingBackend | str, drain_s: float = 0.0, service: str = "app") -> None:
+        address = address_of(backend)
+        self.load(
+            service,
+            lambda entries: [
+                dataclasses.replace(e, draining=True, drain_s=drain_s) if e.address == address else e for e in entries
+            ],
+        )
+
+    def register(self, backend: RecordingBackend | str, weight: int = 1, service: str = "app") -> None:
+        self.load(service, lambda entries: [*entries, EndpointEntry(address_of(backend), weight, "registered")])
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run `fn(*args)` on the router's thread: the router is not thread-safe."""
@@ -153,8 +177,9 @@ def start_router(loop_errors: LoopErrors) -> Iterator[Callable[..., RouterUnderT
         running.append((loop, router))
         loop.run(router.start())
         specs = {name: service_spec(endpoints, balance) for name, endpoints in services.items()}
-        loop.call(router.apply, config, specs)
-        return RouterUnderTest(loop, router)
+        snapshot = from_spec(config, specs, version=1)
+        loop.call(router.load, snapshot)
+        return RouterUnderTest(loop, router, snapshot)
 
     yield start
     try:

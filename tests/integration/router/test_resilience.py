@@ -143,7 +143,7 @@ def test_draining_endpoint_finishes_its_request_and_gets_no_new_one(start_router
         slow.send(get("/slow"))
         wait_until(lambda: any(r.target == "/slow" for r in a.heads + b.heads), what="the slow request upstream")
         draining, other = (a, b) if a.heads else (b, a)
-        proxy.call(proxy.router.drain, "app", draining.address)
+        proxy.drain(draining)
         during = Counter(fast.get("/fast").body.decode() for _ in range(20))
         finished = slow.response()
     assert (finished.status, finished.body.decode()) == (200, draining.name)
@@ -161,7 +161,7 @@ def test_drain_deadline_cuts_what_is_left(start_router, backends):
     with Client(proxy.port, timeout=15) as client:
         client.send(b"POST /slow HTTP/1.1\r\nHost: app\r\nContent-Length: 2\r\n\r\nhi")  # round robin: to a
         wait_until(lambda: bool(a.requests), what="the request at a")
-        proxy.call(proxy.router.drain, "app", a.address, 0.5)
+        proxy.drain(a, 0.5)
         response = client.response()
     assert response.status == 502  # sent, so not retried: the deadline ends it
     assert time.monotonic() - started < 4.5
@@ -184,7 +184,7 @@ def test_queued_request_is_served_once_an_endpoint_registers(start_router, backe
         client.send(get("/waiting"))
         wait_until(lambda: proxy.call(lambda: len(proxy.service().queue)) == 1, what="the request to queue")
         assert backend.heads == []
-        proxy.call(proxy.router.register, "app", backend.address, 1)
+        proxy.register(backend)
         response = client.response()
     assert (response.status, response.body) == (200, b"backend")
     assert [r.target for r in backend.requests] == ["/waiting"]
@@ -198,7 +198,7 @@ def test_full_queue_answers_503_at_once(start_router, backend):
         started = time.monotonic()
         assert one(proxy.port, get("/second")).status == 503
         assert time.monotonic() - started < 5
-        proxy.call(proxy.router.register, "app", backend.address, 1)
+        proxy.register(backend)
         assert first.response().status == 200
 
 
