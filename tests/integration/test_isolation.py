@@ -122,6 +122,10 @@ def test_a_replica_finds_neither_the_admin_token_nor_a_cloud_secret_of_portero(t
         assert env["GIVEN"] == "by the spec"
         assert env["PORTERO_REPLICA_ID"] == replica["id"]
         assert env["PORT"] == str(replica["port"])
+        status = Path(f"/proc/{app_pid(portero, replica['id'])}/status").read_text()
+        umask = os.umask(0)
+        os.umask(umask)
+        assert f"Umask:\t{umask:04o}" in status  # the umask portero was started with, not its private 077
     finally:
         portero.stop()
 
@@ -147,6 +151,7 @@ def test_a_loose_state_directory_is_made_owner_only_and_root_replicas_are_warned
     assert (portero.state / "state.db").exists()
     assert list(portero.state.glob("replicas/*/replica.log"))
     if os.geteuid() == 0:  # said once at start, and by every `portero status`
+        assert "warning: replicas of plain run as root" in up.stderr
         log = (portero.state / "portero.log").read_text()
         assert log.count("replicas of plain run as root, as portero does") == 1
         assert "warning: replicas of plain run as root" in portero.cli("status").stderr

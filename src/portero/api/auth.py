@@ -132,6 +132,7 @@ class AuthMiddleware:
             await send(message)
 
         revoked = False
+        failure: Exception | None = None
         async with anyio.create_task_group() as group:
 
             async def watch() -> None:
@@ -144,8 +145,13 @@ class AuthMiddleware:
                 group.cancel_scope.cancel()
 
             group.start_soon(watch)
-            await self.app(scope, receive, sending)
+            try:
+                await self.app(scope, receive, sending)
+            except Exception as exc:  # raised as itself below, not in the task group's ExceptionGroup
+                failure = exc
             group.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
         if not revoked:
             return
         log.info("ended %s %r: token %s (%s) was revoked", scope["method"], scope["path"], record.id, record.name)

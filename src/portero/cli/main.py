@@ -169,7 +169,14 @@ def _detach(file: Path, wait_s: float) -> None:
     _first_admin_token()
     command = [sys.executable, "-m", "portero", "--state-dir", str(state_dir), "up", "--file", str(file), "--no-ui"]
     with (state_dir / "portero.log").open("ab") as out:
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            umask=statedir.app_umask(),  # the daemon records it for the replicas: the one before this CLI's 077
+        )
     deadline = time.monotonic() + wait_s
     client = Context.client(file)
     while time.monotonic() < deadline:
@@ -180,6 +187,7 @@ def _detach(file: Path, wait_s: float) -> None:
             services = client.get("/services")["services"]
             if all(s["ready"] >= s["desired"] for s in services):
                 console.print(status_table(services))
+                _warn_root(services)
                 console.print(f"portero running in the background (pid {child.pid}), admin API at {client.url}")
                 return
         time.sleep(0.25)
@@ -197,6 +205,10 @@ def status(
         console.print_json(json.dumps(services))
         return
     console.print(status_table(services))
+    _warn_root(services)
+
+
+def _warn_root(services: list[dict[str, Any]]) -> None:
     as_root = [s["name"] for s in services if s.get("user") == "root"]
     if as_root:
         errors.print(
