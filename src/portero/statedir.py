@@ -2,15 +2,17 @@
 
 It holds the admin token, the token hashes, the spec with its env values (`state.db`) and the replicas' logs.
 At every start, the directory and everything in it lose their group and other bits (`chmod -R go=`), each
-change named in a warning; what cannot be changed (a file of another user, a read-only file system) refuses
-the start with the command that fixes it. Then portero's umask becomes 077, so that SQLite's journal, a
-rotated log and every file made later are private from their first byte, as systemd's `UMask=0077` would
-make them. Replicas get back the umask portero was started with: their files are the app's business.
+change named in a warning. What cannot be changed (a read-only file system) and what belongs to another user
+(who could add a token of its own) refuse the start with the command that fixes it. Then portero's umask
+becomes 077, so that SQLite's journal, a rotated log and every file made later are private from their first
+byte, as systemd's `UMask=0077` would make them. Replicas get back the umask portero was started with: their
+files are the app's business.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import stat
 from pathlib import Path
 
@@ -39,8 +41,15 @@ def prepare(state_dir: Path) -> list[str]:
     for path in [state_dir, *_inside(state_dir)]:
         mode = 0
         try:
-            mode = stat.S_IMODE(path.lstat().st_mode)
-            if path.is_symlink() or not mode & 0o077:
+            found = path.lstat()
+            mode = stat.S_IMODE(found.st_mode)
+            if found.st_uid != os.geteuid() and not stat.S_ISLNK(found.st_mode):
+                raise StateDirError(
+                    f"{path} belongs to uid {found.st_uid}, not to portero's (uid {os.geteuid()}): its owner could "
+                    f"add a token to tokens.json and act as portero. Run `chown -R {_me()} {state_dir}`, or start "
+                    "portero as that user"
+                )
+            if stat.S_ISLNK(found.st_mode) or not mode & 0o077:
                 continue  # a link's own mode means nothing, and its target is not portero's to change
             path.chmod(mode & ~0o077)
         except FileNotFoundError:
@@ -53,6 +62,13 @@ def prepare(state_dir: Path) -> list[str]:
             ) from exc
         fixed.append(f"{path} was {mode:04o}")
     return fixed
+
+
+def _me() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 def _inside(state_dir: Path) -> list[Path]:

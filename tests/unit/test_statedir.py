@@ -82,8 +82,8 @@ def test_files_made_afterwards_are_private_and_replicas_get_the_umask_portero_ha
     assert mode(tmp_path / "new" / "later") == 0o700
 
 
-def test_a_state_directory_portero_cannot_fix_refuses_the_start_with_the_command(request):
-    """As another user than the directory's owner (root here), chmod fails: the start is refused."""
+def test_a_state_directory_of_another_user_refuses_the_start_with_the_command(request):
+    """portero run by `nobody` on root's directory: its owner could act as portero; the start is refused."""
     if os.geteuid() != 0:
         message = "needs root to run a second user (CI runs as root)"
         pytest.fail(message) if REQUIRE_ALL else pytest.skip(message)
@@ -100,5 +100,20 @@ def test_a_state_directory_portero_cannot_fix_refuses_the_start_with_the_command
         [python, "-c", code, str(state)], user="nobody", env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode != 0
-    assert f"{state} is 0755 and cannot be made private (Operation not permitted)" in done.stderr
-    assert f"Run `chmod -R go= {state}` as its owner (or root)" in done.stderr
+    assert f"{state} belongs to uid 0, not to portero's (uid 65534): its owner could add a token" in done.stderr
+    assert f"Run `chown -R nobody {state}`, or start portero as that user" in done.stderr
+
+
+def test_a_file_of_another_user_inside_refuses_the_start(tmp_path):
+    """As root: a file someone else owns in the state directory (they could have written tokens.json)."""
+    if os.geteuid() != 0:
+        message = "needs root to give a file to another user (CI runs as root)"
+        pytest.fail(message) if REQUIRE_ALL else pytest.skip(message)
+    state = tmp_path / "s"
+    state.mkdir(mode=0o700)
+    (state / "tokens.json").write_text("")
+    os.chown(state / "tokens.json", 65534, 65534)
+    with pytest.raises(statedir.StateDirError) as caught:
+        statedir.prepare(state)
+    assert str(caught.value).startswith(f"{state / 'tokens.json'} belongs to uid 65534, not to portero's (uid 0)")
+    assert f"Run `chown -R root {state}`" in str(caught.value)
