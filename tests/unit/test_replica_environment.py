@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from portero.runtimes.accounts import Account
+import pwd
+
+import pytest
+
+from portero.runtimes.accounts import Account, resolve
+from portero.runtimes.base import RuntimeFailure
 from portero.runtimes.environment import replica_environment
+from portero.spec.models import ServiceSpec
 
 HOST = {
     "PATH": "/venv/bin:/usr/bin:/bin",
@@ -65,3 +71,22 @@ def test_another_user_gets_its_own_home_and_names():
 
 def test_a_host_without_path_still_gives_one():
     assert replica_environment({}, {}, OWN, None)["PATH"] == "/usr/local/bin:/usr/bin:/bin"
+
+
+def test_users_and_groups_are_looked_up_and_an_unknown_one_refuses_the_spec():
+    nobody = resolve(ServiceSpec(command=("app",), user="nobody"))
+    assert nobody is not None
+    assert (nobody.uid, nobody.name, nobody.home) == (pwd.getpwnam("nobody").pw_uid, "nobody", "/nonexistent")
+    assert nobody.gid == pwd.getpwnam("nobody").pw_gid
+    assert resolve(ServiceSpec(command=("app",))) is None
+    for fields, problem in [
+        ({"user": "no-such-user-x"}, "`user`: no user 'no-such-user-x' on this host"),
+        ({"user": "nobody", "group": "no-such-group"}, "`group`: no group 'no-such-group' on this host"),
+        ({"user": "4242424"}, "`user`: uid 4242424 has no entry in /etc/passwd, so no group: set `group` too"),
+    ]:
+        with pytest.raises(RuntimeFailure) as caught:
+            resolve(ServiceSpec(command=("app",), **fields))
+        assert str(caught.value).startswith(problem)
+        assert caught.value.retryable is False
+    bare = resolve(ServiceSpec(command=("app",), user="4242424", group="4242424"))
+    assert bare == Account(4242424, 4242424, (4242424,), None, "/", "/bin/sh")

@@ -29,28 +29,27 @@ class Account:
     shell: str
 
 
-def resolve(service: str, spec: ServiceSpec) -> Account | None:
+def resolve(spec: ServiceSpec) -> Account | None:
     """The account of `spec.user`/`group`; None when neither is set (the replica runs as portero does).
     A final RuntimeFailure names the field when the host has no such user or group, or when portero, not
-    being root, cannot switch to it."""
+    being root, cannot switch to it (the caller says which service)."""
     if spec.user is None and spec.group is None:
         return None
-    entry = _user(service, spec.user) if spec.user is not None else pwd.getpwuid(os.geteuid())
-    uid = entry.pw_uid if entry is not None else int(str(spec.user))
+    user = spec.user if spec.user is not None else str(os.geteuid())  # `group` alone: portero's user
+    entry = _user(user)
+    uid = entry.pw_uid if entry is not None else int(user)
     if spec.group is not None:
-        gid = _group(service, spec.group)
+        gid = _group(spec.group)
     elif entry is not None:
         gid = entry.pw_gid
     else:
         raise RuntimeFailure(
-            f"services.{service}.user: uid {uid} has no entry in /etc/passwd, so it has no group: set "
-            f"services.{service}.group too",
-            retryable=False,
+            f"`user`: uid {uid} has no entry in /etc/passwd, so no group: set `group` too", retryable=False
         )
     if os.geteuid() != 0 and (uid, gid) != (os.geteuid(), os.getegid()):
         raise RuntimeFailure(
-            f"services.{service}.user: portero runs as uid {os.geteuid()}, not root, so it cannot start "
-            f"replicas as uid {uid} gid {gid}; run portero as root or remove the field",
+            f"`user`: portero runs as uid {os.geteuid()}, not root, so it cannot start replicas as uid {uid} gid "
+            f"{gid}; run portero as root or remove the field",
             retryable=False,
         )
     groups = tuple(os.getgrouplist(entry.pw_name, gid)) if entry is not None else (gid,)
@@ -58,22 +57,22 @@ def resolve(service: str, spec: ServiceSpec) -> Account | None:
     return Account(uid, gid, groups, name, entry.pw_dir if entry else "/", entry.pw_shell if entry else "/bin/sh")
 
 
-def _user(service: str, user: str) -> pwd.struct_passwd | None:
+def _user(user: str) -> pwd.struct_passwd | None:
     try:
         return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
     except KeyError:
         if user.isdigit():
             return None  # a bare uid, as containers allow; its group must be given
-        raise RuntimeFailure(f"services.{service}.user: no user {user!r} on this host", retryable=False) from None
+        raise RuntimeFailure(f"`user`: no user {user!r} on this host", retryable=False) from None
 
 
-def _group(service: str, group: str) -> int:
+def _group(group: str) -> int:
     if group.isdigit():
         return int(group)
     try:
         return grp.getgrnam(group).gr_gid
     except KeyError:
-        raise RuntimeFailure(f"services.{service}.group: no group {group!r} on this host", retryable=False) from None
+        raise RuntimeFailure(f"`group`: no group {group!r} on this host", retryable=False) from None
 
 
 def runs_as(spec: ServiceSpec, runtime: str) -> str | None:

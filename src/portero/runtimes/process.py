@@ -65,7 +65,7 @@ class ProcessRuntime:
 
     async def prepare(self, service: str, spec: ServiceSpec, base_dir: Path, progress: Progress | None) -> ServiceSpec:
         """A command needs nothing made beforehand; its user must exist (else the spec is refused)."""
-        accounts.resolve(service, spec)
+        accounts.resolve(spec)
         if os.geteuid() == 0 and spec.user is None and service not in self._warned_root:
             self._warned_root.add(service)
             log.warning(
@@ -85,7 +85,7 @@ class ProcessRuntime:
             port = free_port(self.host, avoid=set(self._ports.values()))
         except OSError as exc:
             raise RuntimeFailure(f"no free port for replica {launch.replica_id}: {exc}", retryable=True) from exc
-        account = accounts.resolve(launch.service, launch.spec) if launch.spec is not None else None
+        account = accounts.resolve(launch.spec) if launch.spec is not None else None
         env = self._environment(launch, port, account)
         argv = [Template(arg).safe_substitute(env) for arg in launch.command]
         if shutil.which(argv[0], path=env["PATH"]) is None:
