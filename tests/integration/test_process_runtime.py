@@ -242,24 +242,7 @@ async def test_a_replica_gets_no_secret_of_portero_only_the_documented_variables
     await runtime.stop("tiny-1-0001", proc, grace_s=5)
 
 
-# An app that daemonizes a server the classic way: fork, setsid (out of the process group portero signals), fork
-# again, and the middle process exits, so the server is an orphan. It ignores SIGTERM, as a careless one does.
-DAEMONIZING = """
-import os, signal, sys, time
-if os.fork() == 0:
-    os.setsid()
-    if os.fork() == 0:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print(f"daemon {os.getpid()}", flush=True)
-        time.sleep(600)
-    os._exit(0)
-os.wait()
-if os.environ.get("CRASH"):
-    time.sleep(0.5)
-    sys.exit(3)
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-time.sleep(600)
-"""
+DAEMONIZING = Path(__file__).parents[1] / "fixtures" / "daemonizing_app.py"  # setsid, double fork, deaf to SIGTERM
 
 
 async def daemon_of(runtime: ProcessRuntime, replica_id: str, proc: Process) -> int:
@@ -291,7 +274,7 @@ def gone(pid: int, within_s: float = 2.0) -> bool:
 
 
 def daemonizing(replica_id: str, **env: str) -> Launch:
-    return Launch(replica_id, "daemon", 1, (sys.executable, "-c", DAEMONIZING), None, dict(env))
+    return Launch(replica_id, "daemon", 1, (sys.executable, str(DAEMONIZING)), None, dict(env))
 
 
 async def test_a_daemonized_descendant_is_stopped_with_its_replica_and_reported(runtime):
