@@ -154,5 +154,8 @@ def _shown(value: object) -> str:
     text = repr(value)
     if len(text) <= SHOWN_CHARS:
         return text
-    size = f"{len(value)} characters" if isinstance(value, str | tuple | list) else f"{len(text)} characters"
+    if isinstance(value, str):
+        size = f"{len(value)} characters"
+    else:
+        size = f"{len(value)} items" if isinstance(value, tuple | list) else f"{len(text)} characters shown"
     return f"{text[:SHOWN_CHARS]}... ({size})"
