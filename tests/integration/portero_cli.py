@@ -132,7 +132,7 @@ class Portero:
         self.kill_everything()
 
     def kill_everything(self) -> None:
-        """Teardown after a failed test: portero and every replica shim of this state directory, by group."""
+        """Teardown after a failed test: portero and every replica shim of this state directory, with its tree."""
         with contextlib.suppress(OSError, ValueError):
             os.kill(self.pid(), signal.SIGKILL)
         for proc in psutil.process_iter():
@@ -141,8 +141,14 @@ class Portero:
             except psutil.Error:
                 continue
             if "portero.runtimes.shim" in command and str(self.state) in command:
+                tree: list[psutil.Process] = []
+                with contextlib.suppress(psutil.Error):
+                    tree = proc.children(recursive=True)  # those that left the group too (the shim adopts them)
                 with contextlib.suppress(OSError):
                     os.killpg(proc.pid, signal.SIGKILL)
+                for descendant in tree:
+                    with contextlib.suppress(psutil.Error):
+                        descendant.kill()
 
 
 def _pgid(pid: int) -> int | None:
