@@ -28,6 +28,7 @@ from typing import IO, Any
 
 import uvicorn
 
+from portero import statedir
 from portero.api import cluster as cluster_api
 from portero.api import server as admin_server
 from portero.api.app import create_app
@@ -63,7 +64,11 @@ class StartupError(RuntimeError):
 
 @contextlib.contextmanager
 def state_lock(state_dir: Path) -> Iterator[None]:
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        for fixed in statedir.prepare(state_dir):  # owner-only, whatever it was before (docs/security.md)
+            log.warning("state directory readable by other users: %s, now owner-only", fixed)
+    except statedir.StateDirError as exc:
+        raise StartupError(str(exc)) from None
     path = state_dir / "portero.lock"
     handle: IO[str] = path.open("a+")
     try:

@@ -67,6 +67,8 @@ TRANSITIONS: dict[tuple[ReplicaState, Event], ReplicaState] = {
 }
 del S, E
 
+KILLED_SHOWN = 5  # leftover processes named in an exit's description
+
 RUNNING = frozenset({ReplicaState.STARTING, ReplicaState.READY, ReplicaState.UNHEALTHY, ReplicaState.STOPPING})
 
 
@@ -93,13 +95,21 @@ class Exit:
     code: int  # 128 + N when ended by signal N, as a shell reports it
     signal: int | None = None
     ran_s: float | None = None
+    killed: tuple[str, ...] = ()  # processes of the replica that had to be killed (`pid command`): its leftovers
 
     def describe(self) -> str:
         if self.signal is not None:
-            return f"killed by signal {self.signal}"
-        if self.code < 0:
-            return "exited (status unknown)"
-        return f"exited with code {self.code}"
+            how = f"killed by signal {self.signal}"
+        elif self.code < 0:
+            how = "exited (status unknown)"
+        else:
+            how = f"exited with code {self.code}"
+        if not self.killed:
+            return how
+        shown = "; ".join(self.killed[:KILLED_SHOWN]) + (
+            f"; and {len(self.killed) - KILLED_SHOWN} more" if len(self.killed) > KILLED_SHOWN else ""
+        )
+        return f"{how}; had to kill {len(self.killed)} process(es): {shown}"
 
 
 @dataclass(frozen=True)

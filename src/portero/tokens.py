@@ -240,6 +240,11 @@ class TokenSet:
         self._refresh()
         return find(self._records + self.shared, presented)
 
+    def holds(self, record: TokenRecord) -> bool:
+        """Whether a token let in earlier is still valid (a long read is checked again; a revoke ends it)."""
+        self._refresh()
+        return any(r.sha256 == record.sha256 for r in self._records + self.shared)
+
     @property
     def records(self) -> list[TokenRecord]:
         self._refresh()

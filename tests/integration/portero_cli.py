@@ -138,7 +138,7 @@ class Portero:
         self.kill_everything()
 
     def kill_everything(self) -> None:
-        """Teardown after a failed test: portero and every replica shim of this state directory, by group."""
+        """Teardown after a failed test: portero and every replica shim of this state directory, with its tree."""
         with contextlib.suppress(OSError, ValueError):
             os.kill(self.pid(), signal.SIGKILL)
         for proc in psutil.process_iter():
@@ -147,8 +147,14 @@ class Portero:
             except psutil.Error:
                 continue
             if "portero.runtimes.shim" in command and str(self.state) in command:
+                tree: list[psutil.Process] = []
+                with contextlib.suppress(psutil.Error):
+                    tree = proc.children(recursive=True)  # those that left the group too (the shim adopts them)
                 with contextlib.suppress(OSError):
                     os.killpg(proc.pid, signal.SIGKILL)
+                for descendant in tree:
+                    with contextlib.suppress(psutil.Error):
+                        descendant.kill()
             elif "portero.dataplane." in command and str(self.state.resolve()) in command:
                 with contextlib.suppress(OSError):
                     os.kill(proc.pid, signal.SIGKILL)  # the router's parent and workers (their own session)

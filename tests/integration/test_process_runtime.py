@@ -209,3 +209,107 @@ async def test_shims_unknown_to_the_store_are_reaped(runtime, tmp_path):
         raise AssertionError("the stray replica is still running")
     assert await runtime.poll("tiny-1-000a", known) is None
     await runtime.stop("tiny-1-000a", known, grace_s=5)
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+
+async def app_pid(proc: Process) -> int:
+    for _ in range(100):
+        children = psutil.Process(proc.pid).children()
+        if children:
+            return children[0].pid
+        await asyncio.sleep(0.05)
+    raise AssertionError("the app did not start")
+
+
+async def test_a_replica_gets_no_secret_of_portero_only_the_documented_variables(runtime, monkeypatch):
+    monkeypatch.setenv("PORTERO_TOKEN", "prt_" + "s" * 43)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake-cloud-secret")
+    monkeypatch.setenv("TZ", "America/Santiago")
+    proc = await runtime.start(launch(GIVEN="by the spec"))
+    await wait_http(proc.port)
+    env = environ_of(await app_pid(proc))
+    assert "PORTERO_TOKEN" not in env
+    assert "AWS_SECRET_ACCESS_KEY" not in env
+    assert not [value for value in env.values() if "prt_" in value or "fake-cloud-secret" in value]
+    assert env["TZ"] == "America/Santiago"
+    assert env["GIVEN"] == "by the spec"
+    assert env["PORT"] == str(proc.port)
+    assert env["PATH"].startswith(str(Path(sys.executable).parent))
+    await runtime.stop("tiny-1-0001", proc, grace_s=5)
+
+
+DAEMONIZING = Path(__file__).parents[1] / "fixtures" / "daemonizing_app.py"  # setsid, double fork, deaf to SIGTERM
+
+
+async def daemon_of(runtime: ProcessRuntime, replica_id: str, proc: Process) -> int:
+    for _ in range(100):
+        log = runtime.log_path(replica_id)
+        lines = log.read_text().splitlines() if log.exists() else []
+        found = [line.split()[-1] for line in lines if " daemon " in line]
+        # Once its parent (the middle fork) has exited: the daemon may print before that.
+        if found and psutil.Process(int(found[0])).ppid() == proc.pid:
+            daemon = int(found[0])
+            assert os.getpgid(daemon) != proc.pid  # out of the replica's process group, but adopted by the shim
+            return daemon
+        await asyncio.sleep(0.05)
+    raise AssertionError("no daemon of the app was adopted by the shim")
+
+
+def gone(pid: int, within_s: float = 2.0) -> bool:
+    """Ended (a zombie counts) within `within_s`: a SIGKILL takes effect a moment after it is sent."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+
+
+def daemonizing(replica_id: str, **env: str) -> Launch:
+    return Launch(replica_id, "daemon", 1, (sys.executable, str(DAEMONIZING)), None, dict(env))
+
+
+async def test_a_daemonized_descendant_is_stopped_with_its_replica_and_reported(runtime):
+    proc = await runtime.start(daemonizing("daemon-1-0001"))
+    daemon = await daemon_of(runtime, "daemon-1-0001", proc)
+    ended = await runtime.stop("daemon-1-0001", proc, grace_s=5)
+    assert ended is not None
+    assert ended.code == 0  # the app itself stopped on SIGTERM; its daemon had to be killed
+    assert gone(daemon)
+    assert [k.split()[0] for k in ended.killed] == [str(daemon)]
+    assert ended.describe() == f"exited with code 0; had to kill 1 process(es): {ended.killed[0]}"
+    assert f"ended 1 process(es) the app left running: {daemon} " in runtime.log_path("daemon-1-0001").read_text()
+
+
+async def test_a_crashed_app_leaves_no_daemon_behind(runtime):
+    proc = await runtime.start(daemonizing("daemon-1-0002", CRASH="1"))
+    daemon = await daemon_of(runtime, "daemon-1-0002", proc)
+    for _ in range(100):
+        ended = await runtime.poll("daemon-1-0002", proc)
+        if ended is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert ended is not None
+    assert ended.code == 3
+    assert gone(daemon)
+    assert "had to kill 1 process(es)" in ended.describe()
+
+
+async def test_sigkill_reaches_descendants_outside_the_group(runtime):
+    proc = await runtime.start(daemonizing("daemon-1-0003"))
+    daemon = await daemon_of(runtime, "daemon-1-0003", proc)
+    app = await app_pid(proc)
+    os.kill(app, signal.SIGSTOP)  # deaf to SIGTERM: the grace runs out
+    ended = await runtime.stop("daemon-1-0003", proc, grace_s=0.5)
+    assert ended is not None
+    assert gone(daemon)
+    assert gone(app)
+    assert {k.split()[0] for k in ended.killed} == {str(daemon), str(app)}

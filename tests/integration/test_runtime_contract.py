@@ -28,12 +28,13 @@ from portero.replicas import Process
 from portero.runtimes.base import Exit, Launch, Runtime, RuntimeFailure
 from portero.runtimes.process import ProcessRuntime
 from portero.spec.models import Build, DockerSettings, ServiceSpec
-from tests.conftest import require_docker
+from tests.conftest import REQUIRE_ALL, require_docker
 
 pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 TINY = FIXTURES / "tiny_app.py"
 BASE_IMAGE = os.environ.get("PORTERO_BASE_IMAGE", "portero/base:bookworm")
+SYSTEM_PYTHON = "/usr/bin/python3"  # another user cannot reach the venv's Python under /root
 
 
 def _revision(replica_id: str) -> int:
@@ -301,3 +302,20 @@ async def test_what_cannot_start_is_a_final_failure(kind, runtime):
     with pytest.raises(RuntimeFailure) as info:
         await runtime.start(launch)
     assert info.value.retryable is False
+
+
+async def test_a_replica_runs_as_the_spec_user_without_portero_secrets(kind, runtime, monkeypatch):
+    """`user`/`group`: the process runtime drops to them (as root), the container runtimes set the container's."""
+    if kind.name == "process" and os.geteuid() != 0:
+        message = "the process runtime runs replicas as another user only as root (CI runs as root)"
+        pytest.fail(message) if REQUIRE_ALL else pytest.skip(message)
+    monkeypatch.setenv("PORTERO_TOKEN", "prt_" + "s" * 43)  # in portero's own environment
+    launch = kind.launch("tiny-1-0001", {})
+    spec = launch.spec or ServiceSpec(command=launch.command)
+    launch = dataclasses.replace(launch, spec=spec.model_copy(update={"user": "65534", "group": "65534"}))
+    if kind.name == "process":
+        launch = dataclasses.replace(launch, command=(SYSTEM_PYTHON, *launch.command[1:]))
+    process = await runtime.start(launch)
+    assert (await wait_http(process, "/id")).text == "65534:65534\n"
+    assert (await wait_http(process, "/env/PORTERO_TOKEN")).text == "-\n"
+    await runtime.stop("tiny-1-0001", process, grace_s=5)

@@ -47,3 +47,15 @@ async def test_a_started_replica_is_saved_before_the_pass_ends(supervisor):
     saved = await supervisor.store.load_replicas()
     assert len(saved) == 2
     assert all(r.process is not None for r in saved)
+
+
+async def test_env_from_host_passes_the_named_variables_and_the_spec_wins(supervisor):
+    supervisor.host_env = {"AWS_REGION": "eu-south-2", "DATABASE_URL": "host's", "AWS_SECRET_ACCESS_KEY": "fake"}
+    spec = ServiceSpec(
+        command=("app",),
+        env={"DATABASE_URL": "the spec's"},
+        env_from_host=("AWS_REGION", "DATABASE_URL", "NOT_SET_ON_THE_HOST"),
+        version="v2",
+    )
+    launch = supervisor._launch(Replica("web-1-abcd", "web", 1), spec)
+    assert launch.env == {"AWS_REGION": "eu-south-2", "DATABASE_URL": "the spec's", "APP_VERSION": "v2"}

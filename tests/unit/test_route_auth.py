@@ -112,3 +112,18 @@ async def test_unknown_paths_tell_a_stranger_nothing(served: ApiApp) -> None:
     async with served.client(served.admin) as client:
         assert (await client.get("/scalability/no-such-route")).status_code == 404
         assert (await client.get("/docs")).status_code == 404  # Swagger UI needs a CDN; the schema is served
+
+
+async def test_head_answers_wherever_get_does_with_the_same_head_and_no_body(served: ApiApp) -> None:
+    async with served.client(served.admin) as client:
+        gets = [path for method, path in operations(served.app.routes) if method == "GET"]
+        assert len(gets) >= 20
+        for path in gets:
+            got, head = await client.get(path), await client.head(path)
+            assert head.status_code == got.status_code, (path, head.status_code, got.status_code)
+            assert head.content == b"", path
+            assert head.headers.get("content-type") == got.headers.get("content-type"), path
+            assert ("content-length" in head.headers) == ("content-length" in got.headers), path  # values vary
+    async with served.client() as client:  # and HEAD is a read for the auth rule: public where GET is
+        assert (await client.head("/scalability/health")).status_code == 200
+        assert (await client.head("/scalability/services")).status_code == 401

@@ -446,3 +446,95 @@ def test_the_digest_ignores_how_many_replicas_and_how_they_are_watched(changes: 
     assert changed != ServiceSpec.model_validate(TEMPLATE)  # the setting did change...
 
     assert changed.template_digest() == digest()  # ...but not the template
+
+
+# -- limits: numbers, strings, lists and files past any sane value are refused by field and limit, never crash --
+
+
+def test_a_number_of_4400_digits_is_refused_naming_its_field_and_limit():
+    error = refusal(f"services: {{portal: {{command: run, stop_grace_s: {'9' * 4400}}}}}")
+    line = line_about(error, f"{SOURCE}: services.portal.stop_grace_s:")
+    assert "less than or equal to 86400" in line
+    assert "a number of 4400 characters" in line
+    assert len(line) < 200  # the number is not printed back
+    error = refusal(f"services: {{portal: {{command: run, replicas: {{max: -{'9' * 5000}}}}}}}")
+    assert "services.portal.replicas.max: Input should be greater than or equal to 1" in str(error)
+
+
+def test_infinite_and_nan_numbers_are_refused():
+    assert "finite number" in line_about(refusal(MINIMAL[:-2] + ", stop_grace_s: .inf}}"), f"{SOURCE}: services")
+    rule = "{name: a, metric: m, threshold: .nan}"
+    error = refusal(f"alerts: {{rules: [{rule}]}}\n{MINIMAL}")
+    assert "alerts.rules.0.threshold: Input should be a finite number" in str(error)
+
+
+def test_over_long_strings_and_lists_are_refused_with_their_limit():
+    error = refusal(f"services: {{portal: {{command: run, env: {{KEY: {'x' * 70_000}}}}}}}")
+    line = line_about(error, f"{SOURCE}: services.portal.env.KEY:")
+    assert "at most 65536 characters" in line
+    assert "(70000 characters)" in line
+    assert len(line) < 250
+    args = ", ".join(["a"] * 1001)
+    assert "at most 1000 items" in str(refusal(f"services: {{portal: {{command: [{args}]}}}}"))
+    assert "at most 4096 characters" in str(refusal(f"services: {{portal: {{command: run, workdir: {'d' * 5000}}}}}"))
+
+
+def test_a_spec_file_over_the_limit_is_refused_before_it_is_parsed(tmp_path):
+    path = tmp_path / "portero.yaml"
+    path.write_text(MINIMAL + "\n# " + "x" * 2_000_000 + "\n")  # valid YAML: only its size is wrong
+    with pytest.raises(SpecError) as caught:
+        load_spec(path, environ={})
+    assert str(caught.value) == f"{path}: the spec is over 1,000,000 bytes, the limit (a spec is usually a few KiB)"
+    with pytest.raises(SpecError, match="over 1,000,000 bytes"):
+        parse_spec(path.read_text(), environ={})
+
+
+def test_alert_summary_templates_are_bounded():
+    for template, problem in [
+        ("{value:>50000000}", "a width or precision is at most 100"),
+        ("{value:.999}", "a width or precision is at most 100"),
+        ("{value:>{threshold}}", "a width or precision is at most 100"),
+        ("{value.__class__}", "a placeholder is a label name"),
+        ("{replica[0]}", "a placeholder is a label name"),
+    ]:
+        rule = f"{{name: a, metric: m, threshold: 1, summary: '{template}'}}"
+        assert problem in line_about(refusal(f"alerts: {{rules: [{rule}]}}\n{MINIMAL}"), f"{SOURCE}: alerts.rules.0")
+    fine = parse(
+        f"alerts: {{rules: [{{name: a, metric: m, threshold: 1, summary: '{{replica:>8}} {{value:.2}}'}}]}}\n{MINIMAL}"
+    )
+    assert fine.alerts.rules[0].summary == "{replica:>8} {value:.2}"
+
+
+# -- who replicas run as, and what of the host's environment they get --
+
+
+def test_user_group_and_env_from_host():
+    spec = parse("services: {portal: {command: run, user: www-data, group: 33, env_from_host: [AWS_REGION]}}")
+    portal = spec.services["portal"]
+    assert (portal.user, portal.group, portal.env_from_host) == ("www-data", "33", ("AWS_REGION",))
+    assert parse("services: {portal: {command: run, user: 1000}}").services["portal"].user == "1000"
+    assert portal.template_digest() != parse(MINIMAL).services["portal"].template_digest()  # a new revision
+
+
+def test_portero_variables_cannot_be_passed_to_replicas():
+    error = refusal("services: {portal: {command: run, env_from_host: [AWS_REGION, PORTERO_TOKEN]}}")
+    line = line_about(error, f"{SOURCE}: services.portal.env_from_host:")
+    assert "PORTERO_TOKEN: portero's own variables (its admin token among them) are never passed" in line
+
+
+@pytest.mark.parametrize(
+    ("field", "problem"),
+    [
+        ("user: Root", "should match pattern"),
+        ("user: 4294967295", "a numeric id must be at most 4294967294"),
+        ("group: 'a b'", "should match pattern"),
+        ("user: true", "Input should be a valid string"),
+    ],
+)
+def test_bad_users_and_groups_are_refused(field, problem):
+    assert problem in line_about(refusal(f"services: {{portal: {{command: run, {field}}}}}"), f"{SOURCE}: services")
+
+
+def test_a_group_alone_needs_a_user_with_containers():
+    error = refusal("runtime: docker\nservices: {portal: {image: portal, group: web}}")
+    assert "services.portal.group: needs `user` too with runtime `docker`" in str(error)

@@ -133,13 +133,15 @@ def create_app(
     async def list_services() -> ServicesOut:
         snapshot = monitor.snapshot if monitor is not None and monitor.enabled else None
         usage = {r.id: (r.cpu_percent, r.memory_bytes) for r in snapshot.replicas} if snapshot is not None else {}
-        return ServicesOut(services=[ServiceOut.of(view, now(), usage) for view in control.services()])
+        return ServicesOut(
+            services=[ServiceOut.of(view, now(), usage, runtime=control.runtime.name) for view in control.services()]
+        )
 
     @api.post("/services/{name}/scale", tags=["services"], summary="Set a service's replica count")
     async def scale(name: ServiceName, body: ScaleIn) -> ServiceOut:
         await control.scale(name, body.replicas)
         view = next(v for v in control.services() if v.name == name)
-        return ServiceOut.of(view, now())
+        return ServiceOut.of(view, now(), runtime=control.runtime.name)
 
     @api.put("/spec", tags=["spec"], summary="Apply a changed spec; a refused one changes nothing")
     async def apply_spec(body: SpecIn) -> AppliedOut:

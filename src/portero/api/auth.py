@@ -13,14 +13,20 @@ exist from those that do not.
   Bearer`; a `viewer` token may read (GET, HEAD), anything else needs `admin`, else 403.
 - Tokens are looked up by hash, compared in constant time, never taken from the URL, never logged; a
   changing request is logged with the token's id and name (the audit trail), never its secret.
+- A read that lasts (a followed log) is watched: its token is checked again every REVOCATION_CHECK_S, and a
+  revoke ends it with a last `error` event. A changing request is never cancelled halfway (an apply could be
+  left half done): it finishes with the token it started with.
+- HEAD runs the GET route and drops the body (Starlette's own routes do so; FastAPI's answer HEAD with 405).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any, Literal
 
+import anyio
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,6 +42,7 @@ ASSET = re.compile(rf"/scalability/dashboard/assets/(?:{_SEGMENT}/)*{_SEGMENT}")
 READ_METHODS = frozenset({"GET", "HEAD"})
 QUERY_CREDENTIALS = re.compile(rb"(?:^|&)(?:access_token|token|api_key)=", re.IGNORECASE)
 SECURITY_SCHEME = "bearer"
+REVOCATION_CHECK_S = 0.25  # a revoked token's stream ends within this (plus a stat of tokens.json)
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +118,50 @@ class AuthMiddleware:
             return
         scope.setdefault("state", {})["token"] = record
         if method in READ_METHODS:
-            await self.app(scope, receive, send)
+            await self._while_valid(record, scope, receive, send)
             return
         await self.app(scope, receive, _audited(send, method, path, record))
+
+    async def _while_valid(self, record: TokenRecord, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run a read, ending it if its token is revoked meanwhile (within REVOCATION_CHECK_S)."""
+        started: list[bytes] = []  # the content type, once the answer has begun
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                started.append(dict(message.get("headers", [])).get(b"content-type", b""))
+            await send(message)
+
+        revoked = False
+        failure: Exception | None = None
+        async with anyio.create_task_group() as group:
+
+            async def watch() -> None:
+                nonlocal revoked
+                while True:
+                    await anyio.sleep(REVOCATION_CHECK_S)
+                    if not self.tokens.holds(record):
+                        break
+                revoked = True
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            try:
+                await self.app(scope, receive, sending)
+            except Exception as exc:  # raised as itself below, not in the task group's ExceptionGroup
+                failure = exc
+            group.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        if not revoked:
+            return
+        log.info("ended %s %r: token %s (%s) was revoked", scope["method"], scope["path"], record.id, record.name)
+        message = f"token {record.id} was revoked"
+        if not started:
+            await _deny(401, UNKNOWN, 'Bearer realm="portero", error="invalid_token"', scope, receive, send)
+        elif started[0].startswith(b"text/event-stream"):
+            body = json.dumps({"error": {"status": 401, "message": message, "problems": []}})
+            await send({"type": "http.response.body", "body": f"event: error\ndata: {body}\n\n".encode()})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     def _authenticate(self, authorization: list[str], query: bytes) -> tuple[TokenRecord | None, str]:
         if not authorization:
@@ -127,6 +175,34 @@ class AuthMiddleware:
         if record is None:
             return None, UNKNOWN
         return record, ""
+
+
+def _head_as_get(app: ASGIApp) -> ASGIApp:
+    """HEAD is answered by the GET route with the body dropped: the same status and headers (Content-Length
+    included), as Starlette's own `Route` does and RFC 9110 asks. Once the head is sent the answer is complete,
+    so a stream (a followed log) ends there: the server then reports the client gone, which stops it."""
+
+    async def head(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await app(scope, receive, send)
+            return
+        complete = False
+
+        async def headers_only(message: Message) -> None:
+            nonlocal complete
+            if complete:
+                return
+            if message["type"] == "http.response.body":
+                complete = True
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        async def receiving() -> Message:
+            return {"type": "http.disconnect"} if complete else await receive()
+
+        await app({**scope, "method": "GET"}, receiving, headers_only)
+
+    return head
 
 
 def _client(scope: Scope) -> str:
@@ -233,7 +309,7 @@ def install(app: FastAPI, tokens: TokenSet) -> None:
     build = app.build_middleware_stack
 
     def build_behind_auth() -> ASGIApp:
-        return AuthMiddleware(build(), tokens)
+        return AuthMiddleware(_head_as_get(build()), tokens)
 
     app.build_middleware_stack = build_behind_auth  # type: ignore[method-assign]
     app.include_router(routes())

@@ -175,7 +175,7 @@ async def summary(
         uptime_s=round(now - control.started_at, 1),
         runtime=control.runtime.name,
         monitoring=live is not None,
-        services=[ServiceOut.of(view, now, usage) for view in control.services()],
+        services=[ServiceOut.of(view, now, usage, runtime=control.runtime.name) for view in control.services()],
         traffic=traffic,
         endpoints=endpoints,
         alerts=[AlertOut.of(a) for a in live.active()] if live is not None else [],

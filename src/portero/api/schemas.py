@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from portero.control import ServiceView
 from portero.replicas import Replica, ReplicaState
+from portero.runtimes.accounts import runs_as
 from portero.spec.models import ADDRESS_PATTERN, ENV_KEY_PATTERN, NAME_PATTERN
 
 
@@ -161,11 +162,21 @@ class ServiceOut(BaseModel):
     ready: int
     min: int
     max: int
+    user: str | None = Field(
+        default=None,
+        description="Who its replicas run as: `services.NAME.user`, else portero's own user (process runtime; "
+        "`root` is warned about); null when a container image decides.",
+    )
     replicas: list[ReplicaOut]
 
     @classmethod
     def of(
-        cls, view: ServiceView, now: float, usage: dict[str, tuple[float | None, int | None]] | None = None
+        cls,
+        view: ServiceView,
+        now: float,
+        usage: dict[str, tuple[float | None, int | None]] | None = None,
+        *,
+        runtime: str,
     ) -> ServiceOut:
         return cls(
             name=view.name,
@@ -175,6 +186,7 @@ class ServiceOut(BaseModel):
             ready=sum(1 for r in view.replicas if r.state is ReplicaState.READY),
             min=view.spec.replicas.min,
             max=view.spec.replicas.max,
+            user=runs_as(view.spec, runtime),
             replicas=[ReplicaOut.of(r, now, (usage or {}).get(r.id, (None, None))) for r in view.replicas],
         )
 

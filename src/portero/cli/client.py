@@ -72,9 +72,16 @@ class Client:
                 if response.status_code >= 400:
                     response.read()
                     _body(response, self._hint)
+                event = "message"
                 for line in response.iter_lines():
-                    if line.startswith("data: "):
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: ") and event == "error":  # the server ended the stream: why
+                        raise CliError(json.loads(line[6:])["error"]["message"])
+                    elif line.startswith("data: "):
                         yield json.loads(line[6:])
+                    elif not line:
+                        event = "message"
         except httpx.ConnectError as exc:
             raise CliError(f"portero is not running at {self.url} (start it with `portero up`)") from exc
         except httpx.HTTPError as exc:

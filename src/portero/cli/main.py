@@ -20,15 +20,19 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
 
+from portero import statedir
 from portero.cli.client import Client, CliError, resolve_token, resolve_url
 from portero.cli.monitor_views import alerts_table, series_view, snapshot_view
 from portero.cli.tokens import token_app
 from portero.cli.views import decisions_table, deployments_table, events_table, revisions_table, status_table
+from portero.events import Event
 from portero.spec.loader import SpecError, load_spec
 from portero.tokens import ADMIN_TOKEN_FILE, TokenError, ensure_admin
 
 if TYPE_CHECKING:
     from portero.control import ControlPlane
+    from portero.spec.models import Spec
+    from portero.store.base import Store
 
 app = typer.Typer(
     help="portero keeps a web application up, fast and deployable.",
@@ -92,10 +96,7 @@ def up(
     from portero.daemon import AlreadyRunning, StartupError, serve
 
     live = ui and console.is_terminal
-    try:
-        Context.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # holds the spec, its env, the tokens
-    except OSError as exc:
-        raise fail(f"--state-dir {Context.state_dir}: {exc.strerror}") from None
+    _private_state_dir()
     _first_admin_token()
     logging.basicConfig(
         level=logging.INFO,
@@ -109,6 +110,16 @@ def up(
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         pass
+
+
+def _private_state_dir() -> None:
+    """Made, or made owner-only again, before anything is written into it (statedir.py)."""
+    try:
+        fixed = statedir.prepare(Context.state_dir)
+    except statedir.StateDirError as exc:
+        raise fail(str(exc)) from None
+    for line in fixed:
+        errors.print(f"warning: readable by other users: {escape(line)}, now owner-only", highlight=False)
 
 
 def _first_admin_token() -> None:
@@ -140,7 +151,9 @@ async def _live_view(control: ControlPlane) -> None:
     with Live(console=console, refresh_per_second=2, transient=False) as live:
         while True:
             now = control.clock()
-            services = [ServiceOut.of(view, now).model_dump() for view in control.services()]
+            services = [
+                ServiceOut.of(view, now, runtime=control.runtime.name).model_dump() for view in control.services()
+            ]
             recent = await control.store.get_events(limit=8)
             live.update(Group(status_table(services), events_table([vars(e) for e in recent], "recent events")))
             await asyncio.sleep(1)
@@ -148,10 +161,7 @@ async def _live_view(control: ControlPlane) -> None:
 
 def _detach(file: Path, wait_s: float) -> None:
     state_dir = Context.state_dir
-    try:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise fail(f"--state-dir {state_dir}: {exc.strerror}") from None
+    _private_state_dir()
     client = Context.client(file)
     if client.alive():
         raise fail(f"portero is already running at {client.url}; use `portero apply` to change its spec")
@@ -159,7 +169,14 @@ def _detach(file: Path, wait_s: float) -> None:
     _first_admin_token()
     command = [sys.executable, "-m", "portero", "--state-dir", str(state_dir), "up", "--file", str(file), "--no-ui"]
     with (state_dir / "portero.log").open("ab") as out:
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            umask=statedir.app_umask(),  # the daemon records it for the replicas: the one before this CLI's 077
+        )
     deadline = time.monotonic() + wait_s
     client = Context.client(file)
     while time.monotonic() < deadline:
@@ -170,6 +187,7 @@ def _detach(file: Path, wait_s: float) -> None:
             services = client.get("/services")["services"]
             if all(s["ready"] >= s["desired"] for s in services):
                 console.print(status_table(services))
+                _warn_root(services)
                 console.print(f"portero running in the background (pid {child.pid}), admin API at {client.url}")
                 return
         time.sleep(0.25)
@@ -185,8 +203,19 @@ def status(
     services = _call(lambda c: c.get("/services"), file)["services"]
     if as_json:
         console.print_json(json.dumps(services))
-    else:
-        console.print(status_table(services))
+        return
+    console.print(status_table(services))
+    _warn_root(services)
+
+
+def _warn_root(services: list[dict[str, Any]]) -> None:
+    as_root = [s["name"] for s in services if s.get("user") == "root"]
+    if as_root:
+        errors.print(
+            f"warning: replicas of {escape(', '.join(as_root))} run as root, as portero does: they can read its "
+            "state directory (the admin token). Set services.NAME.user (docs/security.md).",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -431,6 +460,7 @@ def down(
 ) -> None:
     """Stop every replica gracefully, and the router, then portero itself."""
     client = Context.client(file)
+    asked_at = time.time()
     path = "/shutdown?keep_running=true" if keep_running else "/shutdown"
     _call(lambda c: c.post(path), file)
     deadline = time.monotonic() + timeout_s
@@ -438,11 +468,42 @@ def down(
         if not client.alive() and not (Context.state_dir / "admin.json").exists():
             if keep_running:
                 console.print("portero stopped; its replicas and router keep serving until the next `portero up`")
-            else:
-                console.print("portero stopped; no replica left running")
+                return
+            stopped = _last_stop(file, asked_at - 1)
+            console.print(f"portero stopped: {escape(stopped.message)}" if stopped else "portero stopped")
             return
         time.sleep(0.2)
     raise fail(f"portero did not stop within {timeout_s:g} s")
+
+
+def _last_stop(file: Path, since: float) -> Event | None:
+    """What the stop did (how many replicas, what had to be killed), from the event portero wrote last: its API
+    is gone by now, its store is not."""
+    from portero.daemon import make_store
+    from portero.store.sqlite import SqliteStore
+
+    try:
+        spec: Spec | None = load_spec(file)
+    except SpecError:
+        spec = None
+    if spec is not None and spec.store.redis_url is not None:
+        store: Store = make_store(spec, Context.state_dir)
+    elif (Context.state_dir / "state.db").exists():
+        store = SqliteStore(Context.state_dir / "state.db")
+    else:
+        return None
+
+    async def read() -> list[Event]:
+        try:
+            return await store.get_events(since=since, limit=1000)
+        finally:
+            await store.close()
+
+    try:
+        found = asyncio.run(read())
+    except Exception:  # a report that cannot be read is no reason to fail a stop that worked
+        return None
+    return next((e for e in reversed(found) if e.kind == "portero.stopped"), None)
 
 
 router_app = typer.Typer(help="The router's processes: status, restart.", no_args_is_help=True)

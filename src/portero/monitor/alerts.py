@@ -25,6 +25,8 @@ from portero.monitor.series import Series, SeriesStore
 from portero.spec.models import AlertRule
 
 RESOLVED_KEEP_S = 900.0  # Prometheus keeps resolved alerts 15 minutes for the notifier
+MAX_SUMMARY_CHARS = 1_000  # a summary is kept in events, sent to receivers and shown: whatever fills it, bounded
+MAX_LABEL_CHARS = 200  # of one label value in a summary
 
 
 class AlertState(StrEnum):
@@ -178,12 +180,18 @@ def _annotations(rule: AlertRule, labels: Mapping[str, str], value: float | None
         f" ({subject})" if subject else ""
     )
     if rule.summary is not None:
-        fields = _Fields({**labels, "value": shown, "threshold": f"{rule.threshold:g}"})
+        # A label's value may come from an app's own metrics: each is cut before it fills a placeholder.
+        fields = _Fields({k: _cut(v, MAX_LABEL_CHARS) for k, v in labels.items()})
+        fields |= {"value": shown, "threshold": f"{rule.threshold:g}"}
         try:
             summary = rule.summary.format_map(fields)
         except (ValueError, IndexError, KeyError, AttributeError):
             summary = rule.summary  # a format the rule's author got wrong is shown as written
-    return {"summary": summary, "value": shown, "threshold": f"{rule.op} {rule.threshold:g}"}
+    return {"summary": _cut(summary), "value": shown, "threshold": f"{rule.op} {rule.threshold:g}"}
+
+
+def _cut(text: str, limit: int = MAX_SUMMARY_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class _Fields(dict[str, str]):

@@ -30,6 +30,7 @@ import docker.errors
 from docker import DockerClient
 
 from portero.replicas import Process
+from portero.runtimes.accounts import container_user
 from portero.runtimes.base import Exit, Launch, Progress, RuntimeFailure, Stats
 from portero.runtimes.engine import (
     LABEL_INSTANCE,
@@ -180,6 +181,8 @@ class DockerRuntime(EngineRuntime):
             options["network_mode"] = "host"
         else:
             options["ports"] = {f"{spec.port}/tcp": (self.host, port)}
+        if spec.user is not None:
+            options["user"] = container_user(spec)  # the image's /etc/passwd decides what the name means
         if spec.resources.cpus is not None:
             options["nano_cpus"] = int(spec.resources.cpus * 1e9)
         if spec.resources.memory_mib is not None:

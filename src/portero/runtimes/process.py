@@ -1,9 +1,11 @@
 """The process runtime (the embedded default): each replica an OS process group on its own loopback port.
 
 Each replica runs under `portero.runtimes.shim`, which leads the process group, owns the app's output and
-writes its exit status, so replicas outlive a killed portero and are adopted by the next one.
+writes its exit status, so replicas outlive a killed portero and are adopted by the next one. The shim is a
+subreaper: whatever the app starts stays under it, even a process that left the group with setsid.
 Stopping escalates on a deadline: SIGTERM to the shim (relayed to the app), the grace period, then SIGKILL
-to the whole group so that no worker of the app is left behind.
+to the shim's whole tree and group, so that no worker of the app is left behind; the exit names what had to be
+killed. A replica gets a clean environment (`environment.py`) and, as root, runs as the spec's user.
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ from string import Template
 
 import psutil
 
+from portero import statedir
 from portero.replicas import Process
+from portero.runtimes import accounts
 from portero.runtimes.base import Exit, Launch, Progress, RuntimeFailure, Stats
+from portero.runtimes.environment import replica_environment
 from portero.runtimes.ports import free_port
 from portero.spec.models import ServiceSpec
 
 log = logging.getLogger(__name__)
 POLL_S = 0.05
-ORPHAN_GRACE_S = 5.0  # orphaned workers of a crashed app finish their requests within this, then SIGKILL
+LEFTOVER_GRACE_MAX_S = 10.0  # what a crashed app leaves (orphaned workers) finishes its requests within this
 TREE_REFRESH_S = 5.0  # a replica's process tree is listed again at least this often (new workers show up)
 
 
@@ -47,6 +52,8 @@ class ProcessRuntime:
         # psutil objects kept per replica so that cpu_percent measures since the previous call
         self._sampled: dict[int, dict[int, psutil.Process]] = {}
         self._listed_at: dict[int, float] = {}  # when each replica's process tree was last listed (monotonic)
+        self._killed: dict[str, list[str]] = {}  # processes of a replica portero had to SIGKILL, for its exit
+        self._warned_root: set[str] = set()
         # Called as soon as a replica's process ends (the supervisor's wake): a pidfd turns readable then, so a
         # crash is seen at once rather than at the supervisor's next pass (up to TICK_S later).
         self.exit_hooks: list[Callable[[], None]] = []
@@ -58,7 +65,18 @@ class ProcessRuntime:
         return self._dir(replica_id) / "replica.log"
 
     async def prepare(self, service: str, spec: ServiceSpec, base_dir: Path, progress: Progress | None) -> ServiceSpec:
-        return spec  # a command needs nothing made beforehand
+        """A command needs nothing made beforehand; its user must exist (else the spec is refused)."""
+        accounts.resolve(spec)
+        if os.geteuid() == 0 and spec.user is None and service not in self._warned_root:
+            self._warned_root.add(service)
+            log.warning(
+                "replicas of %s run as root, as portero does: they can read the state directory (the admin token) "
+                "and do anything on this host. Set services.%s.user (docs/security.md)",
+                service,
+                service,
+                extra={"service": service},
+            )
+        return spec
 
     async def health(self, replica_id: str, process: Process) -> bool | None:
         return None  # portero's HTTP check decides
@@ -68,7 +86,8 @@ class ProcessRuntime:
             port = free_port(self.host, avoid=set(self._ports.values()))
         except OSError as exc:
             raise RuntimeFailure(f"no free port for replica {launch.replica_id}: {exc}", retryable=True) from exc
-        env = self._environment(launch, port)
+        account = accounts.resolve(launch.spec) if launch.spec is not None else None
+        env = self._environment(launch, port, account)
         argv = [Template(arg).safe_substitute(env) for arg in launch.command]
         if shutil.which(argv[0], path=env["PATH"]) is None:
             raise RuntimeFailure(f"command not found: {argv[0]!r} (PATH={env['PATH']})", retryable=False)
@@ -78,7 +97,21 @@ class ProcessRuntime:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "exit.json").unlink(missing_ok=True)
         shim = [sys.executable, "-m", "portero.runtimes.shim", "--log", str(self.log_path(launch.replica_id))]
-        shim += ["--max-bytes", str(self.log_max_bytes), "--exit-file", str(folder / "exit.json"), "--"]
+        shim += ["--max-bytes", str(self.log_max_bytes), "--exit-file", str(folder / "exit.json")]
+        shim += ["--umask", f"{statedir.app_umask():o}"]
+        if launch.spec is not None:  # what the app leaves behind gets the stop's grace (capped) before SIGKILL
+            shim += ["--leftover-grace", f"{min(launch.spec.stop_grace_s, LEFTOVER_GRACE_MAX_S):g}"]
+        if account is not None:
+            shim += [
+                "--uid",
+                str(account.uid),
+                "--gid",
+                str(account.gid),
+                "--groups",
+                ",".join(map(str, account.groups)),
+            ]
+        shim.append("--")
+        self._killed.pop(launch.replica_id, None)
         try:
             with (folder / "shim.err").open("ab") as shim_errors:  # the shim's own failures, if any
                 child = subprocess.Popen(  # noqa: ASYNC220 - fork+exec only; it returns at once
@@ -98,18 +131,16 @@ class ProcessRuntime:
         token = psutil.Process(child.pid).create_time()
         return Process(host=self.host, port=port, pid=child.pid, started_token=token)
 
-    def _environment(self, launch: Launch, port: int) -> dict[str, str]:
-        env = dict(os.environ)
+    def _environment(self, launch: Launch, port: int, account: accounts.Account | None) -> dict[str, str]:
         # Tools installed beside portero (a venv's gunicorn) are found without activating it.
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
-        env.update(launch.env)
-        env.update(
-            PORT=str(port),
-            PORTERO_REPLICA_ID=launch.replica_id,
-            PORTERO_SERVICE=launch.service,
-            PORTERO_REVISION=str(launch.revision),
-        )
-        return env
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
+        own = {
+            "PORT": str(port),
+            "PORTERO_REPLICA_ID": launch.replica_id,
+            "PORTERO_SERVICE": launch.service,
+            "PORTERO_REVISION": str(launch.revision),
+        }
+        return replica_environment(os.environ | {"PATH": path}, launch.env, own, account)
 
     async def poll(self, replica_id: str, process: Process) -> Exit | None:
         child = self._children.get(process.pid)
@@ -118,7 +149,7 @@ class ProcessRuntime:
             if code is None:
                 return None
             del self._children[process.pid]
-            self._end_orphans(process.pid)  # leftovers of a crashed app (orphaned workers) go with it
+            self._kill_group(process.pid)  # the shim ended what the app left (shim.py); this is the safety net
         elif self._is_same(process):
             return None
         else:
@@ -130,14 +161,16 @@ class ProcessRuntime:
         return self._read_exit(replica_id, code)
 
     def _read_exit(self, replica_id: str, code: int | None) -> Exit:
+        killed = tuple(self._killed.get(replica_id, ()))
         try:
             data = json.loads((self._dir(replica_id) / "exit.json").read_text())
-            return Exit(code=int(data["code"]), signal=data.get("signal"), ran_s=data.get("ran_s"))
-        except (OSError, ValueError, KeyError):
+            killed = tuple(str(k) for k in data.get("killed", ())) + killed
+            return Exit(code=int(data["code"]), signal=data.get("signal"), ran_s=data.get("ran_s"), killed=killed)
+        except (OSError, ValueError, KeyError, TypeError):
             pass  # the shim itself was killed before it could write
         if code is None:
-            return Exit(code=-1)  # gone while no portero watched it, without a word: described as unknown
-        return Exit(code=128 - code, signal=-code) if code < 0 else Exit(code=code)
+            return Exit(code=-1, killed=killed)  # gone while no portero watched it, without a word: unknown
+        return Exit(code=128 - code, signal=-code, killed=killed) if code < 0 else Exit(code=code, killed=killed)
 
     def _is_same(self, process: Process) -> bool:
         try:
@@ -146,20 +179,26 @@ class ProcessRuntime:
         except psutil.Error:
             return False
 
-    def _end_orphans(self, pgid: int) -> None:
-        """What is left of a group whose shim exited (gunicorn workers whose master was killed) may be finishing
-        requests that the router already took out of rotation: SIGTERM lets them finish (a SIGKILL cut their
-        responses mid-body, a failed request each), SIGKILL follows ORPHAN_GRACE_S later for what did not stop."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGTERM)
-        try:
-            asyncio.get_running_loop().call_later(ORPHAN_GRACE_S, self._kill_group, pgid)
-        except RuntimeError:  # no running loop (a synchronous caller): no grace
-            self._kill_group(pgid)
-
     def _kill_group(self, pgid: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
+
+    def _kill_tree(self, pid: int) -> list[str]:
+        """SIGKILL the shim, the group it leads and every process under it (those that left the group with
+        setsid are under it too: the shim is their subreaper); returns what was killed besides the shim."""
+        try:
+            tree = psutil.Process(pid).children(recursive=True)
+        except psutil.Error:
+            tree = []
+        killed = []
+        for proc in tree:
+            with contextlib.suppress(psutil.Error):
+                killed.append(f"{proc.pid} {' '.join(proc.cmdline())[:80]}".rstrip())
+        self._kill_group(pid)
+        for proc in tree:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        return killed
 
     def _kill_leftovers(self, process: Process) -> None:
         """Workers left by an adopted replica whose leader died. Linux does not hand out a pid while a process
@@ -184,7 +223,7 @@ class ProcessRuntime:
                 continue
             replica_id = Path(log_path).parent.name
             if replica_id not in known:
-                self._kill_group(proc.pid)
+                self._kill_tree(proc.pid)
                 strays.append(replica_id)
         return strays
 
@@ -229,7 +268,7 @@ class ProcessRuntime:
             grace_s,
             extra={"replica": replica_id},
         )
-        self._kill_group(process.pid)
+        self._killed[replica_id] = self._kill_tree(process.pid)
         for _ in range(100):
             ended = await self.poll(replica_id, process)
             if ended is not None:
@@ -277,6 +316,7 @@ class ProcessRuntime:
 
     async def forget(self, replica_id: str) -> None:
         self._ports.pop(replica_id, None)
+        self._killed.pop(replica_id, None)
         await asyncio.to_thread(shutil.rmtree, self._dir(replica_id), True)
 
 

@@ -46,6 +46,7 @@ from docker.types import (
 )
 
 from portero.replicas import Process
+from portero.runtimes.accounts import container_user
 from portero.runtimes.base import Exit, Launch, RuntimeFailure, Stats
 from portero.runtimes.docker import EngineRuntime, describe, exit_of
 from portero.runtimes.engine import LABEL_INSTANCE, LABEL_REVISION, LABEL_SERVICE, parse_time
@@ -185,6 +186,7 @@ class SwarmRuntime(EngineRuntime):
             rollback_config=rollback,
             resources=Resources(cpu_limit=nano_cpus, mem_limit=memory),
             stop_grace_period=int(spec.stop_grace_s * 1e9),
+            user=container_user(spec),
         )
         log.info("created swarm service %s (ports %d+slot)", name, block)
         created: dict[str, Any] = client.api.inspect_service(name)

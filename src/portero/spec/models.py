@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import re
 import shlex
+import string
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -22,18 +24,29 @@ Seconds = Annotated[float, Field(gt=0, le=86_400)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 Port = Annotated[int, Field(ge=1, le=65_535)]
 LIST = Field(strict=False)  # YAML lists become the frozen models' tuples; their items stay strict
+# Every string and list has a bound, so that a spec cannot make portero hold or send more than it means to.
+Host = Annotated[str, Field(min_length=1, max_length=253)]
+Arg = Annotated[str, Field(max_length=65_536)]  # one argument or env value; Linux refuses one over 128 KiB at exec
+PathText = Annotated[str, Field(min_length=1, max_length=4_096)]  # PATH_MAX
+FEW, MANY = Field(max_length=100), Field(max_length=1_000)
+# A user or group: a name as useradd takes it, or a number (uid, gid) below 2^32 - 1.
+ACCOUNT_PATTERN = r"^([a-z_][a-z0-9_.-]{0,31}|[0-9]{1,10})$"
+# Variables of portero itself: never passed from its environment to a replica (PORTERO_TOKEN is an admin secret).
+PORTERO_PREFIX = "PORTERO_"
+MAX_FORMAT_WIDTH = 100  # in an alert summary template
+MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to setuid
 
 
 class Model(BaseModel):
     # A model's validator is built when first used, not at import, and the docstrings under its fields are read by
     # reference.py alone: a router worker, which validates two models, starts 0.4 s sooner.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False, defer_build=True)
 
 
 class AdminSettings(Model):
     """Where the management API listens. Loopback by default: it can stop and start the app."""
 
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     """Address of the admin API. Anything but loopback exposes replica control to that network."""
     port: Port = 9900
     """Port of the admin API; the CLI finds it through `.portero/admin.json` or this file."""
@@ -109,7 +122,7 @@ class RouterSettings(Model):
 
     enabled: bool = True
     """Run the router."""
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     """Address the router listens on."""
     port: Port = 8000
     """Port the router listens on."""
@@ -120,7 +133,7 @@ class RouterSettings(Model):
     """A worker that is replaced (`portero router restart`, a new listener) or stopped stops accepting at once, then
     lets its requests in flight finish and closes each keep-alive connection after its next response, for at most
     this long."""
-    trusted_proxies: Annotated[tuple[Annotated[str, Field(max_length=64)], ...], LIST] = ()
+    trusted_proxies: Annotated[tuple[Annotated[str, Field(max_length=64)], ...], LIST, MANY] = ()
     """Networks (CIDR) whose X-Forwarded-* headers are kept and appended to; others' are replaced."""
     header_timeout_s: Seconds = 10
     """A client must send a whole request head within this time (slowloris)."""
@@ -171,7 +184,7 @@ class RouterSettings(Model):
     """Passive outlier detection."""
     breaker: BreakerSettings = BreakerSettings()
     """Circuit breaker per endpoint."""
-    routes: Annotated[tuple[Route, ...], LIST] = ()
+    routes: Annotated[tuple[Route, ...], LIST, MANY] = ()
     """Host and path routes; without them every request goes to the first service."""
 
     @field_validator("trusted_proxies")
@@ -207,9 +220,9 @@ class SwarmSettings(Model):
 class DockerSettings(Model):
     """The Docker Engine used by the `docker` and `swarm` runtimes."""
 
-    host: str | None = None
+    host: Annotated[str, Field(min_length=1, max_length=4_096)] | None = None
     """Engine address, e.g. `unix:///var/run/docker.sock`; the SDK's default (`DOCKER_HOST`) when unset."""
-    api_version: str | None = None
+    api_version: Annotated[str, Field(pattern=r"^[0-9]{1,3}\.[0-9]{1,3}$")] | None = None
     """Engine API version, e.g. `1.41`; negotiated when unset."""
     network: Literal["host", "bridge"] = "host"
     """`host`: a container shares the host's network and listens on its own free loopback port, given as `PORT`
@@ -224,7 +237,7 @@ class DockerSettings(Model):
 class StoreSettings(Model):
     """Where desired state, revisions and events live."""
 
-    redis_url: Annotated[str, Field(pattern=r"^(redis|rediss|unix)://")] | None = None
+    redis_url: Annotated[str, Field(pattern=r"^(redis|rediss|unix)://", max_length=4_096)] | None = None
     """Redis URL for state shared by several porteros; the embedded SQLite file under the state dir when unset."""
     redis_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "portero"
     """Prefix of every Redis key and channel: porteros with the same Redis and prefix act as one (docs/redis.md)."""
@@ -309,7 +322,7 @@ class AutoscaleSettings(Model):
 
 METRIC_PATTERN = r"^[a-z_][a-z0-9_]{0,99}$"
 LABEL_PATTERN = r"^[a-z_][a-z0-9_]{0,63}$"
-Labels = dict[Annotated[str, Field(pattern=LABEL_PATTERN)], Annotated[str, Field(max_length=200)]]
+Labels = Annotated[dict[Annotated[str, Field(pattern=LABEL_PATTERN)], Annotated[str, Field(max_length=200)]], FEW]
 
 
 class MetricTarget(Model):
@@ -343,7 +356,7 @@ class ServiceAutoscale(Model):
     """Target requests per second per replica."""
     p95_s: Seconds | None = None
     """Target p95 latency."""
-    metrics: Annotated[tuple[MetricTarget, ...], LIST] = ()
+    metrics: Annotated[tuple[MetricTarget, ...], LIST, FEW] = ()
     """Custom metric targets (e.g. scraped from the app, see `services.<name>.metrics`), beside the ones above."""
     tolerance: Annotated[float, Field(ge=0, le=1)] = 0.1
     """No change while every signal is within this fraction of its target (HPA's 0.1)."""
@@ -404,7 +417,7 @@ class DeploySettings(Model):
     """A new revision not fully ready by then is abandoned; the old one keeps serving."""
     keep_old_s: Annotated[float, Field(ge=0, le=86_400)] = 30
     """Blue-green: how long the old group stays (without traffic) after the switch, for an instant rollback."""
-    canary_steps: Annotated[tuple[Annotated[float, Field(gt=0, le=100)], ...], LIST] = (10, 50, 100)
+    canary_steps: Annotated[tuple[Annotated[float, Field(gt=0, le=100)], ...], LIST, FEW] = (10, 50, 100)
     """Canary: traffic percentages, in order; the last should be 100."""
     canary_pause_s: Annotated[float, Field(ge=0, le=86_400)] = 30
     """Canary: time at each step before its analysis decides."""
@@ -445,7 +458,7 @@ class AlertRule(Model):
     """Divide by the same aggregate of this series with the same labels (e.g. 5xx responses per response)."""
     op: Literal[">", ">=", "<", "<="] = ">"
     """Comparison of the value with `threshold`."""
-    threshold: float
+    threshold: Annotated[float, Field(ge=-1e18, le=1e18)]
     """Value the metric is compared with."""
     for_s: Annotated[float, Field(ge=0, le=86_400)] = 60
     """How long the condition must hold before the alert fires (pending until then)."""
@@ -456,7 +469,28 @@ class AlertRule(Model):
     labels: Labels = Field(default_factory=dict)
     """Extra labels of the alert (for grouping and routing by the receivers)."""
     summary: Annotated[str, Field(max_length=500)] | None = None
-    """Summary annotation; `{value}`, `{threshold}` and the series' labels (`{replica}`) are filled in."""
+    """Summary annotation; `{value}`, `{threshold}` and the series' labels (`{replica}`) are filled in, with
+    Python's format specs up to a width or precision of 100 (`{value:>8}`)."""
+
+    @field_validator("summary")
+    @classmethod
+    def _bounded_template(cls, template: str | None) -> str | None:
+        """`{value:>50000000}` would make a 50 MB summary, kept in every event and dashboard answer, and
+        `{value.__class__}` reaches into Python: only plain names, and small widths."""
+        try:
+            parts = list(string.Formatter().parse(template or ""))
+        except ValueError:
+            return template  # not a template at all: shown as written (alerts.py)
+        for _, name, spec, _ in parts:
+            if name is None:
+                continue
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{{{name}}}: a placeholder is a label name, `value` or `threshold`")
+            if "{" in (spec or "") or any(int(n) > MAX_FORMAT_WIDTH for n in re.findall(r"[0-9]+", spec or "")):
+                raise ValueError(
+                    f"{{{name}:{spec}}}: a width or precision is at most {MAX_FORMAT_WIDTH}, written out (not a field)"
+                )
+        return template
 
 
 class Webhook(Model):
@@ -466,7 +500,7 @@ class Webhook(Model):
     """Receiver name in the payload; `webhook-N` (its position, from 1) when unset."""
     url: Annotated[str, Field(pattern=r"^https?://[!-~]+$", max_length=2_000)]
     """Where the payload is POSTed."""
-    group_by: Annotated[tuple[Annotated[str, Field(pattern=LABEL_PATTERN)], ...], LIST] = ("alertname",)
+    group_by: Annotated[tuple[Annotated[str, Field(pattern=LABEL_PATTERN)], ...], LIST, FEW] = ("alertname",)
     """Alerts with the same values of these labels go out together, in one payload."""
     group_wait_s: Annotated[float, Field(ge=0, le=86_400)] = 10
     """How long a new group waits for more alerts before its first notification."""
@@ -488,9 +522,9 @@ class AlertSettings(Model):
     default_rules: bool = True
     """Evaluate the built-in rules (host CPU and memory, replica CPU, replica down, crash loop, error rate,
     p95 latency; docs/monitoring.md); a rule in `rules` with the same name replaces one."""
-    rules: Annotated[tuple[AlertRule, ...], LIST] = ()
+    rules: Annotated[tuple[AlertRule, ...], LIST, MANY] = ()
     """List of rules."""
-    webhooks: Annotated[tuple[Webhook, ...], LIST] = ()
+    webhooks: Annotated[tuple[Webhook, ...], LIST, FEW] = ()
     """Receivers of the notifications."""
     external_url: Annotated[str, Field(pattern=r"^https?://[!-~]+$", max_length=2_000)] | None = None
     """URL of this portero as receivers should link to it (`externalURL`); the admin API's when unset."""
@@ -563,11 +597,13 @@ class RestartPolicy(Model):
 class Build(Model):
     """How to build the image of a container service."""
 
-    context: Annotated[str, Field(min_length=1)] = "."
+    context: PathText = "."
     """Build context, relative to the spec file."""
-    dockerfile: Annotated[str, Field(min_length=1)] = "Dockerfile"
+    dockerfile: PathText = "Dockerfile"
     """Dockerfile, relative to the context."""
-    args: dict[Annotated[str, Field(pattern=ENV_KEY_PATTERN)], str] = Field(default_factory=dict)
+    args: Annotated[dict[Annotated[str, Field(pattern=ENV_KEY_PATTERN, max_length=256)], Arg], MANY] = Field(
+        default_factory=dict
+    )
     """Build arguments (`ARG`s)."""
 
 
@@ -627,10 +663,10 @@ class MetricsScrape(Model):
 
 
 class ServiceSpec(Model):
-    command: tuple[str, ...] | None = None
+    command: Annotated[tuple[Arg, ...], MANY] | None = None
     """Argv of a replica (process runtime). A string is split like a shell would, but never run by one;
     `$PORT`, `$PORTERO_REPLICA_ID` and other variables of the replica's environment are substituted."""
-    workdir: str | None = None
+    workdir: PathText | None = None
     """Working directory of a replica, relative to the spec file (the spec file's directory when unset)."""
     image: Annotated[str, Field(min_length=1, max_length=512)] | None = None
     """Image of a container replica (docker and swarm runtimes), e.g. `registry.example/portal:v2`."""
@@ -643,8 +679,21 @@ class ServiceSpec(Model):
     """Version label of the app; given to replicas as `APP_VERSION` unless `env` sets it."""
     port: Port = 5000
     """Port the app listens on inside a container; a process replica gets its own free port as `PORT`."""
-    env: dict[Annotated[str, Field(pattern=ENV_KEY_PATTERN)], str] = Field(default_factory=dict)
-    """Environment of the replicas, on top of portero's own."""
+    env: Annotated[dict[Annotated[str, Field(pattern=ENV_KEY_PATTERN, max_length=256)], Arg], MANY] = Field(
+        default_factory=dict
+    )
+    """Environment of the replicas, beside the variables portero sets (`PORT`, `PORTERO_REPLICA_ID`, ...) and,
+    with the process runtime, a few of the host's (`PATH`, `LANG`, `TZ`...; docs/security.md)."""
+    env_from_host: Annotated[tuple[Annotated[str, Field(pattern=ENV_KEY_PATTERN, max_length=256)], ...], LIST, FEW] = ()
+    """Names of variables of portero's own environment passed on to the replicas (e.g. `[AWS_REGION]`); nothing
+    else of it is. `env` wins over them; `PORTERO_*` (the admin token among them) cannot be passed."""
+    user: Annotated[str, Field(pattern=ACCOUNT_PATTERN)] | None = None
+    """User the replicas run as: a name or a uid. Process runtime: portero must run as root; a replica gets the
+    user's groups, `HOME`, `USER` and `LOGNAME`, and cannot read portero's state directory. Containers: the
+    container's user (`docker run --user`). Unset: portero's own user (process; warned about when it is root),
+    or the image's (containers)."""
+    group: Annotated[str, Field(pattern=ACCOUNT_PATTERN)] | None = None
+    """Group the replicas run as: a name or a gid; the user's primary group when unset."""
     replicas: Replicas = Replicas()
     """How many replicas."""
     autoscale: ServiceAutoscale = ServiceAutoscale()
@@ -659,7 +708,7 @@ class ServiceSpec(Model):
     """This service's deploy strategy; the top-level `deploy` when unset."""
     balance: Balance = Balance()
     """Load balancing of this service's traffic."""
-    endpoints: Annotated[tuple[StaticEndpoint, ...], LIST] = ()
+    endpoints: Annotated[tuple[StaticEndpoint, ...], LIST, MANY] = ()
     """Servers portero does not run, routed beside (or instead of) its replicas."""
     metrics: MetricsScrape | None = None
     """Scrape the app's own Prometheus metrics from each replica (e.g. `{path: /metrics, interval_s: 5}`)."""
@@ -680,6 +729,29 @@ class ServiceSpec(Model):
             raise ValueError("command must not be empty")
         return value
 
+    @field_validator("env_from_host")
+    @classmethod
+    def _not_portero_own(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        own = [name for name in names if name.upper().startswith(PORTERO_PREFIX)]
+        if own:
+            raise ValueError(
+                f"{', '.join(own)}: portero's own variables (its admin token among them) are never passed to "
+                "replicas; set a value in `env` instead"
+            )
+        return names
+
+    @field_validator("user", "group", mode="before")
+    @classmethod
+    def _number_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value  # `user: 1000`
+
+    @field_validator("user", "group")
+    @classmethod
+    def _id_in_range(cls, value: str | None) -> str | None:
+        if value is not None and value.isdigit() and int(value) > MAX_ID:
+            raise ValueError(f"a numeric id must be at most {MAX_ID}")
+        return value
+
     @model_validator(mode="after")
     def _something_to_run(self) -> ServiceSpec:
         if not self.managed and not self.endpoints:
@@ -694,8 +766,10 @@ class ServiceSpec(Model):
     def template_digest(self) -> str:
         """Digest of what makes a replica what it is; replica counts and checks are not part of it."""
         template = self.model_dump(include={"command", "workdir", "image", "build", "version", "port", "env"})
-        if self.resources != Resources():  # only when set: digests of revisions made before it existed hold
+        # Fields added later count only when set: digests of revisions made before they existed hold.
+        if self.resources != Resources():
             template["resources"] = self.resources.model_dump()
+        template |= self.model_dump(include={"user", "group", "env_from_host"}, exclude_defaults=True)
         blob = json.dumps(template, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -723,7 +797,7 @@ class Spec(Model):
     """Default deploy strategy of every service."""
     alerts: AlertSettings = AlertSettings()
     """Alert rules."""
-    services: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ServiceSpec] = Field(min_length=1)
+    services: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ServiceSpec] = Field(min_length=1, max_length=100)
     """The services, by name (lowercase letters, digits and dashes, starting with a letter)."""
 
     @model_validator(mode="after")
@@ -737,6 +811,9 @@ class Spec(Model):
             if missing:
                 raise ValueError(f"{', '.join(missing)}: required by runtime `process`")
         else:
+            alone = [f"services.{name}.group" for name, svc in self.services.items() if svc.group and not svc.user]
+            if alone:
+                raise ValueError(f"{', '.join(alone)}: needs `user` too with runtime `{self.runtime}` (`--user u:g`)")
             missing = [
                 f"services.{name}.image or .build"
                 for name, svc in self.services.items()

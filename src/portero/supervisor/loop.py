@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from portero.events import Event
@@ -49,6 +50,7 @@ class Supervisor:
         self._saved: list[Replica] | None = None
         self._running = False
         self.acting = True  # False while another portero leads (docs/redis.md): the loop only waits
+        self.host_env: Mapping[str, str] = os.environ  # where `env_from_host` takes its values
         # The data plane's hooks: told of every change of the replica set, asked to drain before a stop.
         self.observers: list[Callable[[list[Replica]], None]] = []
         self.drain: Callable[[Replica], Awaitable[None]] | None = None
@@ -111,17 +113,28 @@ class Supervisor:
             for replica in self.replicas:
                 if replica.running and replica.process is not None and replica.id not in self._stops:
                     self._stop(replica, self._grace(replica.service))
+            stopping = set(self._stops)
             if self._stops:
                 await asyncio.gather(*self._stops.values(), return_exceptions=True)
             survivors = []
+            killed: dict[str, list[str]] = {}  # what each stop had to kill, for `portero down` to tell
             for replica in self.replicas:
-                if replica.process is not None and await self.runtime.poll(replica.id, replica.process) is None:
+                ended = await self.runtime.poll(replica.id, replica.process) if replica.process is not None else None
+                if replica.process is not None and ended is None:
                     survivors.append(replica)  # its stop failed: keep the record, the next portero adopts it
-                else:
-                    await self.runtime.forget(replica.id)
+                    continue
+                if ended is not None and ended.killed and replica.id in stopping:
+                    killed[replica.id] = list(ended.killed)
+                await self.runtime.forget(replica.id)
             stopped = len(self.replicas) - len(survivors)
             message = f"stopped {stopped} replica(s)" + (f"; {len(survivors)} would not stop" if survivors else "")
-            await self.record(Event("portero.stopped", "portero", message, at=self.clock()))
+            count = sum(len(found) for found in killed.values())
+            if count:
+                message += f"; had to kill {count} process(es): " + "; ".join(
+                    f"{replica_id}: {', '.join(found)}" for replica_id, found in killed.items()
+                )
+            data = {"killed": killed} if killed else {}
+            await self.record(Event("portero.stopped", "portero", message, at=self.clock(), data=data))
             self.replicas = survivors
             await self._persist()
         await self.prober.close()
@@ -184,7 +197,8 @@ class Supervisor:
 
     def _launch(self, replica: Replica, spec: ServiceSpec) -> Launch:
         workdir = (self.base_dir / spec.workdir).resolve() if spec.workdir else self.base_dir
-        env = dict(spec.env)
+        env = {name: self.host_env[name] for name in spec.env_from_host if name in self.host_env}
+        env.update(spec.env)
         if spec.version is not None:
             env.setdefault("APP_VERSION", spec.version)
         command = spec.command or ()  # a container runs its image's command unless the spec gives one

@@ -6,6 +6,7 @@ import pytest
 
 from portero.monitor import rules
 from portero.monitor.alerts import (
+    MAX_SUMMARY_CHARS,
     RESOLVED_KEEP_S,
     TRANSITIONS,
     Alert,
@@ -166,3 +167,20 @@ def test_builtin_rules_follow_the_seed_thresholds_and_spec_rules_replace_them():
     assert [r.name for r in effective][-1] == "mine"
     assert next(r for r in effective if r.name == "host-cpu-high").threshold == 99
     assert rules.effective(monitoring, AlertSettings(default_rules=False, rules=(extra,))) == [extra]
+
+
+def test_a_summary_is_bounded_whatever_fills_it():
+    """The spec refuses wide formats (test_spec.py); a rule made otherwise, or a huge label from an app's own
+    metrics, still gives a bounded summary: it is kept in every event and dashboard answer."""
+    rule = AlertRule(name="cpu", metric="replica_cpu_percent", threshold=80, for_s=0)
+    wide = rule.model_copy(update={"summary": "{value:>5000} {replica}"})  # past the spec's validation
+    t = Trace(wide)
+    t.second(a=90.5)
+    summary = next(iter(t.alerts.values())).annotations["summary"]
+    assert len(summary) == MAX_SUMMARY_CHARS
+    assert summary.endswith("…")
+    labelled = rule.model_copy(update={"summary": "[{replica}]"})
+    t = Trace(labelled)
+    t.second(**{"r" * 10_000: 90.5})
+    summary = next(iter(t.alerts.values())).annotations["summary"]
+    assert summary == "[" + "r" * 199 + "…]"
