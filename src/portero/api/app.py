@@ -169,6 +169,7 @@ def create_app(
         grep: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
         follow: bool = False,
+        health: Annotated[bool, Query(description="Include the lines of portero's health checks.")] = False,
     ) -> LogsOut | StreamingResponse:
         if service is not None:
             control.service_spec(service)
@@ -183,8 +184,9 @@ def create_app(
             ]
 
         start = now() + since if since is not None and since < 0 else since
-        following = logs.follow(sources, grep) if follow else None  # from here on: nothing is lost meanwhile
-        backlog = [LogLineOut(**vars(line)) for line in logs.read(sources(), start, grep, limit)]
+        # Taken from here on: nothing written meanwhile is lost.
+        following = logs.follow(sources, grep, health=health) if follow else None
+        backlog = [LogLineOut(**vars(line)) for line in logs.read(sources(), start, grep, limit, health=health)]
         if following is None:
             return LogsOut(lines=backlog)
         return StreamingResponse(_sse(backlog, following), media_type="text/event-stream")
@@ -206,6 +208,6 @@ def create_app(
 async def _sse(backlog: list[LogLineOut], following: AsyncIterator[logs.LogLine]) -> AsyncIterator[str]:
     # Starlette cancels this generator when the client goes away.
     for line in backlog:
-        yield f"data: {line.model_dump_json()}\n\n"
+        yield f"data: {json.dumps(line.model_dump())}\n\n"  # ASCII: no "\x85" or "\u2028" for a client to split on
     async for new in following:
         yield f"data: {json.dumps(vars(new))}\n\n"

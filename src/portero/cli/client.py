@@ -72,7 +72,7 @@ class Client:
                 if response.status_code >= 400:
                     response.read()
                     _body(response, self._hint)
-                for line in response.iter_lines():
+                for line in _lines(response.iter_text()):
                     if line.startswith("data: "):
                         yield json.loads(line[6:])
         except httpx.ConnectError as exc:
@@ -85,6 +85,17 @@ class Client:
             return self._http.get("/scalability/health", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
+
+
+def _lines(chunks: Iterator[str]) -> Iterator[str]:
+    """Server-sent event lines, split on "\\n" only: httpx's `iter_lines` also splits on "\\x85" and "\\u2028",
+    which a log line may hold."""
+    pending = ""
+    for chunk in chunks:
+        *complete, pending = (pending + chunk).split("\n")
+        yield from (line.removesuffix("\r") for line in complete)
+    if pending:
+        yield pending
 
 
 def _body(response: httpx.Response, hint: str = "") -> Any:

@@ -20,6 +20,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
 
+from portero import logs as logfiles
 from portero.cli.client import Client, CliError, resolve_token, resolve_url
 from portero.cli.monitor_views import alerts_table, series_view, snapshot_view
 from portero.cli.tokens import token_app
@@ -208,19 +209,22 @@ def logs(
     grep: Annotated[str | None, typer.Option(help="Only lines containing this text.")] = None,
     replica: Annotated[str | None, typer.Option(help="Only this replica.")] = None,
     tail: Annotated[int, typer.Option("--tail", "-n", help="Lines of backlog.", min=1, max=10_000)] = 200,
+    health: Annotated[bool, typer.Option("--health", help="Include the lines of portero's health checks.")] = False,
     file: SpecFileLong = Path("portero.yaml"),
 ) -> None:
-    """Replica output, merged in time order."""
+    """Replica output, merged in time order (health checks' requests left out unless --health)."""
     try:
         start = parse_since(since)
     except ValueError as exc:
         raise fail(str(exc)) from None
     params: dict[str, Any] = {"service": service, "replica": replica, "since": start, "grep": grep, "limit": tail}
+    params["health"] = "true" if health else None
     client = Context.client(file)
     try:
         if follow:
             for line in client.stream("/logs", follow="true", **params):
                 _print_line(line)
+                sys.stdout.flush()  # `logs -f | grep` sees each line as it comes
         else:
             for line in client.get("/logs", **params)["lines"]:
                 _print_line(line)
@@ -231,9 +235,16 @@ def logs(
 
 
 def _print_line(line: dict[str, Any]) -> None:
+    """Piped, a line goes out as the replica wrote it (`docker logs` does the same): no wrapping, no escaping, so
+    `grep` and `jq` see the app's own text. On a terminal, control characters are shown escaped: an ANSI escape
+    in a log must not repaint the operator's screen, and a "\\r" must not hide what came before it."""
     stamp = datetime.fromtimestamp(line["at"]).isoformat(timespec="milliseconds")
+    if not console.is_terminal:
+        sys.stdout.write(f"{stamp} {line['replica']} {line['text']}\n")
+        return
     style = "red" if line["stream"] == "stderr" else "cyan"
-    console.print(f"[dim]{stamp}[/] [{style}]{escape(line['replica'])}[/] {escape(line['text'])}", highlight=False)
+    text = escape(logfiles.shown(line["text"]))
+    console.print(f"[dim]{stamp}[/] [{style}]{escape(line['replica'])}[/] {text}", highlight=False, soft_wrap=True)
 
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")

@@ -266,10 +266,21 @@ function renderEvents(s) {
   $("#events").replaceChildren(...s.events.slice(0, 30).map((e) => node("li", {}, node("time", {}, fmt.time(e.at)), ` ${e.kind} · ${e.message}`)));
 }
 
+// Control characters written out, as `portero logs` does on a terminal: a "\r" or an ANSI escape in a replica's
+// line must neither hide text nor pass for a line of its own.
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]/g;
+const NAMED = { "\r": "\\r", "\n": "\\n" };
+function shown(text) {
+  return text.replace(CONTROL, (c) => {
+    const code = c.charCodeAt(0);
+    return NAMED[c] ?? (code < 0x100 ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16).padStart(4, "0")}`);
+  });
+}
+
 function renderLogs() {
   const box = $("#logs");
   const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
-  box.textContent = state.logs.map((l) => `${fmt.time(l.at)} ${l.replica} ${l.text}`).join("\n");
+  box.textContent = state.logs.map((l) => `${fmt.time(l.at)} ${l.replica} ${shown(l.text)}`).join("\n");
   if (atBottom) box.scrollTop = box.scrollHeight;
 }
 
