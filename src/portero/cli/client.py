@@ -17,7 +17,11 @@ DEFAULT_URL = "http://127.0.0.1:9900"
 
 
 class CliError(Exception):
-    """A failure the CLI prints as one line, without a traceback."""
+    """A failure the CLI prints as one line, without a traceback; `status`: the API's HTTP status, if it answered."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def resolve_url(explicit: str | None, state_dir: Path, spec_file: Path) -> str:
@@ -109,5 +113,5 @@ def _body(response: httpx.Response, hint: str = "") -> Any:
         problems = error.get("problems") or []
         if response.status_code == 401 and hint:
             problems = [*problems, hint]
-        raise CliError("\n".join([message, *(f"  {p}" for p in problems)]))
+        raise CliError("\n".join([message, *(f"  {p}" for p in problems)]), response.status_code)
     return data

@@ -26,7 +26,9 @@ from portero.cli.monitor_views import alerts_table, series_view, snapshot_view
 from portero.cli.tokens import token_app
 from portero.cli.views import decisions_table, deployments_table, events_table, revisions_table, status_table
 from portero.spec.loader import SpecError, load_spec
-from portero.tokens import ADMIN_TOKEN_FILE, TokenError, ensure_admin
+from portero.tokens import ADMIN_TOKEN_FILE, TOKENS_FILE, TokenError, ensure_admin
+from portero.tokens import find as find_token
+from portero.tokens import read as read_tokens
 
 if TYPE_CHECKING:
     from portero.control import ControlPlane
@@ -47,6 +49,8 @@ SpecFile = Annotated[Path, typer.Option("--file", "-f", help="The spec file.", e
 # `logs -f` is --follow, as in kubectl and docker.
 SpecFileLong = Annotated[Path, typer.Option("--file", help="The spec file.", envvar="PORTERO_SPEC")]
 STATE_DIR = Path(os.environ.get("PORTERO_STATE_DIR", ".portero"))
+TOKEN_GRACE_S = 3.0  # `up --detach` with Redis: how long a refused token may be one the group has not shared yet
+STOP_WAIT_S = 90.0  # `up --detach` stopping the daemon it started: its replicas' stop ladders first
 
 
 class Context:
@@ -158,23 +162,66 @@ def _detach(file: Path, wait_s: float) -> None:
         raise fail(f"portero is already running at {client.url}; use `portero apply` to change its spec")
     (state_dir / "admin.json").unlink(missing_ok=True)
     _first_admin_token()
+    unknown = _foreign_token(file)
+    if unknown is not None:
+        raise fail(f"{unknown}: nothing was started")
     command = [sys.executable, "-m", "portero", "--state-dir", str(state_dir), "up", "--file", str(file), "--no-ui"]
     with (state_dir / "portero.log").open("ab") as out:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
     deadline = time.monotonic() + wait_s
+    refused_until = time.monotonic() + TOKEN_GRACE_S
     client = Context.client(file)
     while time.monotonic() < deadline:
         if child.poll() is not None:
             tail = (state_dir / "portero.log").read_text(errors="replace").splitlines()[-5:]
             raise fail("portero exited at start:\n" + "\n".join(tail))
         if client.alive():
-            services = client.get("/services")["services"]
+            try:
+                services = client.get("/services")["services"]
+            except CliError as exc:
+                if exc.status not in (401, 403):
+                    raise fail(f"portero (pid {child.pid}) started, but {exc}") from None
+                if time.monotonic() < refused_until:  # with Redis, the group's tokens arrive within a second
+                    time.sleep(0.25)
+                    continue
+                _stop(child)
+                refused = f"PORTERO_TOKEN was refused ({exc.args[0].splitlines()[0]}; {_token_hint()})"
+                raise fail(f"{refused}: portero was stopped again") from None
             if all(s["ready"] >= s["desired"] for s in services):
                 console.print(status_table(services))
                 console.print(f"portero running in the background (pid {child.pid}), admin API at {client.url}")
                 return
         time.sleep(0.25)
     raise fail(f"portero (pid {child.pid}) started but its replicas were not all ready within {wait_s:g} s")
+
+
+def _foreign_token(file: Path) -> str | None:
+    """Why the token the CLI would send cannot be this portero's, found before anything starts; None when it may
+    be (no PORTERO_TOKEN, a token of this state directory, or Redis, where another portero's tokens count too)."""
+    presented = os.environ.get("PORTERO_TOKEN")
+    if not presented or load_spec(file).store.redis_url:
+        return None
+    try:
+        records = read_tokens(Context.state_dir / TOKENS_FILE)
+    except TokenError:
+        return None
+    if find_token(records, presented) is not None:
+        return None
+    return f"PORTERO_TOKEN is not a token of this portero (unknown or revoked; {_token_hint()})"
+
+
+def _token_hint() -> str:
+    return f"unset it to use {Context.state_dir / ADMIN_TOKEN_FILE}, or set it to a token of `portero token list`"
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    """The daemon this command started, which nobody could drive: SIGTERM (it stops its replicas), then SIGKILL."""
+    child.terminate()
+    try:
+        child.wait(timeout=STOP_WAIT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 @app.command()
