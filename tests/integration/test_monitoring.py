@@ -279,3 +279,31 @@ def test_monitoring_off_is_clean_and_logs_follow_new_replicas_and_keep_crashed_o
             assert time.monotonic() < deadline, "no line of the new replica within 20 s"
     assert first_new is not None
     assert first_new["text"].startswith("listening on")  # its very first line
+
+
+def test_crash_loop_alerts_of_retired_replicas_resolve_at_once(portero):
+    broken = {
+        "command": [sys.executable, str(TINY)],
+        "env": {"TINY_EXIT": "3"},
+        "replicas": {"initial": 2, "min": 0, "max": 2},
+        "restart": {"initial_backoff_s": 0.2, "max_backoff_s": 0.5},
+    }
+    portero.write_spec({"broken": broken}, monitoring={"interval_s": 0.5})
+    portero.cli("up", "--detach", "--wait-s", "2", check=False)  # never ready
+
+    def firing() -> list[dict[str, Any]]:
+        alerts = portero.get("/monitoring/alerts")["alerts"]
+        return [a for a in alerts if a["name"] == "crash-loop" and a["state"] == "firing"]
+
+    looping = portero.wait("both replicas' crash-loop alerts", lambda: len(found := firing()) == 2 and found, 40, 0.2)
+    portero.cli("scale", "broken", "0")
+    portero.wait("the replicas to be retired", lambda: portero.replicas() == [], timeout_s=15, step_s=0.2)
+    # Their restart counts stay in the 10-minute window, and the rule keeps firing 5 minutes after: without
+    # knowing the replicas are gone, these alerts would fire on for 15 minutes.
+    portero.wait("the alerts to resolve", lambda: firing() == [], timeout_s=10, step_s=0.2)
+    resolved = {
+        e["data"]["labels"]["replica"]
+        for e in portero.events()
+        if e["kind"] == "alert.resolved" and e["subject"] == "crash-loop"
+    }
+    assert resolved == {a["labels"]["replica"] for a in looping}

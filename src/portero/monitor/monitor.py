@@ -165,11 +165,11 @@ class Monitor:
             store.expire(now)
         self.snapshot = snapshot
         self.sampled.set()
-        await self.evaluate(now)
+        await self.evaluate(now, {replica.id for replica in replicas})
         self.collect_seconds = time.perf_counter() - began
 
-    async def evaluate(self, now: float) -> None:
-        result = alerting.evaluate(self.rules, self.store, self.alerts, now)
+    async def evaluate(self, now: float, replicas: set[str] | None = None) -> None:
+        result = alerting.evaluate(self.rules, self.store, self.alerts, now, replicas)
         self.alerts = result.alerts
         telling = self.telling() or self.store_up() is False
         for change in result.changes:

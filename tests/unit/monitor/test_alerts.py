@@ -166,3 +166,21 @@ def test_builtin_rules_follow_the_seed_thresholds_and_spec_rules_replace_them():
     assert [r.name for r in effective][-1] == "mine"
     assert next(r for r in effective if r.name == "host-cpu-high").threshold == 99
     assert rules.effective(monitoring, AlertSettings(default_rules=False, rules=(extra,))) == [extra]
+
+
+def test_the_alert_of_a_replica_that_no_longer_exists_resolves_at_once():
+    loop = AlertRule(
+        name="loop",
+        metric="replica_cpu_percent",
+        aggregate="max",
+        window_s=600,
+        threshold=80,
+        for_s=0,
+        keep_firing_for_s=300,
+    )
+    t = Trace(loop)
+    assert t.second(a=90, b=90) == [("a", "inactive", "firing"), ("b", "inactive", "firing")]
+    t.now += 1
+    result = evaluate(t.rules, t.store, t.alerts, t.now, replicas={"b"})  # a was retired; its samples remain
+    assert [(c.alert.labels["replica"], c.alert.state.value) for c in result.changes] == [("a", "resolved")]
+    assert {a.labels["replica"]: a.state.value for a in result.alerts.values()} == {"a": "resolved", "b": "firing"}
