@@ -27,6 +27,7 @@ PURE = [
     "monitor/alerts.py",
     "monitor/rules.py",
     "monitor/notify.py",
+    "monitor/alertmanager.py",
     "monitor/traffic.py",
     "monitor/record.py",
     "monitor/snapshot.py",

@@ -18,10 +18,11 @@ from portero.control import ControlPlane
 from portero.events import Event
 from portero.monitor import alerts as alerting
 from portero.monitor import rules
+from portero.monitor.alertmanager import Pusher
 from portero.monitor.alerts import Alert, AlertState
 from portero.monitor.collect import Collector
 from portero.monitor.host import HostSampler
-from portero.monitor.notify import Dispatcher, Receiver, receivers
+from portero.monitor.notify import Dispatcher, Notification, Receiver, receivers
 from portero.monitor.record import samples
 from portero.monitor.scrape import Scraper
 from portero.monitor.series import SeriesStore, Tier
@@ -61,6 +62,7 @@ class Monitor:
         self.receivers: list[Receiver] = receivers(control.spec.alerts.webhooks)
         self.dispatcher = Dispatcher(control.spec.alerts.external_url or external_url)
         self.default_url = external_url
+        self.pusher = self._pusher(control.spec)
         self.senders: Senders | None = None
         self.snapshot: Snapshot | None = None
         self.sampled = asyncio.Event()
@@ -87,11 +89,24 @@ class Monitor:
         self.rules = rules.effective(spec.monitoring, spec.alerts)
         self.receivers = receivers(spec.alerts.webhooks)
         self.dispatcher.external_url = (spec.alerts.external_url or self.default_url).rstrip("/")
+        pusher = self._pusher(spec)
+        if pusher is None or self.pusher is None or pusher.settings != self.pusher.settings:
+            self.pusher = pusher  # a new one pushes every alert at once: the Alertmanagers may be new ones
+        else:
+            self.pusher.external_url = pusher.external_url
         self._reconfigure = True
+
+    def _pusher(self, spec: Spec) -> Pusher | None:
+        settings = spec.alerts.alertmanager
+        url = (spec.alerts.external_url or self.default_url).rstrip("/")
+        return None if settings is None else Pusher(settings, url)
+
+    def _senders_receivers(self) -> list[Receiver]:
+        return self.receivers + (self.pusher.receivers() if self.pusher is not None else [])
 
     async def start(self) -> None:
         self.senders = Senders()
-        await self.senders.configure(self.receivers)
+        await self.senders.configure(self._senders_receivers())
         self._task = spawn(self.run(), name="monitor", eternal=True)
         state = "on" if self.enabled else "off (monitoring.enabled: false)"
         log.info(
@@ -99,7 +114,7 @@ class Monitor:
             state,
             self.settings.interval_s,
             len(self.rules),
-            len(self.receivers),
+            len(self._senders_receivers()),
         )
 
     async def stop(self, grace_s: float = 2.0) -> None:
@@ -118,7 +133,7 @@ class Monitor:
         while True:
             if self._reconfigure and self.senders is not None:
                 self._reconfigure = False
-                await self.senders.configure(self.receivers)
+                await self.senders.configure(self._senders_receivers())
             if self.enabled:
                 try:
                     await self.tick()
@@ -178,6 +193,9 @@ class Monitor:
         if self.senders is not None and telling:
             for notification in self.dispatcher.due(self.receivers, self.alerts.values(), now):
                 self.senders.submit(notification)
+            if self.pusher is not None and (pushed := self.pusher.due(self.alerts.values(), now)):
+                for receiver in self.pusher.receivers():
+                    self.senders.submit(Notification(receiver, pushed))
 
     async def _tell(self, alert: Alert, before: AlertState, now: float) -> None:
         summary = alert.annotations.get("summary", alert.rule)
