@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -479,16 +480,37 @@ def down(
     file: SpecFile = Path("portero.yaml"),
     timeout_s: Annotated[float, typer.Option(help="How long to wait for portero to stop.")] = 60,
 ) -> None:
-    """Stop every replica gracefully, then portero itself."""
+    """Stop every replica gracefully, then portero itself (among other porteros on one Redis, the replicas stay
+    for the next leader)."""
     client = Context.client(file)
+    replicas = _call(lambda c: c.get("/containers/list"), file)["containers"]
+    among_others = "cluster" in (_call(lambda c: c.get("/health"), file) or {})
     _call(lambda c: c.post("/shutdown"), file)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not client.alive() and not (Context.state_dir / "admin.json").exists():
-            console.print("portero stopped; no replica left running")
+            console.print(f"portero stopped; {_left_running(replicas, among_others)}")
             return
         time.sleep(0.2)
     raise fail(f"portero did not stop within {timeout_s:g} s")
+
+
+def _left_running(replicas: list[dict[str, Any]], among_others: bool) -> str:
+    """What runs on, found by knocking at each replica's address rather than assumed."""
+    running = [r["id"] for r in replicas if r.get("address") and _listening(r["address"])]
+    if not running:
+        return "no replica left running"
+    why = "the other porteros on this Redis keep them for the next leader" if among_others else "they did not stop"
+    return f"{len(running)} replica(s) still running ({', '.join(running)}): {why}"
+
+
+def _listening(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=0.5):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def _call(work: Any, file: Path) -> Any:

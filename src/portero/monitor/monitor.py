@@ -75,6 +75,7 @@ class Monitor:
         # when Redis is away, when nobody can lead and a duplicate beats silence.
         self.store_up: Callable[[], bool | None] = lambda: None
         self.telling: Callable[[], bool] = lambda: True
+        self.told: set[str] = set()  # fingerprints of the alerts this portero recorded firing, not yet resolved
         control.on_applied.append(self.applied)
 
     @property
@@ -188,12 +189,16 @@ class Monitor:
         self.alerts = result.alerts
         telling = self.telling() or self.store_up() is False
         for change in result.changes:
-            if telling:
+            if telling or change.alert.fingerprint in self.told:
                 await self._tell(change.alert, change.before, now)
-        if self.senders is not None and telling:
-            for notification in self.dispatcher.due(self.receivers, self.alerts.values(), now):
+        self.told &= set(self.alerts)  # forgotten alerts
+        # A portero that told an alert firing tells its end too, leader or not: Redis may be back (nobody
+        # "must" tell then) before anyone leads again, and a firing without its resolution is a lie.
+        shown = self.alerts.values() if telling else [a for a in self.alerts.values() if a.fingerprint in self.told]
+        if self.senders is not None:
+            for notification in self.dispatcher.due(self.receivers, shown, now):
                 self.senders.submit(notification)
-            if self.pusher is not None and (pushed := self.pusher.due(self.alerts.values(), now)):
+            if self.pusher is not None and (pushed := self.pusher.due(shown, now)):
                 for receiver in self.pusher.receivers():
                     self.senders.submit(Notification(receiver, pushed))
 
@@ -205,6 +210,10 @@ class Monitor:
             return
         if alert.state not in (AlertState.FIRING, AlertState.RESOLVED):
             return
+        if alert.state is AlertState.FIRING:
+            self.told.add(alert.fingerprint)
+        else:
+            self.told.discard(alert.fingerprint)
         data = {"labels": alert.labels, "fingerprint": alert.fingerprint, "value": alert.value}
         kind = f"alert.{alert.state.value}"
         await self.control.supervisor.record(Event(kind, alert.rule, summary, alert.labels.get("service"), now, data))
