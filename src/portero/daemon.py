@@ -145,7 +145,7 @@ class _Server(uvicorn.Server):
 async def serve(
     spec_path: Path,
     state_dir: Path,
-    on_started: Callable[[ControlPlane], Coroutine[Any, Any, None]] | None = None,
+    on_started: Callable[[ControlPlane, Monitor], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     spec = load_spec(spec_path)
     with state_lock(state_dir):
@@ -211,7 +211,7 @@ async def serve(
         # reach, a full collection no longer walks it all. Those walks held every request up by tens of ms (the
         # router's p99 at 1,000 connections was 1.7x HAProxy's; docs/benchmarks.md).
         gc.freeze()
-        ui = spawn(on_started(control), name="ui") if on_started else None
+        ui = spawn(on_started(control, monitor), name="ui") if on_started else None
         try:
             await stop.wait()
         finally:

@@ -33,6 +33,7 @@ from portero.tokens import read as read_tokens
 
 if TYPE_CHECKING:
     from portero.control import ControlPlane
+    from portero.monitor.monitor import Monitor
 
 app = typer.Typer(
     help="portero keeps a web application up, fast and deployable.",
@@ -140,13 +141,15 @@ def _first_admin_token() -> None:
     )
 
 
-async def _live_view(control: ControlPlane) -> None:
+async def _live_view(control: ControlPlane, monitor: Monitor) -> None:
     from portero.api.schemas import ServiceOut  # the server's modules load only when a server runs here
 
     with Live(console=console, refresh_per_second=2, transient=False) as live:
         while True:
             now = control.clock()
-            services = [ServiceOut.of(view, now).model_dump() for view in control.services()]
+            snapshot = monitor.snapshot if monitor.enabled else None  # CPU and memory, as `portero status` shows
+            usage = {r.id: (r.cpu_percent, r.memory_bytes) for r in snapshot.replicas} if snapshot else {}
+            services = [ServiceOut.of(view, now, usage).model_dump() for view in control.services()]
             recent = await control.store.get_events(limit=8)
             live.update(Group(status_table(services), events_table([vars(e) for e in recent], "recent events")))
             await asyncio.sleep(1)

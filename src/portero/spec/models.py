@@ -371,7 +371,8 @@ class DeploySettings(Model):
     max_unavailable: Annotated[int, Field(ge=0, le=100)] = 0
     """Rolling: replicas below the count while replacing."""
     progress_deadline_s: Seconds = 120
-    """A new revision not fully ready by then is abandoned; the old one keeps serving."""
+    """A new revision not fully ready by then is rolled back (`rolled_back`, reason: its ready count); the old one
+    keeps serving."""
     keep_old_s: Annotated[float, Field(ge=0, le=86_400)] = 30
     """Blue-green: how long the old group stays (without traffic) after the switch, for an instant rollback."""
     canary_steps: Annotated[tuple[Annotated[float, Field(gt=0, le=100)], ...], LIST] = (10, 50, 100)
