@@ -29,6 +29,7 @@ PURE = [
     "monitor/notify.py",
     "monitor/alertmanager.py",
     "monitor/traffic.py",
+    "monitor/window.py",
     "monitor/record.py",
     "monitor/snapshot.py",
     "monitor/appmetrics.py",

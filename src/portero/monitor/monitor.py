@@ -28,6 +28,7 @@ from portero.monitor.scrape import Scraper
 from portero.monitor.series import SeriesStore, Tier
 from portero.monitor.snapshot import PorteroSample, Snapshot
 from portero.monitor.webhook import Senders
+from portero.monitor.window import TrafficWindow
 from portero.router.server import Router
 from portero.spec.models import MonitoringSettings, Spec
 from portero.tasks import settle, spawn
@@ -56,6 +57,7 @@ class Monitor:
         )
         self.host = HostSampler(state_dir)
         self.collector = Collector(control, router, self.host)
+        self.window = TrafficWindow()
         self.scraper = Scraper(control)
         self.rules = rules.effective(self.settings, control.spec.alerts)
         self.alerts: dict[str, Alert] = {}
@@ -157,6 +159,7 @@ class Monitor:
             self.collector.host_and_self(now), self.collector.replicas(now, deadline_s)
         )
         services, router = self.collector.services(now)
+        services = self.window.services(services, now)
         store = self.store
         portero = PorteroSample(
             cpu_percent=cpu,
