@@ -148,7 +148,9 @@ const MESSAGES = [
   [String.raw`error rate (${N}%) over (\d+) requests`, "tasa de errores $1 en $2 peticiones"],
   [String.raw`p95 latency (\d+) ms > (${N})x baseline \((\d+) ms\)`, "latencia p95 $1 ms > $2x la base ($3 ms)"],
   [String.raw`p95 latency (\d+) ms > (\d+) ms`, "latencia p95 $1 ms > $2 ms"],
-  // the autoscaler
+  // the autoscaler (a manual or automatic scale first: its reason holds the autoscaler's)
+  [String.raw`scaled from (\d+) to (\d+): (.+)`, "escalado de $1 a $2: {3}"],
+  [String.raw`scaled from (\d+) to (\d+)`, "escalado de $1 a $2"],
   [String.raw`(.+): (\d+) → (\d+) \(panic\) \((.+)\)`, "{1}: $2 → $3 (pánico) ({4})"],
   [String.raw`(.+): (\d+) → (\d+) \(panic\)`, "{1}: $2 → $3 (pánico)"],
   [String.raw`(\d+) request\(s\) waiting at zero replicas: 0 → (\d+)`, "$1 petición(es) esperando sin réplicas: 0 → $2"],
@@ -162,7 +164,7 @@ const MESSAGES = [
   [String.raw`no request for (\d+) s >= (${N}) s`, "sin peticiones desde hace $1 s >= $2 s"],
   [String.raw`cpu (\d+)% within (${N})\.\.(${N})%`, "cpu $1% dentro de $2..$3%"],
   [String.raw`cpu (\d+)% ([<>]) (${N})%`, "cpu $1% $2 $3%"],
-  [String.raw`(.+) vs target (.+)`, "$1 frente al objetivo $2"],
+  [String.raw`(.+) vs target (.+)`, "{1} frente al objetivo {2}"],
   [String.raw`no CPU reading`, "sin lectura de CPU"], [String.raw`no signal`, "sin señal"],
   [String.raw`panic blocks scale-down`, "el pánico impide bajar"],
   [String.raw`scale-down cooldown \((${N}) s\)`, "espera tras bajar ($1 s)"],
@@ -172,8 +174,6 @@ const MESSAGES = [
   [String.raw`rate limit: at most (\d+) within (${N}) s`, "límite de ritmo: como mucho $1 en $2 s"],
   [String.raw`autoscaler: (.+)`, "autoescalado: {1}"],
   // events
-  [String.raw`scaled from (\d+) to (\d+): (.+)`, "escalado de $1 a $2: {3}"],
-  [String.raw`scaled from (\d+) to (\d+)`, "escalado de $1 a $2"],
   [String.raw`started on (\S+) as pid (\d+)`, "iniciada en $1 con pid $2"],
   [String.raw`passed its health check (${N}) s after start`, "pasó su chequeo de salud $1 s después de iniciar"],
   [String.raw`healthy again`, "sana de nuevo"],
