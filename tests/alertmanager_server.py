@@ -11,17 +11,16 @@ from typing import Any
 
 import httpx
 
-from portero.runtimes.ports import free_port
+from tests.local_server import LocalServer
 from tests.webhook_receiver import Receiver
 
 
-class AlertmanagerServer:
+class AlertmanagerServer(LocalServer):
+    log_name = "alertmanager.log"
+
     def __init__(self, executable: str, directory: Path, receiver: Receiver) -> None:
-        self.executable = executable
-        self.directory = directory
+        super().__init__(executable, directory)
         self.receiver = receiver
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -67,18 +66,3 @@ class AlertmanagerServer:
         response.raise_for_status()
         found: list[dict[str, Any]] = response.json()
         return found
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-    def log(self) -> str:
-        path = self.directory / "alertmanager.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
