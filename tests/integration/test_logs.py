@@ -76,13 +76,14 @@ def test_the_live_stream_splits_on_newlines_only(noisy):
         env={**os.environ, "COLUMNS": "80"},
     )
     try:
+        seen = [follower.stdout.readline().decode()]  # its backlog: from here on it follows what is written
         with httpx.Client(trust_env=False, timeout=10, auth=noisy.auth) as client:
             stream = client.stream("GET", f"{noisy.url}/logs", params={"follow": "true", "service": "tiny", "limit": 1})
             with stream as response:
-                time.sleep(1)  # both followers are past their backlog: what comes next is read as it is written
+                chunks = response.iter_raw()
+                raw = next(chunks)  # the backlog's line: this stream too follows from here on
                 httpx.get(f"http://{replica['address']}/say", timeout=5)
-                raw = b""
-                for chunk in response.iter_raw():
+                for chunk in chunks:
                     raw += chunk
                     if b"/say with 200" in raw:
                         break
@@ -91,7 +92,6 @@ def test_the_live_stream_splits_on_newlines_only(noisy):
         said = [e["text"] for e in events if e["stream"] == "stdout"]
         assert said[-5:-1] == SAID
         assert all(e["stream"] != "portero" for e in events)
-        seen: list[str] = []
         while not any("/say with 200" in line for line in seen):
             seen.append(follower.stdout.readline().decode())  # bytes: split on "\n" only
         assert texts("".join(seen))[-5:-1] == SAID
