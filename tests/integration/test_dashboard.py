@@ -20,30 +20,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import require_tool
 from tests.integration.portero_cli import ROOT, portal_service
 
 pytestmark = pytest.mark.integration
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 RESULTS = ROOT / "test-results"
-
-
-@pytest.fixture
-def browser():
-    path = require_tool("chromium", "the dashboard's real-browser tests")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
 
 
 class Traffic:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.integration.portero_cli import ROOT, Portero
+from tests.integration.test_dashboard import until
 
 pytestmark = pytest.mark.integration
 TINY = ROOT / "tests" / "fixtures" / "tiny_app.py"
@@ -166,3 +167,23 @@ def test_the_shim_passes_short_lines_at_50_mb_per_second_of_its_cpu(tmp_path: Pa
     megabytes = 40.0
     assert cpu_s / megabytes < 0.020, f"{cpu_s:.2f} s of CPU for {megabytes:g} MB"
     assert megabytes / wall_s > 10, f"{megabytes / wall_s:.1f} MB/s"  # a loose floor: the old path made 1.2
+
+
+def test_the_dashboard_shows_control_characters_written_out(noisy, browser):
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.goto(f"{noisy.url}/dashboard")
+    page.wait_for_selector("#login[open]", timeout=15_000)
+    page.fill("#token", noisy.token)
+    page.click("#login-submit")
+    until(
+        page,
+        "the app's lines in the log stream",
+        "() => document.querySelector('#logs').textContent.includes('cr-start')",
+    )
+    shown = page.locator("#logs").text_content()
+    assert "cr-start\\rafter-cr" in shown
+    assert "ansi \\x1b[2J\\x1b[31mred\\x1b[0m end" in shown
+    assert "nel-start\\x85" + FORGED in shown
+    assert not {"\r", "\x1b", "\x85"} & set(shown)
+    assert "served /health" not in shown  # health checks stay out here too
+    page.close()
