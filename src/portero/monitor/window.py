@@ -4,9 +4,10 @@ Theory of operation: `Traffic` carries totals that never go down (responses by s
 counts); the figures of a window are the difference between the totals now and the totals `WINDOW_S` ago, so
 each pass keeps `(time, totals)` per service and endpoint and drops what is older than the window needs. The
 percentiles come from the summed buckets of the window, never from an average of percentiles. Every reader (the
-dashboard's cards, charts and legends, its endpoints table, `portero metrics`, the alert rules, `/metrics`) reads
-these same values, so they agree. Rejected: the last pass alone (one second: a p95 of a handful of requests, and
-the header said 24 ms while the chart said 180 ms and the endpoints 433-662 ms, each of its own window).
+dashboard's cards, charts and legends, its endpoints table, `portero metrics`, the alert rules) reads these same
+values, so they agree (`/metrics` exports the histogram itself: Prometheus computes its own windows). Rejected:
+the last pass alone (one second: a p95 of a handful of requests; the header said 24 ms while the chart said
+180 ms and the endpoints 433-662 ms, each of its own window).
 
 Pure: totals and `now` in, windowed `Traffic` out.
 """
@@ -54,13 +55,13 @@ class TrafficWindow:
         if kept and sum(responses) < sum(kept[-1][1]):
             kept.clear()  # another object under this key (an endpoint that came back): its totals started over
         kept.append((now, responses, traffic.latency_buckets))
-        while len(kept) > 1 and kept[1][0] <= now - self.window_s:
+        start = now - self.window_s
+        while len(kept) > 1 and kept[1][0] <= start:
             kept.popleft()  # the oldest kept is the last one at or before the window's start
-        if len(kept) == 1:
-            base: tuple[int, ...] = (0,) * len(responses)  # everything so far is within the window
-            base_buckets: tuple[int, ...] = (0,) * len(traffic.latency_buckets)
-        else:
+        if kept[0][0] <= start:
             base, base_buckets = kept[0][1], kept[0][2]
+        else:  # nothing read that long ago: every answer counted so far is within the window
+            base, base_buckets = (0,) * len(responses), (0,) * len(traffic.latency_buckets)
         answered = [a - b for a, b in zip(responses, base, strict=True)]
         latency = LatencyHistogram()
         latency.counts = [a - b for a, b in zip(traffic.latency_buckets, base_buckets, strict=True)]
