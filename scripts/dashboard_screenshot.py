@@ -16,8 +16,9 @@ ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
+from tests.chromium import CHROMIUM_ARGS  # noqa: E402
 from tests.integration.portero_cli import Portero, portal_service  # noqa: E402
-from tests.integration.test_dashboard import CHROMIUM_ARGS, Traffic, until  # noqa: E402
+from tests.integration.test_dashboard import Traffic, until  # noqa: E402
 
 from portero.api.dashboard import load_assets  # noqa: E402
 

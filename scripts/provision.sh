@@ -4,8 +4,10 @@
 # the tests that need a missing tool skip with a reason (and fail under PORTERO_REQUIRE_ALL=1, as in CI).
 set -euo pipefail
 
-# redis-server: the Redis store and shared breakers (#9, #10); chromium: the dashboard's real-browser tests.
-PACKAGES=(procps curl redis-server chromium)
+# redis-server: the Redis store and shared breakers (#9, #10); chromium: the dashboard's real-browser tests;
+# prometheus-alertmanager: the `alerts.alertmanager` push, tested against the real API v2 (its service is not
+# started: the tests run their own on a loopback port).
+PACKAGES=(procps curl redis-server chromium prometheus-alertmanager)
 
 missing=()
 for package in "${PACKAGES[@]}"; do

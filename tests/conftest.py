@@ -49,3 +49,19 @@ def redis_server(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def alertmanager(tmp_path):
+    """A real Alertmanager on a free loopback port, its notifications going to a webhook receiver of the test's
+    own (`alertmanager.received`: every body it POSTed)."""
+    from tests.alertmanager_server import AlertmanagerServer
+    from tests.webhook_receiver import Receiver
+
+    executable = require_tool("prometheus-alertmanager", "the Alertmanager API v2 push is tested against it")
+    receiver = Receiver()
+    server = AlertmanagerServer(executable, tmp_path / "alertmanager", receiver)
+    server.start()
+    yield server
+    server.stop()
+    receiver.close()

@@ -5,19 +5,14 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from pathlib import Path
 
-from portero.runtimes.ports import free_port
+from tests.local_server import LocalServer
 
 
-class RedisServer:
+class RedisServer(LocalServer):
     """One redis-server process without persistence, in its own directory; `stop()`/`start()` keep the port."""
 
-    def __init__(self, executable: str, directory: Path) -> None:
-        self.executable = executable
-        self.directory = directory
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+    log_name = "redis.log"
 
     @property
     def url(self) -> str:
@@ -41,17 +36,6 @@ class RedisServer:
             time.sleep(0.02)
         raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout} s: {self.log()}")
 
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
     def ping(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
@@ -59,7 +43,3 @@ class RedisServer:
                 return conn.recv(16).startswith(b"+PONG")
         except OSError:
             return False
-
-    def log(self) -> str:
-        path = self.directory / "redis.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else ""

@@ -345,7 +345,7 @@ def build(spec: Spec, spec_path: Path, state_dir: Path) -> Daemon:
 async def serve(
     spec_path: Path,
     state_dir: Path,
-    on_started: Callable[[ControlPlane], Coroutine[Any, Any, None]] | None = None,
+    on_started: Callable[[ControlPlane, Monitor], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     spec = load_spec(spec_path)
     with state_lock(state_dir):
@@ -365,7 +365,7 @@ async def serve(
         # reach, a full collection no longer walks it all (it held the router's requests up by tens of ms when the
         # router ran in this process; the API's still are).
         gc.freeze()
-        ui = spawn(on_started(daemon.control), name="ui") if on_started else None
+        ui = spawn(on_started(daemon.control, daemon.monitor), name="ui") if on_started else None
         try:
             await daemon.stop_requested.wait()
         finally:

@@ -4,7 +4,10 @@ filtered and followed. Rotated files are read oldest first, and memory stays bou
 Retention is bounded by size, per replica: the shim rotates `replica.log` at `log_max_bytes` (10 MiB) and keeps
 3 older files, so a replica never holds more than 40 MiB of logs. A replica's logs live as long as its record:
 a crashed replica is restarted under the same id and keeps them; a retired one (scaled down, replaced by a
-new revision) is forgotten with its folder."""
+new revision) is forgotten with its folder.
+
+Health checks' requests are left out unless asked for: portero's checks send the User-Agent `portero-health/…`,
+and a line that names it is one an access log wrote for a check."""
 
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
+
+from portero.health import USER_AGENT_MARK
 
 LINE = re.compile(r"^(?P<at>\d{4}-\d\d-\d\dT[\d:.]+Z) (?P<stream>stdout|stderr|portero) (?P<text>.*)$")
 FOLLOW_POLL_S = 0.2
@@ -55,12 +60,15 @@ def _files(path: Path) -> list[Path]:
     return [p for p in rotated if p.suffix[1:].isdigit()] + [path]
 
 
-def read(sources: Iterable[LogSource], since: float | None, grep: str | None, limit: int) -> list[LogLine]:
-    """The last `limit` matching lines of all sources, in time order. Each file is read backwards from its end
-    and only as far as needed (`limit` lines, or the first line older than `since`): the last 200 lines of a
-    replica with 40 MB of logs cost what 200 lines cost (it read all 40 MB, 5-7 s, before). A search that
-    finds little still reads everything: it runs at a low CPU priority (the API calls it in a thread), so that
-    the router's workers and the replicas come first on a machine that is short of cores."""
+def read(
+    sources: Iterable[LogSource], since: float | None, grep: str | None, limit: int, *, health: bool = False
+) -> list[LogLine]:
+    """The last `limit` matching lines of all sources, in time order; with `health`, health checks' lines too.
+    Each file is read backwards from its end and only as far as needed (`limit` lines, or the first line older
+    than `since`): the last 200 lines of a replica with 40 MB of logs cost what 200 lines cost (it read all
+    40 MB, 5-7 s, before). A search that finds little still reads everything: it runs at a low CPU priority (the
+    API calls it in a thread), so that the router's workers and the replicas come first on a machine short of
+    cores. A line ends at "\n" only: a "\r" or "\x85" inside one is the app's, not a new line."""
     _lower_priority()
     lines: list[LogLine] = []
     for source in sources:
@@ -71,7 +79,7 @@ def read(sources: Iterable[LogSource], since: float | None, grep: str | None, li
                 continue
             if since is not None and line.at < since:
                 break  # a replica's lines are in time order: the rest is older still
-            if grep is None or grep in line.text:
+            if _wanted(line, None, grep, health):
                 kept.append(line)
                 if len(kept) >= limit:
                     break
@@ -117,8 +125,12 @@ def _lines_backwards(handle: BinaryIO) -> Iterator[str]:
         yield rest.decode("utf-8", "replace")
 
 
-def _wanted(line: LogLine, since: float | None, grep: str | None) -> bool:
-    return (since is None or line.at >= since) and (grep is None or grep in line.text)
+def _wanted(line: LogLine, since: float | None, grep: str | None, health: bool) -> bool:
+    return (
+        (since is None or line.at >= since)
+        and (grep is None or grep in line.text)
+        and (health or USER_AGENT_MARK not in line.text)
+    )
 
 
 @dataclass
@@ -139,25 +151,33 @@ class Cursor:
 
 
 def follow(
-    sources: Callable[[], Iterable[LogSource]], grep: str | None, poll_s: float = FOLLOW_POLL_S
+    sources: Callable[[], Iterable[LogSource]],
+    grep: str | None,
+    poll_s: float = FOLLOW_POLL_S,
+    *,
+    health: bool = False,
 ) -> AsyncIterator[LogLine]:
     """New lines as they are written, from the current end of each file (taken now, at the call, not at the first
     iteration: nothing written meanwhile is lost). `sources` is asked again on every poll, so replicas that
     appear later (scaled up, replaced by a deployment) are followed from their first line; files are followed
     across rotation (by inode) and truncation."""
     cursors = {source: Cursor.at_end(source.path) for source in sources()}
-    return _follow(sources, cursors, grep, poll_s)
+    return _follow(sources, cursors, grep, poll_s, health)
 
 
 async def _follow(
-    sources: Callable[[], Iterable[LogSource]], cursors: dict[LogSource, Cursor], grep: str | None, poll_s: float
+    sources: Callable[[], Iterable[LogSource]],
+    cursors: dict[LogSource, Cursor],
+    grep: str | None,
+    poll_s: float,
+    health: bool,
 ) -> AsyncIterator[LogLine]:
     while True:
         cursors = {source: cursors.get(source) or Cursor(None, 0) for source in sources()}  # gone ones dropped
         for source, cursor in cursors.items():
             for raw in read_new(source.path, cursor):
                 line = parse(raw, source)
-                if line is not None and _wanted(line, None, grep):
+                if line is not None and _wanted(line, None, grep, health):
                     yield line
         await asyncio.sleep(poll_s)
 
@@ -184,7 +204,7 @@ def read_new(path: Path, cursor: Cursor) -> list[str]:
     if complete == 0 and len(chunk) == READ_MAX_BYTES:
         complete = len(chunk)  # one line longer than the whole read: pass it on in pieces
     cursor.offset += complete
-    return lines + chunk[:complete].decode("utf-8", "replace").splitlines()
+    return lines + split_lines(chunk[:complete])
 
 
 def _rest_of_rotated(path: Path, cursor: Cursor) -> list[str]:
@@ -194,6 +214,32 @@ def _rest_of_rotated(path: Path, cursor: Cursor) -> list[str]:
             if os.fstat(handle.fileno()).st_ino != cursor.inode:
                 return []  # rotated more than once since the last poll: those lines are in older files
             handle.seek(cursor.offset)
-            return handle.read(READ_MAX_BYTES).decode("utf-8", "replace").splitlines()
+            return split_lines(handle.read(READ_MAX_BYTES))
     except FileNotFoundError:
         return []
+
+
+def split_lines(data: bytes) -> list[str]:
+    """Lines split on "\\n" only, as the shim wrote them. Rejected: `str.splitlines`, which also splits on "\\r",
+    "\\x85", "\\u2028" and more: an app logging a client's User-Agent holding "\\x85" would forge a line of any
+    stream and time it pleased."""
+    text = data.decode("utf-8", "replace")
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+# Every C0 control but tab, DEL, the C1 controls and the Unicode line and paragraph separators.
+CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def shown(text: str) -> str:
+    """`text` with its control characters written out (`\\x1b`, `\\r`, `\\u2028`), for a terminal or a page."""
+    return CONTROL.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match[0]
+    named = {"\r": "\\r", "\n": "\\n"}.get(char)
+    return named or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")

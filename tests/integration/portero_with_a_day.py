@@ -37,7 +37,8 @@ def a_day_of(monitor: Monitor, service: str, replicas: list[str], now: float) ->
         wave = 1 + math.sin((at % DAY_S) / DAY_S * 2 * math.pi)
         for name in CHART_SERIES:
             if name.startswith("service_"):
-                value = {"service_error_ratio": 0.01 * wave, "service_latency_p95_seconds": 0.02 + 0.05 * wave}.get(
+                ratios = {"service_error_ratio": 0.01 * wave, "service_client_error_ratio": 0.02 * wave}
+                value = {**ratios, "service_latency_p95_seconds": 0.02 + 0.05 * wave}.get(
                     name, len(replicas) if "replicas" in name else 40 * wave
                 )
                 store.add(name, {"service": service}, value, at)
@@ -49,8 +50,7 @@ def a_day_of(monitor: Monitor, service: str, replicas: list[str], now: float) ->
 
 
 async def main(spec: Path, state: Path, service: str, count: int) -> None:
-    async def fill(control: ControlPlane) -> None:
-        monitor = next(f.__self__ for f in control.on_applied if isinstance(getattr(f, "__self__", None), Monitor))
+    async def fill(control: ControlPlane, monitor: Monitor) -> None:
         while True:
             ready = [r.id for r in control.supervisor.replicas if r.state is ReplicaState.READY]
             if len(ready) >= count:

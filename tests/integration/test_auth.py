@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import httpx
+import psutil
 
 from tests.integration.portero_cli import Portero
 
@@ -120,3 +121,59 @@ def test_token_commands_and_a_daemon_that_follows_them(portero: Portero) -> None
     log = (portero.state / "portero.log").read_text()
     assert "prt_" not in log
     assert "POST '/scalability/services/web/scale' by token" in log  # the audit line: id and name, no secret
+
+
+def unknown_token_up(portero: Portero) -> subprocess.CompletedProcess[str]:
+    tiny = {
+        "command": [sys.executable, "-m", "http.server", "${PORT}", "--bind", "127.0.0.1"],
+        "health": {"path": "/", "interval_s": 1},
+    }
+    portero.write_spec({"web": tiny})
+    portero.env["PORTERO_TOKEN"] = "prt_" + "x" * 43  # a token of some other portero
+    return portero.cli("up", "--detach", check=False)
+
+
+def nothing_runs(portero: Portero) -> None:
+    assert not _answers(portero)
+    assert not (portero.state / "admin.json").exists()
+    shims = [p for p in _processes() if "portero.runtimes.shim" in p and str(portero.state) in p]
+    assert shims == []
+    daemons = [p for p in _processes() if " up " in p and str(portero.state) in p]
+    assert daemons == []
+
+
+def _answers(portero: Portero) -> bool:
+    try:
+        httpx.get(portero.url + "/health", timeout=1, trust_env=False)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def _processes() -> list[str]:
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            found.append(" ".join(process.cmdline()))
+    return found
+
+
+def test_up_detach_with_a_token_of_another_portero_says_so_in_one_line_and_starts_nothing(portero: Portero) -> None:
+    refused = unknown_token_up(portero)
+    assert refused.returncode == 1
+    assert "Traceback" not in refused.stderr
+    assert refused.stderr.count("\n") == 1, refused.stderr
+    assert refused.stderr.startswith("error: PORTERO_TOKEN is not a token of this portero")
+    assert "nothing was started" in refused.stderr
+    nothing_runs(portero)
+
+
+def test_up_detach_with_redis_stops_the_daemon_the_token_cannot_drive(portero: Portero, redis_server: Any) -> None:
+    portero.env["REDIS_URL"] = redis_server.url  # another portero's token could be good here: it is tried
+    refused = unknown_token_up(portero)
+    assert refused.returncode == 1
+    assert "Traceback" not in refused.stderr
+    assert refused.stderr.count("\n") == 1, refused.stderr
+    assert refused.stderr.startswith("error: PORTERO_TOKEN was refused (unknown or revoked token")
+    assert refused.stderr.rstrip().endswith("portero was stopped again")
+    nothing_runs(portero)

@@ -8,6 +8,7 @@ the operator confirms, and never send a request anywhere but portero on loopback
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import subprocess
 import sys
@@ -19,30 +20,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import require_tool
 from tests.integration.portero_cli import ROOT, portal_service
 
 pytestmark = pytest.mark.integration
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 RESULTS = ROOT / "test-results"
-
-
-@pytest.fixture
-def browser():
-    path = require_tool("chromium", "the dashboard's real-browser tests")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
 
 
 class Traffic:
@@ -289,3 +270,192 @@ def test_the_dashboard_logs_in_updates_live_scales_and_stays_on_loopback(house, 
     outside = [url for url in requests if urlsplit(url).hostname not in ("127.0.0.1", "localhost")]
     assert outside == [], outside
     assert all(urlsplit(url).port == house.admin_port for url in requests)
+
+
+STORY_DEPLOY = {
+    "strategy": "blue-green",
+    "keep_old_s": 2,
+    "progress_deadline_s": 60,
+    "analysis": {"window_s": 3, "min_requests": 10, "p95_floor_s": 2},
+}
+ENGLISH = re.compile(
+    r"\b(revision|replicas?|traffic|ready|serves|rolled|started|starting|group|step|passed|requests?|error rate|held|"
+    r"stopping|takes|deployment|stay|target|cooldown|limits|burst|within|after|exited|restart|running|succeeded|"
+    r"pending|firing|active|draining|blue-green|rolling|switched|done)\b"
+)
+
+
+def finished(portero: Any, deployment: dict[str, Any]) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        found: dict[str, Any] = portero.get(f"/deployments/{deployment['id']}")
+        return found if found["state"] != "running" else None
+
+    result: dict[str, Any] = portero.wait("the deployment to end", ended, timeout_s=120, step_s=0.5)
+    return result
+
+
+@pytest.fixture
+def story(portero):
+    """A good blue-green deployment (v1's replicas gone), a bad one rolled back (a reason to show), then a burst
+    of 404s; the traffic has stopped when the test begins."""
+    service = portal_service(replicas=2, env={"WEB_CONCURRENCY": "2"}, balance={"slow_start_s": 0})
+    service["health"]["start_period_s"] = 6
+    portero.write_spec({"portal": service}, monitoring={"interval_s": 0.5}, deploy=STORY_DEPLOY)
+    portero.cli("up", "--detach")
+    portero.ready(2)
+    router = f"http://127.0.0.1:{portero.router_port}"
+    traffic = Traffic(f"{router}/work?ms=2", clients=3, pause_s=0.02)
+    try:
+        good = portero.http.post(f"{portero.url}/deploy", json={"service": "portal", "version": "v2"}).json()
+        assert finished(portero, good)["state"] == "succeeded"
+        body = {"service": "portal", "version": "v3", "env": {"PORTAL_ERROR_RATE": "0.5"}}
+        bad = portero.http.post(f"{portero.url}/deploy", json=body).json()
+        assert finished(portero, bad)["state"] == "rolled_back"
+    finally:
+        traffic.close()
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        for _ in range(150):
+            assert client.get(f"{router}/no-such-page").status_code == 404
+    return portero
+
+
+def signed_in(browser: Any, portero: Any, width: int, summaries: list[dict[str, Any]]) -> tuple[Any, Any]:
+    context = browser.new_context(viewport={"width": width, "height": 1000}, locale="en-US")
+    page = context.new_page()
+
+    def keep(response: Any) -> None:
+        if response.url.endswith("/scalability/dashboard") and "json" in response.headers.get("content-type", ""):
+            summaries.append(response.json())
+
+    page.on("response", keep)
+    page.goto(f"{portero.url}/dashboard")
+    page.wait_for_selector("#login[open]", timeout=15_000)
+    page.fill("#token", portero.token)
+    page.click("#login-submit")
+    page.wait_for_selector("#status.ok", timeout=15_000)
+    until(page, "the charts", "() => Number(document.querySelector('#chart-cpu').dataset.points) > 0")
+    return context, page
+
+
+def shot(page: Any, name: str) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(RESULTS / name), full_page=True)
+
+
+def test_the_dashboard_tells_one_story_in_both_languages_and_fits_a_phone(story, browser):
+    summaries: list[dict[str, Any]] = []
+    context, page = signed_in(browser, story, 1440, summaries)
+    card = page.locator(".kpi[data-service=portal]")
+
+    # One definition of p95 and of the error rates, with its window said: cards, legends and the endpoints table
+    # show the page's last summary, whose figures are the monitor's last 60 s.
+    def agree() -> bool:
+        p95, errors = card.locator(".p95").inner_text(), card.locator(".errors-5xx").inner_text()
+        client = card.locator(".errors-4xx").inner_text()
+        legend_p95 = page.locator("#legend-p95 li").all_inner_texts()
+        legend_errors = page.locator("#legend-errors li").all_inner_texts()
+        last = summaries[-1]
+        cells = page.evaluate(
+            """(s) => [...document.querySelectorAll('#endpoints tbody tr')].map((row) => {
+                const v = s.endpoint_traffic[row.dataset.address]?.latency_p95_s;
+                const want = v == null ? '–' : (v < 1 ? `${Math.round(v * 1000)} ms` : `${v.toFixed(2)} s`);
+                return row.querySelector('td.p95').textContent === want;
+            })""",
+            last,
+        )
+        return (
+            legend_p95 == [f"portal {p95}"]
+            and f"portal 5xx {errors}" in legend_errors
+            and f"portal 4xx {client}" in legend_errors
+            and bool(cells)
+            and all(cells)
+        )
+
+    deadline = time.monotonic() + 20
+    while not agree():
+        assert time.monotonic() < deadline, "cards, legends and the endpoints table disagree"
+        time.sleep(0.3)
+    assert summaries[-1]["window_s"] == 60
+    assert "60 s" in page.locator("#caption-p95").inner_text()
+    assert "60 s" in page.locator("#caption-errors").inner_text()
+    assert "60 s" in page.locator("#endpoints thead").inner_text()
+    assert "60 s" in card.inner_text()
+    # The burst of 404s shows: a 4xx share on the card and a 4xx line.
+    client = card.locator(".errors-4xx").inner_text()
+    assert client not in ("–", "0.0%"), client
+    assert summaries[-1]["traffic"]["portal"]["client_error_ratio"] > 0
+
+    # Legends of live replicas only; the retired ones' lines stay in the chart.
+    live = {r["id"] for r in story.replicas()}
+    for chart in ("cpu", "memory"):
+        labels = set(page.locator(f"#legend-{chart} li").evaluate_all("(items) => items.map((i) => i.dataset.label)"))
+        assert labels == live, chart
+    assert page.locator("#chart-cpu path.line").count() > len(live)
+
+    # The scale box follows the desired count, whoever changed it.
+    assert page.locator("#scale-portal").input_value() == "2"
+    story.cli("scale", "portal", "3")
+    until(page, "the scale box to follow", "() => document.querySelector('#scale-portal').value === '3'", 15)
+    shot(page, "dashboard-1440-en.png")
+
+    # Spanish: states, deployment steps and reasons, event kinds, captions.
+    page.click("#lang")
+    time.sleep(0.5)
+    states = page.locator(".state").all_inner_texts()
+    assert states
+    assert not [s for s in states if ENGLISH.search(s)], states
+    for where in ("#deployment", "#kpis", ".charts", "#services thead", "#endpoints thead", "#autoscaler"):
+        text = page.locator(where).first.inner_text()
+        assert not ENGLISH.search(text), (where, ENGLISH.search(text), text)
+    assert "revertido a la revisión 2" in page.locator("#deployment").inner_text()
+    kinds = [e["kind"] for e in summaries[-1]["events"][:30]]
+    events = page.locator("#events").inner_text()
+    assert not [k for k in kinds if k in events], "event kinds left in English"
+    shot(page, "dashboard-1440-es.png")
+
+    # Every reason the autoscaler writes, through the page's own translation.
+    reasons = autoscaler_reasons()
+    translated = page.evaluate(
+        "async (reasons) => { const m = await import('/scalability/dashboard/assets/i18n.js');"
+        " return reasons.map((r) => m.message(r)); }",
+        reasons,
+    )
+    untranslated = [(r, t) for r, t in zip(reasons, translated, strict=True) if ENGLISH.search(t)]
+    assert any(ENGLISH.search(r) for r in reasons)  # there was English to translate
+    assert untranslated == []
+    context.close()
+
+    # A phone, 390 px wide: the page is no wider than the screen, in either language.
+    context, page = signed_in(browser, story, 390, summaries)
+    for language in ("en", "es"):
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 390, f"{language}: the page is {width} px wide on a 390 px screen"
+        shot(page, f"dashboard-390-{language}.png")
+        page.click("#lang")
+        time.sleep(0.5)
+    context.close()
+
+
+def autoscaler_reasons() -> list[str]:
+    """What the autoscaler's pure decision writes, from a few traces (up, burst, held, idle, at zero)."""
+    from portero.autoscale.decide import History, Limits, Signals, decide
+    from portero.spec.models import ServiceAutoscale
+
+    reasons: set[str] = set()
+    for policy, limits, readings in (
+        (ServiceAutoscale(), Limits(min=1, max=10), [90, 90, 500, 5, 5, 5]),
+        (ServiceAutoscale(cpu_percent=None, in_flight=10), Limits(min=2, max=3), [40, 40, 40, 1, 1]),
+        (ServiceAutoscale(mode="threshold"), Limits(min=1, max=4), [95, 50, 5, 5]),
+    ):
+        history, current, now = History(), 2, 1000.0
+        for value in readings:
+            field = "in_flight" if policy.in_flight else "cpu_percent"
+            decision = decide(current, Signals(ready=current, **{field: value}), policy, limits, history, now)
+            reasons.add(decision.reason)
+            history, current, now = decision.history, decision.desired, now + 5
+    idle = ServiceAutoscale(idle_to_zero_s=10)
+    zero = Limits(min=0, max=4)
+    for current, signals in ((2, Signals(ready=2, cpu_percent=1, idle_s=60)), (0, Signals(ready=0, queued=3))):
+        reasons.add(decide(current, signals, idle, zero, History(), 1000.0).reason)
+    reasons.add(decide(0, Signals(ready=0), idle, zero, History(), 1000.0).reason)
+    return sorted(reasons)

@@ -21,9 +21,9 @@ import httpx
 import pytest
 
 from portero.runtimes.ports import free_port
+from tests.chromium import CHROMIUM_ARGS
 from tests.conftest import require_tool
 from tests.integration.portero_cli import ROOT
-from tests.integration.test_dashboard import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.integration
 TINY = Path(__file__).parents[1] / "fixtures" / "tiny_app.py"

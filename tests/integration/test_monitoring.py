@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,37 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import require_tool
 from tests.integration.portero_cli import Portero, portal_service
+from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
 TINY = Path(__file__).parents[1] / "fixtures" / "tiny_app.py"
-
-
-class Receiver:
-    """A webhook receiver: keeps every JSON body POSTed to it."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        received = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", "0"))
-                received.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class Load:
@@ -279,3 +251,87 @@ def test_monitoring_off_is_clean_and_logs_follow_new_replicas_and_keep_crashed_o
             assert time.monotonic() < deadline, "no line of the new replica within 20 s"
     assert first_new is not None
     assert first_new["text"].startswith("listening on")  # its very first line
+
+
+def test_crash_loop_alerts_of_retired_replicas_resolve_at_once(portero):
+    broken = {
+        "command": [sys.executable, str(TINY)],
+        "env": {"TINY_EXIT": "3"},
+        "replicas": {"initial": 2, "min": 0, "max": 2},
+        "restart": {"initial_backoff_s": 0.2, "max_backoff_s": 0.5},
+    }
+    portero.write_spec({"broken": broken}, monitoring={"interval_s": 0.5})
+    portero.cli("up", "--detach", "--wait-s", "2", check=False)  # never ready
+
+    def firing() -> list[dict[str, Any]]:
+        alerts = portero.get("/monitoring/alerts")["alerts"]
+        return [a for a in alerts if a["name"] == "crash-loop" and a["state"] == "firing"]
+
+    looping = portero.wait("both replicas' crash-loop alerts", lambda: len(found := firing()) == 2 and found, 40, 0.2)
+    portero.cli("scale", "broken", "0")
+    portero.wait("the replicas to be retired", lambda: portero.replicas() == [], timeout_s=15, step_s=0.2)
+    # Their restart counts stay in the 10-minute window, and the rule keeps firing 5 minutes after: without
+    # knowing the replicas are gone, these alerts would fire on for 15 minutes.
+    portero.wait("the alerts to resolve", lambda: firing() == [], timeout_s=10, step_s=0.2)
+    resolved = {
+        e["data"]["labels"]["replica"]
+        for e in portero.events()
+        if e["kind"] == "alert.resolved" and e["subject"] == "crash-loop"
+    }
+    assert resolved == {a["labels"]["replica"] for a in looping}
+
+
+def test_alerts_are_pushed_to_a_real_alertmanager_firing_then_resolved(portero, alertmanager):
+    tiny = {
+        "command": [sys.executable, str(TINY)],
+        "health": {"interval_s": 0.5},
+        "replicas": {"initial": 1, "min": 0, "max": 2},
+    }
+    rule = {
+        "name": "tiny-serving",
+        "metric": "service_ready_replicas",
+        "threshold": 0,
+        "for_s": 0,
+        "summary": "{service} has {value} ready",
+    }
+    portero.write_spec(
+        {"tiny": tiny},
+        monitoring={"interval_s": 0.5},
+        alerts={"rules": [rule], "alertmanager": {"urls": [alertmanager.url], "resend_interval_s": 2}},
+    )
+    portero.cli("up", "--detach")
+    portero.ready(1)
+
+    def listed() -> list[dict[str, Any]]:
+        return [a for a in alertmanager.alerts() if a["labels"]["alertname"] == "tiny-serving"]
+
+    (alert,) = portero.wait("Alertmanager to list the alert", listed, timeout_s=20, step_s=0.2)
+    assert alert["status"]["state"] == "active"
+    assert alert["labels"] == {"alertname": "tiny-serving", "severity": "warning", "service": "tiny"}
+    assert alert["annotations"]["summary"] == "tiny has 1 ready"
+    assert (
+        alert["generatorURL"]
+        == f"http://127.0.0.1:{portero.admin_port}/scalability/monitoring/alerts?rule=tiny-serving"
+    )
+    (ours,) = [a for a in portero.get("/monitoring/alerts")["alerts"] if a["name"] == "tiny-serving"]
+    assert alert["startsAt"] == ours["fired_at"]
+    assert alert["endsAt"] > alert["startsAt"]  # ahead of now: held active by the resends
+    time.sleep(3)  # a resend later it is the same alert, still active
+    (again,) = listed()
+    assert (again["fingerprint"], again["startsAt"]) == (alert["fingerprint"], alert["startsAt"])
+
+    portero.cli("scale", "tiny", "0")
+    portero.wait("Alertmanager to drop the resolved alert", lambda: listed() == [], timeout_s=20, step_s=0.2)
+
+    def told(status: str) -> list[dict[str, Any]]:
+        return [
+            a
+            for body in list(alertmanager.received)
+            for a in body["alerts"]
+            if a["labels"]["alertname"] == "tiny-serving" and a["status"] == status
+        ]
+
+    assert told("firing")  # Alertmanager's own notifications: it took both as real alerts
+    (resolved,) = portero.wait("Alertmanager's resolved notification", lambda: told("resolved"), timeout_s=20)
+    event = next(e for e in portero.events() if e["kind"] == "alert.resolved" and e["subject"] == "tiny-serving")
+    assert resolved["endsAt"][:19] == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(event["at"]))

@@ -3,6 +3,7 @@ routing that carries on while Redis is away. Figures are printed (run with -s to
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -307,3 +308,59 @@ def test_a_token_made_on_one_portero_is_accepted_by_the_other_until_revoked(pair
     assert httpx.post(f"{a.url}/services/portal/scale", json={"replicas": 3}, headers=headers).status_code == 403
     b.cli("token", "revoke", token_id)
     a.wait("A to refuse the revoked token", lambda: status_on_a() == 401, timeout_s=5)
+
+
+def test_after_a_frozen_redis_a_leader_is_back_within_1_5_s_and_the_history_and_answers_tell_the_truth(
+    pair: tuple[Portero, Portero], redis_server: Any
+) -> None:
+    """Redis frozen 10 s (SIGSTOP: connections open, calls time out; what was sent meanwhile, Redis runs when it
+    wakes). Writes keep coming to both porteros; every refusal must say when to retry."""
+    a, b = pair
+    stop = threading.Event()
+    refusals: list[tuple[str, str | None]] = []
+
+    def write(member: Portero) -> None:
+        with httpx.Client(trust_env=False, timeout=30, auth=member.auth) as client:
+            while not stop.is_set():
+                with contextlib.suppress(httpx.HTTPError):
+                    answer = client.post(member.url + "/services/portal/scale", json={"replicas": 2})
+                    if answer.status_code == 503:
+                        refusals.append((answer.json()["error"]["message"], answer.headers.get("retry-after")))
+                time.sleep(0.25)
+
+    writers = [threading.Thread(target=write, args=(member,)) for member in (a, b)]
+    for thread in writers:
+        thread.start()
+    try:
+        time.sleep(1)
+        assert redis_server.process is not None
+        redis_server.process.send_signal(signal.SIGSTOP)
+        time.sleep(10)
+        redis_server.process.send_signal(signal.SIGCONT)
+        woke_at = time.monotonic()
+        leader = a.wait("a leader again", lambda: _leader(a, b), timeout_s=LEASE_S + 5, step_s=0.02)
+        back_s = time.monotonic() - woke_at
+        for member in (a, b):
+            member.wait("the alert to resolve", lambda m=member: _alert(m) is None, timeout_s=10)
+        time.sleep(1.5)  # writes during the takeover too
+    finally:
+        stop.set()
+        for thread in writers:
+            thread.join()
+    print(f"\nRedis frozen 10 s; {leader} leads again {back_s:.2f} s after it woke; {len(refusals)} writes refused")
+    assert back_s <= 1.5
+    assert refusals  # the writes did meet the outage
+    assert [message for message, retry in refusals if retry != "1"] == []
+
+    history = [e["kind"] for e in a.events() if e["subject"] == "store-unreachable"]
+    assert history.count("alert.firing") >= 1
+    assert history.count("alert.resolved") == history.count("alert.firing")
+
+    follower = b if leader == a.get("/cluster")["instance"] else a
+    said = follower.cli("down").stdout
+    print(said.strip())
+    assert "no replica left running" not in said
+    assert "2 replica(s) still running" in said
+    assert "the other porteros on this Redis keep them" in said
+    remaining = a if follower is b else b
+    assert len(remaining.ready(2)) == 2

@@ -171,6 +171,7 @@ def create_app(
         grep: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
         follow: bool = False,
+        health: Annotated[bool, Query(description="Include the lines of portero's health checks.")] = False,
     ) -> LogsOut | StreamingResponse:
         if service is not None:
             control.service_spec(service)
@@ -185,8 +186,10 @@ def create_app(
             ]
 
         start = now() + since if since is not None and since < 0 else since
-        following = logs.follow(sources, grep) if follow else None  # from here on: nothing is lost meanwhile
-        found = await asyncio.to_thread(logs.read, sources(), start, grep, limit)  # files: not on the event loop
+        # Taken from here on: nothing written meanwhile is lost.
+        following = logs.follow(sources, grep, health=health) if follow else None
+        # Files are read in a thread, off the event loop.
+        found = await asyncio.to_thread(lambda: logs.read(sources(), start, grep, limit, health=health))
         backlog = [LogLineOut(**vars(line)) for line in found]
         if following is None:
             return LogsOut(lines=backlog)
@@ -214,6 +217,6 @@ def create_app(
 async def _sse(backlog: list[LogLineOut], following: AsyncIterator[logs.LogLine]) -> AsyncIterator[str]:
     # Starlette cancels this generator when the client goes away.
     for line in backlog:
-        yield f"data: {line.model_dump_json()}\n\n"
+        yield f"data: {json.dumps(line.model_dump())}\n\n"  # ASCII: no "\x85" or "\u2028" for a client to split on
     async for new in following:
         yield f"data: {json.dumps(vars(new))}\n\n"

@@ -79,5 +79,7 @@ def install(app: FastAPI, election: Election) -> None:
         passed = {"x-portero-leader": str(url)}
         if "retry-after" in answer.headers:
             passed["retry-after"] = answer.headers["retry-after"]
+        elif answer.status_code == 503:  # the leader stopping (its server's own 503), say: a retry is safe
+            passed["retry-after"] = "1"
         media = answer.headers.get("content-type")
         return Response(answer.content, answer.status_code, headers=passed, media_type=media)

@@ -29,6 +29,7 @@ from portero.control import ControlPlane, NotFound
 from portero.dataplane.plane import DataPlane
 from portero.monitor.monitor import Monitor
 from portero.monitor.series import SeriesStore
+from portero.monitor.window import WINDOW_S
 
 ASSET_NAME = r"^[a-z][a-z0-9-]{0,40}\.(js|css|svg)$"
 MEDIA_TYPES = {"html": "text/html; charset=utf-8", "js": "text/javascript", "css": "text/css", "svg": "image/svg+xml"}
@@ -37,6 +38,7 @@ CHART_SERIES = (
     "service_requests_per_second",
     "service_latency_p95_seconds",
     "service_error_ratio",
+    "service_client_error_ratio",
     "service_desired_replicas",
     "service_ready_replicas",
     "replica_cpu_percent",
@@ -80,8 +82,14 @@ class DashboardOut(BaseModel):
     runtime: str
     monitoring: bool = Field(description="False when monitoring is disabled: no traffic, alerts or series.")
     services: list[ServiceOut]
-    traffic: dict[str, TrafficOut | None] = Field(description="Per service, the monitor's last interval.")
+    traffic: dict[str, TrafficOut | None] = Field(
+        description="Per service: the rate of the monitor's last interval, percentiles and error rates of `window_s`."
+    )
+    window_s: float = Field(description="The window of every percentile and error rate shown (monitor/window.py).")
     endpoints: list[ServerOut] = Field(description="The router's endpoints; empty when the router is disabled.")
+    endpoint_traffic: dict[str, TrafficOut] = Field(
+        description="Per endpoint address, the monitor's figures over `window_s` (the same definition as `traffic`)."
+    )
     alerts: list[AlertOut] = Field(description="Active alerts: firing first, then pending.")
     deployments: DeploymentsSummary
     autoscaler: AutoscalerOut
@@ -160,10 +168,9 @@ async def summary(
     live = monitor if monitor is not None and monitor.enabled else None
     snapshot = live.snapshot if live is not None else None
     usage = {r.id: (r.cpu_percent, r.memory_bytes) for r in snapshot.replicas} if snapshot is not None else {}
-    traffic = {
-        s.name: TrafficOut.model_validate(s.traffic) if s.traffic is not None else None
-        for s in (snapshot.services if snapshot is not None else [])
-    }
+    services = snapshot.services if snapshot is not None else []
+    traffic = {s.name: TrafficOut.model_validate(s.traffic) if s.traffic is not None else None for s in services}
+    endpoint_traffic = {e.address: TrafficOut.model_validate(e.traffic) for s in services for e in s.endpoints}
     endpoints = [ServerOut(**e) for e in plane.endpoints()] if plane is not None else []
     recent = [DeploymentOut.model_validate(d) for d in await control.store.get_deployments(None, 10)]
     current = next((d for d in recent if d.state == "running"), recent[0] if recent else None)
@@ -177,7 +184,9 @@ async def summary(
         monitoring=live is not None,
         services=[ServiceOut.of(view, now, usage, runtime=control.runtime.name) for view in control.services()],
         traffic=traffic,
+        window_s=WINDOW_S,
         endpoints=endpoints,
+        endpoint_traffic=endpoint_traffic,
         alerts=[AlertOut.of(a) for a in live.active()] if live is not None else [],
         deployments=DeploymentsSummary(current=current, recent=recent),
         autoscaler=autoscaling.summary(control, autoscaler),

@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from portero.control import NotFound, Refused
 from portero.runtimes.base import RuntimeFailure
@@ -20,7 +22,32 @@ def error(
     return JSONResponse(body, status, headers=headers)
 
 
+class RetryAfter:
+    """Every 503 says when to try again (`Retry-After: 1` unless it says otherwise): a 503 is always a
+    temporary refusal here (Redis away, a leader handover, a runtime that cannot start a replica yet), and a
+    client told when to retry need not guess. Pure ASGI, so streamed answers pass untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 503:
+                headers = MutableHeaders(scope=message)
+                if "retry-after" not in headers:
+                    headers["Retry-After"] = "1"
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
 def install(app: FastAPI) -> None:
+    app.add_middleware(RetryAfter)
+
     @app.exception_handler(NotFound)
     async def not_found(_: Request, exc: NotFound) -> JSONResponse:
         return error(404, str(exc))
@@ -35,7 +62,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RuntimeFailure)
     async def runtime_failed(_: Request, exc: RuntimeFailure) -> JSONResponse:
-        return error(503 if exc.retryable else 502, str(exc))
+        if exc.retryable:
+            return error(503, str(exc), headers={"Retry-After": "1"})
+        return error(502, str(exc))
 
     @app.exception_handler(StoreUnavailable)
     async def store_away(_: Request, exc: StoreUnavailable) -> JSONResponse:
@@ -52,4 +81,4 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return error(exc.status_code, str(exc.detail))
+        return error(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))

@@ -66,11 +66,12 @@ class TrafficOut(Out):
     requests_total: int = Field(description="Answered since the monitor started (a retried request counts once).")
     responses_total: dict[str, int]
     requests_per_second: float | None
-    error_ratio: float | None = Field(description="5xx share of the last interval's responses.")
+    error_ratio: float | None = Field(description="5xx share of the responses of the last 60 s.")
+    client_error_ratio: float | None = Field(None, description="4xx share of the responses of the last 60 s.")
     in_flight: int
-    latency_p50_s: float | None = Field(description="Of the last interval's requests.")
-    latency_p95_s: float | None
-    latency_p99_s: float | None
+    latency_p50_s: float | None = Field(description="Of the requests answered in the last 60 s.")
+    latency_p95_s: float | None = Field(description="Of the requests answered in the last 60 s.")
+    latency_p99_s: float | None = Field(description="Of the requests answered in the last 60 s.")
 
 
 class EndpointMetricsOut(Out):

@@ -17,7 +17,11 @@ DEFAULT_URL = "http://127.0.0.1:9900"
 
 
 class CliError(Exception):
-    """A failure the CLI prints as one line, without a traceback."""
+    """A failure the CLI prints as one line, without a traceback; `status`: the API's HTTP status, if it answered."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def resolve_url(explicit: str | None, state_dir: Path, spec_file: Path) -> str:
@@ -73,7 +77,7 @@ class Client:
                     response.read()
                     _body(response, self._hint)
                 event = "message"
-                for line in response.iter_lines():
+                for line in _lines(response.iter_text()):
                     if line.startswith("event: "):
                         event = line[7:]
                     elif line.startswith("data: ") and event == "error":  # the server ended the stream: why
@@ -94,6 +98,17 @@ class Client:
             return False
 
 
+def _lines(chunks: Iterator[str]) -> Iterator[str]:
+    """Server-sent event lines, split on "\\n" only: httpx's `iter_lines` also splits on "\\x85" and "\\u2028",
+    which a log line may hold."""
+    pending = ""
+    for chunk in chunks:
+        *complete, pending = (pending + chunk).split("\n")
+        yield from (line.removesuffix("\r") for line in complete)
+    if pending:
+        yield pending
+
+
 def _body(response: httpx.Response, hint: str = "") -> Any:
     try:
         data = response.json()
@@ -105,5 +120,5 @@ def _body(response: httpx.Response, hint: str = "") -> Any:
         problems = error.get("problems") or []
         if response.status_code == 401 and hint:
             problems = [*problems, hint]
-        raise CliError("\n".join([message, *(f"  {p}" for p in problems)]))
+        raise CliError("\n".join([message, *(f"  {p}" for p in problems)]), response.status_code)
     return data

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
 
+from portero import logs as logfiles
 from portero import statedir
 from portero.cli.client import Client, CliError, resolve_token, resolve_url
 from portero.cli.monitor_views import alerts_table, series_view, snapshot_view
@@ -27,10 +29,13 @@ from portero.cli.tokens import token_app
 from portero.cli.views import decisions_table, deployments_table, events_table, revisions_table, status_table
 from portero.events import Event
 from portero.spec.loader import SpecError, load_spec
-from portero.tokens import ADMIN_TOKEN_FILE, TokenError, ensure_admin
+from portero.tokens import ADMIN_TOKEN_FILE, TOKENS_FILE, TokenError, ensure_admin
+from portero.tokens import find as find_token
+from portero.tokens import read as read_tokens
 
 if TYPE_CHECKING:
     from portero.control import ControlPlane
+    from portero.monitor.monitor import Monitor
     from portero.spec.models import Spec
     from portero.store.base import Store
 
@@ -50,6 +55,8 @@ SpecFile = Annotated[Path, typer.Option("--file", "-f", help="The spec file.", e
 # `logs -f` is --follow, as in kubectl and docker.
 SpecFileLong = Annotated[Path, typer.Option("--file", help="The spec file.", envvar="PORTERO_SPEC")]
 STATE_DIR = Path(os.environ.get("PORTERO_STATE_DIR", ".portero"))
+TOKEN_GRACE_S = 3.0  # `up --detach` with Redis: how long a refused token may be one the group has not shared yet
+STOP_WAIT_S = 90.0  # `up --detach` stopping the daemon it started: its replicas' stop ladders first
 
 
 class Context:
@@ -145,14 +152,17 @@ def _first_admin_token() -> None:
     )
 
 
-async def _live_view(control: ControlPlane) -> None:
+async def _live_view(control: ControlPlane, monitor: Monitor) -> None:
     from portero.api.schemas import ServiceOut  # the server's modules load only when a server runs here
 
     with Live(console=console, refresh_per_second=2, transient=False) as live:
         while True:
             now = control.clock()
+            snapshot = monitor.snapshot if monitor.enabled else None  # CPU and memory, as `portero status` shows
+            usage = {r.id: (r.cpu_percent, r.memory_bytes) for r in snapshot.replicas} if snapshot else {}
             services = [
-                ServiceOut.of(view, now, runtime=control.runtime.name).model_dump() for view in control.services()
+                ServiceOut.of(view, now, usage, runtime=control.runtime.name).model_dump()
+                for view in control.services()
             ]
             recent = await control.store.get_events(limit=8)
             live.update(Group(status_table(services), events_table([vars(e) for e in recent], "recent events")))
@@ -167,6 +177,9 @@ def _detach(file: Path, wait_s: float) -> None:
         raise fail(f"portero is already running at {client.url}; use `portero apply` to change its spec")
     (state_dir / "admin.json").unlink(missing_ok=True)
     _first_admin_token()
+    unknown = _foreign_token(file)
+    if unknown is not None:
+        raise fail(f"{unknown}: nothing was started")
     command = [sys.executable, "-m", "portero", "--state-dir", str(state_dir), "up", "--file", str(file), "--no-ui"]
     with (state_dir / "portero.log").open("ab") as out:
         child = subprocess.Popen(
@@ -178,13 +191,24 @@ def _detach(file: Path, wait_s: float) -> None:
             umask=statedir.app_umask(),  # the daemon records it for the replicas: the one before this CLI's 077
         )
     deadline = time.monotonic() + wait_s
+    refused_until = time.monotonic() + TOKEN_GRACE_S
     client = Context.client(file)
     while time.monotonic() < deadline:
         if child.poll() is not None:
             tail = (state_dir / "portero.log").read_text(errors="replace").splitlines()[-5:]
             raise fail("portero exited at start:\n" + "\n".join(tail))
         if client.alive():
-            services = client.get("/services")["services"]
+            try:
+                services = client.get("/services")["services"]
+            except CliError as exc:
+                if exc.status not in (401, 403):
+                    raise fail(f"portero (pid {child.pid}) started, but {exc}") from None
+                if time.monotonic() < refused_until:  # with Redis, the group's tokens arrive within a second
+                    time.sleep(0.25)
+                    continue
+                _stop(child)
+                refused = f"PORTERO_TOKEN was refused ({exc.args[0].splitlines()[0]}; {_token_hint()})"
+                raise fail(f"{refused}: portero was stopped again") from None
             if all(s["ready"] >= s["desired"] for s in services):
                 console.print(status_table(services))
                 _warn_root(services)
@@ -192,6 +216,35 @@ def _detach(file: Path, wait_s: float) -> None:
                 return
         time.sleep(0.25)
     raise fail(f"portero (pid {child.pid}) started but its replicas were not all ready within {wait_s:g} s")
+
+
+def _foreign_token(file: Path) -> str | None:
+    """Why the token the CLI would send cannot be this portero's, found before anything starts; None when it may
+    be (no PORTERO_TOKEN, a token of this state directory, or Redis, where another portero's tokens count too)."""
+    presented = os.environ.get("PORTERO_TOKEN")
+    if not presented or load_spec(file).store.redis_url:
+        return None
+    try:
+        records = read_tokens(Context.state_dir / TOKENS_FILE)
+    except TokenError:
+        return None
+    if find_token(records, presented) is not None:
+        return None
+    return f"PORTERO_TOKEN is not a token of this portero (unknown or revoked; {_token_hint()})"
+
+
+def _token_hint() -> str:
+    return f"unset it to use {Context.state_dir / ADMIN_TOKEN_FILE}, or set it to a token of `portero token list`"
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    """The daemon this command started, which nobody could drive: SIGTERM (it stops its replicas), then SIGKILL."""
+    child.terminate()
+    try:
+        child.wait(timeout=STOP_WAIT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 @app.command()
@@ -237,19 +290,22 @@ def logs(
     grep: Annotated[str | None, typer.Option(help="Only lines containing this text.")] = None,
     replica: Annotated[str | None, typer.Option(help="Only this replica.")] = None,
     tail: Annotated[int, typer.Option("--tail", "-n", help="Lines of backlog.", min=1, max=10_000)] = 200,
+    health: Annotated[bool, typer.Option("--health", help="Include the lines of portero's health checks.")] = False,
     file: SpecFileLong = Path("portero.yaml"),
 ) -> None:
-    """Replica output, merged in time order."""
+    """Replica output, merged in time order (health checks' requests left out unless --health)."""
     try:
         start = parse_since(since)
     except ValueError as exc:
         raise fail(str(exc)) from None
     params: dict[str, Any] = {"service": service, "replica": replica, "since": start, "grep": grep, "limit": tail}
+    params["health"] = "true" if health else None
     client = Context.client(file)
     try:
         if follow:
             for line in client.stream("/logs", follow="true", **params):
                 _print_line(line)
+                sys.stdout.flush()  # `logs -f | grep` sees each line as it comes
         else:
             for line in client.get("/logs", **params)["lines"]:
                 _print_line(line)
@@ -260,9 +316,16 @@ def logs(
 
 
 def _print_line(line: dict[str, Any]) -> None:
+    """Piped, a line goes out as the replica wrote it (`docker logs` does the same): no wrapping, no escaping, so
+    `grep` and `jq` see the app's own text. On a terminal, control characters are shown escaped: an ANSI escape
+    in a log must not repaint the operator's screen, and a "\\r" must not hide what came before it."""
     stamp = datetime.fromtimestamp(line["at"]).isoformat(timespec="milliseconds")
+    if not console.is_terminal:
+        sys.stdout.write(f"{stamp} {line['replica']} {line['text']}\n")
+        return
     style = "red" if line["stream"] == "stderr" else "cyan"
-    console.print(f"[dim]{stamp}[/] [{style}]{escape(line['replica'])}[/] {escape(line['text'])}", highlight=False)
+    text = escape(logfiles.shown(line["text"]))
+    console.print(f"[dim]{stamp}[/] [{style}]{escape(line['replica'])}[/] {text}", highlight=False, soft_wrap=True)
 
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -458,8 +521,11 @@ def down(
         ),
     ] = False,
 ) -> None:
-    """Stop every replica gracefully, and the router, then portero itself."""
+    """Stop every replica gracefully, and the router, then portero itself (among other porteros on one Redis, the
+    replicas stay for the next leader)."""
     client = Context.client(file)
+    replicas = _call(lambda c: c.get("/containers/list"), file)["containers"]
+    among_others = "cluster" in (_call(lambda c: c.get("/health"), file) or {})
     asked_at = time.time()
     path = "/shutdown?keep_running=true" if keep_running else "/shutdown"
     _call(lambda c: c.post(path), file)
@@ -470,7 +536,8 @@ def down(
                 console.print("portero stopped; its replicas and router keep serving until the next `portero up`")
                 return
             stopped = _last_stop(file, asked_at - 1)
-            console.print(f"portero stopped: {escape(stopped.message)}" if stopped else "portero stopped")
+            report = f": {escape(stopped.message)}" if stopped else ""
+            console.print(f"portero stopped{report}; {_left_running(replicas, among_others)}")
             return
         time.sleep(0.2)
     raise fail(f"portero did not stop within {timeout_s:g} s")
@@ -542,6 +609,24 @@ def _show_router(info: dict[str, Any], as_json: bool) -> None:
     )
     if info.get("error"):
         console.print(f"  [red]refused:[/] {escape(info['error'])}", highlight=False)
+
+
+def _left_running(replicas: list[dict[str, Any]], among_others: bool) -> str:
+    """What runs on, found by knocking at each replica's address rather than assumed."""
+    running = [r["id"] for r in replicas if r.get("address") and _listening(r["address"])]
+    if not running:
+        return "no replica left running"
+    why = "the other porteros on this Redis keep them for the next leader" if among_others else "they did not stop"
+    return f"{len(running)} replica(s) still running ({', '.join(running)}): {why}"
+
+
+def _listening(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=0.5):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def _call(work: Any, file: Path) -> Any:

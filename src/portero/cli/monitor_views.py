@@ -43,7 +43,8 @@ def snapshot_view(snapshot: dict[str, Any]) -> Group:
             str(r["processes"] if r["processes"] is not None else "-"),
             str(r["restarts"]),
         )
-    services = Table(title="services (router, last interval)", title_justify="left")
+    title = "services (router: req/s of the last interval, 5xx and percentiles of the last 60 s)"
+    services = Table(title=title, title_justify="left")
     for column in ("SERVICE", "READY", "REQ/S", "5XX %", "P50 ms", "P95 ms", "P99 ms", "IN FLIGHT", "ANSWERED"):
         services.add_column(column, justify="left" if column == "SERVICE" else "right")
     for s in snapshot["services"]:

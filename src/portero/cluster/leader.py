@@ -19,6 +19,14 @@ log = logging.getLogger(__name__)
 ACQUIRE = """
 -- KEYS[1] lease, KEYS[2] epoch; ARGV[1] who (id and admin URL), ARGV[2] lease in ms, ARGV[3] the highest token
 -- this portero has seen: a Redis that came back empty must not hand out an old token again
+local mine = ARGV[1] .. ' '
+local current = redis.call('GET', KEYS[1])
+if current and string.sub(current, 1, #mine) == mine then
+  -- this portero's own lease, from a call whose answer it never got (Redis frozen, the call timed out, and
+  -- Redis ran it when it woke): nobody else can have taken it, and its token is the epoch
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, tonumber(string.sub(current, #mine + 1)), current}
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[3]) then
     redis.call('SET', KEYS[2], ARGV[3])

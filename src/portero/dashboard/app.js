@@ -1,17 +1,19 @@
 // The dashboard: polls the management API every POLL_MS, draws everything, and runs the admin's actions.
 import { ApiError, call, setToken, token } from "./api.js";
 import { PALETTE, lineChart } from "./charts.js";
-import { language, setLanguage, t, translate } from "./i18n.js";
+import { language, message, setLanguage, t, translate, word } from "./i18n.js";
 
 const POLL_MS = 2000;
 const BASE = "/scalability";
 const $ = (selector) => document.querySelector(selector);
-const state = { summary: null, charts: null, logs: [], following: null, readOnly: sessionStorage.getItem("portero.readonly") === "1", timer: null, first: true };
+const state = { summary: null, charts: null, logs: [], following: null, readOnly: sessionStorage.getItem("portero.readonly") === "1", timer: null, first: true, edits: {} };
+const GONE = "#c3c8d0"; // a replica that no longer exists: its line stays in the chart, grey and out of the legend
 
 const fmt = {
   rate: (v) => `${v < 10 ? v.toFixed(1) : Math.round(v)}/s`,
   seconds: (v) => (v < 1 ? `${Math.round(v * 1000)} ms` : `${v.toFixed(2)} s`),
   ratio: (v) => `${(v * 100).toFixed(v < 0.1 ? 1 : 0)}%`,
+  window: (s) => (s < 90 ? `${Math.round(s)} s` : `${Math.round(s / 60)} min`),
   percent: (v) => `${Math.round(v)}%`,
   bytes: (v) => `${Math.round(v / 1048576)} MiB`,
   count: (v) => String(Math.round(v * 10) / 10),
@@ -72,16 +74,16 @@ async function poll() {
     state.charts = charts;
     render();
     if (!state.following) followLogs();
-    $("#status").textContent = t("live");
-    $("#status").className = "status ok";
+    Object.assign($("#status"), { textContent: t("live"), className: "status ok" });
+    $("#status").dataset.i18n = "live"; // what a switch of language translates
     if (state.first) {
       state.first = false;
       performance.mark("portero:rendered"); // what the load-time test measures
     }
   } catch (err) {
     if (generation !== state.generation) return;
-    $("#status").textContent = t("offline");
-    $("#status").className = "status bad";
+    Object.assign($("#status"), { textContent: t("offline"), className: "status bad" });
+    $("#status").dataset.i18n = "offline";
     if (err instanceof ApiError && err.status === 401) {
       state.following?.abort();
       setToken(null);
@@ -154,61 +156,90 @@ function renderKpis(s) {
     return node("div", { class: "kpi", dataset: { service: svc.name } },
       node("h3", {}, svc.name),
       node("p", {}, node("strong", { class: "replica-count" }, `${svc.ready}/${svc.desired}`), ` ${t("replicas")}`),
-      node("p", {}, value(traffic?.requests_per_second, fmt.rate), " · p95 ", value(traffic?.latency_p95_s, fmt.seconds), ` · ${t("errRate")} `, value(traffic?.error_ratio, fmt.ratio)));
+      node("p", {}, node("span", { class: "rps" }, value(traffic?.requests_per_second, fmt.rate)), " · p95 ", node("span", { class: "p95" }, value(traffic?.latency_p95_s, fmt.seconds)),
+        " · 5xx ", node("span", { class: "errors-5xx" }, value(traffic?.error_ratio, fmt.ratio)), " · 4xx ", node("span", { class: "errors-4xx" }, value(traffic?.client_error_ratio, fmt.ratio))),
+      node("p", { class: "small muted" }, t("windowNote", { window: fmt.window(s.window_s) })));
   });
   const alerts = s.alerts.filter((a) => a.state === "firing").length;
   cards.push(node("div", { class: `kpi ${alerts ? "alarm" : ""}` }, node("h3", {}, t("alerts")), node("p", {}, node("strong", {}, String(alerts)), ` ${t("firingKpi")}`)));
   $("#kpis").replaceChildren(...cards);
 }
 
-function linesOf(charts, name, label, scale = 1) {
+// A chart's lines; `value` gives each legend the figure the cards and tables show (the same definition, read at the
+// same moment), not the chart's last bucket; `live` keeps replicas that are gone out of the legend.
+function linesOf(charts, name, label, { value, live } = {}) {
   const list = charts?.series?.[name] ?? [];
-  return list.map((series, index) => ({
-    label: label(series.labels),
-    color: PALETTE[index % PALETTE.length],
-    points: scale === 1 ? series.points : series.points.map(([at, v]) => [at, v * scale]),
-  }));
+  let shown = 0;
+  return list.map((series) => {
+    const gone = live !== undefined && !live(series.labels);
+    return {
+      label: label(series.labels),
+      color: gone ? GONE : PALETTE[shown++ % PALETTE.length],
+      points: series.points,
+      legend: !gone,
+      value: value ? value(series.labels) : undefined,
+    };
+  });
 }
 
 function renderCharts(s, charts) {
   if (!charts) return;
+  const win = fmt.window(s.window_s);
+  $("#caption-p95").textContent = t("p95", { window: win });
+  $("#caption-errors").textContent = t("errors", { window: win });
   // A window longer than the data (portero just started) fits the data: a line squeezed to the edge says nothing.
   const firsts = Object.values(charts.series).flatMap((group) => group.map((series) => series.points[0]?.[0] ?? Infinity));
   const since = Math.max(charts.since, Math.min(charts.until - 60, Math.min(...firsts) - charts.step_s));
   const opts = { since, until: charts.until, step: charts.step_s, empty: s.monitoring ? t("noData") : t("monitoringOff") };
+  const traffic = (field) => (l) => s.traffic[l.service]?.[field] ?? null;
+  const replicas = new Map(s.services.flatMap((svc) => svc.replicas.map((r) => [r.id, r])));
+  const live = (l) => replicas.has(l.replica);
+  const usage = (field) => (l) => replicas.get(l.replica)?.[field] ?? null;
+  const services = new Map(s.services.map((svc) => [svc.name, svc]));
   const byService = (l) => l.service;
   const byReplica = (l) => l.replica;
-  lineChart($("#chart-rps"), $("#legend-rps"), linesOf(charts, "service_requests_per_second", byService), { ...opts, format: fmt.rate });
-  lineChart($("#chart-p95"), $("#legend-p95"), linesOf(charts, "service_latency_p95_seconds", byService), { ...opts, format: fmt.seconds });
-  lineChart($("#chart-errors"), $("#legend-errors"), linesOf(charts, "service_error_ratio", byService), { ...opts, format: fmt.ratio });
-  const replicas = [
-    ...linesOf(charts, "service_desired_replicas", (l) => `${l.service} ${t("desired")}`),
-    ...linesOf(charts, "service_ready_replicas", (l) => `${l.service} ${t("ready")}`),
+  lineChart($("#chart-rps"), $("#legend-rps"), linesOf(charts, "service_requests_per_second", byService, { value: traffic("requests_per_second") }), { ...opts, format: fmt.rate });
+  lineChart($("#chart-p95"), $("#legend-p95"), linesOf(charts, "service_latency_p95_seconds", byService, { value: traffic("latency_p95_s") }), { ...opts, format: fmt.seconds });
+  const errors = [
+    ...linesOf(charts, "service_error_ratio", (l) => `${l.service} 5xx`, { value: traffic("error_ratio") }),
+    ...linesOf(charts, "service_client_error_ratio", (l) => `${l.service} 4xx`, { value: traffic("client_error_ratio") }),
+  ].map((line, index) => ({ ...line, color: PALETTE[index % PALETTE.length] }));
+  lineChart($("#chart-errors"), $("#legend-errors"), errors, { ...opts, format: fmt.ratio });
+  const counts = [
+    ...linesOf(charts, "service_desired_replicas", (l) => `${l.service} ${t("desired")}`, { value: (l) => services.get(l.service)?.desired ?? null }),
+    ...linesOf(charts, "service_ready_replicas", (l) => `${l.service} ${t("ready")}`, { value: (l) => services.get(l.service)?.ready ?? null }),
   ].map((line, index) => ({ ...line, color: PALETTE[index % PALETTE.length] }));
   const markers = s.autoscaler.services.flatMap((svc) =>
-    svc.decisions.filter((d) => d.changed).map((d) => ({ at: d.at, label: `${svc.service}: ${d.current} → ${d.desired} (${d.reason})` })));
-  lineChart($("#chart-replicas"), $("#legend-replicas"), replicas, { ...opts, format: fmt.count, markers });
-  lineChart($("#chart-cpu"), $("#legend-cpu"), linesOf(charts, "replica_cpu_percent", byReplica), { ...opts, format: fmt.percent });
-  lineChart($("#chart-memory"), $("#legend-memory"), linesOf(charts, "replica_memory_bytes", byReplica), { ...opts, format: fmt.bytes });
+    svc.decisions.filter((d) => d.changed).map((d) => ({ at: d.at, label: `${svc.service}: ${d.current} → ${d.desired} (${message(d.reason)})` })));
+  lineChart($("#chart-replicas"), $("#legend-replicas"), counts, { ...opts, format: fmt.count, markers });
+  lineChart($("#chart-cpu"), $("#legend-cpu"), linesOf(charts, "replica_cpu_percent", byReplica, { live, value: usage("cpu_percent") }), { ...opts, format: fmt.percent });
+  lineChart($("#chart-memory"), $("#legend-memory"), linesOf(charts, "replica_memory_bytes", byReplica, { live, value: usage("memory_bytes") }), { ...opts, format: fmt.bytes });
 }
 
 function button(label, cls, onclick) {
   return node("button", { type: "button", class: `action ${cls}`, onclick }, label);
 }
 
+const badge = (value) => node("span", { class: `state ${value}` }, word("state", value));
+
 function renderServices(s) {
   const focused = document.activeElement?.id; // a redraw must not steal the input the operator types in
-  const typed = Object.fromEntries([...document.querySelectorAll("#services input")].map((i) => [i.id, i.value]));
   const blocks = s.services.map((svc) => {
-    const scaleInput = node("input", { id: `scale-${svc.name}`, type: "number", min: String(svc.min), max: String(svc.max), value: typed[`scale-${svc.name}`] ?? String(svc.desired), class: "action num" });
-    const versionInput = node("input", { id: `version-${svc.name}`, type: "text", placeholder: t("version"), value: typed[`version-${svc.name}`] ?? "", class: "action", size: "8" });
+    // The scale box shows the desired count, whoever changed it (the autoscaler, the CLI, another page), unless
+    // the operator is typing a number of their own in it.
+    const scaleId = `scale-${svc.name}`;
+    const scaleInput = node("input", { id: scaleId, type: "number", min: String(svc.min), max: String(svc.max), value: state.edits[scaleId] ?? String(svc.desired), class: "action num",
+      oninput: (e) => { state.edits[scaleId] = e.target.value; } });
+    const versionId = `version-${svc.name}`;
+    const versionInput = node("input", { id: versionId, type: "text", placeholder: t("version"), value: state.edits[versionId] ?? "", class: "action", size: "8",
+      oninput: (e) => { state.edits[versionId] = e.target.value; } });
     const actions = node("div", { class: "actions" },
       scaleInput, button(t("scale"), "scale", () => scale(svc, Number(scaleInput.value))),
       versionInput, button(t("deploy"), "deploy", () => deploy(svc, versionInput.value.trim())),
       button(t("rollback"), "rollback", () => rollback(svc)));
     const endpoints = new Set(s.endpoints.filter((e) => e.service === svc.name && e.state === "active").map((e) => e.address));
     const rows = svc.replicas.map((r) => node("tr", { dataset: { replica: r.id } },
-      node("td", {}, r.id), node("td", {}, node("span", { class: `state ${r.state}` }, r.state)), node("td", {}, String(r.revision)),
+      node("td", {}, r.id), node("td", {}, badge(r.state)), node("td", {}, String(r.revision)),
       node("td", {}, r.address ?? "–"), node("td", {}, r.cpu_percent == null ? "–" : fmt.percent(r.cpu_percent)),
       node("td", {}, r.memory_bytes == null ? "–" : fmt.bytes(r.memory_bytes)), node("td", {}, r.uptime_s == null ? "–" : fmt.ago(r.uptime_s)),
       node("td", {}, String(r.restarts)),
@@ -216,7 +247,7 @@ function renderServices(s) {
     const head = node("tr", {}, ...[t("replica"), t("state"), t("revision"), t("address"), "CPU", "RAM", t("uptime"), t("restarts"), ""].map((h) => node("th", {}, h)));
     return node("div", { class: "service", dataset: { service: svc.name } },
       node("h3", {}, `${svc.name} · ${t("revision")} ${svc.revision} · `, node("span", { class: "replica-count" }, `${svc.ready}/${svc.desired}`), ` ${t("ready")} (min ${svc.min}, max ${svc.max})`),
-      actions, node("table", {}, node("thead", {}, head), node("tbody", {}, ...rows)));
+      actions, node("div", { class: "scroll" }, node("table", {}, node("thead", {}, head), node("tbody", {}, ...rows))));
   });
   $("#services").replaceChildren(...blocks);
   if (focused) document.getElementById(focused)?.focus();
@@ -224,8 +255,8 @@ function renderServices(s) {
 
 function renderAlerts(s) {
   const items = s.alerts.map((a) => node("li", { class: `alert ${a.state}` },
-    node("strong", {}, a.name), ` · ${t(a.state)}`, a.value == null ? "" : ` · ${Math.round(a.value * 100) / 100}`,
-    node("div", { class: "small" }, a.annotations.summary ?? a.annotations.description ?? Object.entries(a.labels).map(([k, v]) => `${k}=${v}`).join(" "))));
+    node("strong", {}, a.name), ` · ${word("state", a.state)}`, a.value == null ? "" : ` · ${Math.round(a.value * 100) / 100}`,
+    node("div", { class: "small" }, message(a.annotations.summary ?? a.annotations.description ?? Object.entries(a.labels).map(([k, v]) => `${k}=${v}`).join(" ")))));
   $("#alerts").replaceChildren(...(items.length ? items : [node("li", { class: "muted" }, s.monitoring ? t("noAlerts") : t("monitoringOff"))]));
 }
 
@@ -235,12 +266,12 @@ function renderDeployment(s) {
     $("#deployment").replaceChildren(node("p", { class: "muted" }, t("noDeployments")));
     return;
   }
-  const steps = d.steps.map((step) => node("li", {}, node("time", {}, fmt.time(step.at)), " ", step.message));
-  const recent = s.deployments.recent.slice(0, 5).map((r) => node("li", {}, `${fmt.time(r.started_at)} ${r.service} ${r.from_revision}→${r.to_revision} ${r.kind} `, node("span", { class: `state ${r.state}` }, r.state)));
+  const steps = d.steps.map((step) => node("li", {}, node("time", {}, fmt.time(step.at)), " ", message(step.message)));
+  const recent = s.deployments.recent.slice(0, 5).map((r) => node("li", {}, `${fmt.time(r.started_at)} ${r.service} ${r.from_revision}→${r.to_revision} ${word("kind", r.kind)} `, badge(r.state)));
   $("#deployment").replaceChildren(node("div", {},
-    node("p", { class: "deploy-head" }, node("strong", {}, `${d.service} ${d.from_revision} → ${d.to_revision}`), ` · ${d.strategy} · ${d.kind} · `,
-      node("span", { class: `state ${d.state}` }, d.state), ` · ${t("phase")} ${d.phase}`),
-    d.reason ? node("p", { class: "small" }, d.reason) : null,
+    node("p", { class: "deploy-head" }, node("strong", {}, `${d.service} ${d.from_revision} → ${d.to_revision}`), ` · ${word("strategy", d.strategy)} · ${word("kind", d.kind)} · `,
+      badge(d.state), ` · ${t("phase")} ${word("phase", d.phase)}`),
+    d.reason ? node("p", { class: "small reason" }, message(d.reason)) : null,
     node("ol", { class: "timeline" }, ...steps),
     node("ul", { class: "list small" }, ...recent)));
 }
@@ -250,26 +281,41 @@ function renderAutoscaler(s) {
   const blocks = a.services.map((svc) => {
     const last = svc.decisions.at(-1);
     return node("div", {}, node("p", {}, node("strong", {}, svc.service), ` · ${svc.enabled && a.enabled ? t("enabled") : t("disabled")} · ${svc.min}–${svc.max} · ${t("desired")} ${svc.desired}`),
-      last ? node("p", { class: "small" }, `${t("lastDecision")} ${fmt.time(last.at)}: ${last.current} → ${last.desired} (${last.reason})`) : null);
+      last ? node("p", { class: "small reason" }, `${t("lastDecision")} ${fmt.time(last.at)}: ${last.current} → ${last.desired} (${message(last.reason)})`) : null);
   });
   $("#autoscaler").replaceChildren(...(blocks.length ? blocks : [node("p", { class: "muted" }, t("disabled"))]));
 }
 
 function renderEndpoints(s) {
-  const head = node("tr", {}, ...[t("service"), t("address"), t("state"), t("weight"), t("inflight"), t("requests"), "p95"].map((h) => node("th", {}, h)));
-  const rows = s.endpoints.map((e) => node("tr", {}, node("td", {}, e.service), node("td", {}, e.address), node("td", {}, node("span", { class: `state ${e.state}` }, e.state)),
-    node("td", {}, String(e.weight)), node("td", {}, String(e.in_flight)), node("td", {}, String(e.requests)), node("td", {}, e.latency_p95_s == null ? "–" : fmt.seconds(e.latency_p95_s))));
+  const win = fmt.window(s.window_s);
+  const head = node("tr", {}, ...[t("service"), t("address"), t("state"), t("weight"), t("inflight"), t("requests"), `p95 (${win})`].map((h) => node("th", {}, h)));
+  const rows = s.endpoints.map((e) => {
+    const p95 = s.endpoint_traffic[e.address]?.latency_p95_s;
+    return node("tr", { dataset: { address: e.address } }, node("td", {}, e.service), node("td", {}, e.address), node("td", {}, badge(e.state)),
+      node("td", {}, String(e.weight)), node("td", {}, String(e.in_flight)), node("td", {}, String(e.requests)), node("td", { class: "p95" }, p95 == null ? "–" : fmt.seconds(p95)));
+  });
   $("#endpoints").replaceChildren(node("thead", {}, head), node("tbody", {}, ...rows));
 }
 
 function renderEvents(s) {
-  $("#events").replaceChildren(...s.events.slice(0, 30).map((e) => node("li", {}, node("time", {}, fmt.time(e.at)), ` ${e.kind} · ${e.message}`)));
+  $("#events").replaceChildren(...s.events.slice(0, 30).map((e) => node("li", {}, node("time", {}, fmt.time(e.at)), ` ${word("event", e.kind)} · ${message(e.message)}`)));
+}
+
+// Control characters written out, as `portero logs` does on a terminal: a "\r" or an ANSI escape in a replica's
+// line must neither hide text nor pass for a line of its own.
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]/g;
+const NAMED = { "\r": "\\r", "\n": "\\n" };
+function shown(text) {
+  return text.replace(CONTROL, (c) => {
+    const code = c.charCodeAt(0);
+    return NAMED[c] ?? (code < 0x100 ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16).padStart(4, "0")}`);
+  });
 }
 
 function renderLogs() {
   const box = $("#logs");
   const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
-  box.textContent = state.logs.map((l) => `${fmt.time(l.at)} ${l.replica} ${l.text}`).join("\n");
+  box.textContent = state.logs.map((l) => `${fmt.time(l.at)} ${l.replica} ${shown(l.text)}`).join("\n");
   if (atBottom) box.scrollTop = box.scrollHeight;
 }
 
@@ -315,17 +361,20 @@ async function act(question, what, method, path, body) {
   return ok;
 }
 
-function scale(svc, to) {
-  return act(t("confirmScale", { service: svc.name, from: svc.desired, to }), `${t("scale")} ${svc.name} → ${to}`,
+async function scale(svc, to) {
+  const done = await act(t("confirmScale", { service: svc.name, from: svc.desired, to }), `${t("scale")} ${svc.name} → ${to}`,
     "POST", `${BASE}/services/${encodeURIComponent(svc.name)}/scale`, { replicas: to });
+  delete state.edits[`scale-${svc.name}`]; // asked (done or refused): the box follows the desired count again
+  if (state.summary) renderServices(state.summary);
+  return done;
 }
 
 async function deploy(svc, version) {
   const body = version ? { service: svc.name, version } : { service: svc.name };
   const question = version ? t("confirmDeploy", { service: svc.name, version }) : t("confirmDeployEnv", { service: svc.name });
   const done = await act(question, `${t("deploy")} ${svc.name} ${version}`, "POST", `${BASE}/deploy`, body);
-  const field = document.getElementById(`version-${svc.name}`);
-  if (done && field) field.value = ""; // a deployed version is not one to deploy again
+  if (done) delete state.edits[`version-${svc.name}`]; // a deployed version is not one to deploy again
+  if (state.summary) renderServices(state.summary);
 }
 
 function rollback(svc) {

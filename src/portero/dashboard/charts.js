@@ -21,7 +21,7 @@ function el(name, attrs, text) {
   return node;
 }
 
-// lines: [{label, color, points: [[t, v], ...]}]; markers: [{at, label}]; step: seconds between points.
+// lines: [{label, color, points: [[t, v], ...], legend?, value?}]; markers: [{at, label}]; step: seconds between points.
 export function lineChart(svg, legend, lines, { since, until, step, format, markers = [], empty }) {
   const width = svg.clientWidth || 480;
   const height = svg.clientHeight || 150;
@@ -64,13 +64,16 @@ export function lineChart(svg, legend, lines, { since, until, step, format, mark
   if (count === 0) parts.push(el("text", { x: width / 2, y: height / 2, class: "empty", "text-anchor": "middle" }, empty));
   svg.replaceChildren(...parts);
   svg.dataset.points = String(count);
-  const items = lines.map((line) => {
+  // The legend: lines with `legend: false` (a replica that is gone) are drawn but not listed; `value`, when given,
+  // is the figure shown (null: none now), else the line's last point.
+  const items = lines.filter((line) => line.legend !== false).map((line) => {
     const item = document.createElement("li");
     const swatch = document.createElement("span");
     swatch.className = "swatch";
     swatch.style.background = line.color;
-    const last = line.points.at(-1);
-    item.append(swatch, `${line.label}${last ? ` ${format(last[1])}` : ""}`);
+    const last = line.value !== undefined ? line.value : line.points.at(-1)?.[1];
+    item.dataset.label = line.label;
+    item.append(swatch, `${line.label} ${last === null || last === undefined ? "–" : format(last)}`);
     return item;
   });
   legend.replaceChildren(...items);

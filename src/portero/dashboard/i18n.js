@@ -5,7 +5,8 @@ const TEXT = {
     window: "Window", signIn: "Sign in", signOut: "Sign out", cancel: "Cancel", confirm: "Confirm",
     tokenHelp: "Paste an API token (portero token create, or the admin token file in the state directory).",
     badToken: "That token was refused.",
-    rps: "Requests per second", p95: "Latency p95", errors: "Error rate (5xx)",
+    rps: "Requests per second", p95: "Latency p95 (last {window})", errors: "Errors: share of answers, last {window}",
+    windowNote: "p95 and errors: last {window}",
     replicasOverTime: "Replicas over time (▲ autoscaler decisions)", cpu: "CPU per replica",
     memory: "Memory per replica", services: "Services and replicas", alerts: "Active alerts",
     deployment: "Deployment", autoscaler: "Autoscaler", endpoints: "Router endpoints", events: "Recent events",
@@ -24,13 +25,34 @@ const TEXT = {
     strategy: "strategy", phase: "phase", started: "started", finished: "finished", steps: "steps",
     firing: "firing", firingKpi: "firing", pending: "pending", since: "since", monitoringOff: "Monitoring is disabled.",
     errRate: "errors", total: "total",
+    state_pending: "pending", state_starting: "starting", state_ready: "ready", state_unhealthy: "unhealthy",
+    state_stopping: "stopping", state_stopped: "stopped", state_backoff: "backoff", state_active: "active",
+    state_draining: "draining", state_down: "down", state_running: "running", state_succeeded: "succeeded",
+    state_rolled_back: "rolled back", state_aborted: "aborted", state_firing: "firing", state_resolved: "resolved",
+    strategy_rolling: "rolling", "strategy_blue-green": "blue-green", strategy_canary: "canary",
+    kind_deploy: "deploy", kind_rollback: "rollback",
+    phase_starting: "starting", phase_rolling: "rolling", phase_canary: "canary", phase_switched: "switched", phase_done: "done",
+    "event_replica.created": "replica created", "event_replica.started": "replica started", "event_replica.ready": "replica ready",
+    "event_replica.unhealthy": "replica unhealthy", "event_replica.recycled": "replica recycled", "event_replica.restarting": "replica restarting",
+    "event_replica.stopped": "replica stopped", "event_replica.retiring": "replica retiring", "event_replica.removed": "replica removed",
+    "event_replica.adopted": "replica adopted", "event_replica.stray": "stray replica", "event_replica.held": "replica held",
+    "event_replica.released": "replica released", "event_service.scaled": "service scaled", "event_spec.applied": "spec applied",
+    "event_revision.created": "revision created", "event_image.build": "image build", "event_image.failed": "image failed",
+    "event_deployment.started": "deployment started", "event_deployment.step": "deployment step",
+    "event_deployment.succeeded": "deployment succeeded", "event_deployment.rolled_back": "deployment rolled back",
+    "event_deployment.aborted": "deployment aborted", "event_deployment.ended": "deployment ended",
+    "event_alert.firing": "alert firing", "event_alert.resolved": "alert resolved", "event_server.registered": "server registered",
+    "event_server.deregistered": "server deregistered", "event_server.draining": "server draining", "event_server.weighted": "server weighted",
+    "event_leader.elected": "leader elected", "event_leader.lost": "leader lost", "event_store.restored": "store restored",
+    "event_portero.stopped": "portero stopped", "event_autoscaler.cold_start": "cold start",
   },
   es: {
     connecting: "conectando…", live: "en vivo", offline: "sin conexión", readOnly: "token de solo lectura",
     window: "Ventana", signIn: "Entrar", signOut: "Salir", cancel: "Cancelar", confirm: "Confirmar",
     tokenHelp: "Pegá un token de la API (portero token create, o el archivo del token admin en el directorio de estado).",
     badToken: "Ese token fue rechazado.",
-    rps: "Peticiones por segundo", p95: "Latencia p95", errors: "Tasa de errores (5xx)",
+    rps: "Peticiones por segundo", p95: "Latencia p95 (últimos {window})", errors: "Errores: parte de las respuestas, últimos {window}",
+    windowNote: "p95 y errores: últimos {window}",
     replicasOverTime: "Réplicas en el tiempo (▲ decisiones del autoescalado)", cpu: "CPU por réplica",
     memory: "Memoria por réplica", services: "Servicios y réplicas", alerts: "Alertas activas",
     deployment: "Despliegue", autoscaler: "Autoescalado", endpoints: "Endpoints del router", events: "Eventos recientes",
@@ -49,6 +71,26 @@ const TEXT = {
     strategy: "estrategia", phase: "fase", started: "inicio", finished: "fin", steps: "pasos",
     firing: "disparada", firingKpi: "disparadas", pending: "pendiente", since: "desde", monitoringOff: "El monitoreo está desactivado.",
     errRate: "errores", total: "total",
+    state_pending: "pendiente", state_starting: "iniciando", state_ready: "lista", state_unhealthy: "enferma",
+    state_stopping: "deteniéndose", state_stopped: "detenida", state_backoff: "en espera", state_active: "activo",
+    state_draining: "drenando", state_down: "caído", state_running: "en curso", state_succeeded: "completado",
+    state_rolled_back: "revertido", state_aborted: "abortado", state_firing: "disparada", state_resolved: "resuelta",
+    strategy_rolling: "gradual", "strategy_blue-green": "azul-verde", strategy_canary: "canario",
+    kind_deploy: "despliegue", kind_rollback: "reversión",
+    phase_starting: "inicio", phase_rolling: "gradual", phase_canary: "canario", phase_switched: "conmutado", phase_done: "terminado",
+    "event_replica.created": "réplica creada", "event_replica.started": "réplica iniciada", "event_replica.ready": "réplica lista",
+    "event_replica.unhealthy": "réplica enferma", "event_replica.recycled": "réplica reciclada", "event_replica.restarting": "réplica reiniciándose",
+    "event_replica.stopped": "réplica detenida", "event_replica.retiring": "réplica retirándose", "event_replica.removed": "réplica quitada",
+    "event_replica.adopted": "réplica adoptada", "event_replica.stray": "réplica ajena", "event_replica.held": "réplica retenida",
+    "event_replica.released": "réplica liberada", "event_service.scaled": "servicio escalado", "event_spec.applied": "spec aplicada",
+    "event_revision.created": "revisión creada", "event_image.build": "construcción de imagen", "event_image.failed": "imagen fallida",
+    "event_deployment.started": "despliegue iniciado", "event_deployment.step": "paso del despliegue",
+    "event_deployment.succeeded": "despliegue completado", "event_deployment.rolled_back": "despliegue revertido",
+    "event_deployment.aborted": "despliegue abortado", "event_deployment.ended": "despliegue terminado",
+    "event_alert.firing": "alerta disparada", "event_alert.resolved": "alerta resuelta", "event_server.registered": "servidor registrado",
+    "event_server.deregistered": "servidor dado de baja", "event_server.draining": "servidor drenando", "event_server.weighted": "peso del servidor",
+    "event_leader.elected": "líder elegido", "event_leader.lost": "liderazgo perdido", "event_store.restored": "almacén restaurado",
+    "event_portero.stopped": "portero detenido", "event_autoscaler.cold_start": "arranque en frío",
   },
 };
 
@@ -67,6 +109,121 @@ export function setLanguage(next) {
 export function t(key, values = {}) {
   const text = TEXT[lang][key] ?? TEXT.en[key] ?? key;
   return text.replace(/\{(\w+)\}/g, (_, name) => String(values[name] ?? ""));
+}
+
+// A word of a closed set (a state, a strategy...) in the current language; an unknown one as it came.
+export function word(prefix, value) {
+  const key = `${prefix}_${value}`;
+  return TEXT[lang][key] ?? TEXT.en[key] ?? String(value).replace(/_/g, " ");
+}
+
+// What portero's server writes in English (deployment steps and reasons, the autoscaler's reasons, events), as
+// patterns with their Spanish: `$n` is a value as it came, `{n}` a part translated in turn. Text portero did not
+// write (an alert summary of the spec's own, an error of the operating system) is shown as it came.
+const N = String.raw`[\d.e+-]+`;
+const MESSAGES = [
+  // deployments
+  [String.raw`rolling (\d+) replica\(s\) to revision (\d+)`, "actualización gradual de $1 réplica(s) a la revisión $2"],
+  [String.raw`starting (\d+) canary replica\(s\) of revision (\d+)`, "iniciando $1 réplica(s) canario de la revisión $2"],
+  [String.raw`starting the green group: (\d+) replica\(s\) of revision (\d+)`, "iniciando el grupo verde: $1 réplica(s) de la revisión $2"],
+  [String.raw`rolled back to revision (\d+): (.+)`, "revertido a la revisión $1: {2}"],
+  [String.raw`analysis failed: (.+)`, "el análisis falló: {1}"],
+  [String.raw`revision (\d+) had (\d+)/(\d+) ready replica\(s\) after (${N}) s`, "la revisión $1 tenía $2/$3 réplica(s) listas a los $4 s"],
+  [String.raw`revision (\d+): (\d+) ready; old replicas (\d+) -> (\d+), new (\d+) -> (\d+)`, "revisión $1: $2 listas; réplicas viejas $3 → $4, nuevas $5 → $6"],
+  [String.raw`green group ready \((\d+)/(\d+)\); all traffic switched to revision (\d+)`, "grupo verde listo ($1/$2); todo el tráfico pasó a la revisión $3"],
+  [String.raw`revision (\d+) held up for (${N}) s; stopping revision (\d+)`, "la revisión $1 aguantó $2 s; se detiene la revisión $3"],
+  [String.raw`canary step (\d+)/(\d+): (${N})% of traffic to revision (\d+)`, "paso canario $1/$2: $3% del tráfico a la revisión $4"],
+  [String.raw`canary step (\d+)/(\d+) passed \((.+)\); (${N})% next`, "paso canario $1/$2 superado ({3}); sigue el $4%"],
+  [String.raw`revision (\d+) takes all traffic`, "la revisión $1 recibe todo el tráfico"],
+  [String.raw`revision (\d+) serves; deployment took (${N}) s`, "la revisión $1 sirve; el despliegue tardó $2 s"],
+  [String.raw`portero restarted during the deployment; the old revision was kept`, "portero se reinició durante el despliegue; se mantuvo la revisión anterior"],
+  [String.raw`(.+); (\d+) request\(s\) failed on revision (\d+)`, "{1}; $2 petición(es) fallaron en la revisión $3"],
+  [String.raw`(deploy|rollback) of (\S+): revision (\d+) -> (\d+) \((\S+)\), asked by (.+)`, "{1} de $2: revisión $3 → $4 ({5}), pedido por $6"],
+  [String.raw`deploy`, "despliegue"], [String.raw`rollback`, "reversión"],
+  [String.raw`rolling`, "gradual"], [String.raw`blue-green`, "azul-verde"], [String.raw`canary`, "canario"],
+  [String.raw`no analysis`, "sin análisis"],
+  [String.raw`(\d+) request\(s\) < (\d+) needed`, "$1 petición(es) < $2 necesarias"],
+  [String.raw`error rate (${N}%) > baseline (${N}%) \+ (${N}%)`, "tasa de errores $1 > base $2 + $3"],
+  [String.raw`error rate (${N}%) > (${N}%)`, "tasa de errores $1 > $2"],
+  [String.raw`error rate (${N}%) over (\d+) requests`, "tasa de errores $1 en $2 peticiones"],
+  [String.raw`p95 latency (\d+) ms > (${N})x baseline \((\d+) ms\)`, "latencia p95 $1 ms > $2x la base ($3 ms)"],
+  [String.raw`p95 latency (\d+) ms > (\d+) ms`, "latencia p95 $1 ms > $2 ms"],
+  // the autoscaler (a manual or automatic scale first: its reason holds the autoscaler's)
+  [String.raw`scaled from (\d+) to (\d+): (.+)`, "escalado de $1 a $2: {3}"],
+  [String.raw`scaled from (\d+) to (\d+)`, "escalado de $1 a $2"],
+  [String.raw`(.+): (\d+) → (\d+) \(panic\) \((.+)\)`, "{1}: $2 → $3 (pánico) ({4})"],
+  [String.raw`(.+): (\d+) → (\d+) \(panic\)`, "{1}: $2 → $3 (pánico)"],
+  [String.raw`(\d+) request\(s\) waiting at zero replicas: 0 → (\d+)`, "$1 petición(es) esperando sin réplicas: 0 → $2"],
+  [String.raw`min is (\d+): 0 → (\d+)`, "el mínimo es $1: 0 → $2"],
+  [String.raw`(.+): (\d+) → (\d+) \((.+)\)`, "{1}: $2 → $3 ({4})"],
+  [String.raw`(.+): (\d+) → (\d+)`, "{1}: $2 → $3"],
+  [String.raw`(.+); held at (\d+): (.+)`, "{1}; se mantiene en $2: {3}"],
+  [String.raw`no request: stay at zero`, "sin peticiones: se queda en cero"],
+  [String.raw`(.+): stay at (\d+)`, "{1}: se queda en $2"],
+  [String.raw`burst: (.+)`, "ráfaga: {1}"],
+  [String.raw`no request for (\d+) s >= (${N}) s`, "sin peticiones desde hace $1 s >= $2 s"],
+  [String.raw`cpu (\d+)% within (${N})\.\.(${N})%`, "cpu $1% dentro de $2..$3%"],
+  [String.raw`cpu (\d+)% ([<>]) (${N})%`, "cpu $1% $2 $3%"],
+  [String.raw`(.+) vs target (.+)`, "{1} frente al objetivo {2}"],
+  [String.raw`no CPU reading`, "sin lectura de CPU"], [String.raw`no signal`, "sin señal"],
+  [String.raw`panic blocks scale-down`, "el pánico impide bajar"],
+  [String.raw`scale-down cooldown \((${N}) s\)`, "espera tras bajar ($1 s)"],
+  [String.raw`scale-up cooldown \((${N}) s\)`, "espera tras subir ($1 s)"],
+  [String.raw`largest recommendation of the last (${N}) s is (\d+)`, "la mayor recomendación de los últimos $1 s es $2"],
+  [String.raw`limits (\d+)\.\.(\d+)`, "límites $1..$2"],
+  [String.raw`rate limit: at most (\d+) within (${N}) s`, "límite de ritmo: como mucho $1 en $2 s"],
+  [String.raw`autoscaler: (.+)`, "autoescalado: {1}"],
+  // events
+  [String.raw`started on (\S+) as pid (\d+)`, "iniciada en $1 con pid $2"],
+  [String.raw`passed its health check (${N}) s after start`, "pasó su chequeo de salud $1 s después de iniciar"],
+  [String.raw`healthy again`, "sana de nuevo"],
+  [String.raw`failed (\d+) health checks in a row`, "falló $1 chequeos de salud seguidos"],
+  [String.raw`(.+): restarting it`, "{1}: se reinicia"],
+  [String.raw`stopped and removed \((.+)\)`, "detenida y quitada ({1})"],
+  [String.raw`stopped \((.+)\)`, "detenida ({1})"],
+  [String.raw`(.+) after (${N}) s; restart #(\d+) in (${N}) s`, "{1} tras $2 s; reinicio n.º $3 en $4 s"],
+  [String.raw`could not start: (.+)`, "no pudo iniciar: $1"],
+  [String.raw`exited with code (-?\d+)`, "terminó con código $1"],
+  [String.raw`killed by signal (\d+)`, "terminada por la señal $1"],
+  [String.raw`exited \(status unknown\)`, "terminó (estado desconocido)"],
+  [String.raw`revision (\d+) of (\S+) is ready`, "la revisión $1 de $2 está lista"],
+  [String.raw`scaling revision (\d+) of (\S+) down to (\d+)`, "reduciendo la revisión $1 de $2 a $3"],
+  [String.raw`scaling revision (\d+) of (\S+) to (\d+)`, "escalando la revisión $1 de $2 a $3"],
+  [String.raw`adopted: still running as pid (\d+) on port (\d+)`, "adoptada: sigue corriendo con pid $1 en el puerto $2"],
+  [String.raw`stopped by the operator`, "detenida por el operador"],
+  [String.raw`started by the operator`, "iniciada por el operador"],
+  [String.raw`revision (\d+) is no longer kept; replaced by the current revision`, "la revisión $1 ya no se guarda; reemplazada por la actual"],
+  [String.raw`stopped (\d+) replica\(s\)`, "$1 réplica(s) detenidas"],
+  // summaries of the built-in alert rules (monitor/rules.py)
+  [String.raw`host CPU at (${N})% over the last minute \(threshold (${N})%, ALERT_THRESHOLD_CPU\)`, "CPU del host al $1% en el último minuto (umbral $2%, ALERT_THRESHOLD_CPU)"],
+  [String.raw`host memory at (${N})% \(threshold (${N})%, ALERT_THRESHOLD_MEMORY\)`, "memoria del host al $1% (umbral $2%, ALERT_THRESHOLD_MEMORY)"],
+  [String.raw`replica (\S+) of (\S+) uses (${N})% of a core \(threshold (${N})%\)`, "la réplica $1 de $2 usa el $3% de un núcleo (umbral $4%)"],
+  [String.raw`(\S+) has (${N}) replica\(s\) fewer ready than desired`, "a $1 le faltan $2 réplica(s) listas"],
+  [String.raw`replica (\S+) of (\S+) restarted (${N}) times in 10 minutes`, "la réplica $1 de $2 se reinició $3 veces en 10 minutos"],
+  [String.raw`(\S+) answers (${N}) of its requests with 5xx \(threshold (${N})\)`, "$1 responde con 5xx a $2 de sus peticiones (umbral $3)"],
+  [String.raw`Redis \(store.redis_url\) does not answer: routing goes on, controllers are paused`, "Redis (store.redis_url) no responde: el enrutado sigue, los controladores están en pausa"],
+  [String.raw`(\S+) p95 latency (${N}) s \(threshold (${N}) s\)`, "latencia p95 de $1: $2 s (umbral $3 s)"],
+  // the spec
+  [String.raw`no change`, "sin cambios"],
+  [String.raw`portero up \(([^()]+)\)`, "portero up ($1)"],
+  [String.raw`applied from (.+)`, "aplicada desde $1"],
+  [String.raw`revision (\d+) \((\w+)\)`, "revisión $1 ($2)"],
+  [String.raw`(\S+): (\d+) replica\(s\)`, "$1: $2 réplica(s)"],
+  [String.raw`(\S+): revision (\d+)`, "$1: revisión $2"],
+  [String.raw`(\S+): removed`, "$1: quitado"],
+  [String.raw`revision (\d+)`, "revisión $1"],
+  // last: a message made of parts, each translated in turn
+  [String.raw`(.+); (.+)`, "{1}; {2}"],
+  [String.raw`(.+): (.+)`, "{1}: {2}"],
+].map(([pattern, es]) => [new RegExp(`^${pattern}$`), es]);
+
+export function message(text) {
+  if (lang !== "es" || typeof text !== "string") return text;
+  for (const [pattern, es] of MESSAGES) {
+    const found = pattern.exec(text);
+    if (found) return es.replace(/\$(\d)|\{(\d)\}/g, (_, plain, nested) => (plain ? found[plain] : message(found[nested])));
+  }
+  return text;
 }
 
 export function translate(root) {

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
+from portero.health import USER_AGENT
 from portero.replicas import Process, Replica
 from portero.spec.models import HealthCheck
 from portero.tasks import spawn
@@ -20,7 +21,8 @@ EngineCheck = Callable[[str, Process], Awaitable[bool | None]]  # a runtime's ow
 
 class Prober:
     def __init__(self, engine_check: EngineCheck | None = None) -> None:
-        self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        headers = {"User-Agent": USER_AGENT}
+        self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False, headers=headers)
         self._engine_check = engine_check
         self._inflight: dict[str, asyncio.Task[bool]] = {}
         self._last: dict[str, float] = {}

@@ -6,8 +6,10 @@ pair is one alert, named by its labels and identified by their fingerprint. An a
 becomes *pending*; when it has held for `for_s` it is *firing*; once the condition has been clear for
 `keep_firing_for_s` it is *resolved* (a pending one whose condition clears simply goes back to *inactive*,
 unannounced). A resolved alert is remembered for `RESOLVED_KEEP_S` so that receivers can be told, then
-forgotten; if its condition returns before that, it starts over as pending. A series that vanished (its replica
-is gone) counts as a clear condition.
+forgotten; if its condition returns before that, it starts over as pending. A series that vanished counts as a
+clear condition, and so does one labelled with a replica that no longer exists (scaled down, replaced by a
+deployment): its samples stay in the store until they age out, but nothing they say can be acted on, so its
+alerts resolve at once instead of after the rule's window and `keep_firing_for_s` (a crash loop's 15 minutes).
 
 Pure: facts (the series store) and `now` in, the new alerts and their changes out.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import operator
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -115,12 +117,22 @@ def measure(rule: AlertRule, series: Series, store: SeriesStore, now: float) -> 
     return value / divisor if divisor else None
 
 
-def evaluate(rules: Iterable[AlertRule], store: SeriesStore, alerts: Mapping[str, Alert], now: float) -> Evaluation:
+def evaluate(
+    rules: Iterable[AlertRule],
+    store: SeriesStore,
+    alerts: Mapping[str, Alert],
+    now: float,
+    replicas: Container[str] | None = None,
+) -> Evaluation:
+    """`replicas`: the ids of the replicas that exist (None: all do); a series of another replica is gone."""
     result = Evaluation(alerts={})
     seen: set[str] = set()
     for rule in rules:
         compare = COMPARE[rule.op]
         for series in store.select(rule.metric, rule.match):
+            replica = series.labels.get("replica")
+            if replica is not None and replicas is not None and replica not in replicas:
+                continue
             value = measure(rule, series, store, now)
             labels = {**series.labels, **rule.labels, "alertname": rule.name, "severity": rule.severity}
             key = fingerprint(labels)

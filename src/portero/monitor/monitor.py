@@ -19,15 +19,17 @@ from portero.control import ControlPlane
 from portero.events import Event
 from portero.monitor import alerts as alerting
 from portero.monitor import rules
+from portero.monitor.alertmanager import Pusher
 from portero.monitor.alerts import Alert, AlertState
 from portero.monitor.collect import Collector
 from portero.monitor.host import HostSampler
-from portero.monitor.notify import Dispatcher, Receiver, receivers
+from portero.monitor.notify import Dispatcher, Notification, Receiver, receivers
 from portero.monitor.record import samples
 from portero.monitor.scrape import Scraper
 from portero.monitor.series import SeriesStore, Tier
 from portero.monitor.snapshot import PorteroSample, Snapshot
 from portero.monitor.webhook import Senders
+from portero.monitor.window import TrafficWindow
 from portero.spec.models import MonitoringSettings, Spec
 from portero.tasks import settle, spawn
 
@@ -58,12 +60,14 @@ class Monitor:
         )
         self.host = HostSampler(state_dir)
         self.collector = Collector(control, plane, self.host)
+        self.window = TrafficWindow()
         self.scraper = Scraper(control)
         self.rules = rules.effective(self.settings, control.spec.alerts)
         self.alerts: dict[str, Alert] = {}
         self.receivers: list[Receiver] = receivers(control.spec.alerts.webhooks)
         self.dispatcher = Dispatcher(control.spec.alerts.external_url or external_url)
         self.default_url = external_url
+        self.pusher = self._pusher(control.spec)
         self.senders: Senders | None = None
         self.snapshot: Snapshot | None = None
         self.sampled = asyncio.Event()
@@ -76,6 +80,7 @@ class Monitor:
         # when Redis is away, when nobody can lead and a duplicate beats silence.
         self.store_up: Callable[[], bool | None] = lambda: None
         self.telling: Callable[[], bool] = lambda: True
+        self.told: set[str] = set()  # fingerprints of the alerts this portero recorded firing, not yet resolved
         control.on_applied.append(self.applied)
 
     @property
@@ -90,11 +95,24 @@ class Monitor:
         self.rules = rules.effective(spec.monitoring, spec.alerts)
         self.receivers = receivers(spec.alerts.webhooks)
         self.dispatcher.external_url = (spec.alerts.external_url or self.default_url).rstrip("/")
+        pusher = self._pusher(spec)
+        if pusher is None or self.pusher is None or pusher.settings != self.pusher.settings:
+            self.pusher = pusher  # a new one pushes every alert at once: the Alertmanagers may be new ones
+        else:
+            self.pusher.external_url = pusher.external_url
         self._reconfigure = True
+
+    def _pusher(self, spec: Spec) -> Pusher | None:
+        settings = spec.alerts.alertmanager
+        url = (spec.alerts.external_url or self.default_url).rstrip("/")
+        return None if settings is None else Pusher(settings, url)
+
+    def _senders_receivers(self) -> list[Receiver]:
+        return self.receivers + (self.pusher.receivers() if self.pusher is not None else [])
 
     async def start(self) -> None:
         self.senders = Senders()
-        await self.senders.configure(self.receivers)
+        await self.senders.configure(self._senders_receivers())
         self._task = spawn(self.run(), name="monitor", eternal=True)
         state = "on" if self.enabled else "off (monitoring.enabled: false)"
         log.info(
@@ -102,7 +120,7 @@ class Monitor:
             state,
             self.settings.interval_s,
             len(self.rules),
-            len(self.receivers),
+            len(self._senders_receivers()),
         )
 
     async def stop(self, grace_s: float = 2.0) -> None:
@@ -121,7 +139,7 @@ class Monitor:
         while True:
             if self._reconfigure and self.senders is not None:
                 self._reconfigure = False
-                await self.senders.configure(self.receivers)
+                await self.senders.configure(self._senders_receivers())
             if self.enabled:
                 try:
                     await self.tick()
@@ -144,6 +162,7 @@ class Monitor:
             self.collector.host_and_self(now), self.collector.replicas(now, deadline_s)
         )
         services, router = self.collector.services(now)
+        services = self.window.services(services, now)
         store = self.store
         portero = PorteroSample(
             cpu_percent=cpu,
@@ -168,19 +187,26 @@ class Monitor:
             store.expire(now)
         self.snapshot = snapshot
         self.sampled.set()
-        await self.evaluate(now)
+        await self.evaluate(now, {replica.id for replica in replicas})
         self.collect_seconds = time.perf_counter() - began
 
-    async def evaluate(self, now: float) -> None:
-        result = alerting.evaluate(self.rules, self.store, self.alerts, now)
+    async def evaluate(self, now: float, replicas: set[str] | None = None) -> None:
+        result = alerting.evaluate(self.rules, self.store, self.alerts, now, replicas)
         self.alerts = result.alerts
         telling = self.telling() or self.store_up() is False
         for change in result.changes:
-            if telling:
+            if telling or change.alert.fingerprint in self.told:
                 await self._tell(change.alert, change.before, now)
-        if self.senders is not None and telling:
-            for notification in self.dispatcher.due(self.receivers, self.alerts.values(), now):
+        self.told &= set(self.alerts)  # forgotten alerts
+        # A portero that told an alert firing tells its end too, leader or not: Redis may be back (nobody
+        # "must" tell then) before anyone leads again, and a firing without its resolution is a lie.
+        shown = self.alerts.values() if telling else [a for a in self.alerts.values() if a.fingerprint in self.told]
+        if self.senders is not None:
+            for notification in self.dispatcher.due(self.receivers, shown, now):
                 self.senders.submit(notification)
+            if self.pusher is not None and (pushed := self.pusher.due(shown, now)):
+                for receiver in self.pusher.receivers():
+                    self.senders.submit(Notification(receiver, pushed))
 
     async def _tell(self, alert: Alert, before: AlertState, now: float) -> None:
         summary = alert.annotations.get("summary", alert.rule)
@@ -190,6 +216,10 @@ class Monitor:
             return
         if alert.state not in (AlertState.FIRING, AlertState.RESOLVED):
             return
+        if alert.state is AlertState.FIRING:
+            self.told.add(alert.fingerprint)
+        else:
+            self.told.discard(alert.fingerprint)
         data = {"labels": alert.labels, "fingerprint": alert.fingerprint, "value": alert.value}
         kind = f"alert.{alert.state.value}"
         await self.control.supervisor.record(Event(kind, alert.rule, summary, alert.labels.get("service"), now, data))

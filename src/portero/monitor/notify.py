@@ -39,7 +39,12 @@ def receivers(webhooks: Iterable[Webhook]) -> list[Receiver]:
 @dataclass(frozen=True)
 class Notification:
     receiver: Receiver
-    payload: dict[str, Any]
+    payload: dict[str, Any] | list[dict[str, Any]]  # a webhook's body; a list: alerts for Alertmanager's API
+
+    def describe(self) -> str:
+        if isinstance(self.payload, list):
+            return f"of {len(self.payload)} alert(s)"
+        return f"{self.payload.get('groupKey')} ({self.payload.get('status')})"
 
 
 @dataclass

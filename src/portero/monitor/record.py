@@ -79,12 +79,14 @@ def samples(snapshot: Snapshot) -> Iterator[Sample]:
 
 def _traffic(prefix: str, labels: dict[str, str], traffic: Traffic) -> Iterator[Sample]:
     yield f"{prefix}_responses_total", labels, float(traffic.requests_total), "counter"
+    yield f"{prefix}_responses_4xx_total", labels, float(traffic.responses_total["4xx"]), "counter"
     yield f"{prefix}_responses_5xx_total", labels, float(traffic.responses_total["5xx"]), "counter"
     yield from _gauges(
         labels,
         **{
             f"{prefix}_requests_per_second": traffic.requests_per_second,
             f"{prefix}_error_ratio": traffic.error_ratio,
+            f"{prefix}_client_error_ratio": traffic.client_error_ratio,
             f"{prefix}_in_flight": traffic.in_flight,
             f"{prefix}_latency_p50_seconds": traffic.latency_p50_s,
             f"{prefix}_latency_p95_seconds": traffic.latency_p95_s,

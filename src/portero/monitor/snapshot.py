@@ -44,12 +44,13 @@ class ReplicaSample:
 
 @dataclass(frozen=True)
 class Traffic:
-    """Requests through the router: totals since the monitor started, rates and percentiles of the last interval."""
+    """Requests through the router: totals since the monitor started, the rate of the last interval, percentiles and
+    error ratios of the last 60 s (`monitor/window.py`: one definition for every reader)."""
 
     requests_total: int  # answered, by an endpoint or by the router itself (a retried request counts once)
     responses_total: dict[str, int]  # "1xx".."5xx"
     requests_per_second: float | None
-    error_ratio: float | None  # 5xx share of the responses of the last interval; None without responses
+    error_ratio: float | None  # 5xx share of the responses of the window; None without responses
     in_flight: int
     latency_p50_s: float | None
     latency_p95_s: float | None
@@ -57,6 +58,7 @@ class Traffic:
     latency_buckets: tuple[int, ...]  # cumulative counts per bound of `bounds_s` (not Prometheus' running sum)
     latency_sum_s: float
     latency_count: int
+    client_error_ratio: float | None = None  # 4xx share of the responses of the window
 
 
 @dataclass(frozen=True)

@@ -81,10 +81,9 @@ class Sender:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
         log.error(
-            "webhook %s: notification %s (%s) not delivered: %s",
+            "webhook %s: notification %s not delivered: %s",
             self.receiver.name,
-            notification.payload.get("groupKey"),
-            notification.payload.get("status"),
+            notification.describe(),
             problem,
             extra={"receiver": self.receiver.name},
         )

@@ -27,8 +27,6 @@ import argparse
 import contextlib
 import ctypes
 import json
-import logging
-import logging.handlers
 import os
 import signal
 import subprocess
@@ -39,19 +37,100 @@ from datetime import UTC, datetime
 from typing import IO
 
 MAX_LINE_BYTES = 64 * 1024  # a line longer than this is split: memory stays bounded
+READ_BYTES = 64 * 1024
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 LEFTOVER_DEADLINE_S = 5.0  # a process that SIGKILL has not ended by then is stuck in the kernel: reported, left
 
 
-class _Formatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-        return f"{stamp.replace('+00:00', 'Z')} {record.name} {record.getMessage()}"
+class LogFile:
+    """The replica's log: `<ISO time>Z <stream> <text>` lines, rotated at `max_bytes` on a line boundary.
+
+    Written a chunk at a time: the lines a read brought share one timestamp (when they were read), and the prefix
+    goes in with one `bytes.replace`, so the cost is per read, not per line. Rejected: a `logging` record per line
+    (RotatingFileHandler): 9 us a line, 1.2 MB/s of 40-byte lines at a full core, and an app writing faster than
+    that blocked on its pipe (200 MB took 92.5 s).
+    """
+
+    def __init__(self, path: str, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes if backups > 0 else 0  # no backups to rotate into: never rotate
+        self.backups = backups
+        self.lock = threading.Lock()  # stdout's and stderr's pumps share the file
+        self.file = open(path, "ab")  # noqa: SIM115 - open for the shim's whole life
+        self.size = self.file.tell()
+
+    def lines(self, stream: str, text: bytes, at: float | None = None) -> None:
+        """`text`: one or more lines without their last newline, already split on b"\n" only."""
+        stamp = datetime.fromtimestamp(time.time() if at is None else at, UTC).isoformat(timespec="milliseconds")
+        prefix = f"{stamp[:-6]}Z {stream} ".encode()
+        self.write(prefix + text.replace(b"\n", b"\n" + prefix) + b"\n")
+
+    def info(self, message: str, *args: object) -> None:
+        self.lines("portero", (message % args).encode("utf-8", "replace"))
+
+    def write(self, data: bytes) -> None:
+        with self.lock:
+            while True:
+                room = self.max_bytes - self.size
+                if self.max_bytes <= 0 or len(data) <= room:
+                    self._put(data)
+                    return
+                cut = data.rfind(b"\n", 0, room) + 1  # the lines that fit go in this file
+                if cut == 0 and self.size == 0:  # a line longer than a whole file: alone in one
+                    cut = data.find(b"\n") + 1 or len(data)
+                if cut:
+                    self._put(data[:cut])
+                    data = data[cut:]
+                if not data:
+                    return
+                self._rotate()
+
+    def _put(self, data: bytes) -> None:
+        self.file.write(data)
+        self.file.flush()  # `portero logs -f` reads the file: a line shows up as soon as it is read
+        self.size += len(data)
+
+    def _rotate(self) -> None:
+        self.file.close()
+        for index in range(self.backups - 1, 0, -1):
+            if os.path.exists(f"{self.path}.{index}"):
+                os.replace(f"{self.path}.{index}", f"{self.path}.{index + 1}")
+        os.replace(self.path, f"{self.path}.1")
+        self.file = open(self.path, "ab")  # noqa: SIM115
+        self.size = 0
 
 
-def _pump(stream: IO[bytes], logger: logging.Logger) -> None:
-    for raw in iter(lambda: stream.readline(MAX_LINE_BYTES), b""):
-        logger.info("%s", raw.rstrip(b"\r\n").decode("utf-8", "replace"))
+def _pump(stream: IO[bytes], name: str, log: LogFile) -> None:
+    """Copy the app's output to the log as fast as the app writes it: a read takes what the pipe holds (up to
+    64 KiB), its complete lines go out in one write, a partial last line waits for the rest."""
+    fd = stream.fileno()
+    pending = b""
+    while chunk := os.read(fd, READ_BYTES):
+        pending += chunk
+        pending = _flush(pending, name, log, final=False)
+    if pending:
+        _flush(pending, name, log, final=True)
+
+
+def _flush(buffer: bytes, name: str, log: LogFile, *, final: bool) -> bytes:
+    """Log the complete lines of `buffer` and return the rest; a line over MAX_LINE_BYTES is split."""
+    while True:
+        first = buffer.find(b"\n")
+        if first > MAX_LINE_BYTES or (first < 0 and len(buffer) >= MAX_LINE_BYTES):
+            log.lines(name, _text(buffer[:MAX_LINE_BYTES]))
+            buffer = buffer[MAX_LINE_BYTES:]
+            continue
+        break
+    end = len(buffer) if final else buffer.rfind(b"\n") + 1
+    if end > 0:
+        log.lines(name, _text(buffer[:end]))
+    return buffer[end:]
+
+
+def _text(lines: bytes) -> bytes:
+    """Lines as the app wrote them, but valid UTF-8, without their \\r\\n or \\n endings (the last one too)."""
+    text = lines.replace(b"\r\n", b"\n")
+    return (text[:-1] if text.endswith(b"\n") else text).decode("utf-8", "replace").encode()
 
 
 def _write_exit(path: str, code: int, started: float, killed: list[str]) -> None:
@@ -176,17 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
 
     os.umask(0o077)  # the log files: in portero's private state directory, and private themselves
-    handler = logging.handlers.RotatingFileHandler(args.log, maxBytes=args.max_bytes, backupCount=args.backups)
-    handler.setFormatter(_Formatter())
-    loggers = {}
-    for name in ("stdout", "stderr", "portero"):
-        logger = loggers[name] = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+    log = LogFile(args.log, args.max_bytes, args.backups)
 
     if not become_subreaper():
-        loggers["portero"].info("not a subreaper (no prctl): processes that leave the app's group may outlive it")
+        log.info("not a subreaper (no prctl): processes that leave the app's group may outlive it")
     groups = [int(g) for g in args.groups.split(",") if g] if args.uid is not None else None
     started = time.time()
     try:
@@ -201,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             umask=args.umask,
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        loggers["portero"].info("cannot start %s: %s", command[0] if command else "(empty command)", exc)
+        log.info("cannot start %s: %s", command[0] if command else "(empty command)", exc)
         _write_exit(args.exit_file, 127, started, [])
         return 127
 
@@ -221,8 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     assert child.stdout is not None
     assert child.stderr is not None
     pumps = [
-        threading.Thread(target=_pump, args=(child.stdout, loggers["stdout"]), daemon=True),
-        threading.Thread(target=_pump, args=(child.stderr, loggers["stderr"]), daemon=True),
+        threading.Thread(target=_pump, args=(child.stdout, "stdout", log), daemon=True),
+        threading.Thread(target=_pump, args=(child.stderr, "stderr", log), daemon=True),
     ]
     for pump in pumps:
         pump.start()
@@ -236,9 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     for pump in pumps:
         pump.join(timeout=max(0.0, flushed_by - time.monotonic()))
     reason = f"signal {-code}" if code < 0 else f"code {code}"
-    loggers["portero"].info("process exited with %s after %.1f s", reason, time.time() - started)
+    log.info("process exited with %s after %.1f s", reason, time.time() - started)
     if killed:
-        loggers["portero"].info("ended %d process(es) the app left running: %s", len(killed), "; ".join(killed))
+        log.info("ended %d process(es) the app left running: %s", len(killed), "; ".join(killed))
     _write_exit(args.exit_file, code, started, killed)
     return code if code >= 0 else 128 - code
 

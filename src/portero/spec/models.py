@@ -414,7 +414,8 @@ class DeploySettings(Model):
     max_unavailable: Annotated[int, Field(ge=0, le=100)] = 0
     """Rolling: replicas below the count while replacing."""
     progress_deadline_s: Seconds = 120
-    """A new revision not fully ready by then is abandoned; the old one keeps serving."""
+    """A new revision not fully ready by then is rolled back (`rolled_back`, reason: its ready count); the old one
+    keeps serving."""
     keep_old_s: Annotated[float, Field(ge=0, le=86_400)] = 30
     """Blue-green: how long the old group stays (without traffic) after the switch, for an instant rollback."""
     canary_steps: Annotated[tuple[Annotated[float, Field(gt=0, le=100)], ...], LIST, FEW] = (10, 50, 100)
@@ -516,6 +517,35 @@ class Webhook(Model):
     """Attempts of one notification; between them the delay doubles from 0.5 s up to 30 s."""
 
 
+class AlertmanagerSettings(Model):
+    """Alertmanagers that portero pushes its alerts to, through their API v2 (`POST /api/v2/alerts`), as
+    Prometheus does: every firing alert again and again, each resolved one with its end; Alertmanager groups,
+    silences, inhibits and routes them itself."""
+
+    urls: Annotated[
+        tuple[Annotated[str, Field(pattern=r"^https?://[!-~]+$", max_length=2_000)], ...],
+        LIST,
+        Field(min_length=1, max_length=10),
+    ]
+    """Base URLs of the Alertmanagers (`http://127.0.0.1:9093`); each one gets every alert (a cluster of them
+    deduplicates). `/api/v2/alerts` is added unless the URL ends with it."""
+    resend_interval_s: Annotated[float, Field(ge=1, le=3_600)] = 60
+    """A firing alert is pushed again this often, so that an Alertmanager that restarted learns it again; its
+    `endsAt` is 4 times this ahead, so an alert portero stops pushing resolves by itself (Prometheus'
+    `--rules.alert.resend-delay`)."""
+    timeout_s: Seconds = 10
+    """Seconds one push may take."""
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+    """Attempts of one push; between them the delay doubles from 0.5 s."""
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [
+            url if url.rstrip("/").endswith("/api/v2/alerts") else url.rstrip("/") + "/api/v2/alerts"
+            for url in self.urls
+        ]
+
+
 class AlertSettings(Model):
     """Alert rules beside the built-in ones, and who is told when they fire."""
 
@@ -526,6 +556,8 @@ class AlertSettings(Model):
     """List of rules."""
     webhooks: Annotated[tuple[Webhook, ...], LIST, FEW] = ()
     """Receivers of the notifications."""
+    alertmanager: AlertmanagerSettings | None = None
+    """Alertmanagers to push every alert to (API v2); beside `webhooks`, or instead of them."""
     external_url: Annotated[str, Field(pattern=r"^https?://[!-~]+$", max_length=2_000)] | None = None
     """URL of this portero as receivers should link to it (`externalURL`); the admin API's when unset."""
 

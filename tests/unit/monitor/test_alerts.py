@@ -184,3 +184,21 @@ def test_a_summary_is_bounded_whatever_fills_it():
     t.second(**{"r" * 10_000: 90.5})
     summary = next(iter(t.alerts.values())).annotations["summary"]
     assert summary == "[" + "r" * 199 + "…]"
+
+
+def test_the_alert_of_a_replica_that_no_longer_exists_resolves_at_once():
+    loop = AlertRule(
+        name="loop",
+        metric="replica_cpu_percent",
+        aggregate="max",
+        window_s=600,
+        threshold=80,
+        for_s=0,
+        keep_firing_for_s=300,
+    )
+    t = Trace(loop)
+    assert t.second(a=90, b=90) == [("a", "inactive", "firing"), ("b", "inactive", "firing")]
+    t.now += 1
+    result = evaluate(t.rules, t.store, t.alerts, t.now, replicas={"b"})  # a was retired; its samples remain
+    assert [(c.alert.labels["replica"], c.alert.state.value) for c in result.changes] == [("a", "resolved")]
+    assert {a.labels["replica"]: a.state.value for a in result.alerts.values()} == {"a": "resolved", "b": "firing"}

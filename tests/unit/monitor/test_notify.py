@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from portero.monitor.alertmanager import Pusher
 from portero.monitor.alerts import Alert, AlertState, fingerprint
 from portero.monitor.notify import ZERO_TIME, Dispatcher, group_key, receivers
-from portero.spec.models import Webhook
+from portero.spec.models import AlertmanagerSettings, Webhook
 
 T0 = 1_700_000_000.0
 HOOK = Webhook(url="http://127.0.0.1:9/hook", group_wait_s=5, group_interval_s=30, repeat_interval_s=600)
@@ -120,3 +121,25 @@ def test_send_resolved_off_ends_groups_quietly_and_receivers_are_named():
 
 def test_group_keys_are_spelled_like_alertmanagers():
     assert group_key({"alertname": "x", "service": 'a"b'}) == '{}:{alertname="x",service="a\\"b"}'
+
+
+def test_alertmanager_pushes_new_alerts_at_once_resends_firing_ones_and_tells_each_resolution():
+    settings = AlertmanagerSettings(urls=("http://127.0.0.1:9093", "http://127.0.0.1:9094/api/v2/alerts"))
+    pusher = Pusher(settings, "http://127.0.0.1:9900")
+    assert [r.webhook.url for r in pusher.receivers()] == [
+        "http://127.0.0.1:9093/api/v2/alerts",
+        "http://127.0.0.1:9094/api/v2/alerts",
+    ]
+    pending = dataclasses.replace(alert("a"), state=AlertState.PENDING)
+    (first,) = pusher.due([alert("a"), pending], T0)
+    assert set(first) == {"labels", "annotations", "startsAt", "endsAt", "generatorURL"}
+    assert first["startsAt"] == "2023-11-14T22:13:20.000Z"
+    assert first["endsAt"] == "2023-11-14T22:17:20.000Z"  # 4 resend intervals ahead
+    assert pusher.due([alert("a")], T0 + 59) == []
+    (resent,) = pusher.due([alert("a")], T0 + 60)
+    assert resent["endsAt"] == "2023-11-14T22:18:20.000Z"
+    (ended,) = pusher.due([alert("a", AlertState.RESOLVED)], T0 + 61)  # at once, with its real end
+    assert ended["endsAt"] == "2023-11-14T22:14:20.000Z"
+    assert pusher.due([alert("a", AlertState.RESOLVED)], T0 + 62) == []
+    assert pusher.due([], T0 + 63) == []
+    assert pusher.sent == {}  # forgotten with the alert
