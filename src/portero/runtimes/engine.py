@@ -80,28 +80,29 @@ def _explain(exc: docker.errors.APIError) -> str:
     return str(exc.explanation or exc)
 
 
-def connect(settings: DockerSettings) -> DockerClient:
+def connect(settings: DockerSettings, timeout_s: float = 60) -> DockerClient:
     """A client of the spec's Engine (`docker.host`, `DOCKER_HOST`), on its API version or a negotiated one."""
     version = settings.api_version or "auto"
     where = settings.host or os.environ.get("DOCKER_HOST") or "the default socket"
     with engine_errors(f"Docker Engine at {where}"):
         if settings.host:
-            return DockerClient(base_url=settings.host, version=version, timeout=60)
-        return docker.from_env(version=version, timeout=60)
+            return DockerClient(base_url=settings.host, version=version, timeout=int(timeout_s))
+        return docker.from_env(version=version, timeout=int(timeout_s))
 
 
 class Engine:
     """One lazily made client and a helper that runs a blocking SDK call in a thread, classified."""
 
-    def __init__(self, settings: DockerSettings) -> None:
+    def __init__(self, settings: DockerSettings, timeout_s: float = 60) -> None:
         self.settings = settings
+        self.timeout_s = timeout_s
         self._client: DockerClient | None = None
         self._lock = threading.Lock()
 
     def client(self) -> DockerClient:
         with self._lock:
             if self._client is None:
-                self._client = connect(self.settings)
+                self._client = connect(self.settings, self.timeout_s)
             return self._client
 
     async def call(self, what: str, fn: Callable[[DockerClient], T]) -> T:
@@ -124,7 +125,8 @@ def build_image(
     instance: str,
     emit: Callable[[str], None],
 ) -> str:
-    """Build the service's image and return a reference pinned to its content (`portero/SERVICE:ID12`).
+    """Build the service's image and return a reference pinned to its content (`portero/SERVICE:ID12`), tagged
+    with `image` too when the spec has one (with the content id as its tag when it names none).
 
     Blocking; `emit` gets every output line. A failed build raises a final RuntimeFailure that carries the failing
     step and the end of its output, so that the refusal says what to fix."""
@@ -175,18 +177,84 @@ def build_image(
     image = client.images.get(image_id)
     image.tag(reference)
     if spec.image:
-        image.tag(spec.image)  # the name it is known by elsewhere (a registry's, for a multi-node swarm)
+        image.tag(with_tag(spec.image, reference.rsplit(":", 1)[1]))  # its name elsewhere (a registry's, say)
     return reference
 
 
+# -- image references ------------------------------------------------------------------------------------
+
+
+def split_reference(image: str) -> tuple[str, str | None, str | None]:
+    """`[REGISTRY/]NAME[:TAG][@DIGEST]` as (repository, tag, digest); a registry's port is not a tag."""
+    name, _, digest = image.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        return name[:colon], name[colon + 1 :], digest or None
+    return name, None, digest or None
+
+
+def registry_of(image: str) -> str | None:
+    """The registry an image reference names (`registry.example:5000/portal` names one; `portal` and
+    `library/portal` are Docker Hub's, which this returns as None): Docker's own rule, a first component with a
+    dot, a colon or `localhost`."""
+    repository = split_reference(image)[0]
+    first, slash, _ = repository.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return None
+
+
+def with_tag(image: str, tag: str) -> str:
+    """The reference with `tag` when it names no tag of its own."""
+    repository, own, _ = split_reference(image)
+    return f"{repository}:{own or tag}"
+
+
+def push_image(client: DockerClient, reference: str, emit: Callable[[str], None]) -> str:
+    """Push a tagged image to its registry (credentials from portero's Docker config, as `docker push` reads
+    them) and return the digest the registry gave it. Blocking; a refusal is final and says what to do."""
+    repository, tag, _ = split_reference(reference)
+    digest = None
+    for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
+        if "error" in chunk:
+            error = str(chunk["error"]).strip()
+            hint = ""
+            if "auth" in error.lower() or "denied" in error.lower():
+                hint = f" (log in first: `docker login {registry_of(reference)}` as portero's user, or DOCKER_CONFIG)"
+            raise RuntimeFailure(f"push of {reference} failed: {error}{hint}", retryable=False)
+        aux = chunk.get("aux")
+        if isinstance(aux, dict) and "Digest" in aux:
+            digest = str(aux["Digest"])
+    if digest is None:
+        raise RuntimeFailure(f"push of {reference} ended without a digest from the registry", retryable=True)
+    emit(f"pushed {reference} ({digest})")
+    return digest
+
+
 async def prepare_image(
-    engine: Engine, service: str, spec: ServiceSpec, base_dir: Path, instance: str, progress: Progress | None
+    engine: Engine,
+    service: str,
+    spec: ServiceSpec,
+    base_dir: Path,
+    instance: str,
+    progress: Progress | None,
+    *,
+    push: bool = False,
 ) -> ServiceSpec:
-    """The `Runtime.prepare` of both container runtimes: build (pinning `image` to the result) or check `image`."""
+    """The `Runtime.prepare` of both container runtimes: build (pinning `image` to the result) or check `image`.
+
+    With `push` (the swarm runtime) and an `image` that names a registry, the build is tagged with it and pushed,
+    and the revision runs the pushed reference pinned by its digest (`REGISTRY/NAME:TAG@sha256:...`): every node
+    pulls the same content."""
     if spec.build is None:
         if spec.image is None:
             raise RuntimeFailure(f"services.{service}: needs `image` or `build`", retryable=False)
-        await engine.call(f"image {spec.image} of {service}", lambda c: _present_or_pull(c, str(spec.image)))
+        image = spec.image
+        await engine.call(f"image {image} of {service}", lambda c: _present_or_pull(c, image))
+        if push and registry_of(image) and split_reference(image)[2] is None:
+            digest = await engine.call(f"digest of {image}", lambda c: registry_digest(c, image))
+            return spec.model_copy(update={"image": f"{with_tag(image, 'latest')}@{digest}"})
         return spec
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str | None] = asyncio.Queue()
@@ -197,7 +265,13 @@ async def prepare_image(
     def build() -> str:
         try:
             with engine_errors(f"image build of {service}"):
-                return build_image(engine.client(), service, spec, base_dir, engine.settings, instance, emit)
+                reference = build_image(engine.client(), service, spec, base_dir, engine.settings, instance, emit)
+            if push and spec.image and registry_of(spec.image):
+                target = with_tag(spec.image, reference.rsplit(":", 1)[1])
+                with engine_errors(f"push of {target}"):
+                    digest = push_image(engine.client(), target, emit)
+                reference = f"{target}@{digest}"
+            return reference
         finally:
             loop.call_soon_threadsafe(lines.put_nowait, None)
 
@@ -211,6 +285,8 @@ async def prepare_image(
             if line.startswith("Step "):
                 instruction = line.partition(" : ")[2].split(" ", 1)[0].upper()
                 steps, step = steps + 1, None if instruction in ("FROM", "ARG") else line  # these do no work
+            elif line.startswith("pushed ") and progress is not None:
+                await progress(line)
             elif step is not None:
                 if "Using cache" in line:
                     cached += 1
@@ -227,6 +303,16 @@ async def prepare_image(
     if progress is not None:
         await progress(summary)
     return spec.model_copy(update={"image": reference})
+
+
+def registry_digest(client: DockerClient, image: str) -> str:
+    """The digest the image's registry has for it now (what `docker service create` pins), asked through the
+    Engine with portero's credentials."""
+    try:
+        found: dict[str, Any] = client.api.inspect_distribution(image)
+    except docker.errors.APIError as exc:
+        raise RuntimeFailure(f"image {image}: its registry does not show it: {_explain(exc)}", retryable=False) from exc
+    return str(found["Descriptor"]["digest"])
 
 
 def _present_or_pull(client: DockerClient, image: str) -> None:
