@@ -7,7 +7,9 @@
 #      to create one here, against 0.4 s with overlay2), too slow to restart a killed replica within 5 s;
 #   3. the local Python base image portero/base:bookworm (mmdebstrap + `docker import`, ~30 s, once per machine:
 #      no image registry is reachable, Debian's package mirror is);
-#   4. a single-node swarm (`docker swarm init --advertise-addr 127.0.0.1`) for the swarm runtime.
+#   4. a single-node swarm (`docker swarm init --advertise-addr 127.0.0.1`) for the swarm runtime;
+#   5. the three-node test swarm of the multi-node tests (swarm-cluster.sh: a dockerd per network namespace, and
+#      Debian's docker-registry), beside the main Engine and never touching it; `make test` removes it after.
 # Where it cannot (not root, no apt-get), it says what it skipped; the Docker tests then skip with a reason
 # (and fail under PORTERO_REQUIRE_ALL=1, as in CI).
 set -euo pipefail
@@ -119,3 +121,4 @@ start_dockerd || { say "no Docker Engine: the Docker tests will skip (or fail un
 build_base_image
 init_swarm
 say "Docker Engine $(docker version --format '{{.Server.Version}}'), $BASE_IMAGE and a swarm are ready"
+"$(dirname "$0")/swarm-cluster.sh" up || say "no test cluster: the multi-node tests will skip (or fail in CI)"

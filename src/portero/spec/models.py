@@ -21,7 +21,7 @@ ADDRESS_PATTERN = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253}):\d{1,5}$"
 Seconds = Annotated[float, Field(gt=0, le=86_400)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 Port = Annotated[int, Field(ge=1, le=65_535)]
-EngineAddress = Annotated[str, Field(pattern=r"^(unix|tcp|ssh|http|https)://\S+$", max_length=512)]
+EngineAddress = Annotated[str, Field(pattern=r"^(unix|tcp|http|https)://\S+$", max_length=512)]
 PORT_BLOCK = 100  # ports per service revision on the swarm runtime (block + slot, slots 1..99)
 LIST = Field(strict=False)  # YAML lists become the frozen models' tuples; their items stay strict
 
