@@ -125,8 +125,7 @@ def build_image(
     instance: str,
     emit: Callable[[str], None],
 ) -> str:
-    """Build the service's image and return a reference pinned to its content (`portero/SERVICE:ID12`), tagged
-    with `image` too when the spec has one (with the content id as its tag when it names none).
+    """Build the service's image and return a reference pinned to its content (`portero/SERVICE:ID12`).
 
     Blocking; `emit` gets every output line. A failed build raises a final RuntimeFailure that carries the failing
     step and the end of its output, so that the refusal says what to fix."""
@@ -177,7 +176,7 @@ def build_image(
     image = client.images.get(image_id)
     image.tag(reference)
     if spec.image:
-        image.tag(with_tag(spec.image, reference.rsplit(":", 1)[1]))  # its name elsewhere (a registry's, say)
+        image.tag(spec.image)  # the name it is known by elsewhere
     return reference
 
 
@@ -267,8 +266,9 @@ async def prepare_image(
             with engine_errors(f"image build of {service}"):
                 reference = build_image(engine.client(), service, spec, base_dir, engine.settings, instance, emit)
             if push and spec.image and registry_of(spec.image):
-                target = with_tag(spec.image, reference.rsplit(":", 1)[1])
+                target = with_tag(spec.image, reference.rsplit(":", 1)[1])  # the content id when it names no tag
                 with engine_errors(f"push of {target}"):
+                    engine.client().images.get(reference).tag(*split_reference(target)[:2])
                     digest = push_image(engine.client(), target, emit)
                 reference = f"{target}@{digest}"
             return reference
