@@ -10,6 +10,7 @@ missing image, a refused request or a failed build is final. The original error 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import logging.handlers
@@ -91,13 +92,22 @@ def connect(settings: DockerSettings, timeout_s: float = 60) -> DockerClient:
 
 
 class Engine:
-    """One lazily made client and a helper that runs a blocking SDK call in a thread, classified."""
+    """One lazily made client and a helper that runs a blocking SDK call in a thread, classified.
+
+    The threads are the Engine's own, not asyncio's default pool (cores + 4: 6 on a 2-core machine), which the
+    store and the monitor share: a call may block for seconds. A swarm replica's start holds its call until
+    its task runs (up to `docker.swarm.task_timeout_s`), and a stats call waits for the Engine's next collection
+    (measured: up to 1.0 s with `one-shot`, 2.0 s without), so six replicas starting at once, or six stats
+    calls, would otherwise hold every thread the store needs."""
+
+    THREADS = 16
 
     def __init__(self, settings: DockerSettings, timeout_s: float = 60) -> None:
         self.settings = settings
         self.timeout_s = timeout_s
         self._client: DockerClient | None = None
         self._lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.THREADS, thread_name_prefix="engine")
 
     def client(self) -> DockerClient:
         with self._lock:
@@ -110,7 +120,7 @@ class Engine:
             with engine_errors(what):
                 return fn(self.client())
 
-        return await asyncio.to_thread(run)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
 
 # -- images --------------------------------------------------------------------------------------------------
