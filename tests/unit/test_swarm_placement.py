@@ -189,3 +189,23 @@ def test_status_shows_the_node_of_each_task_only_where_replicas_have_one():
     assert "NODE" in rendered("portero-n2")
     assert "portero-n2" in rendered("portero-n2")
     assert "NODE" not in rendered(None)
+
+
+# -- engines over TCP --------------------------------------------------------------------------------------
+
+
+def test_a_node_engine_over_tcp_is_reached_with_the_docker_cli_s_tls_material(tmp_path, monkeypatch):
+    from portero.runtimes.engine import connect
+
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_text("")
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(tmp_path))
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    settings = DockerSettings(host="tcp://10.0.0.12:2376", api_version="1.41")  # a set version: no request made
+    client = connect(settings, timeout_s=5)
+    assert client.api.base_url == "https://10.0.0.12:2376"
+    assert client.api.verify == str(tmp_path / "ca.pem")
+    assert client.api.cert == (str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
+    monkeypatch.delenv("DOCKER_CERT_PATH")
+    monkeypatch.delenv("DOCKER_TLS_VERIFY")
+    assert connect(settings, timeout_s=5).api.base_url == "http://10.0.0.12:2376"

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import docker.utils
 import requests.exceptions
 from docker import DockerClient
 
@@ -82,12 +83,17 @@ def _explain(exc: docker.errors.APIError) -> str:
 
 
 def connect(settings: DockerSettings, timeout_s: float = 60) -> DockerClient:
-    """A client of the spec's Engine (`docker.host`, `DOCKER_HOST`), on its API version or a negotiated one."""
+    """A client of the spec's Engine (`docker.host`, `DOCKER_HOST`), on its API version or a negotiated one.
+
+    An Engine over TCP is reached with the TLS material the Docker CLI would use (DOCKER_TLS_VERIFY,
+    DOCKER_CERT_PATH: ca.pem, cert.pem, key.pem), the same for the manager and every node of a swarm."""
     version = settings.api_version or "auto"
     where = settings.host or os.environ.get("DOCKER_HOST") or "the default socket"
     with engine_errors(f"Docker Engine at {where}"):
         if settings.host:
-            return DockerClient(base_url=settings.host, version=version, timeout=int(timeout_s))
+            tcp = settings.host.startswith(("tcp://", "https://"))
+            tls = docker.utils.kwargs_from_env().get("tls") if tcp else None
+            return DockerClient(base_url=settings.host, version=version, timeout=int(timeout_s), tls=tls or False)
         return docker.from_env(version=version, timeout=int(timeout_s))
 
 
