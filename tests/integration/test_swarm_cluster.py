@@ -322,8 +322,9 @@ def test_tasks_on_every_node_have_stats_and_logs_and_a_busy_worker_task_fires_th
         print("CPU per replica:", cpu, "unmeasured:", dict(missed))
         assert not missed
         print("autoscaler:", seen["signals"], seen["decision"]["reason"])
-        assert cpu[busy["id"]] > BUSY_CPU
-        assert all(value < BUSY_CPU for replica, value in cpu.items() if replica != busy["id"])
+        others = [value for replica, value in cpu.items() if replica != busy["id"]]
+        assert cpu[busy["id"]] > 5 * max(others)  # the load reached the task on n2 only (what it gets of a core
+        assert max(others) < BUSY_CPU / 4  # depends on what else this shared machine runs: the alert said > 20)
         assert seen["decision"]["held"]  # replicas.max 6: the raw recommendation is held at the limit
         # the average over the 6 ready replicas: the busy one on n2 alone brings it above the target
         assert seen["signals"]["cpu_percent"] > BUSY_CPU / 6
@@ -341,9 +342,12 @@ async def test_a_new_revision_is_built_on_the_manager_pushed_pulled_by_the_worke
     url = f"http://127.0.0.1:{portero.router_port}/work?ms=1"
     load = asyncio.ensure_future(run_load(url, concurrency=6, duration_s=400, stop=stop, pause_s=0.005))
     await asyncio.sleep(1)
-    started = time.monotonic()
+    started, applied_at = time.monotonic(), time.time()
     applied = await asyncio.to_thread(portero.cli, "apply", timeout=300)
     print(applied.stdout)
+    for event in portero.events(since=applied_at, service="portal"):
+        if event["kind"] == "image.build":
+            print(f"{event['kind']} {event['subject']}: {event['message']}")
 
     def rolled_out() -> list[dict[str, Any]] | None:
         replicas = portero.replicas()
