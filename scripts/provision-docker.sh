@@ -26,31 +26,8 @@ say() { echo "provision-docker: $*"; }
 
 engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
 
-# A pid that runs (a zombie does not: a killed dockerd whose parent was not waiting for it stays one).
-running() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat")" != Z ]; }
-
-install_packages() {
-  local missing=()
-  for package in docker.io mmdebstrap; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    say "missing ${missing[*]}; not root with apt-get, so not installing them (the Docker tests will skip)"
-    return 1
-  fi
-  say "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  # policy-rc.d 101: the package must not start its own dockerd (with overlay2 and a bridge) through init scripts.
-  local policy=/usr/sbin/policy-rc.d created_policy=0
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
-  fi
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  [ "$created_policy" -eq 1 ] && rm -f "$policy"
-  return 0
-}
+# shellcheck source=packages.sh
+. "$(dirname "$0")/packages.sh"
 
 start_dockerd() {
   engine_answers && return 0
@@ -116,7 +93,7 @@ init_swarm() {
   docker swarm init --advertise-addr 127.0.0.1 >/dev/null
 }
 
-install_packages || exit 0
+install_missing "the Docker tests will skip" docker.io mmdebstrap || exit 0
 start_dockerd || { say "no Docker Engine: the Docker tests will skip (or fail under PORTERO_REQUIRE_ALL=1)"; exit 0; }
 build_base_image
 init_swarm

@@ -36,37 +36,13 @@ START_DEADLINE_S=${PORTERO_DOCKERD_DEADLINE_S:-60}
 STORAGE=overlay2
 
 say() { echo "swarm-cluster: $*"; }
+# shellcheck source=packages.sh
+. "$(dirname "$0")/packages.sh"
 netns() { echo "portero-$1"; }
 address() { echo "$NET.1${1#n}"; }
 socket() { echo "$RUN/$1.sock"; }
 node_docker() { local node=$1; shift; timeout 60 docker -H "unix://$(socket "$node")" "$@"; }
-running() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat")" != Z ]; }
 answers() { timeout 10 docker -H "unix://$(socket "$1")" info >/dev/null 2>&1; }
-
-# -- packages -----------------------------------------------------------------------------------------------
-
-install_packages() {
-  local missing=()
-  for package in docker.io docker-registry iproute2 util-linux; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    say "missing ${missing[*]}; not root with apt-get, so not installing them (the cluster tests will skip)"
-    return 1
-  fi
-  say "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  # policy-rc.d 101: the packages must not start their own daemons (a registry on every address's port 5000).
-  local policy=/usr/sbin/policy-rc.d created_policy=0
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
-  fi
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  [ "$created_policy" -eq 1 ] && rm -f "$policy"
-  return 0
-}
 
 # -- links --------------------------------------------------------------------------------------------------
 
@@ -302,7 +278,7 @@ done
 case $command in
   up)
     [ "$(id -u)" -eq 0 ] || { say "not root: no cluster (the cluster tests will skip)"; exit 0; }
-    install_packages || exit 0
+    install_missing "the cluster tests will skip" docker.io docker-registry iproute2 util-linux || exit 0
     command -v dockerd >/dev/null || { say "no dockerd"; exit 0; }
     mkdir -p "$RUN/holders"
     [ -n "$holder" ] && touch "$RUN/holders/$holder"

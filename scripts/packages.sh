@@ -1,0 +1,31 @@
+# Sourced by the provisioning scripts (which define `say`): install the Debian packages that are missing.
+#   install_missing "WHAT SKIPS WITHOUT THEM" PACKAGE...
+# Idempotent: asks apt only when one is missing, and `apt-get update`s once, then. policy-rc.d answers 101
+# meanwhile: a package must not start its own daemon through init scripts (dockerd with a bridge, a registry on
+# every address's port 5000). Returns 1 where it cannot install (not root, no apt-get) and says what skips.
+
+# A pid that runs (a zombie does not: a killed daemon whose parent was not waiting for it stays one).
+running() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat")" != Z ]; }
+
+install_missing() {
+  local skips=$1 missing=() package
+  shift
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    say "missing ${missing[*]}; not root with apt-get, so not installing them ($skips)"
+    return 1
+  fi
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  local policy=/usr/sbin/policy-rc.d created_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
+  fi
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ "$created_policy" -eq 1 ] && rm -f "$policy"
+  return 0
+}
