@@ -37,6 +37,10 @@ import httpx
 import pytest
 
 from portero.loadgen import run_load
+from portero.replicas import Process
+from portero.runtimes.base import Launch
+from portero.runtimes.swarm import SwarmRuntime
+from portero.spec.models import Build, DockerSettings, ServiceSpec, SwarmSettings
 from tests.conftest import CLUSTER_RUN, require_cluster, require_docker
 from tests.integration.portero_cli import PORTAL, ROOT, Portero
 from tests.integration.test_monitoring import Load
@@ -185,12 +189,17 @@ def cluster(
         for service in manager.api.services(filters=label):
             with contextlib.suppress(docker.errors.NotFound):
                 manager.api.remove_service(service["ID"])
-        for node in ("n1", "n2", "n3"):  # what was built and pulled; the layers under the base stay as cache
-            with contextlib.suppress(docker.errors.DockerException):
-                client = engine(node)
-                for image in client.images.list(filters={"label": f"portero.image.instance={instance}"}):
-                    with contextlib.suppress(docker.errors.APIError):
-                        client.images.remove(image.id, force=True, noprune=True)
+        remove_images(instance)
+
+
+def remove_images(instance: str) -> None:
+    """What an instance built and the nodes pulled; the layers under them stay as the build cache."""
+    for node in ("n1", "n2", "n3"):
+        with contextlib.suppress(docker.errors.DockerException):
+            client = engine(node)
+            for image in client.images.list(filters={"label": f"portero.image.instance={instance}"}):
+                with contextlib.suppress(docker.errors.APIError):
+                    client.images.remove(image.id, force=True, noprune=True)
 
 
 def by_node(replicas: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -330,6 +339,52 @@ def test_tasks_on_every_node_have_stats_and_logs_and_a_busy_worker_task_fires_th
         assert seen["signals"]["cpu_percent"] > BUSY_CPU / 6
     finally:
         load.close()
+
+
+HEALTHCHECK = (
+    'HEALTHCHECK --interval=1s --timeout=2s CMD python3 -c "import os, urllib.request; '
+    "urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ['PORT'], timeout=2)\""
+)
+
+
+async def test_the_image_s_healthcheck_is_read_from_the_engine_of_each_task_s_node(
+    cluster: Cluster, docker_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime itself, beside the module's portero: three replicas of the portal image with a HEALTHCHECK
+    (Swarm spreads them), each verdict read from the Engine of its node; the plain image has none."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker_config))  # the push, and the services' pulls
+    (plain,) = {
+        s["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        for s in cluster.manager.api.services(filters={"label": f"portero.instance={cluster.instance}"})
+    }
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {plain}\n{HEALTHCHECK}\n")
+    runtime = SwarmRuntime(tmp_path / "state", DockerSettings(host=MANAGER, swarm=SwarmSettings(ports=PORTS)))
+    spec = ServiceSpec(build=Build(context=str(context)), image=f"{REGISTRY}/portal-checked", stop_grace_s=2)
+    checked = await runtime.prepare("checked", spec, tmp_path, None)
+    started: list[tuple[str, Process]] = []
+    try:
+        for n in range(3):
+            replica = f"checked-1-000{n}"
+            launch = Launch(replica, "checked", 1, (), None, {"WEB_CONCURRENCY": "1"}, 5000, checked)
+            started.append((replica, await runtime.start(launch)))
+        plain_spec = ServiceSpec(image=plain, stop_grace_s=2)
+        launch = Launch("checked-2-0000", "checked", 2, (), None, {"WEB_CONCURRENCY": "1"}, 5000, plain_spec)
+        started.append(("checked-2-0000", await runtime.start(launch)))
+        verdicts = {(replica, process.node): await runtime.health(replica, process) for replica, process in started}
+        print("HEALTHCHECK verdicts by replica and node:", verdicts)
+        checked_nodes = {node for (replica, node), _ in verdicts.items() if replica.startswith("checked-1")}
+        assert checked_nodes & {"portero-n2", "portero-n3"}  # at least one on a worker
+        assert all(v is True for (replica, _), v in verdicts.items() if replica.startswith("checked-1"))
+        assert verdicts[("checked-2-0000", started[-1][1].node)] is None  # no HEALTHCHECK: the HTTP check decides
+    finally:
+        for replica, process in started:
+            await runtime.stop(replica, process, grace_s=2)
+            await runtime.forget(replica)
+        for follower in list(runtime._followers.values()):
+            follower.stop()
+        remove_images(runtime.instance)
 
 
 async def test_a_new_revision_is_built_on_the_manager_pushed_pulled_by_the_workers_and_rolled_out_under_load(
