@@ -4,8 +4,9 @@ before the suite and removes after it).
 
 One portero for the module, on the manager's Engine, with the portal built from `build:` on the manager and
 pushed to the registry (`image: 198.18.21.1:5000/portal`), 6 replicas. The tests run in order: the spread and
-the routing (acceptance 1 of issue 21), stats, logs, the CPU alert and the autoscaler on every node (4), a new
-revision built, pushed, pulled and rolled out under load (2), a worker node killed under keep-alive load (3).
+the routing (acceptance 1 of issue 21), stats, logs, the CPU alert and the autoscaler on every node (4), the
+HEALTHCHECK read from each node's Engine (4), a new revision built, pushed, pulled and rolled out under load (2),
+a worker node killed under keep-alive load (3).
 Before portero starts, a listener sits on a port of the first block of `docker.swarm.ports` on a worker: the
 port check must pass that block over.
 """
