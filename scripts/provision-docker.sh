@@ -26,8 +26,8 @@ say() { echo "provision-docker: $*"; }
 
 engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
 
-# shellcheck source=packages.sh
-. "$(dirname "$0")/packages.sh"
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 
 start_dockerd() {
   engine_answers && return 0
@@ -37,6 +37,7 @@ start_dockerd() {
     say "dockerd (pid $pid) is running but does not answer yet; waiting"
   else
     rm -f "$PIDFILE"  # a killed dockerd's: the new one writes its own
+    clear_containerd /var/run/docker/containerd/containerd.pid
     [ -f "$LOGFILE" ] && from=$(($(wc -l <"$LOGFILE") + 1))
     say "starting dockerd with $PORTERO_DOCKER_STORAGE_DRIVER storage (log: $LOGFILE)"
     setsid dockerd --storage-driver="$PORTERO_DOCKER_STORAGE_DRIVER" --bridge=none --iptables=false --ip-masq=false \

@@ -36,8 +36,8 @@ START_DEADLINE_S=${PORTERO_DOCKERD_DEADLINE_S:-60}
 STORAGE=overlay2
 
 say() { echo "swarm-cluster: $*"; }
-# shellcheck source=packages.sh
-. "$(dirname "$0")/packages.sh"
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 netns() { echo "portero-$1"; }
 address() { echo "$NET.1${1#n}"; }
 socket() { echo "$RUN/$1.sock"; }
@@ -50,7 +50,8 @@ make_links() {
   if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link add "$BRIDGE" type bridge
   fi
-  ip addr show dev "$BRIDGE" | grep -q "inet $NET.1/24" || ip addr add "$NET.1/24" dev "$BRIDGE"
+  # Tested on the whole output: `ip ... | grep -q` fails under pipefail when grep quits before ip is done (SIGPIPE).
+  [[ "$(ip -o addr show dev "$BRIDGE")" == *"inet $NET.1/24"* ]] || ip addr add "$NET.1/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
   local node ns veth
   for node in "${NODES[@]}"; do
@@ -61,7 +62,7 @@ make_links() {
     fi
     ip link set "$veth" master "$BRIDGE" up
     ip -n "$ns" link set lo up
-    ip -n "$ns" addr show dev eth0 | grep -q "inet $(address "$node")/24" ||
+    [[ "$(ip -n "$ns" -o addr show dev eth0)" == *"inet $(address "$node")/24"* ]] ||
       ip -n "$ns" addr add "$(address "$node")/24" dev eth0
     ip -n "$ns" link set eth0 up
   done
@@ -120,6 +121,7 @@ start_engine() {
     pid=$(cat "$pidfile")
   else
     rm -f "$pidfile" "$(socket "$node")"
+    clear_containerd "$RUN/$node/containerd/containerd.pid"
     [ -f "$log" ] && from=$(($(wc -l <"$log") + 1))
     say "starting dockerd of $node in netns $ns ($(address "$node"); log $log)"
     # Its own UTS namespace, so that Swarm names the node after it (`docker node ls`, `portero status`).
