@@ -4,9 +4,9 @@ before the suite and removes after it).
 
 One portero for the module, on the manager's Engine, with the portal built from `build:` on the manager and
 pushed to the registry (`image: 198.18.21.1:5000/portal`), 6 replicas. The tests run in order: the spread and
-the routing (acceptance 1 of issue 21), stats, logs, the CPU alert and the autoscaler on every node (4), the
-HEALTHCHECK read from each node's Engine (4), a new revision built, pushed, pulled and rolled out under load (2),
-a worker node killed under keep-alive load (3).
+the routing (acceptance 1 of issue 21), stats, logs, the CPU alert and the autoscaler on every node (4), a push
+without credentials refused, the HEALTHCHECK read from each node's Engine (4), a new revision built, pushed,
+pulled and rolled out under load (2), a worker node killed under keep-alive load (3).
 Before portero starts, a listener sits on a port of the first block of `docker.swarm.ports` on a worker: the
 port check must pass that block over.
 """
@@ -39,7 +39,7 @@ import pytest
 
 from portero.loadgen import run_load
 from portero.replicas import Process
-from portero.runtimes.base import Launch
+from portero.runtimes.base import Launch, RuntimeFailure
 from portero.runtimes.swarm import SwarmRuntime
 from portero.spec.models import Build, DockerSettings, ServiceSpec, SwarmSettings
 from tests.conftest import CLUSTER_RUN, require_cluster, require_docker
@@ -345,6 +345,30 @@ def test_tasks_on_every_node_have_stats_and_logs_and_a_busy_worker_task_fires_th
         assert seen["signals"]["cpu_percent"] > BUSY_CPU / 6
     finally:
         load.close()
+
+
+async def test_a_build_the_registry_refuses_refuses_the_spec_and_says_how_to_log_in(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-credentials"))
+    (plain,) = {
+        s["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        for s in cluster.manager.api.services(filters={"label": f"portero.instance={cluster.instance}"})
+    }
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {plain}\nLABEL purpose=refused\n")
+    runtime = SwarmRuntime(tmp_path / "state", DockerSettings(host=MANAGER))
+    spec = ServiceSpec(build=Build(context=str(context)), image=f"{REGISTRY}/portal-refused")
+    try:
+        with pytest.raises(RuntimeFailure) as refused:
+            await runtime.prepare("refused", spec, tmp_path, None)
+    finally:
+        remove_images(runtime.instance)
+    print(refused.value)
+    assert refused.value.retryable is False
+    assert f"push of {REGISTRY}/portal-refused:" in str(refused.value)
+    assert f"docker login {REGISTRY}" in str(refused.value)
 
 
 HEALTHCHECK = (
