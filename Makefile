@@ -46,8 +46,12 @@ typecheck: setup
 	$(BIN)/mypy src examples/portal/main.py
 
 # Two workers, a test file each at a time: most integration tests wait on real processes, not on the CPU.
+# The three-node test swarm (scripts/swarm-cluster.sh) is held for the run and removed after it, unless another
+# run on this machine still holds it.
 test: setup provision lint typecheck
-	$(BIN)/pytest -n 2 --dist loadfile
+	./scripts/swarm-cluster.sh up --holder $$$$; \
+	status=0; $(BIN)/pytest -n 2 --dist loadfile || status=$$?; \
+	./scripts/swarm-cluster.sh down --holder $$$$; exit $$status
 
 unit: setup
 	$(BIN)/pytest tests/unit

@@ -7,7 +7,9 @@
 #      to create one here, against 0.4 s with overlay2), too slow to restart a killed replica within 5 s;
 #   3. the local Python base image portero/base:bookworm (mmdebstrap + `docker import`, ~30 s, once per machine:
 #      no image registry is reachable, Debian's package mirror is);
-#   4. a single-node swarm (`docker swarm init --advertise-addr 127.0.0.1`) for the swarm runtime.
+#   4. a single-node swarm (`docker swarm init --advertise-addr 127.0.0.1`) for the swarm runtime;
+#   5. the three-node test swarm of the multi-node tests (swarm-cluster.sh: a dockerd per network namespace, and
+#      Debian's docker-registry), beside the main Engine and never touching it; `make test` removes it after.
 # Where it cannot (not root, no apt-get), it says what it skipped; the Docker tests then skip with a reason
 # (and fail under PORTERO_REQUIRE_ALL=1, as in CI).
 set -euo pipefail
@@ -24,31 +26,8 @@ say() { echo "provision-docker: $*"; }
 
 engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
 
-# A pid that runs (a zombie does not: a killed dockerd whose parent was not waiting for it stays one).
-running() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat")" != Z ]; }
-
-install_packages() {
-  local missing=()
-  for package in docker.io mmdebstrap; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    say "missing ${missing[*]}; not root with apt-get, so not installing them (the Docker tests will skip)"
-    return 1
-  fi
-  say "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  # policy-rc.d 101: the package must not start its own dockerd (with overlay2 and a bridge) through init scripts.
-  local policy=/usr/sbin/policy-rc.d created_policy=0
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
-  fi
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  [ "$created_policy" -eq 1 ] && rm -f "$policy"
-  return 0
-}
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 
 start_dockerd() {
   engine_answers && return 0
@@ -58,6 +37,7 @@ start_dockerd() {
     say "dockerd (pid $pid) is running but does not answer yet; waiting"
   else
     rm -f "$PIDFILE"  # a killed dockerd's: the new one writes its own
+    clear_containerd /var/run/docker/containerd/containerd.pid
     [ -f "$LOGFILE" ] && from=$(($(wc -l <"$LOGFILE") + 1))
     say "starting dockerd with $PORTERO_DOCKER_STORAGE_DRIVER storage (log: $LOGFILE)"
     setsid dockerd --storage-driver="$PORTERO_DOCKER_STORAGE_DRIVER" --bridge=none --iptables=false --ip-masq=false \
@@ -114,8 +94,9 @@ init_swarm() {
   docker swarm init --advertise-addr 127.0.0.1 >/dev/null
 }
 
-install_packages || exit 0
+install_missing "the Docker tests will skip" docker.io mmdebstrap || exit 0
 start_dockerd || { say "no Docker Engine: the Docker tests will skip (or fail under PORTERO_REQUIRE_ALL=1)"; exit 0; }
 build_base_image
 init_swarm
 say "Docker Engine $(docker version --format '{{.Server.Version}}'), $BASE_IMAGE and a swarm are ready"
+"$(dirname "$0")/swarm-cluster.sh" up || say "no test cluster: the multi-node tests will skip (or fail in CI)"

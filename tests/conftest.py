@@ -39,6 +39,30 @@ def require_docker(swarm: bool = False) -> None:
         pytest.skip(message)
 
 
+CLUSTER_RUN = "/run/portero-swarm"  # scripts/swarm-cluster.sh: sockets, registry password
+CLUSTER_NODES = ("n1", "n2", "n3")  # n1 the manager
+
+
+def require_cluster() -> None:
+    """Skip (or fail in CI) unless the three-node test swarm of scripts/swarm-cluster.sh answers."""
+    why = "`make provision` as root makes it (scripts/swarm-cluster.sh up), `make test` makes and removes it"
+    try:
+        import docker
+
+        client = docker.DockerClient(base_url=f"unix://{CLUSTER_RUN}/n1.sock", timeout=10)
+        ready = [n for n in client.api.nodes() if n["Status"]["State"] == "ready"]
+    except Exception as exc:
+        message = f"no test cluster ({type(exc).__name__}: {exc}); {why}"
+        if REQUIRE_ALL:
+            pytest.fail(message)
+        pytest.skip(message)
+    if len(ready) < len(CLUSTER_NODES):
+        message = f"the test cluster has {len(ready)} ready node(s) of {len(CLUSTER_NODES)}; {why}"
+        if REQUIRE_ALL:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 @pytest.fixture
 def redis_server(tmp_path):
     """A fresh real redis-server on a free loopback port (its own, so a test may stop and restart it)."""

@@ -86,6 +86,7 @@ class Process:
     pid: int  # the replica's group leader: signals go here
     started_token: float  # the leader's creation time: a recycled pid does not match it
     app_pid: int | None = None  # the app's own process, under the leader
+    node: str | None = None  # the machine it runs on, where a runtime has several (a Swarm node's hostname)
 
 
 @dataclass(frozen=True)

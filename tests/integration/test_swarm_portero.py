@@ -66,8 +66,8 @@ def running_tasks(client, portero: Portero) -> dict[int, int]:
         except docker.errors.NotFound:  # removed since it was listed: the old revision is gone
             continue
         running = sum(1 for t in tasks if t["Status"]["State"] == "running")
-        if running:
-            counts[revision] = running
+        if running:  # a service per replica: the revision's tasks add up
+            counts[revision] = counts.get(revision, 0) + running
     return counts
 
 

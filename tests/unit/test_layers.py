@@ -36,6 +36,7 @@ PURE = [
     "cluster/lease.py",
     "cluster/registry.py",
     "cluster/local.py",
+    "runtimes/nodes.py",
 ]
 IO_MODULES = {"asyncio", "psutil", "docker", "httpx", "subprocess", "socket", "sqlite3", "time", "redis"}
 

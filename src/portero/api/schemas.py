@@ -108,6 +108,7 @@ class ReplicaOut(BaseModel):
     address: str | None
     port: int | None
     pid: int | None
+    node: str | None = Field(default=None, description="Machine it runs on, where the runtime has several (swarm).")
     uptime_s: float | None
     restarts: int
     last_exit_code: int | None
@@ -127,6 +128,7 @@ class ReplicaOut(BaseModel):
             address=f"{process.host}:{process.port}" if process else None,
             port=process.port if process else None,
             pid=process.pid if process else None,
+            node=process.node if process else None,
             uptime_s=round(now - replica.started_at, 1) if process and replica.started_at else None,
             restarts=replica.restarts,
             last_exit_code=replica.last_exit_code,

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import httpx
 import typer
 import uvloop
 from rich.console import Console, Group
@@ -404,11 +405,15 @@ def events(
 def apply(file: SpecFile = Path("portero.yaml")) -> None:
     """Send a changed spec to the running portero; a refused spec changes nothing."""
     try:
-        load_spec(file)
+        spec = load_spec(file)
         text = file.read_text(encoding="utf-8")
     except SpecError as exc:
         raise fail(str(exc)) from None
-    result = _call(lambda c: c.request("PUT", "/spec", json={"yaml": text, "source": str(file)}), file)
+    # The answer comes once each image is built (and pushed, on a swarm): as long as the builds may take.
+    builds = sum(1 for service in spec.services.values() if service.build is not None)
+    wait = httpx.Timeout(10, read=spec.docker.build_timeout_s * builds + 120 if builds else 10)
+    body = {"yaml": text, "source": str(file)}
+    result = _call(lambda c: c.request("PUT", "/spec", json=body, timeout=wait), file)
     console.print("\n".join(result["changes"]) or "no change")
 
 

@@ -32,7 +32,9 @@ def duration(seconds: float | None) -> str:
 
 def status_table(services: list[dict[str, Any]]) -> Table:
     table = Table(title="portero status", title_justify="left")
-    for column in ("SERVICE", "REPLICA", "REV", "STATE", "ADDRESS", "PID", "UPTIME", "RESTARTS", "CPU", "MEM"):
+    nodes = any(replica.get("node") for service in services for replica in service["replicas"])
+    columns = ["SERVICE", "REPLICA", "REV", "STATE", "ADDRESS", *(["NODE"] if nodes else []), "PID", "UPTIME"]
+    for column in (*columns, "RESTARTS", "CPU", "MEM"):
         right = column in {"REV", "PID", "RESTARTS", "CPU", "MEM"}
         table.add_column(column, justify="right" if right else "left", no_wrap=True)
     for service in services:
@@ -47,6 +49,7 @@ def status_table(services: list[dict[str, Any]]) -> Table:
                 str(replica["revision"]),
                 f"[{STATE_STYLE.get(replica['state'], 'white')}]{escape(state)}[/]",
                 escape(replica["address"] or "-"),
+                *([escape(replica.get("node") or "-")] if nodes else []),
                 str(replica["pid"] or "-"),
                 duration(replica["uptime_s"]),
                 str(replica["restarts"]),
@@ -54,7 +57,7 @@ def status_table(services: list[dict[str, Any]]) -> Table:
                 "-" if replica.get("memory_bytes") is None else f"{replica['memory_bytes'] / 2**20:.1f} MiB",
             )
         if not service["replicas"]:
-            table.add_row(escape(summary), "-", "-", "-", "-", "-", "-", "-", "-", "-")
+            table.add_row(escape(summary), *["-"] * (len(columns) + 2))
     return table
 
 

@@ -80,15 +80,17 @@ class EngineRuntime:
     async def prepare(self, service: str, spec: ServiceSpec, base_dir: Path, progress: Progress | None) -> ServiceSpec:
         return await prepare_image(self.engine, service, spec, base_dir, self.instance, progress)
 
-    def _follow(self, replica_id: str, container: str) -> None:
-        """Copy a container's output into the replica log, from where the log file ends."""
+    def _follow(self, replica_id: str, container: str, engine: Engine | None = None) -> None:
+        """Copy a container's output into the replica log, from where the log file ends; `engine` is the one
+        that runs it (a Swarm node's), portero's own by default."""
         self._unfollow(replica_id)
+        on = engine or self.engine
         follower = LogFollower(
-            self.engine,
+            on,
             container,
             self.log_path(replica_id),
             self.log_max_bytes,
-            lambda: self._describe_end(container),
+            lambda: self._describe_end(on, container),
         )
         self._followers[replica_id] = follower
         follower.start()
@@ -98,18 +100,20 @@ class EngineRuntime:
         if follower is not None:
             follower.stop()
 
-    def _describe_end(self, container: str) -> str | None:
-        state = self.engine.client().api.inspect_container(container)["State"]
+    def _describe_end(self, engine: Engine, container: str) -> str | None:
+        state = engine.client().api.inspect_container(container)["State"]
         if state.get("Running"):
             return None
         return f"container exited with {describe(exit_of(state))}"
 
-    async def _container_stats(self, replica_id: str, container: str, pid: int | None) -> Stats:
-        return await self.engine.call(
+    async def _container_stats(
+        self, replica_id: str, container: str, pid: int | None, engine: Engine | None = None
+    ) -> Stats:
+        return await (engine or self.engine).call(
             f"stats of replica {replica_id}", lambda c: self.sampler.measure(c, replica_id, container, pid)
         )
 
-    async def _container_health(self, replica_id: str, container: str) -> bool | None:
+    async def _container_health(self, replica_id: str, container: str, engine: Engine | None = None) -> bool | None:
         def read(client: DockerClient) -> bool | None:
             state = client.api.inspect_container(container)["State"]
             health = state.get("Health")
@@ -117,7 +121,7 @@ class EngineRuntime:
                 return None  # the image has no HEALTHCHECK: portero's HTTP check decides
             return bool(health.get("Status") == "healthy")
 
-        return await self.engine.call(f"health of replica {replica_id}", read)
+        return await (engine or self.engine).call(f"health of replica {replica_id}", read)
 
     async def _drop_local(self, replica_id: str) -> None:
         self._unfollow(replica_id)

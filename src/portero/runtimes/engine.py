@@ -10,6 +10,7 @@ missing image, a refused request or a failed build is final. The original error 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import logging.handlers
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import docker.utils
 import requests.exceptions
 from docker import DockerClient
 
@@ -80,28 +82,43 @@ def _explain(exc: docker.errors.APIError) -> str:
     return str(exc.explanation or exc)
 
 
-def connect(settings: DockerSettings) -> DockerClient:
-    """A client of the spec's Engine (`docker.host`, `DOCKER_HOST`), on its API version or a negotiated one."""
+def connect(settings: DockerSettings, timeout_s: float = 60) -> DockerClient:
+    """A client of the spec's Engine (`docker.host`, `DOCKER_HOST`), on its API version or a negotiated one.
+
+    An Engine over TCP is reached with the TLS material the Docker CLI would use (DOCKER_TLS_VERIFY,
+    DOCKER_CERT_PATH: ca.pem, cert.pem, key.pem), the same for the manager and every node of a swarm."""
     version = settings.api_version or "auto"
     where = settings.host or os.environ.get("DOCKER_HOST") or "the default socket"
     with engine_errors(f"Docker Engine at {where}"):
         if settings.host:
-            return DockerClient(base_url=settings.host, version=version, timeout=60)
-        return docker.from_env(version=version, timeout=60)
+            tcp = settings.host.startswith(("tcp://", "https://"))
+            tls = docker.utils.kwargs_from_env().get("tls") if tcp else None
+            return DockerClient(base_url=settings.host, version=version, timeout=int(timeout_s), tls=tls or False)
+        return docker.from_env(version=version, timeout=int(timeout_s))
 
 
 class Engine:
-    """One lazily made client and a helper that runs a blocking SDK call in a thread, classified."""
+    """One lazily made client and a helper that runs a blocking SDK call in a thread, classified.
 
-    def __init__(self, settings: DockerSettings) -> None:
+    The threads are the Engine's own, not asyncio's default pool (cores + 4: 6 on a 2-core machine), which the
+    store and the monitor share: a call may block for seconds. A swarm replica's start holds its call until
+    its task runs (up to `docker.swarm.task_timeout_s`), and a stats call waits for the Engine's next collection
+    (measured: up to 1.0 s with `one-shot`, 2.0 s without), so six replicas starting at once, or six stats
+    calls, would otherwise hold every thread the store needs."""
+
+    THREADS = 16
+
+    def __init__(self, settings: DockerSettings, timeout_s: float = 60) -> None:
         self.settings = settings
+        self.timeout_s = timeout_s
         self._client: DockerClient | None = None
         self._lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.THREADS, thread_name_prefix="engine")
 
     def client(self) -> DockerClient:
         with self._lock:
             if self._client is None:
-                self._client = connect(self.settings)
+                self._client = connect(self.settings, self.timeout_s)
             return self._client
 
     async def call(self, what: str, fn: Callable[[DockerClient], T]) -> T:
@@ -109,7 +126,7 @@ class Engine:
             with engine_errors(what):
                 return fn(self.client())
 
-        return await asyncio.to_thread(run)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
 
 # -- images --------------------------------------------------------------------------------------------------
@@ -175,18 +192,84 @@ def build_image(
     image = client.images.get(image_id)
     image.tag(reference)
     if spec.image:
-        image.tag(spec.image)  # the name it is known by elsewhere (a registry's, for a multi-node swarm)
+        image.tag(spec.image)  # the name it is known by elsewhere
     return reference
 
 
+# -- image references ------------------------------------------------------------------------------------
+
+
+def split_reference(image: str) -> tuple[str, str | None, str | None]:
+    """`[REGISTRY/]NAME[:TAG][@DIGEST]` as (repository, tag, digest); a registry's port is not a tag."""
+    name, _, digest = image.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        return name[:colon], name[colon + 1 :], digest or None
+    return name, None, digest or None
+
+
+def registry_of(image: str) -> str | None:
+    """The registry an image reference names (`registry.example:5000/portal` names one; `portal` and
+    `library/portal` are Docker Hub's, which this returns as None): Docker's own rule, a first component with a
+    dot, a colon or `localhost`."""
+    repository = split_reference(image)[0]
+    first, slash, _ = repository.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return None
+
+
+def with_tag(image: str, tag: str) -> str:
+    """The reference with `tag` when it names no tag of its own."""
+    repository, own, _ = split_reference(image)
+    return f"{repository}:{own or tag}"
+
+
+def push_image(client: DockerClient, reference: str, emit: Callable[[str], None]) -> str:
+    """Push a tagged image to its registry (credentials from portero's Docker config, as `docker push` reads
+    them) and return the digest the registry gave it. Blocking; a refusal is final and says what to do."""
+    repository, tag, _ = split_reference(reference)
+    digest = None
+    for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
+        if "error" in chunk:
+            error = str(chunk["error"]).strip()
+            hint = ""
+            if "auth" in error.lower() or "denied" in error.lower():
+                hint = f" (log in first: `docker login {registry_of(reference)}` as portero's user, or DOCKER_CONFIG)"
+            raise RuntimeFailure(f"push of {reference} failed: {error}{hint}", retryable=False)
+        aux = chunk.get("aux")
+        if isinstance(aux, dict) and "Digest" in aux:
+            digest = str(aux["Digest"])
+    if digest is None:
+        raise RuntimeFailure(f"push of {reference} ended without a digest from the registry", retryable=True)
+    emit(f"pushed {reference} ({digest})")
+    return digest
+
+
 async def prepare_image(
-    engine: Engine, service: str, spec: ServiceSpec, base_dir: Path, instance: str, progress: Progress | None
+    engine: Engine,
+    service: str,
+    spec: ServiceSpec,
+    base_dir: Path,
+    instance: str,
+    progress: Progress | None,
+    *,
+    push: bool = False,
 ) -> ServiceSpec:
-    """The `Runtime.prepare` of both container runtimes: build (pinning `image` to the result) or check `image`."""
+    """The `Runtime.prepare` of both container runtimes: build (pinning `image` to the result) or check `image`.
+
+    With `push` (the swarm runtime) and an `image` that names a registry, the build is tagged with it and pushed,
+    and the revision runs the pushed reference pinned by its digest (`REGISTRY/NAME:TAG@sha256:...`): every node
+    pulls the same content."""
     if spec.build is None:
         if spec.image is None:
             raise RuntimeFailure(f"services.{service}: needs `image` or `build`", retryable=False)
-        await engine.call(f"image {spec.image} of {service}", lambda c: _present_or_pull(c, str(spec.image)))
+        image = spec.image
+        await engine.call(f"image {image} of {service}", lambda c: _present_or_pull(c, image))
+        if push and registry_of(image) and split_reference(image)[2] is None:
+            digest = await engine.call(f"digest of {image}", lambda c: registry_digest(c, image))
+            return spec.model_copy(update={"image": f"{with_tag(image, 'latest')}@{digest}"})
         return spec
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str | None] = asyncio.Queue()
@@ -197,7 +280,14 @@ async def prepare_image(
     def build() -> str:
         try:
             with engine_errors(f"image build of {service}"):
-                return build_image(engine.client(), service, spec, base_dir, engine.settings, instance, emit)
+                reference = build_image(engine.client(), service, spec, base_dir, engine.settings, instance, emit)
+            if push and spec.image and registry_of(spec.image):
+                target = with_tag(spec.image, reference.rsplit(":", 1)[1])  # the content id when it names no tag
+                with engine_errors(f"push of {target}"):
+                    engine.client().images.get(reference).tag(*split_reference(target)[:2])
+                    digest = push_image(engine.client(), target, emit)
+                reference = f"{target}@{digest}"
+            return reference
         finally:
             loop.call_soon_threadsafe(lines.put_nowait, None)
 
@@ -211,6 +301,8 @@ async def prepare_image(
             if line.startswith("Step "):
                 instruction = line.partition(" : ")[2].split(" ", 1)[0].upper()
                 steps, step = steps + 1, None if instruction in ("FROM", "ARG") else line  # these do no work
+            elif line.startswith("pushed ") and progress is not None:
+                await progress(line)
             elif step is not None:
                 if "Using cache" in line:
                     cached += 1
@@ -227,6 +319,16 @@ async def prepare_image(
     if progress is not None:
         await progress(summary)
     return spec.model_copy(update={"image": reference})
+
+
+def registry_digest(client: DockerClient, image: str) -> str:
+    """The digest the image's registry has for it now (what `docker service create` pins), asked through the
+    Engine with portero's credentials."""
+    try:
+        found: dict[str, Any] = client.api.inspect_distribution(image)
+    except docker.errors.APIError as exc:
+        raise RuntimeFailure(f"image {image}: its registry does not show it: {_explain(exc)}", retryable=False) from exc
+    return str(found["Descriptor"]["digest"])
 
 
 def _present_or_pull(client: DockerClient, image: str) -> None:

@@ -1,27 +1,37 @@
-"""The swarm runtime: each service revision a Docker Swarm service, each replica one of its tasks.
+"""The swarm runtime: each replica a Docker Swarm service of one task, on whichever node Swarm places it.
 
-Theory of operation. The supervisor manages replicas one by one; Swarm manages a count per service. The two
-meet at the *slot*: a replicated Swarm service of N replicas has slots 1..N, each running one task at a time.
+Theory of operation.
 
-- `start` raises the revision's service (`portero-INSTANCE-SERVICE-rREV`, made on first use) by one replica and
-  waits for the task of the new slot to run; the replica *is* that slot. A live task that no replica claims (one
-  started by a portero that died before saving it) is claimed instead, so nothing runs twice.
-- Tasks share the host's network; the task in slot N listens on `block + N`, where `block` is the service's own
-  range of 100 ports from `docker.swarm.port_base`. The port comes from Swarm's template `{{.Task.Slot}}` and
-  a one-line `sh` wrapper (`PORT=$((PORTERO_PORT_BLOCK + PORTERO_SLOT))`), so the image needs `/bin/sh`.
-- Swarm's restart policy is `none`: the supervisor restarts, with its backoff and its event log. A task that
-  ended leaves a dead slot, which Swarm never refills; `poll` reports the exit and gives the slot back (one
-  replica fewer: Swarm removes non-running slots first).
-- `stop` signals the task's container through the Engine (stop signal, grace, SIGKILL), so the task that ends
-  is the replica's own, then gives its slot back the same way. For a task on another node, whose Engine portero
-  does not reach, it lowers the count and Swarm picks the task: docs/runtimes.md says what that means.
-- Rolling a new revision out is the deployer's job, the same on every runtime: with `max_surge: 1` and
-  `max_unavailable: 0` the new service gains a task before the old one loses one, task by task (start-first).
-  Swarm's own update settings (`docker.swarm.update_*`) govern the updates Swarm makes by itself to a revision's
-  service, and are set on each.
+- A replica is a replicated Swarm service of one replica, `portero-INSTANCE-REPLICA`, labelled with the
+  service, revision, replica, the state directory's id, its port block and its slot, with restart policy `none`:
+  the supervisor restarts, with its backoff and its event log. One service per replica, not one per revision
+  with a count: Swarm cannot be told *which* task to drop when a count goes down. It drops a non-running task
+  only on a node as loaded as the others, and a task on a dead node looks running for good, so on several nodes
+  giving one replica's place back by a scale-down could stop another replica. With a service per replica a stop
+  is exact, and Swarm's scheduler still spreads the replicas (it puts each new task on the node with fewest).
+- Ports: tasks share their node's network. A revision's replicas share a block of 100 host ports from
+  `docker.swarm.ports`; the replica in slot N listens on block + N, given as `PORT`. A revision's first replica
+  takes the first block that no portero service on the swarm holds and in which nothing listens on any node:
+  a global job (one task per node, of the revision's own image: `cat /proc/net/tcp /proc/net/tcp6`) reads the
+  listening sockets of every node before the block is used.
+- Addresses: a task answers on its node's address (`nodes.address`: a manager's advertise address, since its
+  `Status.Addr` may be 0.0.0.0 or 127.0.0.1; a worker's `Status.Addr`).
+- Engines: the manager's (`docker.host`) creates, lists and removes services. A task's stats, logs,
+  HEALTHCHECK and stop ladder go to the Engine of its node (`nodes.engine_url`: `docker.swarm.engines`, else the
+  node's `portero.engine` label; the manager's own node falls back to `docker.host`). A task on a node whose
+  Engine portero cannot reach has none of those, and is stopped by Swarm (its service scaled to 0, stopped with
+  the service's grace period), which reports the exit a few seconds later than the node's Engine would.
+- A node that dies: Swarm marks it down after missed heartbeats and sets its tasks' desired state to shutdown
+  (their last observed state stays `running`); `poll` reports them ended (status unknown), and the supervisor
+  starts them again: Swarm places the new services on the nodes that live. The router has taken them out of
+  rotation long before, at their first refused connection.
+- Images: `prepare` builds on the manager's Engine and, when `image` names a registry, tags the build with it
+  and pushes it; the revision runs the pushed reference pinned by digest, which each node pulls with the
+  registry credentials of portero's Docker config (the SDK sends them along with the service, as
+  `docker service create --with-registry-auth` does). A build that is not pushed runs on a one-node swarm only.
 
-A replica is identified by its slot (from its port) and its task's creation time (the `started_token`), so a
-new task in the same slot is a stranger. Only services labelled with this state directory's id are touched.
+A replica is identified by its service and its task's creation time (the `started_token`), so a task of a
+re-created service is a stranger. Only services labelled with this state directory's id are touched.
 """
 
 from __future__ import annotations
@@ -29,9 +39,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
+import secrets
 import time
+from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
+from string import Template
 from typing import Any
 
 import docker.errors
@@ -46,31 +59,44 @@ from docker.types import (
 )
 
 from portero.replicas import Process
+from portero.runtimes import nodes
 from portero.runtimes.accounts import container_user
-from portero.runtimes.base import Exit, Launch, RuntimeFailure, Stats
+from portero.runtimes.base import Exit, Launch, Progress, RuntimeFailure, Stats
 from portero.runtimes.docker import EngineRuntime, describe, exit_of
-from portero.runtimes.engine import LABEL_INSTANCE, LABEL_REVISION, LABEL_SERVICE, parse_time
+from portero.runtimes.engine import (
+    LABEL_INSTANCE,
+    LABEL_REPLICA,
+    LABEL_REVISION,
+    LABEL_SERVICE,
+    Engine,
+    parse_time,
+    prepare_image,
+    registry_digest,
+    registry_of,
+)
+from portero.runtimes.ports import choose_block, listening_ports
+from portero.spec.models import PORT_BLOCK, DockerSettings, ServiceSpec
 
 log = logging.getLogger(__name__)
 LABEL_BLOCK = "portero.port-block"
-LABEL_GENERATION = "portero.generation"
-BLOCK_SIZE = 100
+LABEL_SLOT = "portero.slot"
+LABEL_PORT_CHECK = "portero.port-check"  # the global job that reads the nodes' listening ports
 POLL_S = 0.1
-LISTING_TTL_S = 0.15
+LISTING_TTL_S = 0.15  # one task listing serves every poll of a supervisor pass (tick 0.2 s)
+NODES_TTL_S = 1.0
 KILL_WAIT_S = 10.0
 ALIVE = {"new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running"}
-PORT_WRAPPER = 'PORT=$((PORTERO_PORT_BLOCK + PORTERO_SLOT)); export PORT; exec "$@"'
+PORT_CHECK = ["cat", "/proc/net/tcp", "/proc/net/tcp6"]
 
 
 @dataclass(frozen=True)
-class Bound:
-    """What a replica is on Swarm: a slot of a revision's service, run by one task."""
+class Placed:
+    """Where a replica runs: its Swarm service, its task, that task's node (ID) and container."""
 
-    service: str  # the Swarm service's name
-    slot: int
+    service: str
     task: str
-    container: str | None  # the task's container, when it runs on this node
-    local: bool
+    node: str
+    container: str | None
 
 
 class SwarmRuntime(EngineRuntime):
@@ -78,19 +104,30 @@ class SwarmRuntime(EngineRuntime):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._bound: dict[str, Bound] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._creating = asyncio.Lock()
-        self._released: set[str] = set()  # dead tasks whose slot was given back already
+        self._placed: dict[str, Placed] = {}
+        self._revision_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._choosing = asyncio.Lock()  # one new port block at a time: chosen, then held by a service
         self._tasks: tuple[float, list[dict[str, Any]]] | None = None
-        self._node_id: str | None = None
-        self._starting: dict[str, int] = {}  # services with a start under way
+        self._nodes: tuple[float, dict[str, dict[str, Any]]] | None = None
+        self._manager_node: str | None = None
+        self._engines: dict[str, Engine] = {}
+        self._images: set[str] = set()  # checked: on the manager, or in their registry
 
-    def service_name(self, service: str, revision: int) -> str:
-        return f"portero-{self.instance}-{service}-r{revision}"
+    def service_name(self, replica_id: str) -> str:
+        return f"portero-{self.instance}-{replica_id}"
 
-    def _lock(self, name: str) -> asyncio.Lock:
-        return self._locks.setdefault(name, asyncio.Lock())
+    async def prepare(self, service: str, spec: ServiceSpec, base_dir: Path, progress: Progress | None) -> ServiceSpec:
+        prepared = await prepare_image(self.engine, service, spec, base_dir, self.instance, progress, push=True)
+        if spec.build is not None and prepared.image is not None and registry_of(prepared.image) is None:
+            count = len(await self._node_map(fresh=True))
+            if count > 1:
+                raise RuntimeFailure(
+                    f"services.{service}.image: the swarm has {count} nodes and an image built from `build` exists "
+                    "only on the manager: set `image: REGISTRY/NAME` (portero tags the build with it and pushes "
+                    "it, and every node pulls it)",
+                    retryable=False,
+                )
+        return prepared
 
     # -- start -----------------------------------------------------------------------------------------------
 
@@ -100,62 +137,177 @@ class SwarmRuntime(EngineRuntime):
             raise RuntimeFailure(
                 f"replica {launch.replica_id}: no image (services.{launch.service}.image or .build)", retryable=False
             )
-        name = self.service_name(launch.service, launch.revision)
-        self._starting[name] = self._starting.get(name, 0) + 1  # not idle, whatever its tasks say now
-        try:
-            async with self._creating:
-                service = await self.engine.call(f"service {name}", lambda c: self._ensure_service(c, name, launch))
-            block = int(service["Spec"]["Labels"][LABEL_BLOCK])
-            async with self._lock(name):
-                bound = await self.engine.call(
-                    f"start of replica {launch.replica_id} on swarm service {name}",
-                    lambda c: self._claim_or_add(c, name, launch.replica_id),
-                )
-                self._bound[launch.replica_id] = bound  # before the next start may look for unclaimed tasks
-        finally:
-            self._starting[name] -= 1
+        image = spec.image
+        if image not in self._images:
+            await self.engine.call(f"image {image}", lambda c: _image_known(c, image))
+            self._images.add(image)
+        name = self.service_name(launch.replica_id)
+        key = (launch.service, launch.revision)
+        async with self._revision_locks.setdefault(key, asyncio.Lock()):
+            block, slot = await self.engine.call(
+                f"ports of replica {launch.replica_id}", lambda c: self._claim(c, launch, name)
+            )
+            if block is None:  # the revision's first replica: a new block, held once its service exists
+                async with self._choosing:
+                    block = await self.engine.call(f"ports of {launch.service}", lambda c: self._choose_block(c, image))
+                    await self.engine.call(f"service {name}", lambda c: self._create(c, name, launch, block, slot))
+            else:
+                await self.engine.call(f"service {name}", lambda c: self._create(c, name, launch, block, slot))
+        task = await self.engine.call(f"start of replica {launch.replica_id}", lambda c: self._wait_running(c, name))
         self._tasks = None
-        task = await self._task(bound.task)
-        if task is None:
-            raise RuntimeFailure(f"swarm task {bound.task[:12]} of {name} vanished as it started", retryable=True)
-        host, node = await self.engine.call("node of a task", lambda c: self._node(c, task))
+        node = await self._node(task["NodeID"])
+        try:
+            host = nodes.address(node)
+        except nodes.NodeAddressError as exc:
+            await self._remove(name)
+            raise RuntimeFailure(f"replica {launch.replica_id}: {exc}", retryable=False) from exc
         status = task["Status"].get("ContainerStatus") or {}
+        placed = Placed(name, task["ID"], task["NodeID"], status.get("ContainerID"))
+        self._placed[launch.replica_id] = placed
         log.info(
-            "replica %s is task %s in slot %d of %s on node %s",
+            "replica %s is task %s on node %s, %s:%d",
             launch.replica_id,
-            bound.task[:12],
-            bound.slot,
-            name,
-            node,
+            task["ID"][:12],
+            nodes.hostname(node),
+            host,
+            block + slot,
             extra={"replica": launch.replica_id},
         )
-        if bound.local and bound.container:
-            self._follow(launch.replica_id, bound.container)
-        token = parse_time(task["CreatedAt"])
-        return Process(host=host, port=block + bound.slot, pid=int(status.get("PID") or 0), started_token=token)
+        engine = await self._engine_of(placed.node)
+        if engine is not None and placed.container:
+            self._follow(launch.replica_id, placed.container, engine)
+        return Process(
+            host=host,
+            port=block + slot,
+            pid=int(status.get("PID") or 0),
+            started_token=parse_time(task["CreatedAt"]),
+            node=nodes.hostname(node),
+        )
 
-    def _ensure_service(self, client: DockerClient, name: str, launch: Launch) -> dict[str, Any]:
-        with contextlib.suppress(docker.errors.NotFound):
-            found: dict[str, Any] = client.api.inspect_service(name)
-            return found
+    def _claim(self, client: DockerClient, launch: Launch, name: str) -> tuple[int | None, int]:
+        """The replica's port block and slot: its revision's block (None for the revision's first replica), and
+        the slot of its previous life (whose service goes now) or the lowest one no other replica holds."""
+        labels = [f"{LABEL_INSTANCE}={self.instance}", f"{LABEL_SERVICE}={launch.service}"]
+        block, own, used = None, None, set()
+        for found in client.api.services(filters={"label": [*labels, f"{LABEL_REVISION}={launch.revision}"]}):
+            held = found["Spec"].get("Labels") or {}
+            with contextlib.suppress(KeyError, ValueError):
+                block = int(held[LABEL_BLOCK])
+                if found["Spec"]["Name"] == name:
+                    own = int(held[LABEL_SLOT])
+                    client.api.remove_service(found["ID"])
+                else:
+                    used.add(int(held[LABEL_SLOT]))
+        if own is not None and own not in used:
+            return block, own
+        slot = next((n for n in range(1, PORT_BLOCK) if n not in used), None)
+        if slot is None:
+            raise RuntimeFailure(
+                f"revision {launch.revision} of {launch.service} has {PORT_BLOCK - 1} replicas, all a port block "
+                "of docker.swarm.ports holds",
+                retryable=False,
+            )
+        return block, slot
+
+    def _choose_block(self, client: DockerClient, image: str) -> int:
+        """The first block of `docker.swarm.ports` that no service of any portero on the swarm holds and in
+        which nothing listens on any node."""
+        taken = set()
+        for found in client.api.services(filters={"label": LABEL_BLOCK}):
+            with contextlib.suppress(KeyError, ValueError):
+                taken.add(int(found["Spec"]["Labels"][LABEL_BLOCK]))
+        listening = self._listening(client, image)
+        first, last = self.settings.swarm.port_range
+        block, passed = choose_block(first, last, PORT_BLOCK, taken, listening)
+        for base, why in passed.items():
+            if base not in taken:
+                log.info("ports %d-%d passed over: %s", base + 1, base + PORT_BLOCK - 1, why)
+        if block is None:
+            raise RuntimeFailure(
+                f"no free block of {PORT_BLOCK} ports in docker.swarm.ports {self.settings.swarm.ports}: "
+                f"{len(taken)} held by services, {len(passed) - len(taken)} in use on a node; widen the range",
+                retryable=True,
+            )
+        log.info(
+            "ports %d-%d free on %d node(s) (%s)",
+            block + 1,
+            block + PORT_BLOCK - 1,
+            len(listening),
+            ", ".join(sorted(listening)),
+        )
+        return block
+
+    def _listening(self, client: DockerClient, image: str) -> dict[str, set[int]]:
+        """Every schedulable node's listening TCP ports, by hostname, read by a global job of the image."""
+        expected = {n["ID"]: n for n in client.api.nodes() if nodes.schedulable(n)}
+        name = f"portero-{self.instance}-ports-{secrets.token_hex(3)}"
+        client.services.create(
+            image,
+            command=PORT_CHECK,
+            name=name,
+            labels={LABEL_PORT_CHECK: self.instance},
+            networks=[NetworkAttachmentConfig("host")],
+            mode=ServiceMode("global-job"),
+            restart_policy=RestartPolicy(condition="none"),
+        )
+        try:
+            ended = self._job_ended(client, name, expected)
+            raw = b"".join(client.api.service_logs(name, stdout=True, stderr=True, details=True, follow=False))
+        finally:
+            with contextlib.suppress(docker.errors.APIError):
+                client.api.remove_service(name)
+        lines: dict[str, list[str]] = defaultdict(list)
+        for line in raw.decode("utf-8", "replace").splitlines():
+            details, _, text = line.partition(" ")
+            fields = dict(pair.split("=", 1) for pair in details.split(",") if "=" in pair)
+            lines[fields.get("com.docker.swarm.node.id", "")].append(text)
+        found = {}
+        for node_id, node in expected.items():
+            text = "\n".join(lines.get(node_id, []))
+            if "local_address" not in text:
+                error = ended[node_id]["Status"].get("Err") or ended[node_id]["Status"]["State"]
+                raise RuntimeFailure(
+                    f"cannot check ports on node {nodes.hostname(node)}: `{' '.join(PORT_CHECK)}` in {image} "
+                    f"printed nothing ({error}); the swarm runtime needs `cat` in the image",
+                    retryable=False,
+                )
+            found[nodes.hostname(node)] = listening_ports(text)
+        return found
+
+    def _job_ended(self, client: DockerClient, name: str, expected: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        deadline = time.monotonic() + self.settings.swarm.task_timeout_s
+        while True:
+            tasks = client.api.tasks(filters={"service": name})
+            ended = {t["NodeID"]: t for t in tasks if t["Status"]["State"] not in ALIVE}
+            if set(expected) <= set(ended):
+                return ended
+            if time.monotonic() >= deadline:
+                missing = sorted(nodes.hostname(expected[n]) for n in set(expected) - set(ended))
+                raise RuntimeFailure(
+                    f"the check of free ports did not end on {', '.join(missing)} within "
+                    f"{self.settings.swarm.task_timeout_s:g} s (docker.swarm.task_timeout_s)",
+                    retryable=True,
+                )
+            time.sleep(POLL_S * 2)
+
+    def _create(self, client: DockerClient, name: str, launch: Launch, block: int, slot: int) -> None:
         spec = launch.spec
         assert spec is not None
         assert spec.image is not None
-        block = self._free_block(client)
-        argv = list(launch.command) or _image_command(client, spec.image)
         env = {
             **launch.env,
+            "PORT": str(block + slot),
+            "PORTERO_REPLICA_ID": launch.replica_id,
             "PORTERO_SERVICE": launch.service,
             "PORTERO_REVISION": str(launch.revision),
-            "PORTERO_PORT_BLOCK": str(block),
-            "PORTERO_SLOT": "{{.Task.Slot}}",
         }
         labels = {
             LABEL_SERVICE: launch.service,
             LABEL_REVISION: str(launch.revision),
+            LABEL_REPLICA: launch.replica_id,
             LABEL_INSTANCE: self.instance,
             LABEL_BLOCK: str(block),
-            LABEL_GENERATION: "0",
+            LABEL_SLOT: str(slot),
         }
         nano_cpus = int(spec.resources.cpus * 1e9) if spec.resources.cpus else None
         memory = spec.resources.memory_mib * 1024 * 1024 if spec.resources.memory_mib else None
@@ -173,14 +325,13 @@ class SwarmRuntime(EngineRuntime):
         )
         client.services.create(
             spec.image,
-            command=["/bin/sh", "-c", PORT_WRAPPER, "portero-port"],
-            args=argv,
+            command=[Template(arg).safe_substitute(env) for arg in launch.command] or None,
             name=name,
             env=[f"{key}={value}" for key, value in env.items()],
             labels=labels,
-            container_labels={k: v for k, v in labels.items() if k != LABEL_GENERATION},
+            container_labels=labels,
             networks=[NetworkAttachmentConfig("host")],
-            mode=ServiceMode("replicated", replicas=0),
+            mode=ServiceMode("replicated", replicas=1),
             restart_policy=RestartPolicy(condition="none"),
             update_config=update,
             rollback_config=rollback,
@@ -188,46 +339,23 @@ class SwarmRuntime(EngineRuntime):
             stop_grace_period=int(spec.stop_grace_s * 1e9),
             user=container_user(spec),
         )
-        log.info("created swarm service %s (ports %d+slot)", name, block)
-        created: dict[str, Any] = client.api.inspect_service(name)
-        return created
 
-    def _free_block(self, client: DockerClient) -> int:
-        """The first range of 100 host ports that no portero service uses and nothing listens on now."""
-        taken = set()
-        for found in client.api.services(filters={"label": LABEL_BLOCK}):
-            with contextlib.suppress(KeyError, ValueError):
-                taken.add(int(found["Spec"]["Labels"][LABEL_BLOCK]))
-        base = self.settings.swarm.port_base
-        for block in range(base, 65_536 - BLOCK_SIZE, BLOCK_SIZE):
-            if block not in taken and all(_free(port) for port in range(block + 1, block + BLOCK_SIZE)):
-                return block
-        raise RuntimeFailure(f"no free block of {BLOCK_SIZE} ports from docker.swarm.port_base {base}", retryable=True)
-
-    def _claim_or_add(self, client: DockerClient, name: str, replica_id: str) -> Bound:
-        tasks = client.api.tasks(filters={"service": name})
-        claimed = {b.task for b in self._bound.values() if b.service == name}
-        for task in tasks:
-            if task["DesiredState"] == "running" and task["Status"]["State"] == "running" and task["ID"] not in claimed:
-                log.info("replica %s claims task %s, which no replica had", replica_id, task["ID"][:12])
-                return self._bound_of(client, name, task)
-        tasks = self._settled(client, name, tasks)
-        before = {task["ID"] for task in tasks}
-        self._scale(client, name, +1)
+    def _wait_running(self, client: DockerClient, name: str) -> dict[str, Any]:
+        """The service's task, once it runs; a task that fails or does not run in time takes its service along."""
         deadline = time.monotonic() + self.settings.swarm.task_timeout_s
         while True:
             for task in client.api.tasks(filters={"service": name}):
-                if task["ID"] in before or task["DesiredState"] != "running":
-                    continue
                 state = task["Status"]["State"]
                 if state == "running":
-                    return self._bound_of(client, name, task)
+                    return dict(task)
                 if state not in ALIVE:
-                    self._release(client, name, task["ID"])
                     error = task["Status"].get("Err") or task["Status"].get("Message") or state
+                    with contextlib.suppress(docker.errors.NotFound):
+                        client.api.remove_service(name)
                     raise RuntimeFailure(f"swarm task of {name} {state}: {error}", retryable=True)
             if time.monotonic() >= deadline:
-                self._scale(client, name, -1)
+                with contextlib.suppress(docker.errors.NotFound):
+                    client.api.remove_service(name)
                 raise RuntimeFailure(
                     f"no task of {name} running after {self.settings.swarm.task_timeout_s:g} s "
                     "(docker.swarm.task_timeout_s)",
@@ -235,66 +363,45 @@ class SwarmRuntime(EngineRuntime):
                 )
             time.sleep(POLL_S)
 
-    def _settled(self, client: DockerClient, name: str, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Wait out slots Swarm is still removing (a scale-down a moment ago): until they are gone they count
-        towards the replicas, and one more replica would then start no task."""
-        deadline = time.monotonic() + KILL_WAIT_S
-        while any(t["DesiredState"] == "remove" for t in tasks) and time.monotonic() < deadline:
-            time.sleep(POLL_S)
-            tasks = client.api.tasks(filters={"service": name})
-        return tasks
+    # -- nodes -----------------------------------------------------------------------------------------------
 
-    def _bound_of(self, client: DockerClient, name: str, task: dict[str, Any]) -> Bound:
-        container = (task["Status"].get("ContainerStatus") or {}).get("ContainerID")
-        local = task.get("NodeID") == self._local_node(client)
-        return Bound(name, int(task["Slot"]), task["ID"], container, local)
+    async def _node_map(self, fresh: bool = False) -> dict[str, dict[str, Any]]:
+        now = time.monotonic()
+        if not fresh and self._nodes is not None and now - self._nodes[0] < NODES_TTL_S:
+            return self._nodes[1]
+        found = await self.engine.call("list of swarm nodes", lambda c: {n["ID"]: n for n in c.api.nodes()})
+        self._nodes = (now, found)
+        return found
 
-    def _scale(self, client: DockerClient, name: str, by: int) -> None:
-        """Change the count of a revision's service; a new generation label makes Swarm reconcile even at par."""
-        for attempt in range(5):
-            current = client.api.inspect_service(name)
-            replicas = int(current["Spec"]["Mode"]["Replicated"]["Replicas"])
-            labels = dict(current["Spec"].get("Labels") or {})
-            labels[LABEL_GENERATION] = str(int(labels.get(LABEL_GENERATION, "0")) + 1)
-            try:
-                client.api.update_service(
-                    current["ID"],
-                    current["Version"]["Index"],
-                    mode=ServiceMode("replicated", replicas=max(0, replicas + by)),
-                    labels=labels,
-                    fetch_current_spec=True,
-                )
-                return
-            except docker.errors.APIError as exc:
-                if "update out of sequence" not in str(exc) or attempt == 4:
-                    raise
+    async def _node(self, node_id: str) -> dict[str, Any]:
+        node = (await self._node_map()).get(node_id) or (await self._node_map(fresh=True)).get(node_id)
+        if node is None:
+            raise RuntimeFailure(f"swarm node {node_id[:12]} is gone", retryable=True)
+        return node
 
-    def _release(self, client: DockerClient, name: str, task_id: str) -> None:
-        """Give back the slot of a task that ended: one replica fewer, and Swarm drops a non-running slot first.
-        Called only once Swarm itself sees the task ended (or it might drop a running one), and under the
-        service's lock: the poll of a pass and a stop may both see the same task end."""
-        if task_id in self._released:
-            return
-        with contextlib.suppress(docker.errors.NotFound):  # the service went already: nothing to give back
-            tasks = client.api.tasks(filters={"service": name})
-            replicas = int(client.api.inspect_service(name)["Spec"]["Mode"]["Replicated"]["Replicas"])
-            live = {t["Slot"] for t in tasks if _alive(t) and t["ID"] != task_id}
-            if replicas > len(live):  # never below the tasks that run: a dead slot must be there to drop
-                self._scale(client, name, -1)
-        self._released.add(task_id)
+    async def _engine_of(self, node_id: str) -> Engine | None:
+        """The Engine that runs the node's tasks, or None where portero has no way to it."""
+        node = (await self._node_map()).get(node_id)
+        if node is None:
+            return None
+        url = nodes.engine_url(node, self.settings.swarm.engines)
+        if url is None or url == self.settings.host:
+            if self._manager_node is None:
+                self._manager_node = await self.engine.call("this node", lambda c: str(c.info()["Swarm"]["NodeID"]))
+            return self.engine if node_id == self._manager_node else None
+        engine = self._engines.get(url)
+        if engine is None:
+            settings = DockerSettings(host=url, api_version=self.settings.api_version)
+            engine = self._engines[url] = Engine(settings, timeout_s=self.settings.swarm.engine_timeout_s)
+        return engine
 
-    def _local_node(self, client: DockerClient) -> str:
-        if self._node_id is None:
-            self._node_id = str(client.info()["Swarm"]["NodeID"])
-        return self._node_id
-
-    def _node(self, client: DockerClient, task: dict[str, Any]) -> tuple[str, str]:
-        """The address portero's router reaches a task at: loopback on this node, the node's address elsewhere."""
-        node_id = task.get("NodeID", "")
-        if node_id == self._local_node(client):
-            return "127.0.0.1", "local"
-        node = client.api.inspect_node(node_id)
-        return str(node["Status"]["Addr"]), str(node["Description"]["Hostname"])
+    async def _unreachable(self, placed: Placed) -> str:
+        node = (await self._node_map()).get(placed.node)
+        where = nodes.hostname(node) if node is not None else placed.node[:12]
+        return (
+            f"node {where}, whose Engine portero does not reach: list it in docker.swarm.engines or label it "
+            f"{nodes.ENGINE_LABEL}=URL"
+        )
 
     # -- watch -----------------------------------------------------------------------------------------------
 
@@ -304,37 +411,26 @@ class SwarmRuntime(EngineRuntime):
             return self._tasks[1]
 
         def listing(client: DockerClient) -> list[dict[str, Any]]:
-            ours = {s["ID"] for s in client.api.services(filters={"label": f"{LABEL_INSTANCE}={self.instance}"})}
-            return [task for task in client.api.tasks() if task.get("ServiceID") in ours]
+            ours = client.api.services(filters={"label": f"{LABEL_INSTANCE}={self.instance}"})
+            names = {s["ID"]: s["Spec"]["Name"] for s in ours}
+            if not names:
+                return []
+            tasks = client.api.tasks(filters={"service": list(names)})
+            return [{**t, "ServiceName": names[t["ServiceID"]]} for t in tasks if t.get("ServiceID") in names]
 
         tasks = await self.engine.call("list of swarm tasks", listing)
         self._tasks = (now, tasks)
         return tasks
 
-    async def _task(self, task_id: str) -> dict[str, Any] | None:
-        """A task, or None once Swarm has dropped it (its slot was given back)."""
-
-        def inspect(client: DockerClient) -> dict[str, Any] | None:
-            try:
-                found: dict[str, Any] = client.api.inspect_task(task_id)
-            except docker.errors.NotFound:
-                return None
-            return found
-
-        return await self.engine.call("a swarm task", inspect)
-
     async def _find(self, replica_id: str, process: Process, fresh: bool = False) -> dict[str, Any] | None:
-        """The replica's task: by its bound id, or (after a restart of portero) by slot and creation time."""
+        """The replica's task: by its placed id, or (after a restart of portero) by service and creation time."""
         tasks = await self._all_tasks(fresh)
-        bound = self._bound.get(replica_id)
-        for task in tasks:
-            if bound is not None and task["ID"] == bound.task:
-                return task
-        if bound is None:
-            for task in tasks:
-                if task.get("CreatedAt") and parse_time(task["CreatedAt"]) == process.started_token:
-                    return task
-        return None
+        placed = self._placed.get(replica_id)
+        if placed is not None:
+            return next((t for t in tasks if t["ID"] == placed.task), None)
+        name, token = self.service_name(replica_id), process.started_token
+        mine = (t for t in tasks if t["ServiceName"] == name and t.get("CreatedAt"))
+        return next((t for t in mine if parse_time(t["CreatedAt"]) == token), None)
 
     async def poll(self, replica_id: str, process: Process) -> Exit | None:
         task = await self._find(replica_id, process)
@@ -343,80 +439,84 @@ class SwarmRuntime(EngineRuntime):
         return await self._ended(replica_id, task)
 
     async def _ended(self, replica_id: str, task: dict[str, Any] | None) -> Exit:
-        bound = self._bound.pop(replica_id, None)
+        self._placed.pop(replica_id, None)
         if task is None:
-            return Exit(code=-1)  # gone from Swarm's history while no portero watched it
-        status = task["Status"].get("ContainerStatus") or {}
-        code = int(status.get("ExitCode", -1))
-        name = bound.service if bound is not None else await self._service_name_of(task)
-        if name is None:  # its service is gone already: no slot to give back
-            return Exit(code=code, signal=code - 128 if 128 < code < 160 else None)
-        async with self._lock(name):  # one release at a time per service: a slot is never given back twice
-            await self.engine.call(f"release of {name}", lambda c: self._release(c, name, task["ID"]))
+            return Exit(code=-1)  # its service is gone: removed while no portero watched it
+        if task["Status"]["State"] in ALIVE:  # Swarm wants it shut down, and its node will never say it is
+            node = (await self._node_map(fresh=True)).get(task["NodeID"])
+            where = nodes.hostname(node) if node is not None else task["NodeID"][:12]
+            state = (node or {}).get("Status", {}).get("State", "gone")
+            log.warning(
+                "replica %s: its node %s is %s; its task counts as ended",
+                replica_id,
+                where,
+                state,
+                extra={"replica": replica_id},
+            )
+            return Exit(code=-1)
+        code = int((task["Status"].get("ContainerStatus") or {}).get("ExitCode", -1))
         return Exit(code=code, signal=code - 128 if 128 < code < 160 else None)
-
-    async def _service_name_of(self, task: dict[str, Any]) -> str | None:
-        def inspect(client: DockerClient) -> str | None:
-            try:
-                return str(client.api.inspect_service(task["ServiceID"])["Spec"]["Name"])
-            except docker.errors.NotFound:
-                return None
-
-        return await self.engine.call("a swarm service", inspect)
 
     async def adopt(self, replica_id: str, process: Process) -> bool:
         task = await self._find(replica_id, process, fresh=True)
         if task is None or not _alive(task):
             return False
-        name = await self._service_name_of(task)  # one of this instance's services: `_find` looks at no other
-        if name is None:
-            return False
-        bound = await self.engine.call("a swarm task", lambda c: self._bound_of(c, name, task))
-        self._bound[replica_id] = bound
-        if bound.local and bound.container:
-            self._follow(replica_id, bound.container)
+        status = task["Status"].get("ContainerStatus") or {}
+        placed = Placed(task["ServiceName"], task["ID"], task["NodeID"], status.get("ContainerID"))
+        self._placed[replica_id] = placed
+        engine = await self._engine_of(placed.node)
+        if engine is not None and placed.container:
+            self._follow(replica_id, placed.container, engine)
         return True
 
     async def stats(self, replica_id: str, process: Process) -> Stats:
-        bound = self._bound.get(replica_id)
-        if bound is None or not bound.local or bound.container is None:
-            raise RuntimeFailure(
-                f"replica {replica_id} runs on another node; its stats need that node's Engine", retryable=False
-            )
-        return await self._container_stats(replica_id, bound.container, process.pid)
+        placed = self._placed.get(replica_id)
+        if placed is None or placed.container is None:
+            raise RuntimeFailure(f"replica {replica_id} has no running task", retryable=True)
+        engine = await self._engine_of(placed.node)
+        if engine is None:
+            raise RuntimeFailure(f"replica {replica_id} runs on {await self._unreachable(placed)}", retryable=False)
+        return await self._container_stats(replica_id, placed.container, process.pid, engine)
 
     async def health(self, replica_id: str, process: Process) -> bool | None:
-        bound = self._bound.get(replica_id)
-        if bound is None or not bound.local or bound.container is None:
+        placed = self._placed.get(replica_id)
+        engine = await self._engine_of(placed.node) if placed is not None else None
+        if placed is None or engine is None or placed.container is None:
             return None
-        return await self._container_health(replica_id, bound.container)
+        return await self._container_health(replica_id, placed.container, engine)
 
     # -- stop ------------------------------------------------------------------------------------------------
 
     async def stop(self, replica_id: str, process: Process, grace_s: float) -> Exit | None:
         task = await self._find(replica_id, process, fresh=True)
-        bound = self._bound.get(replica_id)
-        if task is None or bound is None or not _alive(task):
-            return await self._ended(replica_id, task)
-        if bound.local and bound.container:
-            ended = await self._stop_container(replica_id, bound.container, grace_s)
-            deadline = time.monotonic() + KILL_WAIT_S
-            while time.monotonic() < deadline:  # Swarm must see the task ended before its slot is given back
-                task = await self._task(bound.task)
-                if task is None or not _alive(task):
-                    break
-                await asyncio.sleep(POLL_S)
+        name = self.service_name(replica_id)
+        if task is None or not _alive(task):
+            ended = await self._ended(replica_id, task)
         else:
-            ended = await self._scale_down_for(replica_id, bound, grace_s)
-        async with self._lock(bound.service):
-            await self.engine.call(f"release of {bound.service}", lambda c: self._release(c, bound.service, bound.task))
-        self._bound.pop(replica_id, None)
+            node = (await self._node_map(fresh=True)).get(task["NodeID"])
+            placed = self._placed.get(replica_id) or Placed(
+                name, task["ID"], task["NodeID"], (task["Status"].get("ContainerStatus") or {}).get("ContainerID")
+            )
+            engine = None if nodes.down(node) else await self._engine_of(placed.node)
+            if nodes.down(node):
+                log.warning("replica %s: its node is down; its service goes", replica_id)
+                ended = Exit(code=-1)
+            elif engine is not None and placed.container:
+                try:
+                    ended = await self._stop_container(replica_id, engine, placed.container, grace_s)
+                except RuntimeFailure as exc:  # the node's Engine went away meanwhile: Swarm stops it
+                    log.warning("replica %s: %s; Swarm stops it", replica_id, exc, extra={"replica": replica_id})
+                    ended = await self._stop_by_swarm(replica_id, placed, grace_s)
+            else:
+                ended = await self._stop_by_swarm(replica_id, placed, grace_s)
+        await self._remove(name)
+        self._placed.pop(replica_id, None)
         self._tasks = None
         return ended
 
-    async def _stop_container(self, replica_id: str, container: str, grace_s: float) -> Exit:
-        """The same ladder as the docker runtime's, on the task's own container: its task is the one that ends."""
-        attrs = await self.engine.call("a task's container", lambda c: c.api.inspect_container(container))
+    async def _stop_container(self, replica_id: str, engine: Engine, container: str, grace_s: float) -> Exit:
+        """The same ladder as the docker runtime's, through the Engine of the task's node."""
+        attrs = await engine.call("a task's container", lambda c: c.api.inspect_container(container))
         signal = attrs.get("Config", {}).get("StopSignal") or "SIGTERM"
         log.info("stopping replica %s: %s, %.1f s grace", replica_id, signal, grace_s, extra={"replica": replica_id})
         for rung, wait_s in ((signal, grace_s), ("SIGKILL", KILL_WAIT_S)):
@@ -425,10 +525,10 @@ class SwarmRuntime(EngineRuntime):
                 client.api.kill(container, rung)
 
             with contextlib.suppress(RuntimeFailure):
-                await self.engine.call(f"stop of replica {replica_id}", kill)
+                await engine.call(f"stop of replica {replica_id}", kill)
             deadline = time.monotonic() + wait_s
             while time.monotonic() < deadline:
-                state = await self.engine.call("a task's container", lambda c: c.api.inspect_container(container))
+                state = await engine.call("a task's container", lambda c: c.api.inspect_container(container))
                 if not state["State"].get("Running"):
                     ended = exit_of(state["State"])
                     log.info("replica %s ended with %s", replica_id, describe(ended), extra={"replica": replica_id})
@@ -438,77 +538,90 @@ class SwarmRuntime(EngineRuntime):
                 log.warning("replica %s outlived its %.1f s grace: SIGKILL", replica_id, grace_s)
         raise RuntimeFailure(f"replica {replica_id} (container {container[:12]}) survived SIGKILL", retryable=True)
 
-    async def _scale_down_for(self, replica_id: str, bound: Bound, grace_s: float) -> Exit:
-        """A task on another node: lower the count and let Swarm choose (it stops with the service's grace)."""
-        log.warning("replica %s runs on another node: scaling %s down, Swarm picks the task", replica_id, bound.service)
-        async with self._lock(bound.service):
-            await self.engine.call(f"scale-down of {bound.service}", lambda c: self._scale(c, bound.service, -1))
-            self._released.add(bound.task)
+    async def _stop_by_swarm(self, replica_id: str, placed: Placed, grace_s: float) -> Exit:
+        """No Engine of its node: scale its service to 0 and let Swarm stop it, with the service's grace."""
+        log.info("stopping replica %s through Swarm", replica_id, extra={"replica": replica_id})
+
+        def scale_to_zero(client: DockerClient) -> None:
+            current = client.api.inspect_service(placed.service)
+            client.api.update_service(
+                current["ID"],
+                current["Version"]["Index"],
+                mode=ServiceMode("replicated", replicas=0),
+                fetch_current_spec=True,
+            )
+
+        await self.engine.call(f"stop of replica {replica_id}", scale_to_zero)
         deadline = time.monotonic() + grace_s + KILL_WAIT_S
         while time.monotonic() < deadline:
-            task = await self._task(bound.task)
+            task = await self._task(placed.task)
             if task is None:
                 return Exit(code=-1)
-            if not _alive(task) and task["Status"]["State"] not in ALIVE:
+            if task["Status"]["State"] not in ALIVE:
                 code = int((task["Status"].get("ContainerStatus") or {}).get("ExitCode", -1))
                 return Exit(code=code, signal=code - 128 if 128 < code < 160 else None)
             await asyncio.sleep(POLL_S * 5)
-        raise RuntimeFailure(f"Swarm stopped another task than replica {replica_id}'s", retryable=True)
+        waited = grace_s + KILL_WAIT_S
+        raise RuntimeFailure(f"Swarm did not stop replica {replica_id} within {waited:g} s", retryable=True)
+
+    async def _task(self, task_id: str) -> dict[str, Any] | None:
+        def inspect(client: DockerClient) -> dict[str, Any] | None:
+            try:
+                found: dict[str, Any] = client.api.inspect_task(task_id)
+            except docker.errors.NotFound:
+                return None
+            return found
+
+        return await self.engine.call("a swarm task", inspect)
+
+    async def _remove(self, name: str) -> None:
+        def remove(client: DockerClient) -> None:
+            with contextlib.suppress(docker.errors.NotFound):
+                client.api.remove_service(name)
+
+        await self.engine.call(f"removal of swarm service {name}", remove)
 
     async def forget(self, replica_id: str) -> None:
-        self._bound.pop(replica_id, None)
+        self._placed.pop(replica_id, None)
+        await self._remove(self.service_name(replica_id))
         await self._drop_local(replica_id)
-        await self._remove_idle_services()
-
-    async def _remove_idle_services(self) -> None:
-        """A revision's service with no running task and no replica bound to it is gone for good."""
-        busy = {b.service for b in self._bound.values()} | {name for name, n in self._starting.items() if n}
-
-        def sweep(client: DockerClient) -> None:
-            for found in client.api.services(filters={"label": f"{LABEL_INSTANCE}={self.instance}"}):
-                name = found["Spec"]["Name"]
-                if name in busy:
-                    continue
-                tasks = client.api.tasks(filters={"service": name, "desired-state": "running"})
-                if not tasks:
-                    client.api.remove_service(found["ID"])
-                    log.info("removed swarm service %s: no task left", name)
-
-        await self.engine.call("removal of idle swarm services", sweep)
 
     async def reap_strays(self, known: set[str]) -> list[str]:
-        """Services of this instance of a revision no record knows. Replica ids are `SERVICE-REVISION-XXXX`
-        (the supervisor's `_new_id`); tasks without a replica are claimed by the next start instead."""
+        """Services of this instance whose replica no record knows (portero died between creating and saving
+        one), and port checks a dying portero left behind."""
 
-        def reap(client: DockerClient) -> list[str]:
+        def reap(client: DockerClient) -> list[tuple[str, str]]:
             strays = []
             for found in client.api.services(filters={"label": f"{LABEL_INSTANCE}={self.instance}"}):
-                labels = found["Spec"].get("Labels") or {}
-                prefix = f"{labels.get(LABEL_SERVICE)}-{labels.get(LABEL_REVISION)}-"
-                if not any(replica.startswith(prefix) for replica in known):
+                replica = (found["Spec"].get("Labels") or {}).get(LABEL_REPLICA, "")
+                if replica not in known:
                     client.api.remove_service(found["ID"])
-                    strays.append(found["Spec"]["Name"])
+                    strays.append((found["Spec"]["Name"], replica))
+            for found in client.api.services(filters={"label": f"{LABEL_PORT_CHECK}={self.instance}"}):
+                client.api.remove_service(found["ID"])
             return strays
 
-        return await self.engine.call("removal of stray swarm services", reap)
+        strays = await self.engine.call("removal of stray swarm services", reap)
+        for _, replica in strays:
+            if replica:
+                await self._drop_local(replica)
+        return [name for name, _ in strays]
 
 
 def _alive(task: dict[str, Any]) -> bool:
     return task.get("DesiredState") == "running" and task.get("Status", {}).get("State") in ALIVE
 
 
-def _image_command(client: DockerClient, image: str) -> list[str]:
-    config = client.api.inspect_image(image).get("Config") or {}
-    argv = list(config.get("Entrypoint") or []) + list(config.get("Cmd") or [])
-    if not argv:
-        raise RuntimeFailure(f"image {image} has no command; give the service a `command`", retryable=False)
-    return argv
-
-
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+def _image_known(client: DockerClient, image: str) -> None:
+    """An image the nodes can run: on the manager's Engine, or in the registry it names. Final when neither."""
+    try:
+        client.api.inspect_image(image)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    if registry_of(image) is None:
+        raise RuntimeFailure(
+            f"image {image} is not on the manager's Engine and names no registry the nodes could pull it from",
+            retryable=False,
+        )
+    registry_digest(client, image)

@@ -23,6 +23,8 @@ ADDRESS_PATTERN = r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253}):\d{1,5}$"
 Seconds = Annotated[float, Field(gt=0, le=86_400)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 Port = Annotated[int, Field(ge=1, le=65_535)]
+EngineAddress = Annotated[str, Field(pattern=r"^(unix|tcp|http|https)://\S+$", max_length=512)]
+PORT_BLOCK = 100  # ports per service revision on the swarm runtime (block + slot, slots 1..99)
 LIST = Field(strict=False)  # YAML lists become the frozen models' tuples; their items stay strict
 # Every string and list has a bound, so that a spec cannot make portero hold or send more than it means to.
 Host = Annotated[str, Field(min_length=1, max_length=253)]
@@ -199,12 +201,20 @@ class RouterSettings(Model):
 
 
 class SwarmSettings(Model):
-    """How the `swarm` runtime lays out its Swarm services (one per service revision)."""
+    """How the `swarm` runtime lays out its Swarm services (one per replica) and reaches the nodes."""
 
-    port_base: Annotated[int, Field(ge=1024, le=65_000)] = 20_000
-    """Each revision's service gets a block of 100 host ports from here; its task in slot N listens on block + N."""
+    ports: Annotated[str, Field(pattern=r"^\s*\d{1,5}\s*-\s*\d{1,5}\s*$")] = "20000-29999"
+    """Host ports of the tasks, `FIRST-LAST`: each service revision takes a block of 100 from FIRST (its replicas
+    listen on block + 1 .. block + 99), checked free on every node before use. Open this range from portero's
+    machine to every node."""
+    engines: dict[Annotated[str, Field(min_length=1, max_length=253)], EngineAddress] = Field(default_factory=dict)
+    """Engine of each node (by hostname or node ID), e.g. `{worker-1: "tcp://10.0.0.12:2376"}`, from which
+    portero reads its tasks' stats, logs and HEALTHCHECK and stops them; a node not listed is found through the
+    Swarm by its Engine label `portero.engine=URL` (`dockerd --label`), and the manager's is `docker.host`."""
+    engine_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10
+    """Seconds a call to a node's Engine may take (a node that died must not hold up stats or a stop)."""
     update_parallelism: Annotated[int, Field(ge=0, le=100)] = 1
-    """Tasks Swarm replaces at once when it updates a revision's service itself (0: all at once)."""
+    """Tasks Swarm replaces at once when it updates a replica's service itself (0: all at once)."""
     update_delay_s: Annotated[float, Field(ge=0, le=3_600)] = 0
     """Pause between two batches of such an update."""
     update_order: Literal["start-first", "stop-first"] = "start-first"
@@ -215,6 +225,28 @@ class SwarmSettings(Model):
     """How long Swarm watches each updated task for a failure."""
     task_timeout_s: Seconds = 60
     """Seconds a new task may take to be running before its start counts as failed (an image pull included)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _port_base_moved(cls, data: object) -> object:
+        if isinstance(data, dict) and "port_base" in data:
+            raise ValueError(f"port_base ({data['port_base']!r}) is replaced by `ports`, a range such as '20000-29999'")
+        return data
+
+    @field_validator("ports")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        first, last = (int(part) for part in value.split("-"))
+        if not 1024 <= first <= last <= 65_535:
+            raise ValueError(f"ports {value!r}: needs 1024 <= FIRST <= LAST <= 65535")
+        if last - first + 1 < PORT_BLOCK:
+            raise ValueError(f"ports {value!r}: holds {last - first + 1} ports, fewer than one block of {PORT_BLOCK}")
+        return f"{first}-{last}"
+
+    @property
+    def port_range(self) -> tuple[int, int]:
+        first, last = (int(part) for part in self.ports.split("-"))
+        return first, last
 
 
 class DockerSettings(Model):

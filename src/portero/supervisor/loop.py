@@ -190,7 +190,8 @@ class Supervisor:
             await self.record(event)
         else:
             updated = decide.started(replica, process, now)
-            message = f"started on {process.host}:{process.port} as pid {process.pid}"
+            where = f" (node {process.node})" if process.node else ""
+            message = f"started on {process.host}:{process.port}{where} as pid {process.pid}"
             await self.record(Event("replica.started", replica.id, message, replica.service, now))
         self._replace(updated)
         await self._persist()  # recorded at once: a portero killed now still knows this process
