@@ -58,7 +58,7 @@ class WorkerHandle:
     number: int
     pid: int
     pidfd: int
-    slot: int  # the listening socket it serves (its index in `Parent.slots`); -1: a spare, given every one
+    slot: int  # the listening sockets it serves (index in `Parent.slots`, `tls_slots`); -1: a spare, given all
     writer: asyncio.StreamWriter | None = None
     version: int = -1  # the snapshot it acknowledged last
     stopping: bool = False
@@ -84,6 +84,8 @@ class Parent:
         self.version = -1
         self.address: tuple[str, int] | None = None  # where the router listens
         self.slots: list[socket.socket] = []  # one listening socket per worker (listeners.py says why)
+        self.tls_address: tuple[str, int] | None = None  # where it listens for HTTPS (`router.tls`)
+        self.tls_slots: list[socket.socket] = []  # as `slots`, for HTTPS: empty without `router.tls`
         self.workers: dict[int, WorkerHandle] = {}
         self.next_number = 1
         self.merge = Merge()
@@ -128,6 +130,9 @@ class Parent:
         if state["address"] is not None:
             self.address = (str(state["address"][0]), int(state["address"][1]))
         self.slots = [socket.socket(fileno=int(fd)) for fd in state["slots"]]
+        if state.get("tls_address") is not None:
+            self.tls_address = (str(state["tls_address"][0]), int(state["tls_address"][1]))
+        self.tls_slots = [socket.socket(fileno=int(fd)) for fd in state.get("tls_slots", ())]
         self.snapshot = state["snapshot"]
         self.version = int(state["version"])
         self.next_number = int(state["next_number"])
@@ -215,7 +220,8 @@ class Parent:
             "replacing": self.replacing,
             "workers": [{"number": h.number, "pid": h.pid, "version": h.version} for h in self._serving()],
             "spare": [h.pid for h in self._spares()],
-            "listeners": [f"{self.address[0]}:{self.address[1]}"] if self.address else [],
+            "listeners": ([f"{self.address[0]}:{self.address[1]}"] if self.address else [])
+            + ([f"{self.tls_address[0]}:{self.tls_address[1]} (https)"] if self.tls_address else []),
         }
 
     def tell(self, message: dict[str, Any]) -> None:
@@ -242,30 +248,56 @@ class Parent:
             return
         settings = snapshot.settings
         wanted = (settings.host, settings.port)
+        tls = settings.tls
+        wanted_tls = (tls.host or settings.host, tls.port) if tls is not None else None
         count = self._wanted_workers(snapshot)
         fresh: list[socket.socket] = []
-        if wanted != self.address:
-            try:
-                fresh = listeners.group(settings.host, settings.port, count)
-            except OSError as exc:
-                message = f"cannot listen on {settings.host}:{settings.port}: {exc.strerror} (set router.port)"
-                self.tell({"t": "error", "version": snapshot.version, "message": message})
-                log.error("%s", message)
-                return
+        fresh_tls: list[socket.socket] = []
+        try:
+            if wanted != self.address:
+                fresh = self._bind(snapshot, wanted, count, "router.port")
+            if wanted_tls is not None and wanted_tls != self.tls_address:
+                fresh_tls = self._bind(snapshot, wanted_tls, len(fresh or self.slots) or count, "router.tls.port")
+        except OSError:
+            for sock in fresh:
+                sock.close()
+            return
         self.snapshot, self.version = data, snapshot.version
         self._save(data)
-        if fresh:
+        if fresh or wanted_tls != self.tls_address:
             moved = self.address is not None
-            old_slots, self.slots, self.address = self.slots, fresh, wanted
+            old_slots = (self.slots if fresh else []) + self.tls_slots
+            if fresh:
+                self.slots, self.address = fresh, wanted
+            self.tls_slots, self.tls_address = fresh_tls, wanted_tls
             await self._replace(self._serving() + self._spares())
             for sock in old_slots:
                 sock.close()  # the old workers hold their own copies until they are done
             if moved:
-                self.event("router.listener", f"router now listening on {settings.host}:{settings.port}")
+                where = f"{settings.host}:{settings.port}"
+                if wanted_tls is not None:
+                    where += f" and {wanted_tls[0]}:{wanted_tls[1]} (HTTPS)"
+                self.event("router.listener", f"router now listening on {where}")
             return
         for handle in self._serving() + self._spares():
             self._send(handle, {"t": "snapshot", "snapshot": data})
         await self._fit(count)
+
+    def _bind(self, snapshot: RoutingSnapshot, where: tuple[str, int], count: int, setting: str) -> list[socket.socket]:
+        try:
+            return listeners.group(where[0], where[1], count)
+        except OSError as exc:
+            message = f"cannot listen on {where[0]}:{where[1]}: {exc.strerror} (set {setting})"
+            self.tell({"t": "error", "version": snapshot.version, "message": message})
+            log.error("%s", message)
+            raise
+
+    def _grow(self, count: int) -> None:
+        """Both listener groups up to `count` members (more workers)."""
+        if len(self.slots) < count:
+            self.slots += listeners.grow(self.slots, count - len(self.slots))
+        if self.tls_slots and len(self.tls_slots) < count:
+            self.tls_slots += listeners.grow(self.tls_slots, count - len(self.tls_slots))
 
     def _save(self, data: dict[str, Any]) -> None:
         path = self.dir / SNAPSHOT_NAME
@@ -296,7 +328,7 @@ class Parent:
         spare in milliseconds (starting a worker takes Python half a second to seconds on a busy machine), then a
         new spare starts."""
         if len(self.slots) < count:
-            self.slots += listeners.grow(self.slots, count - len(self.slots))
+            self._grow(count)
             for spare in self._spares():
                 self._retire(spare)  # it was given the sockets there were: a new one gets them all
         serving = {h.slot: h for h in self._serving()}
@@ -308,6 +340,8 @@ class Parent:
                 self._retire(handle)
         if len(self.slots) > count:
             extra, self.slots = self.slots[count:], self.slots[:count]
+            extra += self.tls_slots[count:]
+            self.tls_slots = self.tls_slots[:count]
             listeners.allow_migration()
             for sock in extra:
                 sock.close()  # their workers stop accepting, finish and go; their queues move to the others
@@ -324,10 +358,13 @@ class Parent:
         child_end.set_inheritable(True)
         spare = slot < 0
         given = self.slots if spare else [self.slots[slot]]
+        given_tls = self.tls_slots if spare else self.tls_slots[slot : slot + 1]
         argv = [sys.executable, "-m", "portero.dataplane.worker", "--id", str(number)]
         argv += ["--channel", str(child_end.fileno()), "--state-dir", str(self.state_dir)]
         for sock in given:
             argv += ["--listener", str(sock.fileno())]
+        for sock in given_tls:
+            argv += ["--tls-listener", str(sock.fileno())]
         if spare:
             argv.append("--spare")
         try:
@@ -403,7 +440,8 @@ class Parent:
         spare = next((h for h in self._spares() if h.version >= 0), None)
         if spare is not None and 0 <= handle.slot < len(self.slots):  # loaded already: it accepts within ms
             spare.spare, spare.slot = False, handle.slot
-            self._send(spare, {"t": "serve", "listener": self.slots[handle.slot].fileno()})
+            secure = self.tls_slots[handle.slot].fileno() if handle.slot < len(self.tls_slots) else -1
+            self._send(spare, {"t": "serve", "listener": self.slots[handle.slot].fileno(), "tls_listener": secure})
         now = time.monotonic()
         self._deaths = [t for t in self._deaths if now - t < 60] + [now]
         delay = min(RESPAWN_MAX_S, 0.1 * 2 ** max(0, len(self._deaths) - 3))  # at once, unless it keeps dying
@@ -420,8 +458,7 @@ class Parent:
         if self.snapshot is None:
             return
         count = self._wanted_workers(RoutingSnapshot.from_json(self.snapshot))
-        if len(self.slots) < count:
-            self.slots += listeners.grow(self.slots, count - len(self.slots))
+        self._grow(count)
         fresh = [await self._spawn(slot) for slot in range(count)]
         fresh.append(await self._spawn(-1))
         if not await self._until(
@@ -452,13 +489,15 @@ class Parent:
             "control": self.server_sock.fileno(),
             "address": list(self.address) if self.address else None,
             "slots": [sock.fileno() for sock in self.slots],
+            "tls_address": list(self.tls_address) if self.tls_address else None,
+            "tls_slots": [sock.fileno() for sock in self.tls_slots],
             "snapshot": self.snapshot,
             "version": self.version,
             "next_number": self.next_number,
             "pending": self.merge.save(),
         }
         workers: list[dict[str, Any]] = []
-        keep = [self.lock_fd, self.server_sock.fileno(), *(sock.fileno() for sock in self.slots)]
+        keep = [self.lock_fd, self.server_sock.fileno(), *(sock.fileno() for sock in self.slots + self.tls_slots)]
         for handle in self.workers.values():
             if handle.writer is None or not handle.quiet:
                 continue  # its channel cannot be handed over at a message's boundary: it ends with this program

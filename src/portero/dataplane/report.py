@@ -153,6 +153,7 @@ class Reporter:
         self.router = router
         self._bases: dict[int, tuple[Stats, Tally]] = {}  # id(stats) -> (the object, kept alive; its last reading)
         self._leaving: list[Endpoint] = []  # left the worker; reported once more, for what they did meanwhile
+        self._handshakes: dict[str, int] = {}  # the router's TLS handshake counts at the last report
 
     def _delta(self, stats: Stats) -> Tally:
         now = Tally.of(stats)
@@ -198,6 +199,8 @@ class Reporter:
                 self._bases.pop(id(endpoint.stats), None)
         live = seen | {id(e.stats) for e in self._leaving}
         self._bases = {k: v for k, v in self._bases.items() if k in live}
+        handshakes = {k: n - self._handshakes.get(k, 0) for k, n in router.handshakes.items()}
+        self._handshakes = dict(router.handshakes)
         return {
             "t": "stats",
             "version": router.version,
@@ -205,6 +208,7 @@ class Reporter:
             "active": router.active,
             "services": services,
             "endpoints": endpoints,
+            "tls": {k: n for k, n in handshakes.items() if n},
         }
 
 
@@ -227,9 +231,11 @@ class Merge:
         self.services: dict[str, Tally] = {}
         self.endpoints: dict[Key, Tally] = {}
         self.workers: dict[int, WorkerGauges] = {}
+        self.tls: dict[str, int] = {}  # TLS handshakes by outcome (a version, or `failed:<reason>`)
 
     def add(self, worker: int, report: dict[str, Any]) -> None:
         gauges = WorkerGauges(int(report["version"]), int(report["connections"]), int(report["active"]))
+        _add_counts(self.tls, report.get("tls", {}))
         for name, entry in report["services"].items():
             gauges.queued[name] = int(entry["queued"])
             if entry["d"] is not None:
@@ -247,9 +253,11 @@ class Merge:
         return {
             "services": {name: tally.to_json() for name, tally in self.services.items()},
             "endpoints": [[s, a, tally.to_json()] for (s, a), tally in self.endpoints.items()],
+            "tls": dict(self.tls),
         }
 
     def restore(self, saved: dict[str, Any]) -> None:
+        _add_counts(self.tls, saved.get("tls", {}))
         for name, data in saved["services"].items():
             self.services.setdefault(name, Tally()).add(Tally.from_json(data))
         for name, address, data in saved["endpoints"]:
@@ -273,8 +281,10 @@ class Merge:
         endpoints = [[s, a, self.endpoints[(s, a)].to_json() if (s, a) in self.endpoints else None, merged.get((s, a))]
                      for s, a in sorted(set(self.endpoints) | set(merged))]  # fmt: skip
         self.services, self.endpoints = {}, {}
+        tls, self.tls = self.tls, {}
         return {
             "t": "stats",
+            "tls": tls,
             "workers": len(workers),
             "versions": sorted({g.version for g in workers}),
             "connections": sum(g.connections for g in workers),
@@ -283,6 +293,11 @@ class Merge:
             "services": services,
             "endpoints": endpoints,
         }
+
+
+def _add_counts(into: dict[str, int], counts: dict[str, Any]) -> None:
+    for key, count in counts.items():
+        into[str(key)] = into.get(str(key), 0) + int(count)
 
 
 def _merge_gauges(into: dict[str, Any] | None, state: dict[str, Any]) -> dict[str, Any]:
@@ -337,8 +352,10 @@ class RouterView:
         self.connections = 0
         self.active = 0
         self.reports = 0
+        self.handshakes: dict[str, int] = {}  # TLS handshakes since this portero started, by outcome
 
     def apply(self, message: dict[str, Any], now: float) -> None:
+        _add_counts(self.handshakes, message.get("tls", {}))
         self.workers = int(message["workers"])
         self.versions = [int(v) for v in message["versions"]]
         self.connections = int(message["connections"])

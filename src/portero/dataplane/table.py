@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from portero.replicas import Replica, ReplicaState
-from portero.router.snapshot import EndpointEntry, RoutingSnapshot, ServiceEntry, service_entry
+from portero.router.snapshot import CertificateEntry, EndpointEntry, RoutingSnapshot, ServiceEntry, service_entry
 from portero.spec.models import RouterSettings, ServiceSpec
 
 WEIGHT_SCALE = 1000  # a revision's traffic share is spread over its ready replicas in these units
@@ -32,6 +32,8 @@ class RoutingTable:
         self.registered: dict[Key, int] = {}
         self.weights: dict[Key, int] = {}  # set by hand for endpoints that are not registered (replicas, static)
         self.draining: dict[Key, Drain] = {}
+        self.certificates: tuple[CertificateEntry, ...] = ()  # what the HTTPS listeners serve (tls/manager.py)
+        self.challenges: tuple[tuple[str, str], ...] = ()  # ACME HTTP-01 answers pending
         self.version = 0
 
     def changed(self) -> int:
@@ -65,6 +67,14 @@ class RoutingTable:
         if fresh == self.replicas:
             return False
         self.replicas = fresh
+        self.changed()
+        return True
+
+    def set_tls(self, certificates: tuple[CertificateEntry, ...], challenges: tuple[tuple[str, str], ...]) -> bool:
+        """The certificates and pending challenges the TLS manager wants served; True when this changed them."""
+        if (certificates, challenges) == (self.certificates, self.challenges):
+            return False
+        self.certificates, self.challenges = certificates, challenges
         self.changed()
         return True
 
@@ -144,7 +154,7 @@ class RoutingTable:
             ServiceEntry(name, spec.balance, spec.health.path, tuple(self.entries(name)))
             for name, spec in self.services.items()
         )
-        return RoutingSnapshot(self.version, self.settings, services)
+        return RoutingSnapshot(self.version, self.settings, services, self.certificates, self.challenges)
 
 
 def _with(

@@ -12,7 +12,8 @@ traffic must not stop meanwhile), until SIGTERM.
 A spare (`--spare`) loads every snapshot but accepts nothing until the parent says `serve`: it takes the place of a
 worker that died within milliseconds, where starting a new one takes Python a second or more on a busy machine.
 
-    python -m portero.dataplane.worker --id N --channel FD --listener FD [--listener FD ...] --state-dir DIR [--spare]
+    python -m portero.dataplane.worker --id N --channel FD --listener FD [--listener FD ...] [--tls-listener FD ...]
+        --state-dir DIR [--spare]
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Worker:
         self.writer = writer
         self.router: Router | None = None
         self.listeners: list[socket.socket] = []
+        self.tls_listeners: list[socket.socket] = []
         self.reporter: Reporter | None = None
         self.orphaned = False
         self.quiet = False  # the parent is about to exec: messages wait until it speaks again
@@ -58,7 +60,7 @@ class Worker:
         elif not self.orphaned and not self.writer.is_closing():
             messages.send(self.writer, message)
 
-    async def serve(self, listeners: list[socket.socket], *, spare: bool) -> None:
+    async def serve(self, listeners: list[socket.socket], tls_listeners: list[socket.socket], *, spare: bool) -> None:
         first = await messages.receive(self.reader)
         if first is None or first["t"] != "snapshot":
             raise SystemExit("the router's parent sent no snapshot")
@@ -73,8 +75,9 @@ class Worker:
             )
         )
         self.listeners = listeners
+        self.tls_listeners = tls_listeners
         if not spare:
-            await router.start(listeners)
+            await router.start(listeners, tls_listeners)
         self.reporter = Reporter(router)
         self.send({"t": "ack", "version": snapshot.version})
         gc.freeze()  # what start-up made lives as long as the worker: out of the collector's walks (daemon.py)
@@ -114,12 +117,14 @@ class Worker:
                 snapshot = RoutingSnapshot.from_json(message["snapshot"])
                 self.router.load(snapshot)
                 self.send({"t": "ack", "version": snapshot.version})
-            elif kind == "serve":  # a spare takes a dead worker's place, on that worker's listening socket
+            elif kind == "serve":  # a spare takes a dead worker's place, on that worker's listening sockets
                 chosen = [sock for sock in self.listeners if sock.fileno() == int(message["listener"])]
-                for sock in self.listeners:
-                    if sock not in chosen:
+                secure = int(message.get("tls_listener", -1))
+                chosen_tls = [sock for sock in self.tls_listeners if sock.fileno() == secure]
+                for sock in self.listeners + self.tls_listeners:
+                    if sock not in chosen and sock not in chosen_tls:
                         sock.close()  # the parent holds them: closing them here changes nothing for the others
-                await self.router.start(chosen)
+                await self.router.start(chosen, chosen_tls)
             elif kind == "stop":
                 self.grace_s = float(message.get("grace_s", self.grace_s))
                 self.stopping.set()
@@ -139,7 +144,8 @@ async def _main(args: argparse.Namespace) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stopping.set)
     listeners = [socket.socket(fileno=fd) for fd in args.listener]
-    await worker.serve(listeners, spare=args.spare)
+    tls_listeners = [socket.socket(fileno=fd) for fd in args.tls_listener]
+    await worker.serve(listeners, tls_listeners, spare=args.spare)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--id", type=int, required=True)
     parser.add_argument("--channel", type=int, required=True)
     parser.add_argument("--listener", type=int, action="append", default=[])
+    parser.add_argument("--tls-listener", type=int, action="append", default=[], help="A listener that speaks TLS.")
     parser.add_argument("--spare", action="store_true", help="Load snapshots, accept nothing until told `serve`.")
     parser.add_argument("--state-dir", required=True)  # only to tell whose worker this is (ps, tests' cleanup)
     args = parser.parse_args(argv)

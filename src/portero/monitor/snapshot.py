@@ -83,6 +83,7 @@ class RouterSample:
     requests_per_second: float | None
     in_flight: int
     connections: int
+    handshakes: dict[str, int] = field(default_factory=dict)  # TLS, since portero started: by version or failure
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,24 @@ class PorteroSample:
 
 
 @dataclass(frozen=True)
+class CertificateSample:
+    """A certificate the router serves or should serve (tls/manager.py)."""
+
+    host: str  # the host it is obtained for, or the first name of a given one
+    names: tuple[str, ...]
+    source: str  # "file" (given) or "acme" (obtained)
+    state: str  # valid, expired, missing, obtaining, renewing, failing
+    not_before: float | None  # Unix time; None: no certificate (yet)
+    not_after: float | None
+    renew_at: float | None  # when it is renewed (two thirds of its life); None for given ones
+    serial: str | None
+    issuer: str | None
+    failures: int  # attempts failed in a row (a given file that cannot be read: 1)
+    error: str | None  # why the last one failed
+    next_attempt_at: float | None  # when the leader orders next
+
+
+@dataclass(frozen=True)
 class Snapshot:
     at: float
     interval_s: float
@@ -108,3 +127,4 @@ class Snapshot:
     portero: PorteroSample
     scrapes: list[ScrapeStatus] = field(default_factory=list)  # the last scrape of each replica (`metrics:`)
     app: list[AppSample] = field(default_factory=list)  # what the replicas' last good scrapes read
+    certificates: list[CertificateSample] = field(default_factory=list)  # the router's (router.tls)

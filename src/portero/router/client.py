@@ -34,6 +34,15 @@ class BadRequest(Exception):
         self.status = status
 
 
+class OwnAnswer(BadRequest):
+    """Not an error: a request the router answers itself (an ACME challenge, a redirect to HTTPS), then closes,
+    as it does a refused one: it needs no endpoint and no body of it is read."""
+
+    def __init__(self, status: int, response: bytes) -> None:
+        super().__init__(status, "")
+        self.response = response
+
+
 class ClientConnection(BurstWriter):
     __slots__ = (
         "absolute",
@@ -62,6 +71,7 @@ class ClientConnection(BurstWriter):
         "request_id",
         "rewrite",
         "router",
+        "scheme",
         "te",
         "tunnel",
         "undispatched",
@@ -70,9 +80,10 @@ class ClientConnection(BurstWriter):
         "write_paused_at",
     )
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, tls: bool = False) -> None:
         super().__init__()
         self.router = router
+        self.scheme = b"https" if tls else b"http"  # X-Forwarded-Proto, and whether HTTPS policies apply
         self.parser = httptools.HttpRequestParser(self)
         self.peer = b""
         self.current: Exchange | None = None
@@ -140,7 +151,9 @@ class ClientConnection(BurstWriter):
             self._upgrade_data(data, upgrade)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            if isinstance(cause, BadRequest):
+            if isinstance(cause, OwnAnswer):
+                self.reject(cause.status, "", cause.response)
+            elif isinstance(cause, BadRequest):
                 self.reject(cause.status, str(cause))
             elif not self.closed:
                 raise
@@ -273,9 +286,15 @@ class ClientConnection(BurstWriter):
                 raise BadRequest(400, "the asterisk target is for OPTIONS only (RFC 9112 §3.2.4)")
         elif self.url[:1] != b"/":
             self._absolute_form()
+        if router.challenges and self.url in router.challenges and self.scheme == b"http":
+            answer = router.challenges[self.url]  # an ACME CA checks that this router answers for the host
+            raise OwnAnswer(200, wire.response(200, answer, content_type=b"application/octet-stream", close=True))
         service = router.route(self.host or b"", self.url)
         if service is None:
             raise BadRequest(404, "no service is routed for this host and path")
+        hsts = b""
+        if router.https_routes:
+            hsts = self._https_policy()
         length = 0
         if not chunked and self.content_length:
             length = int(self.content_length)
@@ -299,6 +318,8 @@ class ClientConnection(BurstWriter):
         )
         if service.hash_header is not None or service.hash_cookie is not None:
             exchange.hash_key = service.hash_key_of(self.headers)
+        if hsts:
+            exchange.extra_head = hsts
         router.active += 1
         router.budget.request(now)
         self.body_started = now
@@ -351,6 +372,25 @@ class ClientConnection(BurstWriter):
         self.url = path if path[:1] == b"/" else b"/" + path
         self.absolute = True
 
+    def _https_policy(self) -> bytes:
+        """A route that redirects plain HTTP answers 308 to the same URL over HTTPS (308 keeps the method and the
+        body, where 301 may turn a POST into a GET); over HTTPS, its HSTS header line (or nothing)."""
+        route = self.router.https_policy(self.host or b"", self.url)
+        if route is None:
+            return b""
+        if self.scheme == b"https":
+            return route.hsts
+        if not route.redirect:
+            return b""
+        host = self.host or b""
+        host = host[: host.find(b"]") + 1] if host.startswith(b"[") else host.rsplit(b":", 1)[0]
+        tls = self.router.settings.tls
+        port = (tls.public_port if tls is not None else None) or self.router.https_port
+        authority = host if port == 443 else b"%b:%d" % (host, port)
+        location = b"https://" + authority + self.url
+        body = b"Redirecting to " + location + b"\n"
+        raise OwnAnswer(308, wire.response(308, body, headers=((b"location", location),), close=True))
+
     def _request_id(self) -> bytes:
         incoming = self.request_id
         if incoming is not None and 0 < len(incoming) <= 128 and incoming.replace(b"-", b"").isalnum():
@@ -359,7 +399,7 @@ class ClientConnection(BurstWriter):
 
     def _upstream_head(self, method: bytes, request_id: bytes, http10: bool, upgrade: bool, raw_end: int) -> bytes:
         trusted = self.router.is_trusted(self.peer) if self.rewrite else False
-        forwarded_for, proto, forwarded_host = self.peer, b"http", self.host or b""
+        forwarded_for, proto, forwarded_host = self.peer, self.scheme, self.host or b""
         if not http10 and not upgrade and raw_end > 0 and not trusted and not self.absolute:
             # The client's own head, byte for byte, minus the lines the router drops (hop-by-hop, X-Forwarded-*,
             # X-Request-Id). Fix: without the blank lines a server ignores before a request (RFC 9112 §2.2);
@@ -464,16 +504,18 @@ class ClientConnection(BurstWriter):
             self.paused = False
             self.transport.resume_reading()
 
-    def reject(self, status: int, detail: str) -> None:
-        """A request the router refuses before any exchange: answer and close, so nothing after it is read."""
+    def reject(self, status: int, detail: str, response: bytes = b"") -> None:
+        """A request the router refuses (or answers itself: `response`) before any exchange: answer and close, so
+        nothing after it is read."""
         # Fix: requests read whole before the refused bytes are answered first, in order, and only then the
         # refusal (it aborted them, so a valid request pipelined before a bad one got no answer, or went upstream
         # half-sent). A request whose body was cut by the refusal is dropped.
         while self.queued and not self.queued[-1].request_done:
             self.queued.pop().abort()
         current = self.current
+        answer = response or wire.response(status, wire.error_body(status, detail), close=True)
         if current is not None and not current.done and current.request_done:
-            self.rejection = wire.response(status, wire.error_body(status, detail), close=True)
+            self.rejection = answer
             self.pause_reading()
             self.phase = WAIT
             self.deadline = 0.0
@@ -481,7 +523,7 @@ class ClientConnection(BurstWriter):
         self.undispatched = None
         if current is not None and not current.done:
             current.abort()
-        self.write(wire.response(status, wire.error_body(status, detail), close=True))
+        self.write(answer)
         self.close()
 
     def close(self) -> None:

@@ -86,6 +86,7 @@ class Exchange:
         "client_http10",
         "deadline",
         "endpoint",
+        "extra_head",
         "free_retries",
         "hash_key",
         "head",
@@ -160,6 +161,7 @@ class Exchange:
         self.seen_reads = 0
         self.quiet_since = now
         self.hash_key: bytes | None = None
+        self.extra_head = b""  # header lines the router adds to the response (HSTS)
 
     def _to(self, step: int) -> None:
         after = _NEXT.get(self.phase << 3 | step, -1)
@@ -389,6 +391,8 @@ class Exchange:
         if status != 101:
             out.append(b"connection: close\r\n" if close else b"connection: keep-alive\r\n")
             self.response_close = close
+        if self.extra_head:
+            out.append(self.extra_head)
         out.append(b"x-request-id: %b\r\n\r\n" % self.request_id)
         self.client.write(b"".join(out))
         self.deadline = 0.0

@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import socket
+import ssl
 from collections.abc import Callable
 
 from portero.router.balancer import make_balancer
@@ -21,11 +22,12 @@ from portero.router.burst import BurstWriter
 from portero.router.client import ClientConnection
 from portero.router.outlier import OutlierPolicy
 from portero.router.probe import probe
-from portero.router.routes import CompiledRoute, compile_routes, match
+from portero.router.routes import CompiledRoute, compile_routes, find, match
 from portero.router.service import Endpoint, EndpointState, ServiceRoute
 from portero.router.snapshot import RoutingSnapshot, ServiceEntry, from_spec
 from portero.spec.models import RouterSettings, ServiceSpec
 from portero.tasks import settle, spawn
+from portero.tls import contexts
 
 log = logging.getLogger(__name__)
 SWEEP_S = 0.25  # resolution of every router deadline
@@ -61,6 +63,12 @@ class Router:
         self._flush_scheduled = False
         self.stopped = False
         self.now: Callable[[], float] = lambda: 0.0
+        self.tls = contexts.ContextBook()  # the certificates new HTTPS connections are served (tls/contexts.py)
+        self._tls_listeners: list[socket.socket] = []
+        self.handshakes: dict[str, int] = {}  # "TLSv1.3", ...: completed; "failed:<reason>": not (report.py)
+        self.challenges: dict[bytes, bytes] = {}  # ACME HTTP-01 paths pending, and their answers
+        self.https_routes = False  # a route redirects plain HTTP or sends HSTS: requests look their route up
+        self.https_port = 443  # where the HTTPS listener is, for redirects (`router.tls.public_port` wins)
 
     def _configure(self, settings: RouterSettings) -> None:
         self.settings = settings
@@ -79,9 +87,12 @@ class Router:
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
-    async def start(self, sockets: list[socket.socket] | None = None) -> None:
+    async def start(
+        self, sockets: list[socket.socket] | None = None, secure: list[socket.socket] | None = None
+    ) -> None:
         """Serve on `sockets` (a worker's, inherited from the router's parent process), or on a socket of its own
-        bound to `router.host:router.port` (a router alone: tests, benchmarks)."""
+        bound to `router.host:router.port` (a router alone: tests, benchmarks); HTTPS on `secure` (a worker's), or
+        on a socket of its own at `router.tls` when that is set and `sockets` is not given."""
         loop = asyncio.get_running_loop()
         self._loop = loop
         self.now = loop.time
@@ -94,10 +105,22 @@ class Router:
                     f"cannot listen on {settings.host}:{settings.port} for the router: {exc.strerror} "
                     "(set router.port in the spec)"
                 ) from exc
-        self._listeners = sockets
-        for listener in sockets:
+            if secure is None and settings.tls is not None:
+                try:
+                    secure = [listen(settings.tls.host or settings.host, settings.tls.port)]
+                except OSError as exc:
+                    sockets[0].close()
+                    raise RouterError(
+                        f"cannot listen on {settings.tls.host or settings.host}:{settings.tls.port} for HTTPS: "
+                        f"{exc.strerror} (set router.tls.port in the spec)"
+                    ) from exc
+        self._tls_listeners = list(secure or ())
+        if self._tls_listeners:
+            self.https_port = int(self._tls_listeners[0].getsockname()[1])
+        self._listeners = [*sockets, *self._tls_listeners]
+        for listener in self._listeners:
             listener.setblocking(False)
-            loop.add_reader(listener.fileno(), self._accept, listener)
+            loop.add_reader(listener.fileno(), self._accept, listener, listener in self._tls_listeners)
         self._tasks = [
             spawn(self._sweep(), name="router-sweep", eternal=True),
             spawn(self._check_endpoints(), name="router-health", eternal=True),
@@ -105,7 +128,7 @@ class Router:
         names = ", ".join("{}:{}".format(*listener.getsockname()[:2]) for listener in sockets)
         log.info("router listening on %s", names)
 
-    def _accept(self, listener: socket.socket) -> None:
+    def _accept(self, listener: socket.socket, secure: bool) -> None:
         """Accept up to ACCEPT_BURST connections per wake-up. The loop's own server accepts one per loop
         iteration (libuv >= 1.45), and an iteration of a busy router serves hundreds of connections, so 1,000
         new clients waited seconds in the accept queue (wrk counted up to 168 requests over 5 s)."""
@@ -123,12 +146,15 @@ class Router:
                     # spin on a listener that stays readable; the kernel's queue holds the clients meanwhile.
                     log.error("router cannot accept connections: %s; retrying in %.1f s", exc, ACCEPT_PAUSE_S)
                     _stop_reading(loop, listener.fileno())
-                    loop.call_later(ACCEPT_PAUSE_S, self._resume_accepting, listener)
+                    loop.call_later(ACCEPT_PAUSE_S, self._resume_accepting, listener, secure)
                     return
                 continue  # the client left before we accepted it (ECONNABORTED...)
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            spawn(self._adopt(loop, sock), name="router-accept")
+            if secure:
+                spawn(self._adopt_tls(loop, sock), name="router-accept-tls")
+            else:
+                spawn(self._adopt(loop, sock), name="router-accept")
 
     async def _adopt(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         try:
@@ -136,9 +162,41 @@ class Router:
         except OSError:
             sock.close()
 
-    def _resume_accepting(self, listener: socket.socket) -> None:
+    async def _adopt_tls(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        """The handshake is the transport's (uvloop's, with OpenSSL); the connection is counted once it ends, by
+        its TLS version or by why it failed. Each connection keeps the context it started with."""
+        context = self.tls.front
+        if context is None:  # no certificate loaded (yet): nothing to offer
+            self._count("failed:no_certificate")
+            sock.close()
+            return
+        settings = self.settings.tls
+        timeout = settings.handshake_timeout_s if settings is not None else 10.0
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: ClientConnection(self, True), sock, ssl=context, ssl_handshake_timeout=timeout
+            )
+        except ssl.SSLError:
+            self._count("failed:protocol")  # not TLS, no common version or cipher, a bad record
+            sock.close()
+            return
+        except ConnectionAbortedError:
+            self._count("failed:timeout")  # uvloop aborts a handshake that outlives its timeout so
+            sock.close()
+            return
+        except OSError:
+            self._count("failed:closed")  # the client went away in the middle
+            sock.close()
+            return
+        secured = transport.get_extra_info("ssl_object")
+        self._count(str(secured.version()) if secured is not None else "unknown")
+
+    def _count(self, outcome: str) -> None:
+        self.handshakes[outcome] = self.handshakes.get(outcome, 0) + 1
+
+    def _resume_accepting(self, listener: socket.socket, secure: bool) -> None:
         if self._loop is not None and not self.closing and listener in self._listeners:
-            self._loop.add_reader(listener.fileno(), self._accept, listener)
+            self._loop.add_reader(listener.fileno(), self._accept, listener, secure)
 
     def stop_accepting(self) -> None:
         """No new connection from now on. The listening sockets are closed here, in this process: where a parent
@@ -173,6 +231,12 @@ class Router:
     def address(self) -> tuple[str, int]:
         assert self._listeners
         host, port = self._listeners[0].getsockname()[:2]
+        return str(host), int(port)
+
+    @property
+    def tls_address(self) -> tuple[str, int]:
+        assert self._tls_listeners
+        host, port = self._tls_listeners[0].getsockname()[:2]
         return str(host), int(port)
 
     async def _sweep(self) -> None:
@@ -221,9 +285,23 @@ class Router:
             for endpoint in self.services[gone].endpoints.values():
                 if endpoint.state is not EndpointState.DRAINING:
                     endpoint.drain(now + settings.drain_timeout_s)
-        self.routes = compile_routes([(r.host, r.prefix, r.service) for r in settings.routes])
+        self.routes = compile_routes(settings.routes)
+        self.https_routes = any(r.redirect or r.hsts for r in self.routes)
         self.default_service = snapshot.services[0].name if snapshot.services else None
+        self._load_tls(snapshot)
         self.version = snapshot.version
+
+    def _load_tls(self, snapshot: RoutingSnapshot) -> None:
+        self.challenges = {
+            b"/.well-known/acme-challenge/" + token.encode(): answer.encode() for token, answer in snapshot.challenges
+        }
+        book = contexts.build(snapshot.settings.tls, snapshot.certificates, self.tls)
+        for error in book.errors:
+            if error not in self.tls.errors:
+                log.warning("%s; its names keep the certificate they had", error)
+                for hook in self._event_hooks:
+                    hook("tls.load_failed", "", "", error)
+        self.tls = book
 
     def _route_for(self, entry: ServiceEntry) -> ServiceRoute:
         balance = entry.balance
@@ -249,6 +327,10 @@ class Router:
     def route(self, host: bytes, path: bytes) -> ServiceRoute | None:
         name = match(self.routes, host, path) if self.routes else self.default_service
         return self.services.get(name) if name is not None else None
+
+    def https_policy(self, host: bytes, path: bytes) -> CompiledRoute | None:
+        """The route of a request, for its redirect to HTTPS and its HSTS header (only when a route has them)."""
+        return find(self.routes, host, path)
 
     def is_trusted(self, peer: bytes) -> bool:
         if not self._trusted:

@@ -35,10 +35,23 @@ class ServiceEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateEntry:
+    """A certificate the HTTPS listeners serve, by file: a worker loads it again only when `fingerprint` changes,
+    so a renewal (new files, a new fingerprint) reaches new connections and leaves open ones as they are."""
+
+    names: tuple[str, ...]  # lowercase SNI names it serves, `*.example.com` included
+    cert_file: str  # PEM: the certificate and its chain (and the key, when `key_file` is empty)
+    key_file: str
+    fingerprint: str  # SHA-256 of the certificate
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingSnapshot:
     version: int
     settings: RouterSettings
     services: tuple[ServiceEntry, ...]  # in the spec's order: the first is where requests go without routes
+    certificates: tuple[CertificateEntry, ...] = ()  # the first is served to clients that name no known host
+    challenges: tuple[tuple[str, str], ...] = ()  # ACME HTTP-01: (token, key authorization) answered over HTTP
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +76,11 @@ class RoutingSnapshot:
                 }
                 for s in self.services
             ],
+            "certificates": [
+                {"names": list(c.names), "cert_file": c.cert_file, "key_file": c.key_file, "fingerprint": c.fingerprint}
+                for c in self.certificates
+            ],
+            "challenges": [list(pair) for pair in self.challenges],
         }
 
     @staticmethod
@@ -87,7 +105,14 @@ class RoutingSnapshot:
             for s in data["services"]
         )
         settings = RouterSettings.model_validate(data["settings"], strict=False)
-        return RoutingSnapshot(int(data["version"]), settings, services)
+        certificates = tuple(
+            CertificateEntry(
+                tuple(str(n) for n in c["names"]), str(c["cert_file"]), str(c["key_file"]), str(c["fingerprint"])
+            )
+            for c in data.get("certificates", ())
+        )
+        challenges = tuple((str(token), str(answer)) for token, answer in data.get("challenges", ()))
+        return RoutingSnapshot(int(data["version"]), settings, services, certificates, challenges)
 
 
 def service_entry(name: str, spec: ServiceSpec, endpoints: tuple[EndpointEntry, ...] = ()) -> ServiceEntry:

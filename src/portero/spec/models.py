@@ -45,6 +45,29 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False, defer_build=True)
 
 
+class AdminTls(Model):
+    """HTTPS for the admin API: a certificate of its own (files), or one the router serves (given or obtained over
+    ACME, and renewed: the API takes the new one for its new connections)."""
+
+    cert_file: PathText | None = None
+    """PEM file with the API's certificate and its chain."""
+    key_file: PathText | None = None
+    """PEM file with its private key; unset: the key is in `cert_file` too."""
+    router_host: Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]{1,253}$")] | None = None
+    """Serve the router's certificate for this host instead (`router.tls`); until it is first obtained, the API
+    answers with a temporary self-signed one."""
+    ca_file: PathText | None = None
+    """CA bundle the CLI checks the API's certificate against (a private CA); the system's roots when unset."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AdminTls:
+        if (self.cert_file is None) == (self.router_host is None):
+            raise ValueError("needs exactly one of `cert_file` (its own certificate) or `router_host`")
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file: goes with `cert_file`")
+        return self
+
+
 class AdminSettings(Model):
     """Where the management API listens. Loopback by default: it can stop and start the app."""
 
@@ -60,11 +83,31 @@ class AdminSettings(Model):
     """Open connections at most; more are closed at once (the router, in its own processes, is not affected)."""
     max_body_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 4 << 20
     """Largest request body (a spec, a deploy); larger gets 413 before it is read."""
+    tls: AdminTls | None = None
+    """Serve the admin API over HTTPS (docs/tls.md); plain HTTP when unset."""
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls is not None else 'http'}://{host}:{self.port}"
+
+
+class Hsts(Model):
+    """`Strict-Transport-Security` on a route's HTTPS answers (RFC 6797): browsers then use HTTPS alone for the
+    host, for `max_age_s`. Never sent over plain HTTP, where it means nothing."""
+
+    max_age_s: Annotated[int, Field(ge=0, le=2 * 365 * 86_400)] = 31_536_000
+    """How long browsers remember it (0 makes them forget it)."""
+    include_subdomains: bool = False
+    """Every subdomain of the host too (`includeSubDomains`)."""
+    preload: bool = False
+    """Ask to be on browsers' built-in list (`preload`; also needs `include_subdomains` and a year or more)."""
+
+    @property
+    def header(self) -> str:
+        value = f"max-age={self.max_age_s}"
+        value += "; includeSubDomains" if self.include_subdomains else ""
+        return value + ("; preload" if self.preload else "")
 
 
 class Route(Model):
@@ -76,6 +119,11 @@ class Route(Model):
     """Path prefix."""
     service: Annotated[str, Field(pattern=NAME_PATTERN)]
     """Service that serves the matching requests."""
+    redirect_https: bool = False
+    """Answer this route's plain-HTTP requests with 308 to the same URL over HTTPS (needs `router.tls`); ACME's
+    HTTP-01 challenges are still answered over HTTP."""
+    hsts: Hsts | None = None
+    """Send `Strict-Transport-Security` with this route's HTTPS answers (needs `router.tls`)."""
 
 
 class EndpointHealth(Model):
@@ -117,6 +165,75 @@ class BreakerSettings(Model):
     """How long an open breaker refuses requests before it lets probes through."""
     half_open_probes: Annotated[int, Field(ge=1, le=1000)] = 3
     """Probe requests that must succeed to close the breaker."""
+
+
+class CertificateFiles(Model):
+    """A certificate portero is given: PEM files the operator obtains and renews (portero reads them again when
+    they change)."""
+
+    cert_file: PathText
+    """PEM file with the certificate, then its chain (intermediates), as CAs and certbot's `fullchain.pem` give it."""
+    key_file: PathText | None = None
+    """PEM file with its private key; unset: the key is in `cert_file` too."""
+    hosts: Annotated[tuple[Annotated[str, Field(pattern=r"^(\*\.)?[A-Za-z0-9.-]{1,253}$")], ...], LIST, MANY] = ()
+    """Names it is served for (SNI), `*.example.com` included; unset: the DNS names of its subjectAltName."""
+
+
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+class AcmeSettings(Model):
+    """Certificates obtained and renewed by portero over ACME (RFC 8555), one per host, proved by the HTTP-01
+    challenge that the router answers on its HTTP listener: the CA must reach `router.port` as port 80 of each
+    host (docs/tls.md)."""
+
+    directory_url: Annotated[str, Field(pattern=r"^https://[!-~]+$", max_length=2_000)] = LETS_ENCRYPT
+    """The ACME server's directory: Let's Encrypt's by default; any ACME CA's (its staging, a private one)."""
+    email: Annotated[str, Field(pattern=r"^[^@\s]{1,64}@[A-Za-z0-9.-]{1,253}$")] | None = None
+    """Contact of the ACME account (expiry warnings, policy changes); none when unset. Registering the account
+    agrees to the CA's terms of service."""
+    hosts: Annotated[tuple[Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]{1,253}$")], ...], LIST, MANY] = ()
+    """Hosts to obtain certificates for; unset: every exact host of `router.routes` that no given certificate
+    (`certificates`) serves. Wildcards need DNS-01, which portero does not do: give those as files."""
+    ca_file: PathText | None = None
+    """CA bundle (PEM) that the ACME server's own HTTPS certificate is checked against, for a private ACME CA;
+    the system's roots when unset."""
+    key_type: Literal["ecdsa-p256", "rsa-2048"] = "ecdsa-p256"
+    """Key of each certificate: ECDSA P-256 (smaller, faster handshakes) or RSA 2048 (very old clients)."""
+    timeout_s: Annotated[float, Field(ge=5, le=3_600)] = 120
+    """An order (challenges validated, certificate issued) must complete within this, or the attempt fails."""
+    retry_initial_s: Annotated[float, Field(ge=1, le=86_400)] = 60
+    """After a failed attempt the next one waits this long, doubling after each further failure..."""
+    retry_max_s: Annotated[float, Field(ge=1, le=86_400)] = 3_600
+    """...up to this."""
+
+
+class TlsSettings(Model):
+    """HTTPS listeners in the router: TLS 1.2 and 1.3 only, modern ciphers, the certificate picked by SNI."""
+
+    host: Host | None = None
+    """Address of the HTTPS listener; `router.host` when unset."""
+    port: Port = 8443
+    """Port of the HTTPS listener (443 in production, or a firewall forwarding 443 to it)."""
+    public_port: Port | None = None
+    """Port clients use for HTTPS, named in redirects; `port` when unset (set 443 when a firewall forwards it)."""
+    certificates: Annotated[tuple[CertificateFiles, ...], LIST, MANY] = ()
+    """Certificates given as files; they win over ACME for the names they serve."""
+    acme: AcmeSettings | None = None
+    """Obtain and renew certificates over ACME for the routes' hosts."""
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    """Oldest TLS version accepted (1.3 is always accepted, nothing older than 1.2 ever is)."""
+    session_tickets: bool = True
+    """Let clients resume sessions (TLS 1.3 tickets; each worker has its own keys); off, every new connection makes
+    a full handshake."""
+    handshake_timeout_s: Seconds = 10
+    """A client must complete the handshake within this, or the connection is closed (counted as failed)."""
+
+    @model_validator(mode="after")
+    def _some_certificate(self) -> TlsSettings:
+        if not self.certificates and self.acme is None:
+            raise ValueError("needs `certificates` (files) or `acme` (obtained by portero), or both")
+        return self
 
 
 class RouterSettings(Model):
@@ -188,6 +305,37 @@ class RouterSettings(Model):
     """Circuit breaker per endpoint."""
     routes: Annotated[tuple[Route, ...], LIST, MANY] = ()
     """Host and path routes; without them every request goes to the first service."""
+    tls: TlsSettings | None = None
+    """HTTPS listeners and their certificates (docs/tls.md); plain HTTP alone when unset."""
+
+    @model_validator(mode="after")
+    def _tls_for_https_routes(self) -> RouterSettings:
+        for i, route in enumerate(self.routes):
+            if self.tls is None and (route.redirect_https or route.hsts is not None):
+                field = "redirect_https" if route.redirect_https else "hsts"
+                raise ValueError(f"routes.{i}.{field}: needs `router.tls` (an HTTPS listener)")
+        tls = self.tls
+        if tls is None:
+            return self
+        if tls.port == self.port and (tls.host or self.host) == self.host:
+            raise ValueError(f"tls.port: {tls.port} is `router.port` already; HTTPS needs a port of its own")
+        if tls.acme is not None and not self.acme_hosts:
+            raise ValueError(
+                "tls.acme: no host to obtain a certificate for; add routes with exact hosts or list `acme.hosts`"
+            )
+        return self
+
+    @property
+    def acme_hosts(self) -> tuple[str, ...]:
+        """The hosts portero obtains certificates for: `tls.acme.hosts`, else the routes' exact hosts that no
+        given certificate names."""
+        if self.tls is None or self.tls.acme is None:
+            return ()
+        if self.tls.acme.hosts:
+            return tuple(dict.fromkeys(h.lower() for h in self.tls.acme.hosts))
+        given = {h.lower() for c in self.tls.certificates for h in c.hosts}
+        exact = [r.host.lower() for r in self.routes if r.host != "*" and not r.host.startswith("*.")]
+        return tuple(dict.fromkeys(h for h in exact if h not in given))
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -885,6 +1033,9 @@ class Spec(Model):
             ]
             if missing:
                 raise ValueError(f"{', '.join(missing)}: required by runtime `{self.runtime}`")
+        admin_tls = self.admin.tls
+        if admin_tls is not None and admin_tls.router_host is not None and self.router.tls is None:
+            raise ValueError("admin.tls.router_host: needs `router.tls` (the router's certificates)")
         unknown = [
             f"router.routes.{i}.service: no service named {r.service!r}"
             for i, r in enumerate(self.router.routes)

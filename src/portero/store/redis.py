@@ -145,6 +145,10 @@ class RedisStore:
         args = [fence, json.dumps([list(c) for c in commands]), self.keys.changes, message]
         await self.call(self._write_script(keys=[self.keys.epoch], args=args))
 
+    async def write(self, commands: Sequence[Sequence[str]]) -> None:
+        """Commands of another part of portero (tls/vault.py), in one atomic call under the leader's fencing token."""
+        await self._write(commands)
+
     async def publish(self, change: dict[str, Any]) -> None:
         await self.call(self.client.publish(self.keys.changes, json.dumps({**change, "origin": self.origin})))
 

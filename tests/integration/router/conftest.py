@@ -60,7 +60,11 @@ def service_spec(endpoints: list[EndpointLike], balance: dict[str, Any] | None =
 def router_settings(**settings: Any) -> RouterSettings:
     """Test settings: a free port (port 0 is outside the spec's range, so it is set past validation)."""
     values: dict[str, Any] = {"health": {"interval_s": 60}, **settings}
-    return RouterSettings.model_validate(values).model_copy(update={"port": 0})
+    validated = RouterSettings.model_validate(values)
+    update: dict[str, Any] = {"port": 0}
+    if validated.tls is not None:
+        update["tls"] = validated.tls.model_copy(update={"port": 0})
+    return validated.model_copy(update=update)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:

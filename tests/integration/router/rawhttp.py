@@ -4,6 +4,7 @@ strictly (Content-Length, chunked, or to the close), so they see exactly what th
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -31,9 +32,19 @@ class ProtocolError(AssertionError):
 
 
 class Client:
-    def __init__(self, port: int, timeout: float = TIMEOUT_S) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(
+        self, port: int, timeout: float = TIMEOUT_S, tls: ssl.SSLContext | None = None, server_name: str = ""
+    ) -> None:
+        """`tls`: speak HTTPS, checking the certificate against `server_name` with that context's roots."""
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            try:
+                sock = tls.wrap_socket(sock, server_hostname=server_name)
+            except BaseException:
+                sock.close()
+                raise
+        self.sock = sock
         self.buf = bytearray()
         self.eof = False
 
