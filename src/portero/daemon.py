@@ -49,6 +49,8 @@ from portero.store.base import StoreUnavailable
 from portero.store.redis import RedisStore
 from portero.store.sqlite import SqliteStore
 from portero.tasks import settle, spawn
+from portero.tls.manager import TlsManager
+from portero.tls.vault import FileVault, RedisVault, Vault
 from portero.tokens import TOKENS_FILE, TokenError, TokenSet, ensure_admin, tighten_modes
 
 log = logging.getLogger(__name__)
@@ -195,6 +197,8 @@ class Daemon:
             raise StartupError(f"{exc} (store.redis_url, REDIS_URL)") from exc
         self.plane.hold()
         await self.plane.attach(servers)
+        if self.plane.tls is not None:
+            await self.plane.tls.load()  # the certificates held already go out with the first snapshot
         self.deployer.on_traffic.append(self.plane.sync)
         if self.link.adopted:
             workers = ", ".join(str(w["pid"]) for w in hello.workers) or "none"
@@ -231,6 +235,8 @@ class Daemon:
         await self.monitor.start()
         self.tasks["deployer"] = spawn(self.deployer.run(), name="deployer", eternal=True)
         self.tasks["autoscaler"] = spawn(self.autoscaler.run(), name="autoscaler", eternal=True)
+        if self.plane is not None and self.plane.tls is not None:
+            self.plane.tls.start()
 
     async def start_api(self) -> None:
         app = create_app(self.control, self.request_stop, self.plane, self.monitor, self.autoscaler, tokens=self.tokens)
@@ -270,6 +276,8 @@ class Daemon:
         for name in ("deployer", "autoscaler"):
             if name in self.tasks:
                 self.tasks[name].cancel()
+        if self.plane is not None and self.plane.tls is not None:
+            await self.plane.tls.stop()
 
     async def stop_router(self) -> None:
         if self.link is None:
@@ -334,6 +342,8 @@ def build(spec: Spec, spec_path: Path, state_dir: Path) -> Daemon:
     plane = DataPlane(control, link) if link is not None else None
     deployer = control.deployer = Deployer(control, plane)
     team = Team(spec, store, control, plane, str(spec_path), tokens) if isinstance(store, RedisStore) else None
+    if plane is not None:
+        plane.tls = make_tls(spec, state_dir, store, control, plane, team)
     monitor = Monitor(control, plane, state_dir, admin_url(spec))
     autoscaler = Autoscaler(control, plane, monitor)
     return Daemon(
@@ -372,6 +382,39 @@ async def serve(
             if ui is not None:
                 ui.cancel()
             await daemon.stop()
+
+
+def make_tls(
+    spec: Spec,
+    state_dir: Path,
+    store: SqliteStore | RedisStore,
+    control: ControlPlane,
+    plane: DataPlane,
+    team: Team | None,
+) -> TlsManager:
+    """The owner of the router's certificates; with Redis the leader obtains them and every portero serves them."""
+    if team is None or not isinstance(store, RedisStore):
+        vault: Vault = FileVault(state_dir)
+        tls = TlsManager(spec.router, state_dir, vault, plane, control.supervisor.record, clock=control.clock)
+    else:
+        election = team.election
+
+        async def members() -> list[str]:
+            return list(await election.members())
+
+        tls = TlsManager(
+            spec.router,
+            state_dir,
+            RedisVault(store),
+            plane,
+            control.supervisor.record,
+            clock=control.clock,
+            leading=lambda: election.leading,
+            identity=team.identity,
+            members=members,
+        )
+    control.on_applied.append(lambda applied: tls.configure(applied.router))
+    return tls
 
 
 def make_store(spec: Spec, state_dir: Path) -> SqliteStore | RedisStore:

@@ -129,11 +129,13 @@ async def run_load(
     timeout_s: float = 10.0,
     pause_s: float = 0.0,
     ssl_context: ssl.SSLContext | None = None,
+    connect_to: tuple[str, int] | None = None,
 ) -> LoadReport:
-    """`concurrency` keep-alive clients GET `url` until `duration_s` passes or `stop` is set."""
+    """`concurrency` keep-alive clients GET `url` until `duration_s` passes or `stop` is set. `connect_to`: the
+    address to connect to instead of the URL's (its host still named by SNI and `Host`, as curl's --connect-to)."""
     parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    name = parts.hostname or "127.0.0.1"
+    host, port = connect_to or (name, parts.port or (443 if parts.scheme == "https" else 80))
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     authority = parts.netloc.rpartition("@")[2]
     request = f"GET {target} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: portero-load\r\n\r\n".encode()
@@ -147,7 +149,7 @@ async def run_load(
 
     async def connect() -> _Connection:
         _, conn = await asyncio.wait_for(
-            loop.create_connection(_Connection, host, port, ssl=context, server_hostname=host if context else None),
+            loop.create_connection(_Connection, host, port, ssl=context, server_hostname=name if context else None),
             timeout_s,
         )
         report.connections += 1

@@ -3,10 +3,13 @@ restart of them."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import dataclasses
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from portero.control import ControlPlane, Refused
+from portero.control import ControlPlane, NotFound, Refused
 from portero.dataplane.build import BUILD
 from portero.dataplane.link import Hello, RouterUnavailable
 from portero.dataplane.plane import DataPlane
@@ -35,6 +38,30 @@ class RouterProcessesOut(BaseModel):
     error: str | None = Field(description="The last snapshot the router refused, and why.")
 
 
+class CertificateOut(BaseModel):
+    host: str = Field(description="The host it is obtained for (ACME), or the first name of a given one.")
+    names: list[str] = Field(description="The names it serves (SNI).")
+    source: str = Field(description="`acme` (obtained and renewed by portero) or `file` (given).")
+    state: str = Field(description="valid, expired, missing, obtaining, renewing or failing.")
+    not_before: float | None = Field(description="Unix time it became valid; null: no certificate yet.")
+    not_after: float | None = Field(description="Unix time it expires.")
+    renew_at: float | None = Field(description="When portero renews it (two thirds of its life); null for files.")
+    serial: str | None
+    issuer: str | None
+    failures: int = Field(description="Attempts that failed in a row.")
+    error: str | None = Field(description="Why the last attempt failed.")
+    next_attempt_at: float | None = Field(description="When the leading portero orders next (ACME).")
+
+
+class TlsOut(BaseModel):
+    enabled: bool = Field(description="`router.tls` is set: the router listens for HTTPS.")
+    directory_url: str | None = Field(description="The ACME directory certificates are obtained from.")
+    certificates: list[CertificateOut]
+    handshakes: dict[str, int] = Field(
+        description="TLS handshakes since this portero started: by version, and `failed:<reason>`."
+    )
+
+
 def routes(control: ControlPlane, plane: DataPlane | None) -> APIRouter:
     api = APIRouter(prefix="/scalability/router", tags=["router"])
 
@@ -60,6 +87,42 @@ def routes(control: ControlPlane, plane: DataPlane | None) -> APIRouter:
             pushes=[(round(at, 3), round(seconds, 5)) for at, seconds in list(data.push_times)[-200:]],
             error=data.link.error,
         )
+
+    def tls_out(data: DataPlane) -> TlsOut:
+        tls = data.tls
+        enabled = data.table.settings.tls is not None
+        shown = [CertificateOut(**dataclasses.asdict(c)) for c in tls.samples()] if tls is not None else []
+        return TlsOut(
+            enabled=enabled,
+            directory_url=(tls.directory or None) if tls is not None else None,
+            certificates=shown,
+            handshakes=dict(data.link.view.handshakes),
+        )
+
+    @api.get("/tls", summary="The router's certificates: where from, until when, when renewed, what failed")
+    async def certificates() -> TlsOut:
+        return tls_out(live())
+
+    @api.post("/tls/{host}/renew", summary="Obtain a new certificate for a host now (ACME)")
+    async def renew(
+        host: Annotated[
+            str,
+            Path(
+                description="A host whose certificate portero obtains (`portero router tls`).",
+                max_length=253,
+                examples=["portal.example.com"],
+            ),
+        ],
+    ) -> TlsOut:
+        """The leading portero orders at once; the certificate served stays until the new one is in."""
+        data = live()
+        if data.tls is None:
+            raise Refused("the router has no TLS (router.tls in the spec)")
+        try:
+            data.tls.renew(host.lower())
+        except LookupError as exc:
+            raise NotFound("certificate obtained over ACME for the host", host) from exc
+        return tls_out(data)
 
     @api.get("", summary="The router's processes")
     async def processes() -> RouterProcessesOut:

@@ -578,7 +578,7 @@ def _last_stop(file: Path, since: float) -> Event | None:
     return next((e for e in reversed(found) if e.kind == "portero.stopped"), None)
 
 
-router_app = typer.Typer(help="The router's processes: status, restart.", no_args_is_help=True)
+router_app = typer.Typer(help="The router's processes: status, restart, tls.", no_args_is_help=True)
 app.add_typer(router_app, name="router")
 
 
@@ -598,6 +598,48 @@ def router_restart(
 ) -> None:
     """New router workers (and the installed portero's router code) without refusing a connection."""
     _show_router(_call(lambda c: c.post("/router/restart"), file), as_json)
+
+
+@router_app.command("tls")
+def router_tls(
+    renew: Annotated[
+        str | None, typer.Option("--renew", metavar="HOST", help="Obtain a new certificate for HOST now (ACME).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    file: SpecFile = Path("portero.yaml"),
+) -> None:
+    """The router's certificates: where each comes from, until when it is valid, when it is renewed, what failed."""
+    if renew is not None:
+        info = _call(lambda c: c.post(f"/router/tls/{renew}/renew"), file)
+    else:
+        info = _call(lambda c: c.get("/router/tls"), file)
+    if as_json:
+        console.print_json(json.dumps(info))
+        return
+    console.print(_certificates_text(info), highlight=False)
+
+
+def _certificates_text(info: dict[str, Any]) -> str:
+    if not info["enabled"]:
+        return "no HTTPS: router.tls is not set in the spec"
+    lines = [f"ACME directory {info['directory_url']}" if info["directory_url"] else "certificates given as files"]
+    now = time.time()
+    for cert in info["certificates"]:
+        if cert["not_after"] is None:
+            validity = "no certificate yet"
+        else:
+            until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(cert["not_after"]))
+            validity = f"valid until {until} ({(cert['not_after'] - now) / 86_400:.1f} days)"
+        line = f"  {cert['host']:<28} {cert['source']:<5} {cert['state']:<9} {validity}"
+        if cert["renew_at"] is not None:
+            line += f", renewed from {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(cert['renew_at']))}"
+        lines.append(line)
+        if cert["error"]:
+            lines.append(f"      {cert['failures']} failure(s): {escape(cert['error'])}")
+    counts = info["handshakes"]
+    if counts:
+        lines.append("  handshakes: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return "\n".join(lines)
 
 
 def _show_router(info: dict[str, Any], as_json: bool) -> None:

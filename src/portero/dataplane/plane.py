@@ -27,6 +27,7 @@ from portero.tasks import spawn
 
 if TYPE_CHECKING:
     from portero.control import ControlPlane
+    from portero.tls.manager import TlsManager
 
 log = logging.getLogger(__name__)
 SETTLE_TIMEOUT_S = 10.0  # the workers acknowledge a snapshot within this (they take milliseconds)
@@ -43,6 +44,7 @@ class DataPlane:
         self._sent = -1  # the version pushed last
         # (when, seconds from a push to every worker serving it), the latest 1,000 pushes made to running workers
         self.push_times: deque[tuple[float, float]] = deque(maxlen=1000)
+        self.tls: TlsManager | None = None  # the certificates the HTTPS listeners serve (daemon.py makes it)
 
     async def attach(self, servers: list[ServerRecord]) -> None:
         """Before the supervisor adopts or starts anything: registrations restored, hooks in place. Versions go on

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from portero.control import ControlPlane
 from portero.monitor.host import HostSampler
 from portero.monitor.snapshot import (
+    CertificateSample,
     EndpointSample,
     HostSample,
     ReplicaSample,
@@ -34,6 +35,7 @@ class Collector:
     def __init__(self, control: ControlPlane, plane: DataPlane | None, host: HostSampler) -> None:
         self.control = control
         self.view = plane.link.view if plane is not None else None
+        self.plane = plane
         self.host = host
         self.traffic = TrafficBook()
 
@@ -74,6 +76,13 @@ class Collector:
             memory_percent=stats.memory_percent,
             processes=stats.processes,
         )
+
+    def certificates(self) -> tuple[list[CertificateSample], dict[str, int]]:
+        """The router's certificates and its TLS handshake counts (none without `router.tls`)."""
+        tls = self.plane.tls if self.plane is not None else None
+        if tls is None or self.view is None:
+            return [], {}
+        return tls.samples(), dict(self.view.handshakes)
 
     def services(self, now: float) -> tuple[list[ServiceSample], RouterSample | None]:
         by_service: dict[str, list[Replica]] = {}

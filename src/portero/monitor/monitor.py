@@ -176,7 +176,11 @@ class Monitor:
         )
         scrapes = sorted(self.scraper.status.values(), key=lambda s: (s.service, s.replica))
         app = [sample for replica in sorted(self.scraper.latest) for sample in self.scraper.latest[replica]]
-        snapshot = Snapshot(now, self.settings.interval_s, host, replicas, services, router, portero, scrapes, app)
+        certificates, handshakes = self.collector.certificates()
+        snapshot = Snapshot(
+            now, self.settings.interval_s, host, replicas, services, router, portero, scrapes, app, certificates,
+            handshakes,
+        )  # fmt: skip
         for name, labels, value, kind in samples(snapshot):
             store.add(name, labels, value, now, kind)
         for result in scraped:  # only fresh scrapes: a sample is recorded once, when it was read

@@ -46,6 +46,7 @@ class SnapshotCollector(Collector):
         yield from _services(snapshot)
         yield from _portero(snapshot)
         yield from _scraped(snapshot)
+        yield from _tls(snapshot)
         yield from self._alerts()
 
     def _alerts(self) -> Iterator[Metric]:
@@ -228,6 +229,42 @@ def _scraped(snapshot: Snapshot) -> Iterator[Metric]:
             family = families[name] = Metric(name, f"{sample.name}, scraped from the replicas.", "unknown")
         family.add_sample(name, sample.labels, sample.value)
     yield from families.values()
+
+
+def _tls(snapshot: Snapshot) -> Iterator[Metric]:
+    """Each certificate's validity and failed attempts (router.tls), and the router's TLS handshakes."""
+    if not snapshot.certificates and not snapshot.handshakes:
+        return
+    labels = ["host", "source"]
+    expiry = GaugeMetricFamily(
+        "portero_tls_certificate_expiry_timestamp_seconds", "Unix time the certificate served expires.", labels=labels
+    )
+    start = GaugeMetricFamily(
+        "portero_tls_certificate_not_before_timestamp_seconds", "Unix time it became valid.", labels=labels
+    )
+    failures = GaugeMetricFamily(
+        "portero_tls_certificate_failures",
+        "Attempts to obtain or renew it that failed in a row (a given file that cannot be read: 1).",
+        labels=labels,
+    )
+    for cert in snapshot.certificates:
+        values = [cert.host, cert.source]
+        failures.add_metric(values, cert.failures)
+        if cert.not_after is not None and cert.not_before is not None:
+            expiry.add_metric(values, cert.not_after)
+            start.add_metric(values, cert.not_before)
+    handshakes = CounterMetricFamily(
+        "portero_tls_handshakes", "TLS handshakes completed, by protocol version.", labels=["version"]
+    )
+    failed = CounterMetricFamily(
+        "portero_tls_handshake_failures", "TLS handshakes that failed, by reason.", labels=["reason"]
+    )
+    for outcome, count in sorted(snapshot.handshakes.items()):
+        if outcome.startswith("failed:"):
+            failed.add_metric([outcome.removeprefix("failed:")], count)
+        else:
+            handshakes.add_metric([outcome], count)
+    yield from (expiry, start, failures, handshakes, failed)
 
 
 class Exposition:

@@ -60,6 +60,14 @@ def samples(snapshot: Snapshot) -> Iterator[Sample]:
             router_in_flight=snapshot.router.in_flight,
             router_connections=snapshot.router.connections,
         )
+    for cert in snapshot.certificates:
+        left = None if cert.not_after is None else cert.not_after - snapshot.at
+        yield from _gauges(
+            {"host": cert.host, "source": cert.source},
+            tls_certificate_expiry_timestamp_seconds=cert.not_after,
+            tls_certificate_expires_in_seconds=left,
+            tls_certificate_failures=cert.failures,
+        )
     for scrape in snapshot.scrapes:
         yield from _gauges(
             {"service": scrape.service, "replica": scrape.replica},

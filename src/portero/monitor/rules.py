@@ -87,6 +87,24 @@ def builtin(monitoring: MonitoringSettings) -> list[AlertRule]:
             for_s=60,
             summary="{service} p95 latency {value} s (threshold {threshold} s)",
         ),
+        AlertRule(
+            name="tls-renewal-failed",
+            metric="tls_certificate_failures",
+            op=">=",
+            threshold=1,
+            for_s=0,
+            severity="critical",
+            summary="certificate of {host} ({source}): {value} attempt(s) failed in a row; the one it had keeps "
+            "serving (GET /scalability/router/tls says why)",
+        ),
+        AlertRule(
+            name="tls-certificate-expiring",
+            metric="tls_certificate_expires_in_seconds",
+            op="<",
+            threshold=14 * 86_400,
+            for_s=0,
+            summary="certificate of {host} ({source}) expires in {value} s",
+        ),
     ]
 
 

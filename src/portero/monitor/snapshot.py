@@ -128,3 +128,4 @@ class Snapshot:
     scrapes: list[ScrapeStatus] = field(default_factory=list)  # the last scrape of each replica (`metrics:`)
     app: list[AppSample] = field(default_factory=list)  # what the replicas' last good scrapes read
     certificates: list[CertificateSample] = field(default_factory=list)  # the router's (router.tls)
+    handshakes: dict[str, int] = field(default_factory=dict)  # TLS handshakes since start: "TLSv1.3", "failed:<why>"

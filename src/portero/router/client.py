@@ -182,7 +182,7 @@ class ClientConnection(BurstWriter):
         once, its upstream connection closed, and no verdict is passed on the endpoint."""
         self._abort_exchanges()
         self.close()
-        return True
+        return None if self.scheme == b"https" else True  # over TLS the transport closes anyway (and warns at True)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

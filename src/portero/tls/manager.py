@@ -300,6 +300,9 @@ class TlsManager:
             found = self._install(stored)
         except (acmeclient.AcmeFailure, certs.CertificateError, StoreUnavailable, StaleLeader, OSError) as exc:
             await self._failed(host, str(exc))
+        except Exception as exc:  # a defect: the attempt fails like any other, and the host is not left ordering
+            log.exception("TLS: unexpected failure ordering for %s", host)
+            await self._failed(host, f"{type(exc).__name__}: {exc}")
         else:
             self.holdings[host] = self.holdings[host].step(Step.SUCCEED)
             self._publish_table()

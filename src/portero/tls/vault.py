@@ -103,7 +103,7 @@ class FileVault:
         path = self._account_path(directory_url)
         if not path.exists():
             return None
-        return str(json.loads(path.read_text())["key"])
+        return json.dumps(json.loads(path.read_text())["key"])
 
     async def save_account(self, directory_url: str, jwk: str) -> None:
         body = json.dumps({"directory": directory_url, "key": json.loads(jwk)})

@@ -157,6 +157,8 @@ def test_builtin_rules_follow_the_seed_thresholds_and_spec_rules_replace_them():
         "error-rate-high",
         "store-unreachable",
         "latency-p95-high",
+        "tls-renewal-failed",
+        "tls-certificate-expiring",
     ]
     by_name = {r.name: r for r in rules.builtin(monitoring)}
     assert by_name["host-cpu-high"].threshold == 70
