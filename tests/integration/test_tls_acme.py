@@ -5,6 +5,7 @@ one Redis. No client turns verification off."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import ssl
 import stat
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from portero.loadgen import run_load
 from portero.runtimes.ports import free_port
 from tests.conftest import require_tool
 from tests.integration.portero_cli import Portero
@@ -23,6 +25,7 @@ from tests.pebble_server import PebbleServer
 
 pytestmark = pytest.mark.integration
 HOSTS = ("a.portero.test", "b.portero.test")
+RENEWAL_ALERT = "tls-renewal-failed"
 
 
 @pytest.fixture
@@ -155,4 +158,125 @@ def test_certificates_from_pebble_for_two_hosts_served_by_sni_redirects_and_hsts
         assert all(h in status for h in HOSTS), status
         assert "valid until" in status, status
     finally:
+        pebble.stop()
+
+
+def serving(portero: Portero, host: str, tls_port: int, pebble: PebbleServer) -> str:
+    """The serial a new connection to `host` is served, checked against Pebble's root (curl's check too)."""
+    result = curl("--cacert", str(pebble.root_file), "--resolve", f"{host}:{tls_port}:127.0.0.1", "-o", "/dev/null",
+                  "-w", "%{http_code}", f"https://{host}:{tls_port}/")  # fmt: skip
+    assert result.stdout == "200", (result.stdout, result.stderr)
+    return served_serial(tls_port, host, pebble.client_context())
+
+
+@pytest.mark.timeout(240)
+async def test_short_lived_certificates_renewed_under_50_https_clients_fail_nothing(portero, backend, tmp_path):
+    pebble = make_pebble(portero, tmp_path, validity_s=30)  # renewed 20 s into its life, again and again
+    tls_port = free_port(avoid={portero.router_port, portero.admin_port})
+    try:
+        write(portero, backend, pebble, tls_port)
+        await asyncio.to_thread(portero.cli, "up", "--detach")
+        found = await asyncio.to_thread(portero.wait, "both certificates from Pebble", lambda: all_valid(portero), 60)
+        first = found[HOSTS[0]]["serial"]
+        assert await asyncio.to_thread(serving, portero, HOSTS[0], tls_port, pebble) == first
+        report = await run_load(
+            f"https://{HOSTS[0]}:{tls_port}/",
+            concurrency=50,
+            duration_s=30,
+            ssl_context=pebble.client_context(),
+            connect_to=("127.0.0.1", tls_port),
+        )
+        renewed = [e for e in portero.events() if e["kind"] == "tls.renewed" and e["subject"] == HOSTS[0]]
+        now = certificates(portero)[HOSTS[0]]
+        print(
+            f"renewal under load: {report.sent} requests over {report.connections} connections, {report.failed} "
+            f"failed; {len(renewed)} renewal(s) of {HOSTS[0]}: {first} -> {now['serial']}"
+        )
+        assert renewed, "no renewal during the load"
+        assert report.sent > 1000
+        assert report.failed == 0, report.errors
+        assert now["serial"] != first
+        # a new connection gets the certificate the API says is served (the newest), checked against the root
+        latest = await asyncio.to_thread(serving, portero, HOSTS[0], tls_port, pebble)
+        assert latest in {now["serial"], certificates(portero)[HOSTS[0]]["serial"]}
+        assert latest != first
+    finally:
+        pebble.stop()
+
+
+@pytest.mark.timeout(240)
+def test_a_ca_that_is_gone_during_a_renewal_leaves_the_old_certificate_serving_and_fires_the_alert(
+    portero, backend, tmp_path
+):
+    pebble = make_pebble(portero, tmp_path, validity_s=45)
+    tls_port = free_port(avoid={portero.router_port, portero.admin_port})
+    try:
+        write(portero, backend, pebble, tls_port, hosts=[HOSTS[0]])
+        portero.cli("up", "--detach")
+        portero.wait("a certificate from Pebble", lambda: all_valid(portero, HOSTS[:1]), timeout_s=60)
+        # Pebble goes the moment the renewal begins (or, if that one was quicker than us, before the next)
+        portero.wait("the renewal to begin", lambda: certificates(portero)[HOSTS[0]]["state"] == "renewing",
+                     timeout_s=60, step_s=0.02)  # fmt: skip
+        pebble.stop_ca()
+        failing = portero.wait("the renewal to fail", lambda: (c := certificates(portero)[HOSTS[0]])["failures"]
+                               and c, timeout_s=60)  # fmt: skip
+        assert failing["state"] == "failing"
+        assert failing["error"], failing  # why, for a person (how the CA went missing depends on the moment)
+        # the certificate it had keeps serving new connections
+        assert serving(portero, HOSTS[0], tls_port, pebble) == failing["serial"]
+        firing = portero.wait(
+            "the tls-renewal-failed alert",
+            lambda: [e for e in portero.events() if (e["kind"], e["subject"]) == ("alert.firing", RENEWAL_ALERT)],
+            timeout_s=20,
+        )
+        assert HOSTS[0] in firing[0]["message"]
+        failed = [e for e in portero.events() if e["kind"] == "tls.failed"]
+        assert "keeps serving" in failed[0]["message"], failed[0]
+
+        def metrics() -> str | None:
+            text = portero.http.get(f"http://127.0.0.1:{portero.admin_port}/metrics").text
+            line = f'portero_tls_certificate_failures{{host="{HOSTS[0]}",source="acme"}} '
+            return text if line in text and f"{line}0.0" not in text else None
+
+        text = portero.wait("the failures in /metrics", metrics, timeout_s=20, step_s=0.5)
+        expiry = re.search(
+            rf'portero_tls_certificate_expiry_timestamp_seconds{{host="{re.escape(HOSTS[0])}",source="acme"}} (\S+)',
+            text,
+        )
+        assert expiry is not None
+        assert abs(float(expiry.group(1)) - failing["not_after"]) < 1
+        assert 'portero_alerts{alertname="tls-renewal-failed",alertstate="firing"}' in text
+        print(f"CA gone: {failing['error']}; serial {failing['serial']} serves until {failing['not_after']}")
+    finally:
+        pebble.stop()
+
+
+@pytest.mark.timeout(300)
+def test_two_porteros_on_one_redis_make_one_order_per_host_and_both_serve_it(tmp_path, backend, redis_server):
+    members: list[Portero] = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        members.append(Portero(tmp_path / name, env={"REDIS_URL": redis_server.url}))
+    a, b = members
+    pebble = make_pebble(a, tmp_path)  # the CA checks HTTP-01 at A's router; B serves the challenges all the same
+    ports = {m: free_port(avoid={a.router_port, a.admin_port, b.router_port, b.admin_port}) for m in ("a", "b")}
+    try:
+        for member, port in zip(members, ports.values(), strict=True):
+            write(member, backend, pebble, port)
+        a.cli("up", "--detach")
+        b.cli("up", "--detach")
+        for member in members:
+            member.wait("both certificates", lambda m=member: all_valid(m), timeout_s=90)
+        for host in HOSTS:
+            served = {serving(m, host, p, pebble) for m, p in zip(members, ports.values(), strict=True)}
+            assert len(served) == 1, served
+            assert served == {certificates(a)[host]["serial"]}
+        issued = pebble.log().count("Issued certificate serial")
+        assert issued == len(HOSTS), pebble.log()
+        obtained = [e for e in a.events() if e["kind"] == "tls.obtained"]
+        assert sorted(e["subject"] for e in obtained) == sorted(HOSTS)
+        assert not (b.state / "tls" / "certs").exists()  # with Redis the vault is Redis, not the state directory
+    finally:
+        for member in members:
+            member.stop()
         pebble.stop()

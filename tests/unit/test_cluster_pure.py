@@ -56,3 +56,21 @@ def test_a_shared_spec_keeps_each_portero_s_own_listeners_and_store() -> None:
     assert merged.router.drain_timeout_s == 7  # shared
     assert merged.store.redis_prefix == "mine"
     assert list(merged.services) == ["portal"]  # shared
+
+
+def test_a_shared_spec_keeps_each_portero_s_own_https_listener_and_shares_its_certificates() -> None:
+    services = {"portal": {"command": ["run"]}}
+    acme = {"directory_url": "https://ca.example/dir", "hosts": ["portal.example"]}
+    shared = Spec.model_validate(
+        {"router": {"port": 8000, "tls": {"port": 8443, "public_port": 443, "acme": acme}}, "services": services},
+        strict=False,
+    )
+    mine = Spec.model_validate(
+        {"router": {"port": 8001, "tls": {"port": 8444, "acme": acme}}, "services": services}, strict=False
+    )
+
+    merged = local(shared, mine)
+
+    assert merged.router.tls is not None
+    assert (merged.router.tls.port, merged.router.tls.public_port) == (8444, None)
+    assert merged.router.tls.acme == shared.router.tls.acme  # type: ignore[union-attr]

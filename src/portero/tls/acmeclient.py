@@ -144,7 +144,8 @@ def describe(exc: BaseException) -> str:
 
 def _short(exc: BaseException) -> str:
     text = str(exc)
-    for marker in ("Connection refused", "timed out", "Name or service not known", "certificate verify failed"):
+    markers = ("Connection refused", "Connection aborted", "timed out", "Name or service not known")
+    for marker in (*markers, "certificate verify failed"):
         if marker in text:
             return marker
     return text[:200]
