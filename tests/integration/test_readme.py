@@ -222,7 +222,7 @@ def test_the_quick_start_as_written(demo):
         assert dashboard.headers["content-type"].startswith("text/html")
 
         down = run(demo, ".venv/bin/portero down")
-        assert down.strip() == "portero stopped; no replica left running"
+        assert re.fullmatch(r"portero stopped: stopped \d+ replica\(s\); no replica left running", down.strip())
         assert foreground.process.wait(timeout=30) == 0
     finally:
         foreground.close()

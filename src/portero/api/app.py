@@ -44,7 +44,10 @@ from portero.spec.models import NAME_PATTERN
 from portero.tokens import TokenSet
 
 SERVICE_NAME = NAME_PATTERN
-ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (400, 404, 409, 422, 502, 503)}
+# 408 and 413: the admin server's own request deadline and body cap (api/server.py), on any route.
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorResponse} for code in (400, 404, 408, 409, 413, 422, 502, 503)
+}
 
 
 def create_app(

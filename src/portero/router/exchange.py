@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from portero.router.service import Endpoint, ServiceRoute
 
 PENDING_MAX = 64 * 1024  # body held while no endpoint is attached; also the most a retry can replay
+# A response with a Content-Length this small goes to the client whole, once it is complete: an endpoint that dies
+# in the middle of it (its node killed between the head and the body) costs no request, for it is tried again
+# elsewhere, where a head sent already could not be taken back. Larger and unframed ones stream as they come.
+HOLD_MAX = 64 * 1024
 NO_BODY_STATUS = frozenset({204, 304})
 
 # Phases (what the exchange waits for) and steps (what happened), as ints: the table is looked up on every step.
@@ -90,6 +94,7 @@ class Exchange:
         "free_retries",
         "hash_key",
         "head",
+        "holding",
         "is_head",
         "keep_alive",
         "method",
@@ -156,6 +161,7 @@ class Exchange:
         self.response_close = False
         self.rechunk = False
         self.until_close = False
+        self.holding: list[bytes] | None = None  # a small response kept until it is complete (HOLD_MAX)
         self.status = 0
         self.deadline = 0.0
         self.seen_reads = 0
@@ -242,6 +248,7 @@ class Exchange:
         endpoint, upstream = self.endpoint, self.upstream
         sent = self.phase == SENT
         reused = upstream is not None and upstream.reused
+        self.holding = None  # what it had answered so far is dropped: nothing of it reached the client
         if endpoint is not None and fault != STATUS:
             endpoint.fault(fault, now - self.sent_at, now)
         self.release(ok=False)
@@ -371,7 +378,9 @@ class Exchange:
         if status in router.retry_policy.on_status and self._retry_status(status):
             return
         self.status = status
-        self._to(UPGRADED if status == 101 else ANSWERED)
+        hold = status != 101 and not self.is_head and 0 <= head.length <= HOLD_MAX
+        if not hold:
+            self._to(UPGRADED if status == 101 else ANSWERED)
         if status == 101:  # the exchange is a tunnel from here: its answer is counted now
             self._record(self.service.router.now())
         out = [head.kept]
@@ -394,8 +403,11 @@ class Exchange:
         if self.extra_head:
             out.append(self.extra_head)
         out.append(b"x-request-id: %b\r\n\r\n" % self.request_id)
-        self.client.write(b"".join(out))
         self.deadline = 0.0
+        if hold:
+            self.holding = out
+            return
+        self.client.write(b"".join(out))
         if status == 101:
             self.client.start_tunnel(self)
         elif self.is_head:
@@ -418,10 +430,17 @@ class Exchange:
         return True
 
     def response_body(self, data: bytes) -> None:
-        self.client.write(wire.chunk(data) if self.rechunk else data)
+        if self.holding is not None:
+            self.holding.append(data)
+        else:
+            self.client.write(wire.chunk(data) if self.rechunk else data)
 
     def response_done(self, upstream_keep_alive: bool) -> None:
-        if self.phase != RESPONDING:
+        if self.holding is not None:  # complete: now it goes out, whole
+            self._to(ANSWERED)
+            self.client.write(b"".join(self.holding))
+            self.holding = None
+        elif self.phase != RESPONDING:
             return  # the end of an interim response, or of a head that opened a tunnel
         if self.rechunk:
             self.client.write(wire.LAST_CHUNK)
@@ -490,18 +509,18 @@ class Exchange:
         phase = self.phase
         if upstream is None or (phase != SENT and phase != RESPONDING):
             return
-        # Progress is a byte from the endpoint, or it taking the request (its socket's buffer not full), or the
-        # client holding the response up (not the endpoint's fault: the client's own timeout judges that).
-        if (
-            upstream.reads != self.seen_reads
-            or (phase == SENT and not upstream.write_paused)
-            or self.client.write_paused
-        ):
+        # Progress is a byte from the endpoint, or it taking the request (its socket's buffer not full) before it
+        # answered, or the client holding the response up (not the endpoint's fault: the client's own timeout
+        # judges that).
+        sending = phase == SENT and self.holding is None and not upstream.write_paused
+        if upstream.reads != self.seen_reads or sending or self.client.write_paused:
             self.seen_reads = upstream.reads
             self.quiet_since = now
         elif now - self.quiet_since > self.service.router.settings.stall_timeout_s:
             if phase == RESPONDING:
                 self.cut(stats.STALLED, now)
+            elif self.holding is not None:
+                self.failed_try(stats.STALLED, now, 504, "the endpoint stopped sending its response")
             else:
                 self.failed_try(stats.STALLED, now, 504, "the endpoint stopped reading the request")
 
