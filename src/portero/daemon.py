@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from portero.store.base import StoreUnavailable
 from portero.store.redis import RedisStore
 from portero.store.sqlite import SqliteStore
 from portero.tasks import settle, spawn
+from portero.tls.admin import AdminCertificate
 from portero.tls.manager import TlsManager
 from portero.tls.vault import FileVault, RedisVault, Vault
 from portero.tokens import TOKENS_FILE, TokenError, TokenSet, ensure_admin, tighten_modes
@@ -129,10 +131,10 @@ def open_tokens(state_dir: Path) -> TokenSet:
 
 
 def _bind(spec: Spec) -> socket.socket:
-    if not is_loopback(spec.admin.host):
+    if not is_loopback(spec.admin.host) and spec.admin.tls is None:
         log.warning(
             "ADMIN API EXPOSED: admin.host is %s, not loopback. The API speaks plain HTTP: bearer tokens cross that "
-            "network readable. Bind 127.0.0.1 and put a TLS proxy in front of it (docs/security.md).",
+            "network readable. Bind 127.0.0.1, or serve it over HTTPS (admin.tls, docs/tls.md).",
             spec.admin.host,
         )
     family = socket.AF_INET6 if ":" in spec.admin.host else socket.AF_INET
@@ -253,10 +255,22 @@ class Daemon:
             timeout_keep_alive=int(self.spec.admin.idle_timeout_s),
             backlog=2048,
         )
+        trust: list[str] = []
+        if self.spec.admin.tls is not None:
+            try:
+                certificate = AdminCertificate(
+                    self.spec.admin.tls, self.state_dir, self.plane.tls if self.plane else None
+                )
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise StartupError(f"admin.tls: the API's certificate cannot be loaded: {exc}") from exc
+            config.load()
+            config.ssl = certificate.front  # its SNI hook hands each new connection the newest certificate
+            trust = certificate.trust_files
         self.server = _Server(config)
         self.tasks["admin-api"] = spawn(self.server.serve(sockets=[self.admin]), name="admin-api", eternal=True)
         info = self.state_dir / "admin.json"
-        info.write_text(json.dumps({"url": self.spec.admin.url, "pid": os.getpid()}))
+        name = self.spec.admin.tls.router_host if self.spec.admin.tls is not None else None
+        info.write_text(json.dumps({"url": self.spec.admin.url, "pid": os.getpid(), "ca": trust, "server_name": name}))
         log.info("portero up: admin API on %s, state in %s", self.spec.admin.url, self.state_dir)
 
     STARTS = ("open_router", "start_control", "release_router", "start_loops", "start_api")

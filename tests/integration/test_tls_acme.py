@@ -6,6 +6,7 @@ one Redis. No client turns verification off."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import ssl
 import stat
@@ -279,4 +280,38 @@ def test_two_porteros_on_one_redis_make_one_order_per_host_and_both_serve_it(tmp
     finally:
         for member in members:
             member.stop()
+        pebble.stop()
+
+
+@pytest.mark.timeout(180)
+def test_the_admin_api_over_https_with_the_routers_certificate_and_the_cli_checking_it(portero, backend, tmp_path):
+    pebble = make_pebble(portero, tmp_path)
+    tls_port = free_port(avoid={portero.router_port, portero.admin_port})
+    try:
+        write(portero, backend, pebble, tls_port)
+        spec = json.loads(portero.spec_file.read_text())
+        spec["admin"]["tls"] = {"router_host": HOSTS[0], "ca_file": str(pebble.root_file)}
+        portero.spec_file.write_text(json.dumps(spec))
+        portero.cli("up", "--detach")  # the CLI trusts the stand-in (admin.json) until the real one is there
+        info = json.loads((portero.state / "admin.json").read_text())
+        assert info["url"] == f"https://127.0.0.1:{portero.admin_port}"
+
+        def api_serves_pebbles() -> bool:
+            result = curl("--cacert", str(pebble.root_file), "--resolve", f"{HOSTS[0]}:{portero.admin_port}:127.0.0.1",
+                          "-o", "/dev/null", "-w", "%{http_code}",
+                          f"https://{HOSTS[0]}:{portero.admin_port}/scalability/health")  # fmt: skip
+            return result.stdout == "200"
+
+        portero.wait("the admin API on Pebble's certificate", api_serves_pebbles, timeout_s=60, step_s=0.25)
+        shown = json.loads(portero.cli("router", "tls", "--json").stdout)
+        assert {c["host"] for c in shown["certificates"]} == set(HOSTS)
+        # plain HTTP to the API gets nothing it could send a token over
+        plain = curl(
+            "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{portero.admin_port}/scalability/health"
+        )
+        assert plain.stdout != "200"
+        # a client that trusts neither Pebble's root nor the stand-in refuses to talk to it
+        untrusted = curl("-o", "/dev/null", f"https://127.0.0.1:{portero.admin_port}/scalability/health")
+        assert untrusted.returncode == 60, untrusted  # curl: the peer's certificate cannot be authenticated
+    finally:
         pebble.stop()

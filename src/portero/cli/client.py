@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,21 +43,63 @@ def resolve_url(explicit: str | None, state_dir: Path, spec_file: Path) -> str:
     return DEFAULT_URL
 
 
+def resolve_trust(state_dir: Path, spec_file: Path) -> tuple[ssl.SSLContext, str | None]:
+    """What the API's HTTPS certificate is checked against, and for which name: the system's roots, plus the CA
+    bundles the running portero names in admin.json (admin.tls.ca_file, its self-signed stand-in) or else the
+    spec's `admin.tls.ca_file`; the name is `admin.tls.router_host` when set (the URL's host otherwise). Never
+    nothing: the token must not go to whoever answers."""
+    files: list[str] = []
+    name: str | None = None
+    info = state_dir / "admin.json"
+    if info.exists():
+        try:
+            data = json.loads(info.read_text())
+            files = [str(f) for f in data.get("ca") or []]
+            name = data.get("server_name")
+        except (ValueError, AttributeError):
+            files = []
+    if not files and spec_file.exists():
+        try:
+            tls = load_spec(spec_file).admin.tls
+        except SpecError:
+            tls = None
+        if tls is not None:
+            files = [tls.ca_file] if tls.ca_file is not None else []
+            name = tls.router_host
+    context = ssl.create_default_context()
+    for file in files:
+        try:
+            context.load_verify_locations(cafile=file)
+        except (OSError, ssl.SSLError) as exc:
+            raise CliError(f"cannot read the CA bundle {file} for the admin API's certificate: {exc}") from exc
+    return context, name
+
+
 def resolve_token(state_dir: Path) -> str | None:
     """PORTERO_TOKEN, else the admin token `portero up` saved in the state directory."""
     return os.environ.get("PORTERO_TOKEN") or saved_admin_token(state_dir)
 
 
 class Client:
-    def __init__(self, url: str, token: str | None = None, timeout_s: float = 10.0, token_hint: str = "") -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        timeout_s: float = 10.0,
+        token_hint: str = "",
+        verify: ssl.SSLContext | bool = True,
+        server_name: str | None = None,
+    ) -> None:
         self.url = url
+        # the name the API's certificate is checked for, when it is not the URL's host (admin.tls.router_host)
+        self._name = {"sni_hostname": server_name} if server_name else {}
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=url, timeout=timeout_s, trust_env=False, headers=headers)
+        self._http = httpx.Client(base_url=url, timeout=timeout_s, trust_env=False, headers=headers, verify=verify)
         self._hint = token_hint
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = self._http.request(method, f"/scalability{path}", **kwargs)
+            response = self._http.request(method, f"/scalability{path}", extensions=self._name, **kwargs)
         except httpx.ConnectError as exc:
             raise CliError(f"portero is not running at {self.url} (start it with `portero up`)") from exc
         except httpx.HTTPError as exc:
@@ -72,7 +115,9 @@ class Client:
     def stream(self, path: str, **params: Any) -> Iterator[dict[str, Any]]:
         query = {k: v for k, v in params.items() if v is not None}
         try:
-            with self._http.stream("GET", f"/scalability{path}", params=query, timeout=None) as response:
+            with self._http.stream(
+                "GET", f"/scalability{path}", params=query, timeout=None, extensions=self._name
+            ) as response:
                 if response.status_code >= 400:
                     response.read()
                     _body(response, self._hint)
@@ -93,7 +138,7 @@ class Client:
 
     def alive(self) -> bool:
         try:
-            return self._http.get("/scalability/health", timeout=1).status_code == 200
+            return self._http.get("/scalability/health", timeout=1, extensions=self._name).status_code == 200
         except httpx.HTTPError:
             return False
 

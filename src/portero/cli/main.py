@@ -24,7 +24,7 @@ from rich.markup import escape
 
 from portero import logs as logfiles
 from portero import statedir
-from portero.cli.client import Client, CliError, resolve_token, resolve_url
+from portero.cli.client import Client, CliError, resolve_token, resolve_trust, resolve_url
 from portero.cli.monitor_views import alerts_table, series_view, snapshot_view
 from portero.cli.tokens import token_app
 from portero.cli.views import decisions_table, deployments_table, events_table, revisions_table, status_table
@@ -67,7 +67,9 @@ class Context:
     @classmethod
     def client(cls, spec_file: Path = Path("portero.yaml")) -> Client:
         hint = f"the CLI sends PORTERO_TOKEN, else the token in {cls.state_dir / ADMIN_TOKEN_FILE}"
-        return Client(resolve_url(cls.admin, cls.state_dir, spec_file), resolve_token(cls.state_dir), token_hint=hint)
+        url = resolve_url(cls.admin, cls.state_dir, spec_file)
+        trust, name = resolve_trust(cls.state_dir, spec_file)
+        return Client(url, resolve_token(cls.state_dir), token_hint=hint, verify=trust, server_name=name)
 
 
 @app.callback()
@@ -194,10 +196,14 @@ def _detach(file: Path, wait_s: float) -> None:
     deadline = time.monotonic() + wait_s
     refused_until = time.monotonic() + TOKEN_GRACE_S
     client = Context.client(file)
+    announced = False
     while time.monotonic() < deadline:
         if child.poll() is not None:
             tail = (state_dir / "portero.log").read_text(errors="replace").splitlines()[-5:]
             raise fail("portero exited at start:\n" + "\n".join(tail))
+        if not announced and (state_dir / "admin.json").exists():
+            announced = True
+            client = Context.client(file)  # admin.json names what its HTTPS certificate is checked against
         if client.alive():
             try:
                 services = client.get("/services")["services"]

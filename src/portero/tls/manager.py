@@ -148,6 +148,13 @@ class TlsManager:
         found += [self.live[h][1] for h in self.holdings if h in self.live]
         return tuple(found)
 
+    def served_files(self, host: str) -> tuple[str, str | None] | None:
+        """The files of the certificate the router serves `host` with (the admin API may serve it too)."""
+        for entry in self.entries():
+            if certs.serves(entry.names, host):
+                return entry.cert_file, entry.key_file or None
+        return None
+
     def _publish_table(self) -> bool:
         challenges = tuple(sorted(self.challenges.items()))
         changed = self.plane.table.set_tls(self.entries(), challenges)
