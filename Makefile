@@ -79,3 +79,4 @@ bench: setup
 	$(BIN)/python bench/autoscale.py --runs 1
 	$(BIN)/python bench/deploy.py --runs 1
 	$(BIN)/python bench/resilience.py
+	$(BIN)/python bench/tls.py --rounds 3
