@@ -11,6 +11,7 @@ import re
 import ssl
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -313,5 +314,36 @@ def test_the_admin_api_over_https_with_the_routers_certificate_and_the_cli_check
         # a client that trusts neither Pebble's root nor the stand-in refuses to talk to it
         untrusted = curl("-o", "/dev/null", f"https://127.0.0.1:{portero.admin_port}/scalability/health")
         assert untrusted.returncode == 60, untrusted  # curl: the peer's certificate cannot be authenticated
+    finally:
+        pebble.stop()
+
+
+@pytest.mark.timeout(180)
+def test_the_dashboard_shows_each_certificate_and_its_expiry_at_phone_width(portero, backend, browser, tmp_path):
+    pebble = make_pebble(portero, tmp_path)
+    tls_port = free_port(avoid={portero.router_port, portero.admin_port})
+    try:
+        write(portero, backend, pebble, tls_port)
+        portero.cli("up", "--detach")
+        found = portero.wait("both certificates from Pebble", lambda: all_valid(portero), timeout_s=60)
+        context = browser.new_context(viewport={"width": 390, "height": 844}, locale="en-US")
+        page = context.new_page()
+        page.goto(f"http://127.0.0.1:{portero.admin_port}/scalability/dashboard")
+        page.wait_for_selector("#login[open]", timeout=15_000)
+        page.fill("#token", portero.token)
+        page.click("#login-submit")
+        shown = "() => document.querySelectorAll('#certificates tbody tr').length === 2"
+        portero.wait("the certificates on the dashboard", lambda: page.evaluate(shown), timeout_s=15, step_s=0.2)
+        assert page.locator("#certificates-panel").is_visible()
+        rows = page.locator("#certificates tbody tr").all_inner_texts()
+        for host in HOSTS:
+            row = next(r for r in rows if host in r)
+            assert "acme" in row
+            assert "valid" in row
+            days = round((found[host]["not_after"] - time.time()) / 86_400)
+            assert f"({days} d)" in row, row
+        # nothing wider than the phone's screen
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        context.close()
     finally:
         pebble.stop()

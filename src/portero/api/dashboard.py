@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Annotated, Literal
 
@@ -23,6 +23,7 @@ from portero.api import autoscaling
 from portero.api.auth import wants_json
 from portero.api.autoscaling import AutoscalerOut
 from portero.api.monitoring import AlertOut, SeriesOut, TrafficOut
+from portero.api.routerd import CertificateOut
 from portero.api.schemas import DeploymentOut, EventOut, ServerOut, ServiceOut
 from portero.autoscale.loop import Autoscaler
 from portero.control import ControlPlane, NotFound
@@ -91,6 +92,9 @@ class DashboardOut(BaseModel):
         description="Per endpoint address, the monitor's figures over `window_s` (the same definition as `traffic`)."
     )
     alerts: list[AlertOut] = Field(description="Active alerts: firing first, then pending.")
+    certificates: list[CertificateOut] = Field(
+        description="The router's certificates (router.tls) and their expiry; empty without HTTPS."
+    )
     deployments: DeploymentsSummary
     autoscaler: AutoscalerOut
     events: list[EventOut] = Field(description="The most recent events, newest first.")
@@ -188,6 +192,9 @@ async def summary(
         endpoints=endpoints,
         endpoint_traffic=endpoint_traffic,
         alerts=[AlertOut.of(a) for a in live.active()] if live is not None else [],
+        certificates=[CertificateOut(**asdict(c)) for c in plane.tls.samples()]
+        if plane is not None and plane.tls is not None
+        else [],
         deployments=DeploymentsSummary(current=current, recent=recent),
         autoscaler=autoscaling.summary(control, autoscaler),
         events=sorted((EventOut(**vars(e)) for e in events), key=lambda e: e.at, reverse=True),

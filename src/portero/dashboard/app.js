@@ -19,6 +19,7 @@ const fmt = {
   count: (v) => String(Math.round(v * 10) / 10),
   ago: (s) => (s < 90 ? `${Math.round(s)} s` : s < 5400 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`),
   time: (at) => new Date(at * 1000).toLocaleTimeString(language()),
+  days: (s) => (s < 0 ? "0 d" : s < 2 * 86400 ? `${Math.round(s / 3600)} h` : `${Math.round(s / 86400)} d`),
 };
 
 function node(tag, attrs = {}, ...children) {
@@ -145,6 +146,7 @@ function render() {
   renderDeployment(s);
   renderAutoscaler(s);
   renderEndpoints(s);
+  renderCertificates(s);
   renderEvents(s);
   renderLogs();
 }
@@ -295,6 +297,20 @@ function renderEndpoints(s) {
       node("td", {}, String(e.weight)), node("td", {}, String(e.in_flight)), node("td", {}, String(e.requests)), node("td", { class: "p95" }, p95 == null ? "–" : fmt.seconds(p95)));
   });
   $("#endpoints").replaceChildren(node("thead", {}, head), node("tbody", {}, ...rows));
+}
+
+function renderCertificates(s) {
+  const certificates = s.certificates ?? [];
+  $("#certificates-panel").hidden = certificates.length === 0; // no HTTPS (router.tls unset): nothing to show
+  const head = node("tr", {}, ...[t("host"), t("source"), t("state"), t("expires"), t("renewal")].map((h) => node("th", {}, h)));
+  const rows = certificates.map((c) => {
+    const left = c.not_after == null ? null : c.not_after - s.at;
+    const expires = left == null ? "–" : `${new Date(c.not_after * 1000).toLocaleDateString(language())} (${fmt.days(left)})`;
+    const renewal = c.error ? message(c.error) : c.renew_at == null ? "–" : new Date(c.renew_at * 1000).toLocaleDateString(language());
+    return node("tr", { class: left != null && left < 14 * 86400 ? "alarm" : "" }, node("td", {}, c.host), node("td", {}, c.source),
+      node("td", {}, badge(c.state)), node("td", {}, expires), node("td", { class: "small" }, renewal));
+  });
+  $("#certificates").replaceChildren(node("thead", {}, head), node("tbody", {}, ...rows));
 }
 
 function renderEvents(s) {

@@ -75,7 +75,10 @@ class Vault(Protocol):
 
 def write_private(path: Path, data: bytes) -> None:
     """`data` into `path`, owner-only from its first byte, whole or not at all."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    missing = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
+    for folder in reversed(missing):  # each one owner-only, not only the last (mkdir's `mode` with `parents`)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.chmod(0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
