@@ -18,16 +18,20 @@ class LocalServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            terminate(self.process)
         self.process = None
 
     def log(self) -> str:
         path = self.directory / self.log_name
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+
+def terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it is still there after 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from portero.runtimes.ports import free_port
+from tests.local_server import terminate
 from tests.tls_ca import TestCA
 
 
@@ -109,20 +110,14 @@ class PebbleServer:
     def stop_ca(self) -> None:
         """Pebble alone (its DNS stays): the CA is gone, as in an outage."""
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+            terminate(self.process)
+        self.process = None
 
     def stop(self) -> None:
         self.stop_ca()
         if self.dns is not None:
-            self.dns.terminate()
-            self.dns.wait(timeout=10)
-            self.dns = None
+            terminate(self.dns)
+        self.dns = None
 
     def log(self) -> str:
         path = self.dir / "pebble.log"
