@@ -110,3 +110,29 @@ def test_a_certificate_replaced_on_disk_reaches_new_connections_and_leaves_open_
         connection.close()
     with pytest.raises(ssl.SSLCertVerificationError):  # and nothing but the root's certificates is accepted
         Connection(tls_port, TestCA(tmp_path / "other-ca"))
+
+
+@pytest.mark.timeout(120)
+def test_the_admin_api_with_its_own_certificate_and_the_cli_checking_it(
+    portero: Portero, backend: Process, tmp_path: Path
+) -> None:
+    ca = TestCA(tmp_path / "ca")
+    chain, key = ca.issue(["127.0.0.1"], name="admin")
+    services = {"web": {"endpoints": [{"address": backend.address, "weight": 1}]}}
+    admin_tls = {"cert_file": str(chain), "key_file": str(key), "ca_file": str(ca.root_file)}
+    portero.write_spec(services, admin={"port": portero.admin_port, "tls": admin_tls})
+    portero.cli("up", "--detach")  # waits for the API: over HTTPS, checked against ca_file
+    status = portero.cli("router", "status").stdout
+    assert "router pid" in status
+    with (
+        socket.create_connection(("127.0.0.1", portero.admin_port), timeout=5) as raw,
+        ca.client_context().wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+    ):
+        sock.sendall(b"GET /scalability/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        assert sock.recv(64).startswith(b"HTTP/1.1 200")
+    stranger = TestCA(tmp_path / "other").client_context()  # a client that does not trust the CA refuses it
+    with (
+        socket.create_connection(("127.0.0.1", portero.admin_port), timeout=5) as raw,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
+        stranger.wrap_socket(raw, server_hostname="127.0.0.1")
