@@ -7,8 +7,9 @@ set -euo pipefail
 # redis-server: the Redis store and shared breakers (#9, #10); chromium: the dashboard's real-browser tests;
 # prometheus-alertmanager: the `alerts.alertmanager` push, tested against the real API v2 (its service is not
 # started: the tests run their own on a loopback port); pebble: Let's Encrypt's ACME test server, which the HTTPS
-# tests obtain certificates from (tests/pebble_server.py starts it, with pebble-challtestsrv as its DNS, on loopback).
-PACKAGES=(procps curl redis-server chromium prometheus-alertmanager pebble)
+# tests obtain certificates from (tests/pebble_server.py starts it, with pebble-challtestsrv as its DNS, on loopback);
+# libnss3-tools: certutil, which makes Chromium a certificate store that trusts Pebble's root.
+PACKAGES=(procps curl redis-server chromium prometheus-alertmanager pebble libnss3-tools)
 
 missing=()
 for package in "${PACKAGES[@]}"; do

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import ssl
 import stat
@@ -20,6 +21,7 @@ import pytest
 
 from portero.loadgen import run_load
 from portero.runtimes.ports import free_port
+from tests.chromium import CHROMIUM_ARGS
 from tests.conftest import require_tool
 from tests.integration.portero_cli import Portero
 from tests.integration.router.conftest import Process, backend_process_argv
@@ -322,7 +324,9 @@ def test_the_admin_api_over_https_with_the_routers_certificate_and_the_cli_check
 
 
 @pytest.mark.timeout(180)
-def test_the_dashboard_shows_each_certificate_and_its_expiry_at_phone_width(portero, backend, browser, pebbles):
+def test_the_dashboard_shows_each_certificate_at_phone_width_and_chromium_trusts_them(
+    portero, backend, browser, pebbles, tmp_path
+):
     pebble = pebbles(portero)
     tls_port = https_port(portero)
     write(portero, backend, pebble, tls_port)
@@ -347,3 +351,31 @@ def test_the_dashboard_shows_each_certificate_and_its_expiry_at_phone_width(port
     # nothing wider than the phone's screen
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
     context.close()
+
+    # Chromium, trusting Pebble's root (an NSS database of its own), follows the redirect to HTTPS and accepts the
+    # certificate; nothing turns its checks off
+    home = tmp_path / "chromium-home"
+    nssdb = home / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True)
+    certutil = require_tool("certutil", "Chromium's certificate store (libnss3-tools)")
+    subprocess.run([certutil, "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True)
+    trust = [certutil, "-d", f"sql:{nssdb}", "-A", "-t", "C,,", "-n", "pebble", "-i", str(pebble.root_file)]
+    subprocess.run(trust, check=True)
+    trusting = browser.browser_type.launch(
+        executable_path=require_tool("chromium", "the HTTPS test in a browser"),
+        args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP *.portero.test 127.0.0.1"],
+        env={**os.environ, "HOME": str(home)},
+    )
+    try:
+        tab = trusting.new_page()
+        response = tab.goto(f"http://{HOSTS[0]}:{portero.router_port}/from-http")
+        assert response is not None
+        assert tab.url == f"https://{HOSTS[0]}:{tls_port}/from-http"
+        assert response.status == 200
+        details = response.security_details()
+        assert details is not None
+        assert "Pebble" in str(details.get("issuer")), details
+        assert details.get("subjectName") == HOSTS[0]
+        assert response.headers.get("strict-transport-security") == "max-age=600"
+    finally:
+        trusting.close()
