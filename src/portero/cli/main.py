@@ -608,7 +608,7 @@ def _show_router(info: dict[str, Any], as_json: bool) -> None:
     console.print(
         f"router pid {info['pid']}, build {info['build']}{' (adopted)' if info['adopted'] else ''}\n"
         f"  listening on {', '.join(info['listeners'])}\n"
-        f"  workers: {workers}\n"
+        f"  workers: {workers}; spare: {', '.join(str(pid) for pid in info['spare']) or 'none'}\n"
         f"  snapshot {info['snapshot']} pushed, {info['applied']} served by every worker",
         highlight=False,
     )
