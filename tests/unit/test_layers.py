@@ -11,6 +11,7 @@ SRC = Path(__file__).parents[2] / "src" / "portero"
 PURE = [
     "supervisor/decide.py",
     "health/verdict.py",
+    "health/service.py",
     "replicas.py",
     "events.py",
     "revisions.py",

@@ -55,7 +55,7 @@ def create_app(
     errors.install(app)
     auth.install(app, tokens)  # before any route: every request, even to a path that is not one, is checked
     for router in (
-        itself.routes(control, request_shutdown),  # health and shutdown
+        itself.routes(control, plane, request_shutdown),  # health and shutdown
         replicas.routes(control),
         services.routes(control, monitor),
         spec.routes(control),

@@ -15,6 +15,7 @@ from portero.api.schemas import DrainIn, ServerIn, ServerOut, ServerRef, Servers
 from portero.control import ControlPlane, NotFound, Refused
 from portero.dataplane.plane import DataPlane
 from portero.events import Event
+from portero.health.service import takes_requests
 from portero.spec.models import NAME_PATTERN
 from portero.store.base import ServerRecord
 
@@ -102,9 +103,7 @@ class _Handlers:
         """No new requests; those in flight may finish until the drain timeout, then are cut. Draining the last
         endpoint that can take requests is an outage, so it is refused unless `force` is set."""
         data = self.known(body.service, body.address)
-        others = [
-            e for e in data.table.entries(body.service) if e.address != body.address and not e.draining and e.weight > 0
-        ]
+        others = [e for e in data.table.entries(body.service) if e.address != body.address and takes_requests(e)]
         if not others and not body.force:
             raise Refused(
                 f"{body.address} is the last endpoint of {body.service} that takes requests: draining it stops the "

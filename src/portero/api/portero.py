@@ -11,16 +11,18 @@ import portero
 from portero.api import cluster
 from portero.api.schemas import Accepted, ClusterOut, HealthOut, ServiceHealth
 from portero.control import ControlPlane
+from portero.dataplane.plane import DataPlane
+from portero.health.service import condition
 from portero.replicas import ReplicaState
 
 
-def routes(control: ControlPlane, request_shutdown: Callable[..., None]) -> APIRouter:
+def routes(control: ControlPlane, plane: DataPlane | None, request_shutdown: Callable[..., None]) -> APIRouter:
     api = APIRouter(prefix="/scalability")
 
     @api.get("/health", tags=["health"], summary="portero's health and each service's ready replicas (public)")
     async def health(request: Request) -> HealthOut:
         election = getattr(request.app.state, "cluster", None)
-        return _health(control, cluster.view(election) if election else None)
+        return _health(control, plane, cluster.view(election) if election else None)
 
     @api.post("/shutdown", tags=["portero"], status_code=202, summary="Stop every replica gracefully, then portero")
     async def shutdown(
@@ -34,17 +36,19 @@ def routes(control: ControlPlane, request_shutdown: Callable[..., None]) -> APIR
     return api
 
 
-def _health(control: ControlPlane, cluster_view: ClusterOut | None) -> HealthOut:
-    services = {
-        view.name: ServiceHealth(
-            desired=view.record.desired if view.spec.managed else 0,
-            ready=sum(1 for r in view.replicas if r.state is ReplicaState.READY),
+def _health(control: ControlPlane, plane: DataPlane | None, cluster_view: ClusterOut | None) -> HealthOut:
+    """Degraded when a service has fewer replicas ready than desired, or none of its endpoints takes requests."""
+    services = {}
+    for view in control.services():
+        desired = view.record.desired if view.spec.managed else 0
+        ready = sum(1 for r in view.replicas if r.state is ReplicaState.READY)
+        entries = plane.table.entries(view.name) if plane is not None and view.name in plane.table.services else None
+        state = condition(desired, ready, entries, managed=view.spec.managed)
+        services[view.name] = ServiceHealth(
+            desired=desired, ready=ready, routable=state.routable, problems=state.problems()
         )
-        for view in control.services()
-    }
-    degraded = any(s.ready < s.desired for s in services.values())
     return HealthOut(
-        status="degraded" if degraded else "ok",
+        status="degraded" if any(s.problems for s in services.values()) else "ok",
         version=portero.__version__,
         uptime_s=round(control.clock() - control.started_at, 1),
         runtime=control.runtime.name,

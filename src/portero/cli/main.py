@@ -1,4 +1,4 @@
-"""`portero`: up, status, scale, logs, events, apply, validate, down, token."""
+"""`portero`: up, status, scale, logs, events, apply, validate, drain, undrain, down, token."""
 
 from __future__ import annotations
 
@@ -576,6 +576,63 @@ def _last_stop(file: Path, since: float) -> Event | None:
     except Exception:  # a report that cannot be read is no reason to fail a stop that worked
         return None
     return next((e for e in reversed(found) if e.kind == "portero.stopped"), None)
+
+
+Endpoint = Annotated[str, typer.Argument(help="The endpoint's address (host:port), or the id of a replica.")]
+
+
+@app.command()
+def drain(
+    service: Annotated[str, typer.Argument(help="Service name.")],
+    endpoint: Endpoint,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Drain it even if it is the last endpoint that takes requests: the service stops."
+        ),
+    ] = False,
+    timeout_s: Annotated[
+        float | None, typer.Option(help="How long requests in flight may finish (router.drain_timeout_s).")
+    ] = None,
+    file: SpecFile = Path("portero.yaml"),
+) -> None:
+    """Take an endpoint out of rotation (HAProxy's `state drain`): no new requests, those in flight finish."""
+    address = _endpoint_address(service, endpoint, file)
+    body: dict[str, Any] = {"service": service, "address": address, "force": force}
+    if timeout_s is not None:
+        body["timeout_s"] = timeout_s
+    try:
+        found = Context.client(file).post("/load-balancer/drain", body)
+    except CliError as exc:
+        last = exc.status == 409 and not force and "last endpoint" in str(exc)
+        raise fail(str(exc).replace("repeat with force", "`portero drain --force`") if last else str(exc)) from None
+    console.print(f"{service} {address}{_replica_of(found)}: draining; `portero undrain` puts it back", highlight=False)
+
+
+@app.command()
+def undrain(
+    service: Annotated[str, typer.Argument(help="Service name.")],
+    endpoint: Endpoint,
+    file: SpecFile = Path("portero.yaml"),
+) -> None:
+    """Put a draining endpoint back in rotation."""
+    address = _endpoint_address(service, endpoint, file)
+    found = _call(lambda c: c.post("/load-balancer/undrain", {"service": service, "address": address}), file)
+    console.print(f"{service} {address}{_replica_of(found)}: back in rotation", highlight=False)
+
+
+def _endpoint_address(service: str, endpoint: str, file: Path) -> str:
+    if ":" in endpoint:
+        return endpoint
+    servers = _call(lambda c: c.get("/load-balancer/servers", service=service), file)["servers"]
+    address = next((s["address"] for s in servers if s["replica"] == endpoint), None)
+    if address is None:
+        raise fail(f"{service} has no endpoint of replica {endpoint} (`portero status` lists the replicas)")
+    return str(address)
+
+
+def _replica_of(server: dict[str, Any]) -> str:
+    return f" (replica {server['replica']})" if server.get("replica") else ""
 
 
 router_app = typer.Typer(help="The router's processes: status, restart.", no_args_is_help=True)

@@ -68,6 +68,7 @@ def _service(service: ServiceSample) -> Iterator[Sample]:
         service_desired_replicas=service.desired,
         service_ready_replicas=service.ready,
         service_missing_replicas=max(service.desired - service.ready, 0),
+        service_unroutable=None if service.unroutable is None else float(service.unroutable),
     )
     if service.traffic is not None:
         yield from _traffic("service", labels, service.traffic)

@@ -18,6 +18,15 @@ THRESHOLD_FREE = (
         summary="{service} has {value} replica(s) fewer ready than desired",
     ),
     AlertRule(
+        name="service-unroutable",
+        metric="service_unroutable",
+        threshold=0,
+        for_s=0,
+        severity="critical",
+        summary="{service}: no endpoint takes requests (all draining or at weight 0); every request waits, then "
+        "gets 503 (`portero undrain`)",
+    ),
+    AlertRule(
         name="crash-loop",
         metric="replica_restarts_total",
         aggregate="increase",
