@@ -36,7 +36,7 @@ ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for
 
 def create_app(
     control: ControlPlane,
-    request_shutdown: Callable[..., None],
+    request_shutdown: Callable[..., float | None],
     plane: DataPlane | None = None,
     monitor: Monitor | None = None,
     autoscaler: Autoscaler | None = None,

@@ -16,7 +16,7 @@ from portero.health.service import condition
 from portero.replicas import ReplicaState
 
 
-def routes(control: ControlPlane, plane: DataPlane | None, request_shutdown: Callable[..., None]) -> APIRouter:
+def routes(control: ControlPlane, plane: DataPlane | None, request_shutdown: Callable[..., float | None]) -> APIRouter:
     api = APIRouter(prefix="/scalability")
 
     @api.get("/health", tags=["health"], summary="portero's health and each service's ready replicas (public)")
@@ -30,8 +30,8 @@ def routes(control: ControlPlane, plane: DataPlane | None, request_shutdown: Cal
             bool, Query(description="Stop portero only: replicas and router keep serving for the next portero.")
         ] = False,
     ) -> Accepted:
-        request_shutdown(keep_running=keep_running)
-        return Accepted(status="stopping")
+        within = request_shutdown(keep_running=keep_running)
+        return Accepted(status="stopping", stop_within_s=round(within, 1) if within is not None else None)
 
     return api
 

@@ -264,9 +264,14 @@ class LogsOut(BaseModel):
 
 
 class Accepted(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "stopping"}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "stopping", "stop_within_s": 47.0}]})
 
     status: str
+    stop_within_s: float | None = Field(
+        default=None,
+        description="How long the stop may take: its longest ladder (the router's workers' grace, then every "
+        "replica's stop_grace_s and SIGKILL); `portero down` waits this long.",
+    )
 
 
 class ServerIn(Body):
