@@ -57,7 +57,7 @@ def refused(report: LoadReport) -> int:
 
 def router_pids(portero: Portero) -> set[int]:
     info = portero.router_processes()
-    return {info["pid"], *(w["pid"] for w in info["workers"])}
+    return {info["pid"], *(w["pid"] for w in info["workers"]), *info["spare"]}
 
 
 @pytest.mark.timeout(300)
@@ -92,6 +92,9 @@ async def test_a_router_restart_under_load_fails_and_refuses_nothing(portero, ba
     assert report.failed == 0, report.errors
     workers_before = before - {min(before)}
     assert not (after & workers_before), "old workers still serve after the restart"
+    spares = portero.router_processes()["spare"]
+    assert len(spares) == 1, f"one spare after a restart, not {spares}"
+    assert spares[0] not in before
 
 
 async def test_a_killed_worker_costs_at_most_its_requests_in_flight_and_is_replaced_within_a_second(portero, backends):

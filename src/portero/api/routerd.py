@@ -4,6 +4,7 @@ restart of them."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Path
@@ -28,6 +29,7 @@ class RouterProcessesOut(BaseModel):
     control_build: str = Field(description="This control plane's; a restart makes the router run it.")
     adopted: bool = Field(description="Found running when this portero started (it outlived the last one).")
     workers: list[WorkerOut]
+    spare: list[int] = Field(description="Spare workers (loaded, not accepting): one takes a dead worker's place.")
     listeners: list[str]
     snapshot: int = Field(description="The latest snapshot version the control plane pushed.")
     applied: int = Field(description="The newest version every worker serves.")
@@ -80,6 +82,7 @@ def routes(control: ControlPlane, plane: DataPlane | None) -> APIRouter:
             control_build=BUILD,
             adopted=data.link.adopted,
             workers=[WorkerOut(**w) for w in hello.workers],
+            spare=list(hello.spare),
             listeners=hello.listeners,
             snapshot=data.table.version,
             applied=data.link.applied,
@@ -88,41 +91,7 @@ def routes(control: ControlPlane, plane: DataPlane | None) -> APIRouter:
             error=data.link.error,
         )
 
-    def tls_out(data: DataPlane) -> TlsOut:
-        tls = data.tls
-        enabled = data.table.settings.tls is not None
-        shown = [CertificateOut(**dataclasses.asdict(c)) for c in tls.samples()] if tls is not None else []
-        return TlsOut(
-            enabled=enabled,
-            directory_url=(tls.directory or None) if tls is not None else None,
-            certificates=shown,
-            handshakes=dict(data.link.view.handshakes),
-        )
-
-    @api.get("/tls", summary="The router's certificates: where from, until when, when renewed, what failed")
-    async def certificates() -> TlsOut:
-        return tls_out(live())
-
-    @api.post("/tls/{host}/renew", summary="Obtain a new certificate for a host now (ACME)")
-    async def renew(
-        host: Annotated[
-            str,
-            Path(
-                description="A host whose certificate portero obtains (`portero router tls`).",
-                max_length=253,
-                examples=["portal.example.com"],
-            ),
-        ],
-    ) -> TlsOut:
-        """The leading portero orders at once; the certificate served stays until the new one is in."""
-        data = live()
-        if data.tls is None:
-            raise Refused("the router has no TLS (router.tls in the spec)")
-        try:
-            data.tls.renew(host.lower())
-        except LookupError as exc:
-            raise NotFound("certificate obtained over ACME for the host", host) from exc
-        return tls_out(data)
+    _tls_routes(api, live)
 
     @api.get("", summary="The router's processes")
     async def processes() -> RouterProcessesOut:
@@ -144,3 +113,41 @@ def routes(control: ControlPlane, plane: DataPlane | None) -> APIRouter:
         return out(data, hello)
 
     return api
+
+
+def _tls_out(data: DataPlane) -> TlsOut:
+    tls = data.tls
+    shown = [CertificateOut(**dataclasses.asdict(c)) for c in tls.samples()] if tls is not None else []
+    return TlsOut(
+        enabled=data.table.settings.tls is not None,
+        directory_url=(tls.directory or None) if tls is not None else None,
+        certificates=shown,
+        handshakes=dict(data.link.view.handshakes),
+    )
+
+
+def _tls_routes(api: APIRouter, live: Callable[[], DataPlane]) -> None:
+    @api.get("/tls", summary="The router's certificates: where from, until when, when renewed, what failed")
+    async def certificates() -> TlsOut:
+        return _tls_out(live())
+
+    @api.post("/tls/{host}/renew", summary="Obtain a new certificate for a host now (ACME)")
+    async def renew(
+        host: Annotated[
+            str,
+            Path(
+                description="A host whose certificate portero obtains (`portero router tls`).",
+                max_length=253,
+                examples=["portal.example.com"],
+            ),
+        ],
+    ) -> TlsOut:
+        """The leading portero orders at once; the certificate served stays until the new one is in."""
+        data = live()
+        if data.tls is None:
+            raise Refused("the router has no TLS (router.tls in the spec)")
+        try:
+            data.tls.renew(host.lower())
+        except LookupError as exc:
+            raise NotFound("certificate obtained over ACME for the host", host) from exc
+        return _tls_out(data)

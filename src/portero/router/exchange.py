@@ -84,6 +84,7 @@ class BadResponse(Exception):
 
 class Exchange:
     __slots__ = (
+        "attached_reads",
         "avoid",
         "charged_retries",
         "client",
@@ -165,6 +166,7 @@ class Exchange:
         self.status = 0
         self.deadline = 0.0
         self.seen_reads = 0
+        self.attached_reads = 0  # the connection's reads when this try began on it
         self.quiet_since = now
         self.hash_key: bytes | None = None
         self.extra_head = b""  # header lines the router adds to the response (HSTS)
@@ -220,7 +222,7 @@ class Exchange:
         self.upstream = conn
         conn.exchange = self
         self.sent_at = now
-        self.seen_reads = conn.reads
+        self.seen_reads = self.attached_reads = conn.reads
         self.quiet_since = now
         # The response timeout runs from the end of the request: a long upload is judged by its progress instead.
         self.deadline = now + self.service.router.settings.response_timeout_s if self.request_done else 0.0
@@ -242,14 +244,15 @@ class Exchange:
         else:
             self.failed_try(stats.REFUSED, now, 502, f"cannot connect to an endpoint ({type(exc).__name__})")
 
-    def failed_try(self, fault: int, now: float, status: int, detail: str) -> None:
+    def failed_try(self, fault: int, now: float, status: int, detail: str, *, stale: bool = False) -> None:
         """The try at the current endpoint failed before any response byte reached the client: count it against
-        that endpoint, then try again where `RetryPolicy.decide` allows, or answer with `status`."""
+        that endpoint (unless `stale`: the connection, not this request, failed), then try again where
+        `RetryPolicy.decide` allows, or answer with `status`."""
         endpoint, upstream = self.endpoint, self.upstream
         sent = self.phase == SENT
         reused = upstream is not None and upstream.reused
         self.holding = None  # what it had answered so far is dropped: nothing of it reached the client
-        if endpoint is not None and fault != STATUS:
+        if endpoint is not None and fault != STATUS and not stale:
             endpoint.fault(fault, now - self.sent_at, now)
         self.release(ok=False)
         kind = self._retry_kind(fault, sent=sent, reused=reused)
@@ -357,6 +360,13 @@ class Exchange:
                 # no good, but this client was answered. It was closed, and the next request on the pooled
                 # connection got its parser's error as a 502.
                 upstream.close()
+                return
+            if self.phase == SENT and upstream.reused and upstream.reads == self.attached_reads + 1:
+                # Junk where this answer should begin, on a pooled connection: what the endpoint says on its own
+                # about an earlier request (a server that did not read a chunked body it was sent reads the body
+                # as a request, and answers that). Like a pooled connection closed before answering: dropped,
+                # and the request goes again on another connection, at no cost to the endpoint.
+                self.failed_try(stats.RESET, self.service.router.now(), 502, f"invalid response: {exc}", stale=True)
                 return
             self.broken_response(f"invalid response from the endpoint: {exc}")
             return

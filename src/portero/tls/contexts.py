@@ -105,11 +105,7 @@ def build(
                 )
             except (ssl.SSLError, OSError, ValueError) as exc:
                 book.errors.append(f"certificate {entry.cert_file} for {', '.join(entry.names)}: {exc}")
-                if previous is not None:  # its names keep what they had
-                    for name in entry.names:
-                        kept = previous.exact.get(name) or previous.wildcard.get(name.removeprefix("*"))
-                        if kept is not None:
-                            _index(book, name, kept)
+                _keep(book, entry, previous)
                 continue
         book.contexts[key] = context
         for name in entry.names:
@@ -121,6 +117,16 @@ def build(
         first.sni_callback = book._on_sni
     book.front = first
     return book
+
+
+def _keep(book: ContextBook, entry: CertificateEntry, previous: ContextBook | None) -> None:
+    """A certificate that did not load: its names keep what the previous book served them."""
+    if previous is None:
+        return
+    for name in entry.names:
+        kept = previous.exact.get(name) or previous.wildcard.get(name.removeprefix("*"))
+        if kept is not None:
+            _index(book, name, kept)
 
 
 def _index(book: ContextBook, name: str, context: ssl.SSLContext) -> None:
