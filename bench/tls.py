@@ -39,6 +39,7 @@ RESULTS = HERE / "results" / "tls.md"
 PORTS = {"haproxy": 18101, "portero": 18100}
 NAME = "bench.portero.test"
 CONNECTIONS = 50
+LAYOUT = targets.LAYOUTS[1]  # one worker per proxy: the proxy on core 0; wrk and the backend on core 1
 
 HAPROXY_TLS_CONF = """
 global
@@ -146,7 +147,7 @@ def wrk(port: int, seconds: float, close: bool) -> tuple[float, int]:
     if close:
         command += ["-H", "Connection: close"]
     command.append(f"https://127.0.0.1:{port}/")
-    done = subprocess.run(targets.pinned(targets.LOAD_CORE, command), capture_output=True, text=True, check=False)
+    done = subprocess.run(targets.pinned(LAYOUT.load_cores, command), capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
     rps = float(done.stdout.split("Requests/sec:")[1].split()[0])
@@ -181,14 +182,14 @@ def main() -> None:
     }
     conf = bench._write("haproxy-tls.cfg", HAPROXY_TLS_CONF, {**values, "port": PORTS["haproxy"]})
     bench.servers["haproxy"] = targets.Server(
-        "haproxy", PORTS["haproxy"], ["haproxy", "-db", "-f", str(conf)], targets.PROXY_CORE, bench.dir / "h.log"
+        "haproxy", PORTS["haproxy"], ["haproxy", "-db", "-f", str(conf)], LAYOUT.proxy_cores, bench.dir / "h.log"
     )
     spec = bench._write(
         "portero.yaml", PORTERO_TLS_SPEC, {**values, "port": PORTS["portero"], "http_port": targets.PORTS["portero"]}
     )
     command = [str(targets.PORTERO), "--state-dir", str(bench.dir / "state"), "up", "-f", str(spec), "--no-ui"]
     bench.servers["portero"] = targets.Server(
-        "portero", PORTS["portero"], command, targets.PROXY_CORE, bench.dir / "portero.log"
+        "portero", PORTS["portero"], command, LAYOUT.proxy_cores, bench.dir / "portero.log"
     )
     load_before = os.getloadavg()[0]
     results: dict[tuple[str, str], list[float]] = {}
@@ -215,7 +216,7 @@ def main() -> None:
         f"# HTTPS: portero vs HAProxy ({datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC)",
         "",
         f"`wrk -t1 -c{CONNECTIONS} -d{args.duration:g}s` over TLS 1.3, one ECDSA P-256 certificate for both, the "
-        f"proxy on core {targets.PROXY_CORE}, wrk and nginx on core {targets.LOAD_CORE}; median of {args.rounds} "
+        f"proxy on core {LAYOUT.proxy_cores}, wrk and nginx on core {LAYOUT.load_cores}; median of {args.rounds} "
         "interleaved rounds.",
         "",
         "| | HAProxy | portero | portero / HAProxy | needed |",
