@@ -308,16 +308,13 @@ function renderEndpoints(s) {
 }
 
 function renderCertificates(s) {
-  const certificates = s.certificates ?? [];
-  $("#certificates-panel").hidden = certificates.length === 0; // no HTTPS (router.tls unset): nothing to show
-  const head = node("tr", {}, ...[t("host"), t("source"), t("state"), t("expires"), t("renewal")].map((h) => node("th", {}, h)));
-  const rows = certificates.map((c) => {
-    const left = c.not_after == null ? null : c.not_after - s.at;
-    const expires = left == null ? "–" : `${new Date(c.not_after * 1000).toLocaleDateString(language())} (${fmt.days(left)})`;
-    const renewal = c.error ? message(c.error) : c.renew_at == null ? "–" : new Date(c.renew_at * 1000).toLocaleDateString(language());
-    return node("tr", { class: left != null && left < 14 * 86400 ? "alarm" : "" }, node("td", {}, c.host), node("td", {}, c.source),
-      node("td", {}, badge(c.state)), node("td", {}, expires), node("td", { class: "small" }, renewal));
-  });
+  const certs = s.certificates ?? [];
+  $("#certificates-panel").hidden = !certs.length; // no router.tls
+  const day = (at) => new Date(at * 1000).toLocaleDateString(language());
+  const rows = certs.map((c) => node("tr", {}, ...[c.host, c.source, badge(c.state),
+    c.not_after == null ? "–" : `${day(c.not_after)} (${fmt.days(c.not_after - s.at)})`,
+    c.error ? message(c.error) : c.renew_at == null ? "–" : day(c.renew_at)].map((v) => node("td", {}, v))));
+  const head = node("tr", {}, ...["host", "source", "state", "expires", "renewal"].map((h) => node("th", {}, t(h))));
   $("#certificates").replaceChildren(node("thead", {}, head), node("tbody", {}, ...rows));
 }
 
