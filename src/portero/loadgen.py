@@ -33,6 +33,7 @@ class LoadReport:
     latencies_s: list[float] = field(default_factory=list)
     # (seconds since start when sent, status or 0 for an error, version, seconds since start when answered)
     timeline: list[tuple[float, int, str, float]] = field(default_factory=list)
+    answered_by: list[str] = field(default_factory=list)  # X-Replica of each answer of `timeline` ("" if none)
     duration_s: float = 0.0
     started_at: float = 0.0  # time.monotonic() at the start
     connections: int = 0  # opened, over the run
@@ -52,6 +53,7 @@ class LoadReport:
 class _Answer:
     status: int = 0
     version: str = ""
+    replica: str = ""
     close: bool = False
     body: bytes = b""
 
@@ -91,6 +93,8 @@ class _Connection(asyncio.Protocol):
         lower = name.lower()
         if lower == b"x-app-version":
             self.answer.version = value.decode("latin-1")
+        elif lower == b"x-replica":
+            self.answer.replica = value.decode("latin-1")
         elif lower == b"connection" and value.lower() == b"close":
             self.answer.close = True
 
@@ -167,12 +171,14 @@ async def run_load(
                 report.failed += 1
                 report.errors[str(exc) or type(exc).__name__] += 1
                 report.timeline.append((sent_at - start, 0, "", time.monotonic() - start))
+                report.answered_by.append("")
                 continue
             done_at = time.monotonic()
             report.latencies_s.append(done_at - sent_at)
             report.statuses[answer.status] += 1
             report.versions[answer.version] += 1
             report.timeline.append((sent_at - start, answer.status, answer.version, done_at - start))
+            report.answered_by.append(answer.replica)
             if answer.status < 500:
                 report.ok += 1
             else:

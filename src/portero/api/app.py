@@ -35,8 +35,9 @@ from portero.api.schemas import (
 )
 from portero.autoscale.loop import Autoscaler
 from portero.cluster.local import local
-from portero.control import ControlPlane, NotFound, Refused
+from portero.control import ControlPlane
 from portero.dataplane.plane import DataPlane
+from portero.errors import NotFound, Refused
 from portero.monitor.monitor import Monitor
 from portero.replicas import ReplicaState
 from portero.spec.loader import parse_spec
@@ -148,9 +149,8 @@ def create_app(
         spec = await asyncio.to_thread(parse_spec, body.yaml, body.source)  # a big spec must not stall traffic
         if getattr(app.state, "cluster", None):  # sent through another portero: its ports are its own
             spec = local(spec, control.spec)
-        if spec.runtime != control.spec.runtime or spec.admin != control.spec.admin:
-            raise Refused("changing `runtime` or `admin` needs a restart of portero (portero down, up)")
-        return AppliedOut(changes=await control.apply(spec, body.source, reason=f"applied from {body.source}"))
+        applied = await control.apply(spec, body.source, reason=f"applied from {body.source}")
+        return AppliedOut(changes=applied.changes, deployments=[d.id for d in applied.deployments])
 
     @api.get("/events", tags=["events"], summary="Read the event log")
     async def events(

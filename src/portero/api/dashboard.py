@@ -25,8 +25,9 @@ from portero.api.autoscaling import AutoscalerOut
 from portero.api.monitoring import AlertOut, SeriesOut, TrafficOut
 from portero.api.schemas import DeploymentOut, EventOut, ServerOut, ServiceOut
 from portero.autoscale.loop import Autoscaler
-from portero.control import ControlPlane, NotFound
+from portero.control import ControlPlane
 from portero.dataplane.plane import DataPlane
+from portero.errors import NotFound
 from portero.monitor.monitor import Monitor
 from portero.monitor.series import SeriesStore
 from portero.monitor.window import WINDOW_S

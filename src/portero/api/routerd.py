@@ -6,10 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from portero.control import ControlPlane, Refused
+from portero.control import ControlPlane
 from portero.dataplane.build import BUILD
 from portero.dataplane.link import Hello, RouterUnavailable
 from portero.dataplane.plane import DataPlane
+from portero.errors import Refused
 from portero.events import Event
 
 
