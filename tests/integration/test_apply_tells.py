@@ -98,6 +98,7 @@ def test_apply_lists_each_changed_field_and_how_it_took_effect_and_scale_is_refu
         monitoring={"series": {"fine_keep_s": 600}},
     )
     refused = portero.cli("apply", check=False)
+    print(out(refused))
     assert refused.returncode == 1, out(refused)
     assert "monitoring.series.fine_keep_s: 3600.0 -> 600.0: needs a restart of portero" in out(refused)
     assert "nothing was changed" in out(refused)
