@@ -126,6 +126,17 @@ def test_blue_green_watch_is_no_lack_of_progress():
     assert d.state is State.SUCCEEDED
 
 
+def test_blue_green_green_group_without_progress_for_the_deadline_rolls_back():
+    # Every strategy keeps its progress deadline (issue 19, case 13): a green replica ready at 4 s restarts it,
+    # then nothing for 10 s.
+    d = strategy.begin(deployment("blue-green"), SETTINGS, 0.0)
+    d = trace(d, [(4.0, seen(1, 3)), (13.9, seen(1, 3))])
+    assert d.state is State.RUNNING
+    d = strategy.advance(d, seen(1, 3), SETTINGS, 14.1)
+    assert (d.state, d.traffic, d.new_count) == (State.ROLLED_BACK, 0.0, 0)
+    assert d.reason == "revision 2 had 1/3 ready replica(s) after 10 s without progress"
+
+
 def test_blue_green_switches_back_when_the_analysis_fails_after_the_switch():
     d = strategy.begin(deployment("blue-green"), SETTINGS, 0.0)
     d = trace(d, [(1.0, seen(3, 3)), (1.5, seen(3, 3, "fail"))])

@@ -37,9 +37,7 @@ def routes(control: ControlPlane) -> APIRouter:
     async def abort(deployment_id: DeploymentId, request: Request) -> DeploymentOut:
         """Back to the serving revision at once: all traffic to it, the new replicas stopped. The record says who
         asked (the token's name and id). 409 when the deployment has ended already."""
-        token = getattr(request.state, "token", None)
-        who = f"token {token.name} ({token.id})" if token is not None else "the API"
-        return out(await control.abort(deployment_id, who))
+        return out(await control.abort(deployment_id, asked_by(request)))
 
     @api.get("/deployments", summary="List deployments, newest first")
     async def deployments(
@@ -76,3 +74,9 @@ def routes(control: ControlPlane) -> APIRouter:
         )
 
     return api
+
+
+def asked_by(request: Request) -> str:
+    """Who sent the request, as records name it: the token's name and id."""
+    token = getattr(request.state, "token", None)
+    return f"token {token.name} ({token.id})" if token is not None else "the API"

@@ -191,32 +191,26 @@ def _detach(file: Path, wait_s: float) -> None:
             start_new_session=True,
             umask=statedir.app_umask(),  # the daemon records it for the replicas: the one before this CLI's 077
         )
+    _await_ready(file, child, wait_s)
+
+
+def _await_ready(file: Path, child: subprocess.Popen[bytes], wait_s: float) -> None:
+    """Until every service has its replicas ready (the status table), or waiting cannot help, or `wait_s`."""
     deadline = time.monotonic() + wait_s
     refused_until = time.monotonic() + TOKEN_GRACE_S
     client = Context.client(file)
     hopeless = False
     while time.monotonic() < deadline and not hopeless:
         if child.poll() is not None:
-            tail = (state_dir / "portero.log").read_text(errors="replace").splitlines()[-5:]
+            tail = (Context.state_dir / "portero.log").read_text(errors="replace").splitlines()[-5:]
             raise fail("portero exited at start:\n" + "\n".join(tail))
-        if client.alive():
-            try:
-                services = client.get("/services")["services"]
-            except CliError as exc:
-                if exc.status not in (401, 403):
-                    raise fail(f"portero (pid {child.pid}) started, but {exc}") from None
-                if time.monotonic() < refused_until:  # with Redis, the group's tokens arrive within a second
-                    time.sleep(0.25)
-                    continue
-                _stop(child)
-                refused = f"PORTERO_TOKEN was refused ({exc.args[0].splitlines()[0]}; {_token_hint()})"
-                raise fail(f"{refused}: portero was stopped again") from None
-            if all(s["ready"] >= s["desired"] for s in services):
-                console.print(status_table(services))
-                _warn_root(services)
-                console.print(f"portero running in the background (pid {child.pid}), admin API at {client.url}")
-                return
-            hopeless = _cannot_start(services)  # waiting longer cannot help
+        services = _services_at_start(client, child, refused_until) if client.alive() else None
+        if services is not None and all(s["ready"] >= s["desired"] for s in services):
+            console.print(status_table(services))
+            _warn_root(services)
+            console.print(f"portero running in the background (pid {child.pid}), admin API at {client.url}")
+            return
+        hopeless = services is not None and _cannot_start(services)  # waiting longer cannot help
         time.sleep(0.25)
     try:
         services = client.get("/services")["services"]
@@ -226,6 +220,24 @@ def _detach(file: Path, wait_s: float) -> None:
     if hopeless:
         raise fail(f"portero (pid {child.pid}) runs, but replicas cannot start; fix the spec and apply it:{why}")
     raise fail(f"portero (pid {child.pid}) started but its replicas were not all ready within {wait_s:g} s{why}")
+
+
+def _services_at_start(
+    client: Client, child: subprocess.Popen[bytes], refused_until: float
+) -> list[dict[str, Any]] | None:
+    """The services, or None while the token may still be on its way (with Redis, the group's tokens arrive
+    within a second); a token refused after that stops the daemon again."""
+    try:
+        services: list[dict[str, Any]] = client.get("/services")["services"]
+    except CliError as exc:
+        if exc.status not in (401, 403):
+            raise fail(f"portero (pid {child.pid}) started, but {exc}") from None
+        if time.monotonic() < refused_until:
+            return None
+        _stop(child)
+        refused = f"PORTERO_TOKEN was refused ({exc.args[0].splitlines()[0]}; {_token_hint()})"
+        raise fail(f"{refused}: portero was stopped again") from None
+    return services
 
 
 def _not_ready(services: list[dict[str, Any]]) -> list[str]:
