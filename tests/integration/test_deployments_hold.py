@@ -274,3 +274,41 @@ async def test_a_deploy_at_zero_replicas_checks_the_new_revision_once_and_leaves
     held.wait("no replica", lambda: held.replicas() == [], timeout_s=30)
     service = next(s for s in held.get("/services")["services"] if s["name"] == "portal")
     assert (service["desired"], service["ready"], service["revision"]) == (0, 0, 2), service
+
+
+# -- latency judged where the answer was made --------------------------------------------------------------------
+
+
+@pytest.fixture
+def queued(tmp_path):
+    """3 replicas that take one request at a time each (`max_in_flight: 1`): more clients wait in the router."""
+    instance = Portero(tmp_path)
+    service = portal_service(replicas=3, balance={"slow_start_s": 0, "max_in_flight": 1})
+    deploy_settings = {
+        "strategy": "canary",
+        "canary_steps": [34, 100],
+        "canary_pause_s": 3,
+        # An absolute gate only: a p95 over 200 ms fails the canary.
+        "analysis": {"window_s": 3, "min_requests": 10, "max_p95_s": 0.2, "max_p95_ratio": 100, "p95_floor_s": 0.01},
+    }
+    instance.write_spec({"portal": service}, deploy=deploy_settings)
+    instance.cli("up", "--detach")
+    instance.ready(3)
+    yield instance
+    instance.stop()
+
+
+async def test_a_canarys_latency_is_judged_at_its_endpoints_not_with_the_routers_queue(queued):
+    # Case 6: 18 clients on 3 replicas that answer in about 40 ms, one request at a time: clients wait in the
+    # router's queue for most of their time. The canary's own answers are fast, so it passes; an analysis that
+    # counted the queue would have failed it (p95 over 200 ms), as it failed a fix-forward canary on main.
+    async with Loaded(f"http://127.0.0.1:{queued.router_port}/wait?ms=40", concurrency=18) as load:
+        await asyncio.sleep(2)
+        d = await deploy(queued, {"version": "v2"})
+    latencies = sorted(load.report.latencies_s)
+    clients_p95 = latencies[int(0.95 * len(latencies))]
+    passed = [s["message"] for s in d["steps"] if "passed" in s["message"]]
+    print(f"clients' p95 {clients_p95 * 1000:.0f} ms (queue included); the canary's analysis: {passed}")
+    assert clients_p95 > 0.2  # the queue is there
+    assert d["state"] == "succeeded", d["reason"]
+    assert load.report.failed == 0, (load.report.statuses, load.report.errors)
