@@ -78,3 +78,4 @@ bench: setup
 	$(BIN)/python bench/run.py --rounds 3
 	$(BIN)/python bench/autoscale.py --runs 1
 	$(BIN)/python bench/deploy.py --runs 1
+	$(BIN)/python bench/resilience.py

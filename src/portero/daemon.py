@@ -55,6 +55,12 @@ from portero.tasks import settle, spawn
 from portero.tokens import TOKENS_FILE, TokenError, TokenSet, ensure_admin, tighten_modes
 
 log = logging.getLogger(__name__)
+# How long the steps of a stop take at most, besides the spec's own grace periods (`Daemon.stop_budget_s`).
+MONITOR_STOP_S = 2.0  # Monitor.stop's grace
+# RouterLink.stop: past the workers' grace, 15 s for the parent's last word, 5 s for its exit
+ROUTER_STOP_EXTRA_S = 20.0
+ADMIN_STOP_S = 5.0  # uvicorn's timeout_graceful_shutdown, below
+STOP_SLACK_S = 5.0  # the store, the event records, a loaded machine
 
 
 class AlreadyRunning(RuntimeError):
@@ -245,7 +251,7 @@ class Daemon:
             log_level="warning",
             access_log=False,
             lifespan="off",
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=int(ADMIN_STOP_S),
             timeout_keep_alive=int(self.spec.admin.idle_timeout_s),
             backlog=2048,
         )
@@ -257,9 +263,27 @@ class Daemon:
 
     STARTS = ("open_router", "start_control", "release_router", "start_loops", "start_api")
 
-    def request_stop(self, *, keep_running: bool = False) -> None:
+    def request_stop(self, *, keep_running: bool = False) -> float:
+        """Stop (the signal handlers and `POST /shutdown` ask); returns how long the stop may take."""
         self.keep_running = keep_running
         self.stop_requested.set()
+        return self.stop_budget_s()
+
+    def stop_budget_s(self) -> float:
+        """The longest the steps of `STOPS` may take, each to the end of its ladder: the monitor's grace, the
+        router's workers finishing their requests, every replica (all at once) given its stop signal, its
+        `stop_grace_s` and SIGKILL, then the API's own graceful shutdown. `portero down` waits this long, and no
+        less: a fixed 60 s gave up on replicas with `stop_grace_s: 90` that went on to stop."""
+        budget = MONITOR_STOP_S + ADMIN_STOP_S + STOP_SLACK_S
+        if self.keep_running:
+            return budget
+        if self.link is not None:
+            budget += self.spec.router.worker_stop_grace_s + ROUTER_STOP_EXTRA_S  # as `stop_router` gives it
+        # Among other porteros only the last one stops the replicas (Team.leave); which one is last is known only
+        # then, so each may take as long.
+        graces = [s.stop_grace_s for s in self.control.spec.services.values() if s.managed]
+        graces += [want.stop_grace_s for want in self.control.desired.groups.values()]
+        return budget + max(graces, default=0.0) + self.control.runtime.kill_wait_s
 
     # -- stop, in order -------------------------------------------------------------------------------------------
 
@@ -280,6 +304,9 @@ class Daemon:
             await self.link.leave()  # the router serves on, the last snapshot, until the next portero adopts it
         else:
             await self.link.stop(self.spec.router.worker_stop_grace_s)  # no new requests; those in flight finish
+            # No router left to drain a replica from: a drain would wait for workers that are gone (it held up
+            # every `portero down` by 10 s, SETTLE_TIMEOUT_S, before the first SIGTERM).
+            self.control.supervisor.drain = None
 
     async def stop_replicas(self) -> None:
         if self.keep_running:

@@ -16,6 +16,7 @@ import asyncio
 import ssl
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -135,64 +136,87 @@ async def run_load(
     ssl_context: ssl.SSLContext | None = None,
 ) -> LoadReport:
     """`concurrency` keep-alive clients GET `url` until `duration_s` passes or `stop` is set."""
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    authority = parts.netloc.rpartition("@")[2]
-    request = f"GET {target} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: portero-load\r\n\r\n".encode()
-    context = ssl_context if parts.scheme == "https" else None
-    if parts.scheme == "https" and context is None:
-        context = ssl.create_default_context()
+    target = _Target.of(url, ssl_context, timeout_s)
     report = LoadReport()
     start = report.started_at = time.monotonic()
     end = start + duration_s
-    loop = asyncio.get_running_loop()
 
-    async def connect() -> _Connection:
-        _, conn = await asyncio.wait_for(
-            loop.create_connection(_Connection, host, port, ssl=context, server_hostname=host if context else None),
-            timeout_s,
+    def going() -> bool:
+        return time.monotonic() < end and not (stop is not None and stop.is_set())
+
+    await asyncio.gather(*(_client(target, report, going, pause_s) for _ in range(concurrency)))
+    report.duration_s = time.monotonic() - start
+    return report
+
+
+@dataclass(frozen=True)
+class _Target:
+    host: str
+    port: int
+    request: bytes
+    context: ssl.SSLContext | None
+    timeout_s: float
+
+    @classmethod
+    def of(cls, url: str, ssl_context: ssl.SSLContext | None, timeout_s: float) -> _Target:
+        parts = urlsplit(url)
+        host = parts.hostname or "127.0.0.1"
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        authority = parts.netloc.rpartition("@")[2]
+        request = f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: portero-load\r\n\r\n".encode()
+        if parts.scheme != "https":
+            return cls(host, parts.port or 80, request, None, timeout_s)
+        return cls(host, parts.port or 443, request, ssl_context or ssl.create_default_context(), timeout_s)
+
+    async def connect(self, report: LoadReport) -> _Connection:
+        loop = asyncio.get_running_loop()
+        hostname = self.host if self.context else None
+        connecting = loop.create_connection(
+            _Connection, self.host, self.port, ssl=self.context, server_hostname=hostname
         )
+        _, conn = await asyncio.wait_for(connecting, self.timeout_s)
         report.connections += 1
         return conn
 
-    async def client() -> None:
-        conn: _Connection | None = None
-        while time.monotonic() < end and not (stop is not None and stop.is_set()):
-            sent_at = time.monotonic()
-            report.sent += 1
-            try:
-                if conn is None or conn.closed:
-                    conn = await connect()
-                answer = await conn.exchange(request, timeout_s)
-            except (OSError, TimeoutError, ssl.SSLError) as exc:
-                conn = None
-                report.failed += 1
-                report.errors[str(exc) or type(exc).__name__] += 1
-                report.timeline.append((sent_at - start, 0, "", time.monotonic() - start))
-                report.answered_by.append("")
-                continue
-            done_at = time.monotonic()
-            report.latencies_s.append(done_at - sent_at)
-            report.statuses[answer.status] += 1
-            report.versions[answer.version] += 1
-            report.timeline.append((sent_at - start, answer.status, answer.version, done_at - start))
-            report.answered_by.append(answer.replica)
-            if answer.status < 500:
-                report.ok += 1
-            else:
-                report.failed += 1
-                report.errors[answer.body[:120].decode(errors="replace").strip()] += 1  # the router says why
-            if answer.close:
-                assert conn.transport is not None
-                conn.transport.close()
-                conn = None
-            if pause_s:
-                await asyncio.sleep(pause_s)
-        if conn is not None and conn.transport is not None:
-            conn.transport.close()
 
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    report.duration_s = time.monotonic() - start
-    return report
+async def _client(target: _Target, report: LoadReport, going: Callable[[], bool], pause_s: float) -> None:
+    """One client: a request at a time on its connection, a new connection when the last one failed or closed."""
+    start = report.started_at
+    conn: _Connection | None = None
+    while going():
+        sent_at = time.monotonic()
+        report.sent += 1
+        try:
+            if conn is None or conn.closed:
+                conn = await target.connect(report)
+            answer = await conn.exchange(target.request, target.timeout_s)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            conn = None
+            report.failed += 1
+            report.errors[str(exc) or type(exc).__name__] += 1
+            report.timeline.append((sent_at - start, 0, "", time.monotonic() - start))
+            report.answered_by.append("")
+            continue
+        _count(report, answer, sent_at)
+        if answer.close:
+            assert conn.transport is not None
+            conn.transport.close()
+            conn = None
+        if pause_s:
+            await asyncio.sleep(pause_s)
+    if conn is not None and conn.transport is not None:
+        conn.transport.close()
+
+
+def _count(report: LoadReport, answer: _Answer, sent_at: float) -> None:
+    start, done_at = report.started_at, time.monotonic()
+    report.latencies_s.append(done_at - sent_at)
+    report.statuses[answer.status] += 1
+    report.versions[answer.version] += 1
+    report.timeline.append((sent_at - start, answer.status, answer.version, done_at - start))
+    report.answered_by.append(answer.replica)
+    if answer.status < 500:
+        report.ok += 1
+    else:
+        report.failed += 1
+        report.errors[answer.body[:120].decode(errors="replace").strip()] += 1  # the router says why

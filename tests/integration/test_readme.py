@@ -221,8 +221,11 @@ def test_the_quick_start_as_written(demo):
         assert dashboard.status_code == 200
         assert dashboard.headers["content-type"].startswith("text/html")
 
-        down = run(demo, ".venv/bin/portero down")
-        assert down.strip() == "portero stopped; no replica left running"
+        down = run(demo, ".venv/bin/portero down").strip().splitlines()
+        assert re.fullmatch(
+            r"stopping portero: up to \d+ s \(the router's workers, then each replica's grace\)", down[0]
+        )
+        assert re.fullmatch(r"portero stopped: stopped \d+ replica\(s\); no replica left running", down[-1])
         assert foreground.process.wait(timeout=30) == 0
     finally:
         foreground.close()

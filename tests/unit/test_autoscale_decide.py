@@ -259,6 +259,22 @@ def test_idle_for_idle_to_zero_s_scales_to_zero() -> None:
     assert all(n == 0 for t, n in counts if t >= 60)
 
 
+def test_a_wake_up_from_zero_forgets_the_load_before_the_idle_period() -> None:
+    policy = ServiceAutoscale(cpu_percent=None, in_flight=1, idle_to_zero_s=3, scale_down_cooldown_s=2, tick_s=1)
+    trace = Trace(policy, current=1, limits=SCALE_TO_ZERO)
+    trace.serve(10, in_flight=4)  # a load that needs 4, within the 60-s stable window of what follows
+    assert trace.current >= 3
+    quiet = trace.now
+    while trace.current > 0:
+        trace.tick(in_flight=0, idle_s=trace.now - quiet)
+    woken = trace.tick(ready=0, in_flight=1, queued=1)
+    assert woken.desired == 1
+    for _ in range(3):  # the replica starts, then serves that one request
+        assert trace.tick(ready=0, in_flight=1).desired == 1
+    assert trace.tick(in_flight=1).desired == 1
+    assert [s for _, s in woken.history.samples] == [Signals(ready=0, in_flight=1, queued=1)]  # the window anew
+
+
 @pytest.mark.parametrize("limits", [SCALE_TO_ZERO, Limits(min=1, max=10)])
 def test_recent_traffic_keeps_a_replica(limits: Limits) -> None:
     policy = ServiceAutoscale(cpu_percent=None, in_flight=10, stabilization_s=60, idle_to_zero_s=300)

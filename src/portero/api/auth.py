@@ -152,16 +152,8 @@ class AuthMiddleware:
             group.cancel_scope.cancel()
         if failure is not None:
             raise failure
-        if not revoked:
-            return
-        log.info("ended %s %r: token %s (%s) was revoked", scope["method"], scope["path"], record.id, record.name)
-        message = f"token {record.id} was revoked"
-        if not started:
-            await _deny(401, UNKNOWN, 'Bearer realm="portero", error="invalid_token"', scope, receive, send)
-        elif started[0].startswith(b"text/event-stream"):
-            body = json.dumps({"error": {"status": 401, "message": message, "problems": []}})
-            await send({"type": "http.response.body", "body": f"event: error\ndata: {body}\n\n".encode()})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if revoked:
+            await _ended(record, started[0] if started else None, scope, receive, send)
 
     def _authenticate(self, authorization: list[str], query: bytes) -> tuple[TokenRecord | None, str]:
         if not authorization:
@@ -175,6 +167,18 @@ class AuthMiddleware:
         if record is None:
             return None, UNKNOWN
         return record, ""
+
+
+async def _ended(record: TokenRecord, content_type: bytes | None, scope: Scope, receive: Receive, send: Send) -> None:
+    """A read whose token was revoked while it ran: a 401 if nothing was sent yet, an error event in a stream."""
+    log.info("ended %s %r: token %s (%s) was revoked", scope["method"], scope["path"], record.id, record.name)
+    message = f"token {record.id} was revoked"
+    if content_type is None:
+        await _deny(401, UNKNOWN, 'Bearer realm="portero", error="invalid_token"', scope, receive, send)
+    elif content_type.startswith(b"text/event-stream"):
+        body = json.dumps({"error": {"status": 401, "message": message, "problems": []}})
+        await send({"type": "http.response.body", "body": f"event: error\ndata: {body}\n\n".encode()})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _head_as_get(app: ASGIApp) -> ASGIApp:

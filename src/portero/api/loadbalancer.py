@@ -16,82 +16,95 @@ from portero.control import ControlPlane
 from portero.dataplane.plane import DataPlane
 from portero.errors import NotFound, Refused
 from portero.events import Event
+from portero.health.service import takes_requests
 from portero.spec.models import NAME_PATTERN
 from portero.store.base import ServerRecord
 
 
 def routes(control: ControlPlane, plane: DataPlane | None) -> APIRouter:
     api = APIRouter(prefix="/scalability/load-balancer", tags=["load balancer"])
+    handlers = _Handlers(control, plane)
+    api.get("/servers", summary="List the router's endpoints")(handlers.servers)
+    api.post("/register", status_code=201, summary="Route to a server portero does not run")(handlers.register)
+    api.post("/deregister", summary="Stop routing to a server (it drains first)")(handlers.deregister)
+    api.post("/weight", summary="Set a server's weight")(handlers.weight)
+    api.post("/drain", summary="Drain a server: no new requests")(handlers.drain)
+    api.post("/undrain", summary="Put a draining server back in rotation")(handlers.undrain)
+    api.get("/next-server", summary="The endpoint the next request would go to")(handlers.next_server)
+    return api
 
-    def live() -> DataPlane:
-        if plane is None:
+
+class _Handlers:
+    """The routes' handlers, as methods: each is its own function, however many the module has."""
+
+    def __init__(self, control: ControlPlane, plane: DataPlane | None) -> None:
+        self.control = control
+        self.plane = plane
+
+    def live(self) -> DataPlane:
+        if self.plane is None:
             raise Refused("the router is disabled (router.enabled: false in the spec)")
-        return plane
+        return self.plane
 
-    def known(service: str, address: str | None = None) -> DataPlane:
-        data = live()
+    def known(self, service: str, address: str | None = None) -> DataPlane:
+        data = self.live()
         if service not in data.table.services:
             raise NotFound("service", service)
         if address is not None and data.table.entry(service, address) is None:
             raise NotFound("server", f"{service}/{address}")
         return data
 
-    async def settled(service: str, address: str) -> ServerOut:
-        data = live()
+    async def settled(self, service: str, address: str) -> ServerOut:
+        data = self.live()
         await data.settle()
         return ServerOut(**data.endpoint(service, address))
 
-    async def note(kind: str, service: str, message: str, **data: Any) -> None:
+    async def note(self, kind: str, service: str, message: str, **data: Any) -> None:
+        control = self.control
         await control.supervisor.record(Event(kind, service, message, service, control.clock(), data))
 
-    @api.get("/servers", summary="List the router's endpoints")
-    async def servers(service: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None) -> ServersOut:
+    async def servers(self, service: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None) -> ServersOut:
         """Every endpoint: state, weight, in-flight, requests, faults, errors, latency percentiles, health, as every
         router worker together reports them."""
-        data = known(service) if service is not None else live()
+        data = self.known(service) if service is not None else self.live()
         return ServersOut(servers=[ServerOut(**e) for e in data.endpoints(service)])
 
-    @api.post("/register", status_code=201, summary="Route to a server portero does not run")
-    async def register(body: ServerIn) -> ServerOut:
+    async def register(self, body: ServerIn) -> ServerOut:
         """Route a server portero does not run; kept in the store across restarts."""
-        data = known(body.service)
-        await control.store.put_server(ServerRecord(body.service, body.address, body.weight))  # first: it may refuse
+        data = self.known(body.service)
+        # First: the store may refuse it.
+        await self.control.store.put_server(ServerRecord(body.service, body.address, body.weight))
         data.table.register(body.service, body.address, body.weight)
-        await note("server.registered", body.service, f"{body.address} registered with weight {body.weight}")
-        return await settled(body.service, body.address)
+        await self.note("server.registered", body.service, f"{body.address} registered with weight {body.weight}")
+        return await self.settled(body.service, body.address)
 
-    @api.post("/deregister", summary="Stop routing to a server (it drains first)")
-    async def deregister(body: ServerRef) -> ServerOut:
+    async def deregister(self, body: ServerRef) -> ServerOut:
         """Stop routing to a server: it drains (requests in flight finish), then leaves."""
-        data = known(body.service, body.address)
+        data = self.known(body.service, body.address)
         entry = data.table.entry(body.service, body.address)
         if entry is not None and entry.source != "registered":
             raise Refused(f"{body.address} is not a registered server of {body.service} (it is a {entry.source} one)")
-        await control.store.delete_server(body.service, body.address)
+        await self.control.store.delete_server(body.service, body.address)
         data.table.deregister(body.service, body.address, time.monotonic())
-        await note("server.deregistered", body.service, f"{body.address} deregistered; draining")
-        return await settled(body.service, body.address)
+        await self.note("server.deregistered", body.service, f"{body.address} deregistered; draining")
+        return await self.settled(body.service, body.address)
 
-    @api.post("/weight", summary="Set a server's weight")
-    async def weight(body: WeightIn) -> ServerOut:
-        data = known(body.service, body.address)
+    async def weight(self, body: WeightIn) -> ServerOut:
+        data = self.known(body.service, body.address)
         entry = data.table.entry(body.service, body.address)
         if entry is not None and entry.source == "registered":
-            await control.store.put_server(ServerRecord(body.service, body.address, body.weight))
+            await self.control.store.put_server(ServerRecord(body.service, body.address, body.weight))
         else:  # a replica's weight is not stored: the other porteros are told directly
-            await control.announce({"kind": "server", "op": "weight", **body.model_dump(mode="json")})
+            await self.control.announce({"kind": "server", "op": "weight", **body.model_dump(mode="json")})
         data.table.reweight(body.service, body.address, body.weight)
-        await note("server.weighted", body.service, f"{body.address} weight set to {body.weight}")
-        return await settled(body.service, body.address)
+        await self.note("server.weighted", body.service, f"{body.address} weight set to {body.weight}")
+        return await self.settled(body.service, body.address)
 
-    @api.post("/drain", summary="Drain a server: no new requests")
-    async def drain(body: DrainIn) -> ServerOut:
+    async def drain(self, body: DrainIn) -> ServerOut:
         """No new requests; those in flight may finish until the drain timeout, then are cut. Draining the last
         endpoint that can take requests is an outage, so it is refused unless `force` is set."""
-        data = known(body.service, body.address)
-        others = [
-            e for e in data.table.entries(body.service) if e.address != body.address and not e.draining and e.weight > 0
-        ]
+        data = self.known(body.service, body.address)
+        others = [e for e in data.table.entries(body.service) if e.address != body.address and takes_requests(e)]
         if not others and not body.force:
             raise Refused(
                 f"{body.address} is the last endpoint of {body.service} that takes requests: draining it stops the "
@@ -99,31 +112,29 @@ def routes(control: ControlPlane, plane: DataPlane | None) -> APIRouter:
             )
         entry = data.table.entry(body.service, body.address)
         if entry is not None and entry.source == "registered":
-            await control.store.delete_server(body.service, body.address)  # it leaves once drained: not restored
-        await control.announce({"kind": "server", "op": "drain", **body.model_dump(mode="json")})
+            await self.control.store.delete_server(body.service, body.address)  # it leaves once drained
+        await self.control.announce({"kind": "server", "op": "drain", **body.model_dump(mode="json")})
         timeout = body.timeout_s if body.timeout_s is not None else data.table.settings.drain_timeout_s
         data.table.drain(body.service, body.address, timeout, time.monotonic())
-        await note("server.draining", body.service, f"{body.address} draining")
-        return await settled(body.service, body.address)
+        await self.note("server.draining", body.service, f"{body.address} draining")
+        return await self.settled(body.service, body.address)
 
-    @api.post("/undrain", summary="Put a draining server back in rotation")
-    async def undrain(body: ServerRef) -> ServerOut:
+    async def undrain(self, body: ServerRef) -> ServerOut:
         """A server drained by hand takes requests again (slow start included)."""
-        data = known(body.service, body.address)
+        data = self.known(body.service, body.address)
         entry = data.table.entry(body.service, body.address)
         if entry is None or not entry.draining:
             raise Refused(f"{body.address} of {body.service} is not draining")
         data.table.undrain(body.service, body.address)
         if entry.source == "registered":
-            await control.store.put_server(ServerRecord(body.service, body.address, entry.weight))
-        await control.announce({"kind": "server", "op": "undrain", **body.model_dump(mode="json")})
-        await note("server.undrained", body.service, f"{body.address} back in rotation")
-        return await settled(body.service, body.address)
+            await self.control.store.put_server(ServerRecord(body.service, body.address, entry.weight))
+        await self.control.announce({"kind": "server", "op": "undrain", **body.model_dump(mode="json")})
+        await self.note("server.undrained", body.service, f"{body.address} back in rotation")
+        return await self.settled(body.service, body.address)
 
-    @api.get("/next-server", summary="The endpoint the next request would go to")
-    async def next_server(service: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None) -> ServerOut:
+    async def next_server(self, service: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None) -> ServerOut:
         """The endpoint the next request would go to, without using its turn."""
-        data = live()
+        data = self.live()
         name = service or next(iter(data.table.services), None)
         if name is None or name not in data.table.services:
             raise NotFound("service", name or "(none)")
@@ -131,5 +142,3 @@ def routes(control: ControlPlane, plane: DataPlane | None) -> APIRouter:
         if endpoint is None:
             raise Refused(f"service {name!r} has no endpoint that can take a request now")
         return ServerOut(**endpoint)
-
-    return api

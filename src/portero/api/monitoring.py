@@ -216,14 +216,7 @@ def routes(control: ControlPlane, monitor: Monitor | None) -> APIRouter:
     ) -> SnapshotOut | SeriesQueryOut:
         """The latest sample of everything by default; with `name`, that series over time."""
         mon = live()
-        if name is not None:
-            return _series(mon, name, since, step, max_points)
-        if mon.snapshot is None:
-            try:
-                await asyncio.wait_for(mon.sampled.wait(), FIRST_SAMPLE_WAIT_S)
-            except TimeoutError:
-                raise Refused("no sample yet: the monitor's first pass has not finished") from None
-        return SnapshotOut.model_validate(mon.snapshot)
+        return _series(mon, name, since, step, max_points) if name is not None else await _latest(mon)
 
     @api.get("/scalability/monitoring/alerts", summary="Active alerts: pending and firing")
     async def alerts(
@@ -247,6 +240,15 @@ def routes(control: ControlPlane, monitor: Monitor | None) -> APIRouter:
         return Response(body, media_type=CONTENT_TYPE)
 
     return api
+
+
+async def _latest(monitor: Monitor) -> SnapshotOut:
+    if monitor.snapshot is None:
+        try:
+            await asyncio.wait_for(monitor.sampled.wait(), FIRST_SAMPLE_WAIT_S)
+        except TimeoutError:
+            raise Refused("no sample yet: the monitor's first pass has not finished") from None
+    return SnapshotOut.model_validate(monitor.snapshot)
 
 
 def _series(

@@ -26,6 +26,7 @@ class RouterProcessesOut(BaseModel):
     control_build: str = Field(description="This control plane's; a restart makes the router run it.")
     adopted: bool = Field(description="Found running when this portero started (it outlived the last one).")
     workers: list[WorkerOut]
+    spare: list[int] = Field(description="Spare workers (loaded, not accepting): one takes a dead worker's place.")
     listeners: list[str]
     snapshot: int = Field(description="The latest snapshot version the control plane pushed.")
     applied: int = Field(description="The newest version every worker serves.")
@@ -54,6 +55,7 @@ def routes(control: ControlPlane, plane: DataPlane | None) -> APIRouter:
             control_build=BUILD,
             adopted=data.link.adopted,
             workers=[WorkerOut(**w) for w in hello.workers],
+            spare=list(hello.spare),
             listeners=hello.listeners,
             snapshot=data.table.version,
             applied=data.link.applied,

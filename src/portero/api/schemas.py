@@ -41,6 +41,11 @@ class ErrorResponse(BaseModel):
 class ServiceHealth(BaseModel):
     desired: int
     ready: int
+    routable: int | None = Field(
+        default=None,
+        description="Endpoints that take requests (not draining, weight above 0); null with the router off.",
+    )
+    problems: list[str] = Field(default_factory=list, description="Why the service is degraded; empty when it is not.")
 
 
 class ClusterOut(BaseModel):
@@ -64,7 +69,7 @@ class HealthOut(BaseModel):
                     "version": "0.1.0",
                     "uptime_s": 1.8,
                     "runtime": "process",
-                    "services": {"portal": {"desired": 3, "ready": 3}},
+                    "services": {"portal": {"desired": 3, "ready": 3, "routable": 3, "problems": []}},
                 }
             ]
         }
@@ -283,9 +288,14 @@ class LogsOut(BaseModel):
 
 
 class Accepted(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "stopping"}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "stopping", "stop_within_s": 47.0}]})
 
     status: str
+    stop_within_s: float | None = Field(
+        default=None,
+        description="How long the stop may take: its longest ladder (the router's workers' grace, then every "
+        "replica's stop_grace_s and SIGKILL); `portero down` waits this long.",
+    )
 
 
 class ServerIn(Body):

@@ -105,7 +105,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._disarm()
         started = self.cycle is not None and not self.cycle.response_complete and self.cycle.response_started
         if not started:
-            body = json.dumps({"detail": detail}).encode()
+            body = json.dumps({"error": {"status": status, "message": detail, "problems": []}}).encode()
             reason = {408: b"Request Timeout", 413: b"Content Too Large"}[status]
             self.transport.write(
                 b"HTTP/1.1 %d %b\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%b"

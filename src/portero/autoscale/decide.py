@@ -64,90 +64,123 @@ def decide(
     current: int, signals: Signals, policy: ServiceAutoscale, limits: Limits, history: History, now: float
 ) -> Decision:
     inputs = _inputs(signals)
-    keep = max(policy.stable_window_s, policy.panic_s)
-    samples = (*(s for s in history.samples if now - s[0] < keep), (now, signals))
-    history = replace(history, samples=samples)
     if current == 0:
         return _from_zero(signals, limits, history, now, inputs)
+    keep = max(policy.stable_window_s, policy.panic_s)
+    samples = (*(s for s in history.samples if now - s[0] < keep), (now, signals))
+    ask = _ask(current, samples, signals, policy, limits, history.panic_until, now)
+    # Fixed: an empty history (the daemon restarted) let the first low reading scale down at once. As HPA does,
+    # a new window starts with the current count in it.
+    seen = history.recommendations or ((now, current),)
+    recs = (*((at, n) for at, n in seen if now - at < policy.stabilization_s), (now, ask.raw))
+    history = replace(history, samples=samples, recommendations=recs, panic_until=ask.panic_until)
+    desired, held_by = _stabilized(current, ask, policy, history, now)
+    bounded = min(max(desired, limits.min), limits.max)
+    if bounded != desired:
+        held_by = held_by or f"limits {limits.min}..{limits.max}"
+        desired = bounded
+    return _decision(current, desired, held_by, ask, policy, history, now, inputs)
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """What the formula asks for, before stability and limits."""
+
+    raw: int
+    why: str
+    panic_until: float
+    in_panic: bool
+    idle: bool  # no request for `idle_to_zero_s`: zero is asked for
+
+
+def _ask(
+    current: int,
+    samples: tuple[tuple[float, Signals], ...],
+    signals: Signals,
+    policy: ServiceAutoscale,
+    limits: Limits,
+    panic_until: float,
+    now: float,
+) -> _Ask:
     stable = _average(samples, now, policy.stable_window_s, signals)
     recent = _average(samples, now, policy.panic_s, signals)
     raw, why, _ = _recommend(current, stable, policy, limits)
     quick, quick_why, burst = _recommend(current, recent, policy, limits)
-    panic_until = now + policy.panic_s if burst else history.panic_until
+    panic_until = now + policy.panic_s if burst else panic_until
     in_panic = now < panic_until
     # Fixed, with the averages as totals (`_average`): the panic window's count was used only on a tick whose own
     # reading was a burst, and the first panic step diluted the next reading under `panic_factor`: a burst needing
     # 10 took 2 to 5 at once and 10 only some 30 s later. As in Knative, panic follows the panic window throughout.
     if in_panic and quick > raw:
         raw, why = quick, f"burst: {quick_why}"
-    idle = limits.min == 0 and signals.idle_s >= policy.idle_to_zero_s and signals.queued == 0
-    if idle:
-        raw, why = 0, f"no request for {signals.idle_s:.0f} s >= {policy.idle_to_zero_s:g} s"
-    else:
-        # Fixed: a zero load (or a threshold step) recommended 0, which took a `min: 0` service to zero one
-        # stabilization window after the last request, whatever `idle_to_zero_s` said. Only idleness says zero.
-        raw = max(raw, 1)
-    # Fixed: an empty history (the daemon restarted) let the first low reading scale down at once. As HPA does,
-    # a new window starts with the current count in it.
-    seen = history.recommendations or ((now, current),)
-    recs = (*((at, n) for at, n in seen if now - at < policy.stabilization_s), (now, raw))
-    history = replace(history, recommendations=recs, panic_until=panic_until)
-    desired, held_by = current, ""
-    if raw > current:
-        desired, held_by = _scale_up(current, raw, policy, history, now, in_panic)
-    elif raw < current:
-        highest = max(n for _, n in recs)
-        if in_panic:
-            held_by = "panic blocks scale-down"
-        elif now - history.last_change_at < policy.scale_down_cooldown_s:
-            held_by = f"scale-down cooldown ({policy.scale_down_cooldown_s:g} s)"
-        elif idle:
-            desired = 0  # `idle_to_zero_s` without a request was the stabilization
-        elif highest >= current:
-            held_by = f"largest recommendation of the last {policy.stabilization_s:g} s is {highest}"
-        else:
-            desired = highest
-    bounded = min(max(desired, limits.min), limits.max)
-    if bounded != desired:
-        held_by = held_by or f"limits {limits.min}..{limits.max}"
-        desired = bounded
-    changed = desired != current
-    if changed:
-        reason = f"{why}: {current} → {desired}" + (" (panic)" if in_panic and desired > current else "")
-        reason += f" ({held_by})" if held_by else ""  # Fixed: a change cut short by a rate limit or limits said not why
-        if desired > current and history.rate_base[0] + policy.rate_period_s <= now:
-            history = replace(history, rate_base=(now, current))
-        history = replace(history, last_change_at=now, last_up_at=now if desired > current else history.last_up_at)
-    else:
-        reason = f"{why}; held at {current}: {held_by}" if held_by and raw != current else f"{why}: stay at {current}"
-    return Decision(desired, reason, history, raw, changed, bool(held_by) and raw != current and not changed, inputs)
+    if limits.min == 0 and signals.idle_s >= policy.idle_to_zero_s and signals.queued == 0:
+        why = f"no request for {signals.idle_s:.0f} s >= {policy.idle_to_zero_s:g} s"
+        return _Ask(0, why, panic_until, in_panic, idle=True)
+    # Fixed: a zero load (or a threshold step) recommended 0, which took a `min: 0` service to zero one
+    # stabilization window after the last request, whatever `idle_to_zero_s` said. Only idleness says zero.
+    return _Ask(max(raw, 1), why, panic_until, in_panic, idle=False)
+
+
+def _stabilized(current: int, ask: _Ask, policy: ServiceAutoscale, history: History, now: float) -> tuple[int, str]:
+    """The count stability allows, and what held it back ("" when nothing did)."""
+    if ask.raw > current:
+        return _scale_up(current, ask.raw, policy, history, now, ask.in_panic)
+    if ask.raw == current:
+        return current, ""
+    highest = max(n for _, n in history.recommendations)
+    if ask.in_panic:
+        return current, "panic blocks scale-down"
+    if now - history.last_change_at < policy.scale_down_cooldown_s:
+        return current, f"scale-down cooldown ({policy.scale_down_cooldown_s:g} s)"
+    if ask.idle:
+        return 0, ""  # `idle_to_zero_s` without a request was the stabilization
+    if highest >= current:
+        return current, f"largest recommendation of the last {policy.stabilization_s:g} s is {highest}"
+    return highest, ""
+
+
+def _decision(
+    current: int,
+    desired: int,
+    held_by: str,
+    ask: _Ask,
+    policy: ServiceAutoscale,
+    history: History,
+    now: float,
+    inputs: dict[str, float],
+) -> Decision:
+    why, raw = ask.why, ask.raw
+    if desired == current:
+        held = bool(held_by) and raw != current
+        reason = f"{why}; held at {current}: {held_by}" if held else f"{why}: stay at {current}"
+        return Decision(desired, reason, history, raw, changed=False, held=held, inputs=inputs)
+    up = desired > current
+    reason = f"{why}: {current} → {desired}" + (" (panic)" if ask.in_panic and up else "")
+    reason += f" ({held_by})" if held_by else ""  # Fixed: a change cut short by a rate limit or limits said not why
+    if up and history.rate_base[0] + policy.rate_period_s <= now:
+        history = replace(history, rate_base=(now, current))
+    history = replace(history, last_change_at=now, last_up_at=now if up else history.last_up_at)
+    return Decision(desired, reason, history, raw, changed=True, held=False, inputs=inputs)
 
 
 def _from_zero(signals: Signals, limits: Limits, history: History, now: float, inputs: dict[str, float]) -> Decision:
-    """At zero, any waiting request asks for replicas at once: the user waits for a cold start, not an error."""
+    """At zero, any waiting request asks for replicas at once: the user waits for a cold start, not an error.
+
+    The signals from before the service went to zero say nothing about the load that wakes it: the window starts
+    afresh at the wake-up, with its own reading in it. Fixed: the readings of the load before an idle period
+    stayed in the window (60 s by default) and took a service woken by one request from 1 to 3 at its next pass.
+    """
     if signals.queued > 0 or (signals.in_flight or 0) > 0:
-        wanted = max(1, limits.min, min(limits.max, signals.queued))
-        desired = min(wanted, limits.max)
-        history = replace(history, last_change_at=now, last_up_at=now, rate_base=(now, 0))
-        return Decision(
-            desired,
-            f"{signals.queued} request(s) waiting at zero replicas: 0 → {desired}",
-            history,
-            desired,
-            True,
-            False,
-            inputs,
-        )
-    desired = min(max(0, limits.min), limits.max)
-    return Decision(
-        desired,
-        "no request: stay at zero" if desired == 0 else f"min is {desired}: 0 → {desired}",
-        history,
-        desired,
-        desired != 0,
-        False,
-        inputs,
-    )
+        desired = min(max(1, limits.min, min(limits.max, signals.queued)), limits.max)
+        reason = f"{signals.queued} request(s) waiting at zero replicas: 0 → {desired}"
+    else:
+        desired = min(max(0, limits.min), limits.max)
+        reason = "no request: stay at zero" if desired == 0 else f"min is {desired}: 0 → {desired}"
+    if desired == 0:
+        history = replace(history, samples=(), recommendations=())
+        return Decision(0, reason, history, 0, changed=False, held=False, inputs=inputs)
+    woken = History(samples=((now, signals),), last_change_at=now, last_up_at=now, rate_base=(now, 0))
+    return Decision(desired, reason, woken, desired, changed=True, held=False, inputs=inputs)
 
 
 def _recommend(current: int, signals: Signals, policy: ServiceAutoscale, limits: Limits) -> tuple[int, str, bool]:

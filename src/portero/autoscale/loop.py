@@ -57,7 +57,8 @@ class Autoscaler:
         self.decisions: dict[str, deque[Record]] = {}
         self.signals: dict[str, Signals] = {}
         self.cold_starts: dict[str, list[float]] = {}
-        self._waiting_since: dict[str, float] = {}
+        self._waiting_since: dict[str, float] = {}  # the first request that waited at zero replicas
+        self._waking: dict[str, float] = {}  # scaled from zero for waiting requests: since when they wait
         self._seen_requests: dict[str, tuple[int, float]] = {}
         self._next: dict[str, float] = {}
         self._wake = asyncio.Event()
@@ -68,9 +69,16 @@ class Autoscaler:
     def enabled(self) -> bool:
         return self.control.spec.autoscale.enabled
 
+    def _scales(self, name: str) -> bool:
+        service = self.control.spec.services.get(name)
+        return self.enabled and service is not None and service.managed and service.autoscale.enabled
+
     def _demand(self, service: str) -> None:
-        """A request waits for an endpoint: at zero replicas, decide now rather than at the next tick."""
-        self._waiting_since.setdefault(service, self.clock())
+        """A request waits for an endpoint: at zero replicas, decide now rather than at the next tick. Only a wait
+        at zero, with the autoscaler on, may become a cold start (a wait on a busy or drained service is none)."""
+        record = self.control.records.get(service)
+        if record is not None and record.desired == 0 and self._scales(service):
+            self._waiting_since.setdefault(service, self.clock())
         self._next[service] = 0.0
         self._wake.set()
 
@@ -79,13 +87,15 @@ class Autoscaler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 0.25)
             self._wake.clear()
-            if not self.enabled or not self.control.acting:
-                continue
-            now = self.clock()
-            for name, service in self.control.spec.services.items():
-                if not (service.managed and service.autoscale.enabled) or now < self._next.get(name, 0.0):
+            acting = self.control.acting
+            for name in self.control.spec.services:
+                if not (acting and self._scales(name)):
+                    self._forget_waits(name)  # not ours to wake: no cold start will follow
                     continue
-                self._next[name] = now + service.autoscale.tick_s
+                now = self.clock()
+                if now < self._next.get(name, 0.0):
+                    continue
+                self._next[name] = now + self.control.spec.services[name].autoscale.tick_s
                 try:
                     await self.tick(name, now)
                 except Exception:
@@ -112,6 +122,9 @@ class Autoscaler:
                 await control.scale(name, decision.desired, reason=f"autoscaler: {decision.reason}", automatic=True)
             except Refused as exc:
                 log.warning("autoscaler could not scale %s: %s", name, exc)
+                return decision
+            if current == 0 and (signals.queued > 0 or name in self._waiting_since):
+                self._waking[name] = self._waiting_since.pop(name, now)  # a cold start begins
         return decision
 
     def _signals(self, name: str, now: float) -> Signals:
@@ -161,17 +174,26 @@ class Autoscaler:
         return tuple(out)
 
     def _cold_start(self, name: str, signals: Signals, now: float) -> None:
-        since = self._waiting_since.get(name)
+        """A scale from zero that requests waited for is a cold start once a replica is ready: timed from the first
+        request that waited. Fixed: any request that had waited (a drained or busy service, an autoscaler switched
+        off) counted, so switching the autoscaler on logged a "cold start" of a minute with nothing scaled."""
+        since = self._waking.get(name)
         if since is None:
+            if self.control.records[name].desired > 0:
+                self._waiting_since.pop(name, None)  # served without a scale from zero
             return
-        if signals.ready > 0:
-            del self._waiting_since[name]
-            took = now - since
-            if took > 0.05:  # there was a wait: a start from zero, not a burst on a running service
-                self.cold_starts.setdefault(name, []).append(round(took, 3))
-                message = f"cold start: first replica ready {took:.1f} s after the first request waited"
-                event = Event("autoscaler.cold_start", name, message, name, now, {"seconds": round(took, 3)})
-                spawn(self.control.supervisor.record(event), name=f"cold-start:{name}")
+        if signals.ready == 0:
+            return
+        del self._waking[name]
+        took = now - since
+        self.cold_starts.setdefault(name, []).append(round(took, 3))
+        message = f"cold start: first replica ready {took:.1f} s after the first request waited"
+        event = Event("autoscaler.cold_start", name, message, name, now, {"seconds": round(took, 3)})
+        spawn(self.control.supervisor.record(event), name=f"cold-start:{name}")
+
+    def _forget_waits(self, name: str) -> None:
+        self._waiting_since.pop(name, None)
+        self._waking.pop(name, None)
 
     def _remember(self, name: str, current: int, decision: Decision, now: float) -> None:
         log_ = self.decisions.setdefault(name, deque(maxlen=KEEP_DECISIONS))

@@ -1,4 +1,4 @@
-"""`portero`: up, status, scale, logs, events, apply, validate, down, token."""
+"""`portero`: up, status, scale, logs, events, apply, validate, drain, undrain, down, token."""
 
 from __future__ import annotations
 
@@ -598,7 +598,10 @@ def autoscaler(file: SpecFile = Path("portero.yaml")) -> None:
 @app.command()
 def down(
     file: SpecFile = Path("portero.yaml"),
-    timeout_s: Annotated[float, typer.Option(help="How long to wait for portero to stop.")] = 60,
+    timeout_s: Annotated[
+        float | None,
+        typer.Option(help="How long to wait for portero to stop [default: its longest stop ladder, as it says]."),
+    ] = None,
     keep_running: Annotated[
         bool,
         typer.Option(
@@ -612,22 +615,59 @@ def down(
     replicas stay for the next leader)."""
     client = Context.client(file)
     replicas = _call(lambda c: c.get("/containers/list"), file)["containers"]
-    among_others = "cluster" in (_call(lambda c: c.get("/health"), file) or {})
+    among_others = bool((_call(lambda c: c.get("/health"), file) or {}).get("cluster"))  # null when alone
     asked_at = time.time()
     path = "/shutdown?keep_running=true" if keep_running else "/shutdown"
-    _call(lambda c: c.post(path), file)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not client.alive() and not (Context.state_dir / "admin.json").exists():
-            if keep_running:
-                console.print("portero stopped; its replicas and router keep serving until the next `portero up`")
-                return
-            stopped = _last_stop(file, asked_at - 1)
-            report = f": {escape(stopped.message)}" if stopped else ""
-            console.print(f"portero stopped{report}; {_left_running(replicas, among_others)}")
-            return
-        time.sleep(0.2)
-    raise fail(f"portero did not stop within {timeout_s:g} s")
+    accepted = _call(lambda c: c.post(path), file)
+    said = accepted.get("stop_within_s")
+    wait_s = timeout_s if timeout_s is not None else (said or OLD_STOP_WAIT_S) + DOWN_SLACK_S
+    stops_replicas = not keep_running and not among_others  # else the replicas stay, for the next portero
+    if stops_replicas:
+        console.print(f"stopping portero: up to {wait_s:.0f} s (the router's workers, then each replica's grace)")
+    left = _wait_stopped(client, wait_s, show=stops_replicas)
+    if left is not None:
+        which = f"; still stopping: {', '.join(left)}" if left else ""
+        raise fail(f"portero did not stop within {wait_s:g} s{which} (`portero down --timeout-s` to wait longer)")
+    if keep_running:
+        console.print("portero stopped; its replicas and router keep serving until the next `portero up`")
+        return
+    stopped = _last_stop(file, asked_at - 1)
+    report = f": {escape(stopped.message)}" if stopped else ""
+    console.print(f"portero stopped{report}; {_left_running(replicas, among_others)}")
+
+
+OLD_STOP_WAIT_S = 60.0  # a portero that does not say how long its stop takes (before `stop_within_s`)
+DOWN_SLACK_S = 10.0  # the CLI's own polling and a loaded machine, past what portero says
+PROGRESS_EVERY_S = 15.0  # `down` says what still stops at least this often
+
+
+def _wait_stopped(client: Client, wait_s: float, *, show: bool) -> list[str] | None:
+    """Wait until portero's API is gone and its admin.json removed, saying which replicas still stop as their
+    number changes (and every PROGRESS_EVERY_S); None once stopped, else the replicas last seen stopping."""
+    started = time.monotonic()
+    stopping: list[str] = []
+    told: tuple[list[str], float] | None = None
+    while time.monotonic() - started < wait_s:
+        alive = client.alive()
+        if not alive and not (Context.state_dir / "admin.json").exists():
+            return None
+        if alive and show:
+            stopping = _still_stopping(client)
+            elapsed = time.monotonic() - started
+            if told is None or stopping != told[0] or elapsed - told[1] >= PROGRESS_EVERY_S:
+                told = (stopping, elapsed)
+                now = f"{len(stopping)} replica(s) stopping: {', '.join(stopping)}" if stopping else "replicas stopped"
+                console.print(f"  {elapsed:.0f} s: {now}", highlight=False)
+        time.sleep(0.5)
+    return stopping
+
+
+def _still_stopping(client: Client) -> list[str]:
+    try:
+        found = client.get("/containers/list")["containers"]
+    except CliError:  # going away between two requests
+        return []
+    return sorted(r["id"] for r in found if r["state"] != "stopped")
 
 
 def _last_stop(file: Path, since: float) -> Event | None:
@@ -660,6 +700,63 @@ def _last_stop(file: Path, since: float) -> Event | None:
     return next((e for e in reversed(found) if e.kind == "portero.stopped"), None)
 
 
+Endpoint = Annotated[str, typer.Argument(help="The endpoint's address (host:port), or the id of a replica.")]
+
+
+@app.command()
+def drain(
+    service: Annotated[str, typer.Argument(help="Service name.")],
+    endpoint: Endpoint,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Drain it even if it is the last endpoint that takes requests: the service stops."
+        ),
+    ] = False,
+    timeout_s: Annotated[
+        float | None, typer.Option(help="How long requests in flight may finish (router.drain_timeout_s).")
+    ] = None,
+    file: SpecFile = Path("portero.yaml"),
+) -> None:
+    """Take an endpoint out of rotation (HAProxy's `state drain`): no new requests, those in flight finish."""
+    address = _endpoint_address(service, endpoint, file)
+    body: dict[str, Any] = {"service": service, "address": address, "force": force}
+    if timeout_s is not None:
+        body["timeout_s"] = timeout_s
+    try:
+        found = Context.client(file).post("/load-balancer/drain", body)
+    except CliError as exc:
+        last = exc.status == 409 and not force and "last endpoint" in str(exc)
+        raise fail(str(exc).replace("repeat with force", "`portero drain --force`") if last else str(exc)) from None
+    console.print(f"{service} {address}{_replica_of(found)}: draining; `portero undrain` puts it back", highlight=False)
+
+
+@app.command()
+def undrain(
+    service: Annotated[str, typer.Argument(help="Service name.")],
+    endpoint: Endpoint,
+    file: SpecFile = Path("portero.yaml"),
+) -> None:
+    """Put a draining endpoint back in rotation."""
+    address = _endpoint_address(service, endpoint, file)
+    found = _call(lambda c: c.post("/load-balancer/undrain", {"service": service, "address": address}), file)
+    console.print(f"{service} {address}{_replica_of(found)}: back in rotation", highlight=False)
+
+
+def _endpoint_address(service: str, endpoint: str, file: Path) -> str:
+    if ":" in endpoint:
+        return endpoint
+    servers = _call(lambda c: c.get("/load-balancer/servers", service=service), file)["servers"]
+    address = next((s["address"] for s in servers if s["replica"] == endpoint), None)
+    if address is None:
+        raise fail(f"{service} has no endpoint of replica {endpoint} (`portero status` lists the replicas)")
+    return str(address)
+
+
+def _replica_of(server: dict[str, Any]) -> str:
+    return f" (replica {server['replica']})" if server.get("replica") else ""
+
+
 router_app = typer.Typer(help="The router's processes: status, restart.", no_args_is_help=True)
 app.add_typer(router_app, name="router")
 
@@ -690,7 +787,7 @@ def _show_router(info: dict[str, Any], as_json: bool) -> None:
     console.print(
         f"router pid {info['pid']}, build {info['build']}{' (adopted)' if info['adopted'] else ''}\n"
         f"  listening on {', '.join(info['listeners'])}\n"
-        f"  workers: {workers}\n"
+        f"  workers: {workers}; spare: {', '.join(str(pid) for pid in info['spare']) or 'none'}\n"
         f"  snapshot {info['snapshot']} pushed, {info['applied']} served by every worker",
         highlight=False,
     )

@@ -238,12 +238,14 @@ function renderServices(s) {
       versionInput, button(t("deploy"), "deploy", () => deploy(svc, versionInput.value.trim())),
       button(t("rollback"), "rollback", () => rollback(svc)));
     const endpoints = new Set(s.endpoints.filter((e) => e.service === svc.name && e.state === "active").map((e) => e.address));
+    const drained = new Set(s.endpoints.filter((e) => e.service === svc.name && e.state === "draining").map((e) => e.address));
     const rows = svc.replicas.map((r) => node("tr", { dataset: { replica: r.id } },
       node("td", {}, r.id), node("td", {}, badge(r.state)), node("td", {}, String(r.revision)),
       node("td", {}, r.address ?? "–"), node("td", {}, r.cpu_percent == null ? "–" : fmt.percent(r.cpu_percent)),
       node("td", {}, r.memory_bytes == null ? "–" : fmt.bytes(r.memory_bytes)), node("td", {}, r.uptime_s == null ? "–" : fmt.ago(r.uptime_s)),
       node("td", {}, String(r.restarts)),
-      node("td", {}, r.address && endpoints.has(r.address) ? button(t("drain"), "drain", () => drain(svc, r)) : "")));
+      node("td", {}, r.address && endpoints.has(r.address) ? button(t("drain"), "drain", () => drain(svc, r))
+        : r.address && drained.has(r.address) ? button(t("undrain"), "undrain", () => undrain(svc, r)) : "")));
     const head = node("tr", {}, ...[t("replica"), t("state"), t("revision"), t("address"), "CPU", "RAM", t("uptime"), t("restarts"), ""].map((h) => node("th", {}, h)));
     return node("div", { class: "service", dataset: { service: svc.name } },
       node("h3", {}, `${svc.name} · ${t("revision")} ${svc.revision} · `, node("span", { class: "replica-count" }, `${svc.ready}/${svc.desired}`), ` ${t("ready")} (min ${svc.min}, max ${svc.max})`),
@@ -381,9 +383,21 @@ function rollback(svc) {
   return act(t("confirmRollback", { service: svc.name }), `${t("rollback")} ${svc.name}`, "POST", `${BASE}/rollback`, { service: svc.name });
 }
 
-function drain(svc, replica) {
-  return act(t("confirmDrain", { replica: replica.id, address: replica.address }), `${t("drain")} ${replica.id}`,
-    "POST", `${BASE}/load-balancer/drain`, { service: svc.name, address: replica.address });
+// Draining the last endpoint that takes requests stops the service: the API refuses it unless `force` is sent,
+// and the page sends it only after a second question that says so.
+async function drain(svc, replica) {
+  const what = `${t("drain")} ${replica.id}`;
+  const body = { service: svc.name, address: replica.address };
+  const question = t("confirmDrain", { replica: replica.id, address: replica.address });
+  const others = (state.summary?.endpoints ?? []).filter((e) => e.service === svc.name && e.address !== replica.address && e.state === "active" && e.weight > 0);
+  if (others.length) return act(question, what, "POST", `${BASE}/load-balancer/drain`, body);
+  if (!(await confirmDialog(question))) return false;
+  return act(t("confirmDrainLast", { service: svc.name, replica: replica.id }), what, "POST", `${BASE}/load-balancer/drain`, { ...body, force: true });
+}
+
+function undrain(svc, replica) {
+  return act(t("confirmUndrain", { replica: replica.id, address: replica.address }), `${t("undrain")} ${replica.id}`,
+    "POST", `${BASE}/load-balancer/undrain`, { service: svc.name, address: replica.address });
 }
 
 // -- start -----------------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ class Hello:
     workers: list[dict[str, Any]]
     listeners: list[str]
     replacing: bool = False  # a restart is replacing its workers
+    spare: tuple[int, ...] = ()  # pids of the spare workers (loaded, not accepting)
 
     @staticmethod
     def of(message: dict[str, Any]) -> Hello:
@@ -55,6 +56,7 @@ class Hello:
             list(message["workers"]),
             list(message["listeners"]),
             bool(message.get("replacing", False)),
+            tuple(int(pid) for pid in message.get("spare", ())),
         )
 
 

@@ -172,7 +172,13 @@ class Parent:
             if saved.exists():  # a parent started again without a control plane: the last snapshot until one comes
                 with contextlib.suppress(ValueError, OSError, KeyError):
                     await self._load(json.loads(saved.read_text()))
-        log.info("router parent %d up (build %s), %d worker(s)", os.getpid(), BUILD, len(self.workers))
+        log.info(
+            "router parent %d up (build %s): %d worker(s) and %d spare",
+            os.getpid(),
+            BUILD,
+            len(self._serving()),
+            len(self._spares()),
+        )
         await self.stopped.wait()
         flushing.cancel()
         server.close()
@@ -420,6 +426,7 @@ class Parent:
         if self.snapshot is None:
             return
         count = self._wanted_workers(RoutingSnapshot.from_json(self.snapshot))
+        old = old + [h for h in self._spares() if h not in old]  # a new spare comes with the new workers
         if len(self.slots) < count:
             self.slots += listeners.grow(self.slots, count - len(self.slots))
         fresh = [await self._spawn(slot) for slot in range(count)]

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from portero.control import ControlPlane
+from portero.health.service import condition
 from portero.monitor.host import HostSampler
 from portero.monitor.snapshot import (
     EndpointSample,
@@ -34,6 +35,7 @@ class Collector:
     def __init__(self, control: ControlPlane, plane: DataPlane | None, host: HostSampler) -> None:
         self.control = control
         self.view = plane.link.view if plane is not None else None
+        self.table = plane.table if plane is not None else None
         self.host = host
         self.traffic = TrafficBook()
 
@@ -91,7 +93,7 @@ class Collector:
                 for e in (view.routed(name) if view is not None else [])
                 if (key := (name, e.address)) in endpoints
             ]
-            samples.append(ServiceSample(name, record.desired, ready, traffic.get(name), shown))
+            samples.append(ServiceSample(name, record.desired, ready, traffic.get(name), shown, self._unroutable(name)))
         if view is None:
             return samples, None
         rates = [t.requests_per_second for t in traffic.values() if t.requests_per_second is not None]
@@ -101,6 +103,14 @@ class Collector:
             connections=view.connections,
         )
         return samples, router
+
+    def _unroutable(self, name: str) -> bool | None:
+        table = self.table
+        if table is None or name not in table.services:
+            return None
+        spec = table.services[name]
+        desired = self.control.records[name].desired if spec.managed else 0
+        return condition(desired, 0, table.entries(name), managed=spec.managed).unroutable
 
 
 def _gauge(gauges: dict[str, object] | None, name: str) -> str:

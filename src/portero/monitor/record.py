@@ -9,7 +9,7 @@ import math
 from collections.abc import Iterator
 
 from portero.monitor.series import Kind
-from portero.monitor.snapshot import Snapshot, Traffic
+from portero.monitor.snapshot import ServiceSample, Snapshot, Traffic
 
 Sample = tuple[str, dict[str, str], float, Kind]
 
@@ -36,23 +36,7 @@ def samples(snapshot: Snapshot) -> Iterator[Sample]:
             replica_memory_percent=replica.memory_percent,
         )
     for service in snapshot.services:
-        labels = {"service": service.name}
-        yield from _gauges(
-            labels,
-            service_desired_replicas=service.desired,
-            service_ready_replicas=service.ready,
-            service_missing_replicas=max(service.desired - service.ready, 0),
-        )
-        if service.traffic is not None:
-            yield from _traffic("service", labels, service.traffic)
-        for endpoint in service.endpoints:
-            endpoint_labels = {"service": service.name, "endpoint": endpoint.address}
-            yield from _gauges(
-                endpoint_labels,
-                endpoint_requests_per_second=endpoint.traffic.requests_per_second,
-                endpoint_in_flight=endpoint.traffic.in_flight,
-                endpoint_latency_p95_seconds=endpoint.traffic.latency_p95_s,
-            )
+        yield from _service(service)
     if snapshot.router is not None:
         yield from _gauges(
             {},
@@ -75,6 +59,26 @@ def samples(snapshot: Snapshot) -> Iterator[Sample]:
         portero_collect_seconds=portero.collect_seconds,
         portero_store_up=None if portero.store_up is None else float(portero.store_up),
     )
+
+
+def _service(service: ServiceSample) -> Iterator[Sample]:
+    labels = {"service": service.name}
+    yield from _gauges(
+        labels,
+        service_desired_replicas=service.desired,
+        service_ready_replicas=service.ready,
+        service_missing_replicas=max(service.desired - service.ready, 0),
+        service_unroutable=None if service.unroutable is None else float(service.unroutable),
+    )
+    if service.traffic is not None:
+        yield from _traffic("service", labels, service.traffic)
+    for endpoint in service.endpoints:
+        yield from _gauges(
+            {"service": service.name, "endpoint": endpoint.address},
+            endpoint_requests_per_second=endpoint.traffic.requests_per_second,
+            endpoint_in_flight=endpoint.traffic.in_flight,
+            endpoint_latency_p95_seconds=endpoint.traffic.latency_p95_s,
+        )
 
 
 def _traffic(prefix: str, labels: dict[str, str], traffic: Traffic) -> Iterator[Sample]:

@@ -7,6 +7,68 @@ from __future__ import annotations
 
 from portero.spec.models import AlertRule, AlertSettings, MonitoringSettings
 
+# The built-ins that no setting changes.
+THRESHOLD_FREE = (
+    AlertRule(
+        name="replica-down",
+        metric="service_missing_replicas",
+        threshold=0,
+        for_s=60,
+        severity="critical",
+        summary="{service} has {value} replica(s) fewer ready than desired",
+    ),
+    AlertRule(
+        name="service-unroutable",
+        metric="service_unroutable",
+        threshold=0,
+        for_s=0,
+        severity="critical",
+        summary="{service}: no endpoint takes requests (all draining or at weight 0); every request waits, then "
+        "gets 503 (`portero undrain`)",
+    ),
+    AlertRule(
+        name="crash-loop",
+        metric="replica_restarts_total",
+        aggregate="increase",
+        window_s=600,
+        op=">=",
+        threshold=3,
+        for_s=0,
+        keep_firing_for_s=300,
+        severity="critical",
+        summary="replica {replica} of {service} restarted {value} times in 10 minutes",
+    ),
+    AlertRule(
+        name="error-rate-high",
+        metric="service_responses_5xx_total",
+        aggregate="increase",
+        window_s=60,
+        per="service_responses_total",
+        threshold=0.05,
+        for_s=60,
+        severity="critical",
+        summary="{service} answers {value} of its requests with 5xx (threshold {threshold})",
+    ),
+    AlertRule(
+        name="store-unreachable",
+        metric="portero_store_up",
+        op="<",
+        threshold=1,
+        for_s=0,
+        severity="critical",
+        summary="Redis (store.redis_url) does not answer: routing goes on, controllers are paused",
+    ),
+    AlertRule(
+        name="latency-p95-high",
+        metric="service_latency_p95_seconds",
+        aggregate="avg",
+        window_s=60,
+        threshold=1.0,
+        for_s=60,
+        summary="{service} p95 latency {value} s (threshold {threshold} s)",
+    ),
+)
+
 
 def builtin(monitoring: MonitoringSettings) -> list[AlertRule]:
     cpu, memory = monitoring.alert_threshold_cpu, monitoring.alert_threshold_memory
@@ -38,55 +100,7 @@ def builtin(monitoring: MonitoringSettings) -> list[AlertRule]:
             for_s=60,
             summary="replica {replica} of {service} uses {value}% of a core (threshold {threshold}%)",
         ),
-        AlertRule(
-            name="replica-down",
-            metric="service_missing_replicas",
-            threshold=0,
-            for_s=60,
-            severity="critical",
-            summary="{service} has {value} replica(s) fewer ready than desired",
-        ),
-        AlertRule(
-            name="crash-loop",
-            metric="replica_restarts_total",
-            aggregate="increase",
-            window_s=600,
-            op=">=",
-            threshold=3,
-            for_s=0,
-            keep_firing_for_s=300,
-            severity="critical",
-            summary="replica {replica} of {service} restarted {value} times in 10 minutes",
-        ),
-        AlertRule(
-            name="error-rate-high",
-            metric="service_responses_5xx_total",
-            aggregate="increase",
-            window_s=60,
-            per="service_responses_total",
-            threshold=0.05,
-            for_s=60,
-            severity="critical",
-            summary="{service} answers {value} of its requests with 5xx (threshold {threshold})",
-        ),
-        AlertRule(
-            name="store-unreachable",
-            metric="portero_store_up",
-            op="<",
-            threshold=1,
-            for_s=0,
-            severity="critical",
-            summary="Redis (store.redis_url) does not answer: routing goes on, controllers are paused",
-        ),
-        AlertRule(
-            name="latency-p95-high",
-            metric="service_latency_p95_seconds",
-            aggregate="avg",
-            window_s=60,
-            threshold=1.0,
-            for_s=60,
-            summary="{service} p95 latency {value} s (threshold {threshold} s)",
-        ),
+        *THRESHOLD_FREE,
     ]
 
 

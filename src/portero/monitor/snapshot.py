@@ -76,6 +76,7 @@ class ServiceSample:
     ready: int
     traffic: Traffic | None  # None when the router is off
     endpoints: list[EndpointSample] = field(default_factory=list)
+    unroutable: bool | None = None  # endpoints, none taking requests (health/service.py); None: the router is off
 
 
 @dataclass(frozen=True)

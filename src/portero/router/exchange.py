@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from portero.router.service import Endpoint, ServiceRoute
 
 PENDING_MAX = 64 * 1024  # body held while no endpoint is attached; also the most a retry can replay
+# A response with a Content-Length this small goes to the client whole, once it is complete: an endpoint that dies
+# in the middle of it (its node killed between the head and the body) costs no request, for it is tried again
+# elsewhere, where a head sent already could not be taken back. Larger and unframed ones stream as they come.
+HOLD_MAX = 64 * 1024
 NO_BODY_STATUS = frozenset({204, 304})
 
 # Phases (what the exchange waits for) and steps (what happened), as ints: the table is looked up on every step.
@@ -80,6 +84,7 @@ class BadResponse(Exception):
 
 class Exchange:
     __slots__ = (
+        "attached_reads",
         "avoid",
         "charged_retries",
         "client",
@@ -89,6 +94,7 @@ class Exchange:
         "free_retries",
         "hash_key",
         "head",
+        "holding",
         "is_head",
         "keep_alive",
         "method",
@@ -155,9 +161,11 @@ class Exchange:
         self.response_close = False
         self.rechunk = False
         self.until_close = False
+        self.holding: list[bytes] | None = None  # a small response kept until it is complete (HOLD_MAX)
         self.status = 0
         self.deadline = 0.0
         self.seen_reads = 0
+        self.attached_reads = 0  # the connection's reads when this try began on it
         self.quiet_since = now
         self.hash_key: bytes | None = None
 
@@ -212,7 +220,7 @@ class Exchange:
         self.upstream = conn
         conn.exchange = self
         self.sent_at = now
-        self.seen_reads = conn.reads
+        self.seen_reads = self.attached_reads = conn.reads
         self.quiet_since = now
         # The response timeout runs from the end of the request: a long upload is judged by its progress instead.
         self.deadline = now + self.service.router.settings.response_timeout_s if self.request_done else 0.0
@@ -234,13 +242,15 @@ class Exchange:
         else:
             self.failed_try(stats.REFUSED, now, 502, f"cannot connect to an endpoint ({type(exc).__name__})")
 
-    def failed_try(self, fault: int, now: float, status: int, detail: str) -> None:
+    def failed_try(self, fault: int, now: float, status: int, detail: str, *, stale: bool = False) -> None:
         """The try at the current endpoint failed before any response byte reached the client: count it against
-        that endpoint, then try again where `RetryPolicy.decide` allows, or answer with `status`."""
+        that endpoint (unless `stale`: the connection, not this request, failed), then try again where
+        `RetryPolicy.decide` allows, or answer with `status`."""
         endpoint, upstream = self.endpoint, self.upstream
         sent = self.phase == SENT
         reused = upstream is not None and upstream.reused
-        if endpoint is not None and fault != STATUS:
+        self.holding = None  # what it had answered so far is dropped: nothing of it reached the client
+        if endpoint is not None and fault != STATUS and not stale:
             endpoint.fault(fault, now - self.sent_at, now)
         self.release(ok=False)
         kind = self._retry_kind(fault, sent=sent, reused=reused)
@@ -349,6 +359,13 @@ class Exchange:
                 # connection got its parser's error as a 502.
                 upstream.close()
                 return
+            if self.phase == SENT and upstream.reused and upstream.reads == self.attached_reads + 1:
+                # Junk where this answer should begin, on a pooled connection: what the endpoint says on its own
+                # about an earlier request (a server that did not read a chunked body it was sent reads the body
+                # as a request, and answers that). Like a pooled connection closed before answering: dropped,
+                # and the request goes again on another connection, at no cost to the endpoint.
+                self.failed_try(stats.RESET, self.service.router.now(), 502, f"invalid response: {exc}", stale=True)
+                return
             self.broken_response(f"invalid response from the endpoint: {exc}")
             return
         limit = self.service.router.settings.max_response_head_bytes
@@ -369,7 +386,9 @@ class Exchange:
         if status in router.retry_policy.on_status and self._retry_status(status):
             return
         self.status = status
-        self._to(UPGRADED if status == 101 else ANSWERED)
+        hold = status != 101 and not self.is_head and 0 <= head.length <= HOLD_MAX
+        if not hold:
+            self._to(UPGRADED if status == 101 else ANSWERED)
         if status == 101:  # the exchange is a tunnel from here: its answer is counted now
             self._record(self.service.router.now())
         out = [head.kept]
@@ -390,8 +409,11 @@ class Exchange:
             out.append(b"connection: close\r\n" if close else b"connection: keep-alive\r\n")
             self.response_close = close
         out.append(b"x-request-id: %b\r\n\r\n" % self.request_id)
-        self.client.write(b"".join(out))
         self.deadline = 0.0
+        if hold:
+            self.holding = out
+            return
+        self.client.write(b"".join(out))
         if status == 101:
             self.client.start_tunnel(self)
         elif self.is_head:
@@ -414,10 +436,17 @@ class Exchange:
         return True
 
     def response_body(self, data: bytes) -> None:
-        self.client.write(wire.chunk(data) if self.rechunk else data)
+        if self.holding is not None:
+            self.holding.append(data)
+        else:
+            self.client.write(wire.chunk(data) if self.rechunk else data)
 
     def response_done(self, upstream_keep_alive: bool) -> None:
-        if self.phase != RESPONDING:
+        if self.holding is not None:  # complete: now it goes out, whole
+            self._to(ANSWERED)
+            self.client.write(b"".join(self.holding))
+            self.holding = None
+        elif self.phase != RESPONDING:
             return  # the end of an interim response, or of a head that opened a tunnel
         if self.rechunk:
             self.client.write(wire.LAST_CHUNK)
@@ -486,18 +515,18 @@ class Exchange:
         phase = self.phase
         if upstream is None or (phase != SENT and phase != RESPONDING):
             return
-        # Progress is a byte from the endpoint, or it taking the request (its socket's buffer not full), or the
-        # client holding the response up (not the endpoint's fault: the client's own timeout judges that).
-        if (
-            upstream.reads != self.seen_reads
-            or (phase == SENT and not upstream.write_paused)
-            or self.client.write_paused
-        ):
+        # Progress is a byte from the endpoint, or it taking the request (its socket's buffer not full) before it
+        # answered, or the client holding the response up (not the endpoint's fault: the client's own timeout
+        # judges that).
+        sending = phase == SENT and self.holding is None and not upstream.write_paused
+        if upstream.reads != self.seen_reads or sending or self.client.write_paused:
             self.seen_reads = upstream.reads
             self.quiet_since = now
         elif now - self.quiet_since > self.service.router.settings.stall_timeout_s:
             if phase == RESPONDING:
                 self.cut(stats.STALLED, now)
+            elif self.holding is not None:
+                self.failed_try(stats.STALLED, now, 504, "the endpoint stopped sending its response")
             else:
                 self.failed_try(stats.STALLED, now, 504, "the endpoint stopped reading the request")
 

@@ -89,11 +89,12 @@ _RESPONSE_WATCHED = re.compile(
 class ResponseHead:
     """A response head as the router forwards it: the endpoint's bytes minus its hop-by-hop lines."""
 
-    __slots__ = ("chunked", "has_length", "kept", "unknown_coding", "upgrade")
+    __slots__ = ("chunked", "has_length", "kept", "length", "unknown_coding", "upgrade")
 
     def __init__(self, head: bytes) -> None:
         """`head` is the status line and header lines, each ending in CRLF, without the blank line."""
         self.has_length = self.chunked = self.unknown_coding = False
+        self.length = -1  # Content-Length's value (llhttp has refused differing ones); -1: none
         self.upgrade: bytes | None = None
         pieces: list[bytes] = []
         named: set[bytes] | None = None
@@ -103,6 +104,9 @@ class ResponseHead:
             name = match.group(1)
             if name == b"content-length":
                 self.has_length = True
+                value = lowered[match.end() : lowered.find(b"\r\n", match.end())].strip(b" \t")
+                if value.isdigit():
+                    self.length = int(value)
                 continue
             value_start = match.end()
             line_end = lowered.find(b"\r\n", value_start)

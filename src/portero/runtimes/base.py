@@ -51,6 +51,7 @@ class Stats:
 
 class Runtime(Protocol):
     name: str
+    kill_wait_s: float  # how long `stop` waits for the end after SIGKILL (`portero down` counts it in)
 
     async def prepare(self, service: str, spec: ServiceSpec, base_dir: Path, progress: Progress | None) -> ServiceSpec:
         """Make ready what a revision runs, before it becomes desired: the container runtimes build the image and

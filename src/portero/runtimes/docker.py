@@ -57,6 +57,7 @@ class EngineRuntime:
     """State and habits both container runtimes share: the Engine, the instance id, logs, stats, builds."""
 
     name = "engine"
+    kill_wait_s = KILL_WAIT_S
 
     def __init__(
         self,

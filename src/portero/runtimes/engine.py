@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import docker
 import docker.errors
@@ -146,14 +146,8 @@ def build_image(
     Blocking; `emit` gets every output line. A failed build raises a final RuntimeFailure that carries the failing
     step and the end of its output, so that the refusal says what to fix."""
     assert spec.build is not None
-    context = (base_dir / spec.build.context).resolve()
-    if not context.is_dir():
-        raise RuntimeFailure(f"services.{service}.build.context: no directory {context}", retryable=False)
-    if not (context / spec.build.dockerfile).is_file():
-        raise RuntimeFailure(
-            f"services.{service}.build.dockerfile: no file {spec.build.dockerfile} in {context}", retryable=False
-        )
-    step, output, image_id, pending = "", list[str](), None, ""
+    context = _build_context(service, spec, base_dir)
+    output = _BuildOutput(service, emit)
     stream = client.api.build(
         path=str(context),
         dockerfile=spec.build.dockerfile,
@@ -166,34 +160,71 @@ def build_image(
         timeout=int(settings.build_timeout_s),
     )
     for chunk in stream:
-        if "error" in chunk:
-            for line in str(chunk["error"]).splitlines():
-                emit(line)
-            tail = "\n".join(output[-FAILED_STEP_LINES:])
-            message = f"image build of {service} failed at {step or 'the start'}: {str(chunk['error']).strip()}"
-            raise RuntimeFailure(message + (f"\n{tail}" if tail else ""), retryable=False)
-        if "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
-            image_id = str(chunk["aux"]["ID"])
-        text = pending + str(chunk.get("stream", ""))
-        *lines, pending = text.split("\n")
-        for line in lines:
-            line = line.rstrip("\r")
-            if line.startswith("Step "):
-                step, output = line, []
-            elif line.strip() and not line.startswith((" ---> ", "Removing intermediate container")):
-                output.append(line)
-            if line.strip():
-                emit(line)
-    if pending.strip():
-        emit(pending)
-    if image_id is None:
-        raise RuntimeFailure(f"image build of {service} ended without an image", retryable=True)
+        output.feed(chunk)
+    image_id = output.end()
     reference = f"portero/{service}:{image_id.split(':')[-1][:12]}"
     image = client.images.get(image_id)
     image.tag(reference)
     if spec.image:
         image.tag(spec.image)  # the name it is known by elsewhere
     return reference
+
+
+def _build_context(service: str, spec: ServiceSpec, base_dir: Path) -> Path:
+    assert spec.build is not None
+    context = (base_dir / spec.build.context).resolve()
+    if not context.is_dir():
+        raise RuntimeFailure(f"services.{service}.build.context: no directory {context}", retryable=False)
+    if not (context / spec.build.dockerfile).is_file():
+        raise RuntimeFailure(
+            f"services.{service}.build.dockerfile: no file {spec.build.dockerfile} in {context}", retryable=False
+        )
+    return context
+
+
+class _BuildOutput:
+    """A build's stream of chunks as lines, each emitted once whole; the step that runs and its output so far,
+    which a failure quotes."""
+
+    def __init__(self, service: str, emit: Callable[[str], None]) -> None:
+        self.service = service
+        self.emit = emit
+        self.step = ""
+        self.output: list[str] = []
+        self.pending = ""  # the start of a line whose end has not come yet
+        self.image_id: str | None = None
+
+    def feed(self, chunk: dict[str, Any]) -> None:
+        if "error" in chunk:
+            self._fail(str(chunk["error"]))
+        aux = chunk.get("aux")
+        if isinstance(aux, dict) and "ID" in aux:
+            self.image_id = str(aux["ID"])
+        *lines, self.pending = (self.pending + str(chunk.get("stream", ""))).split("\n")
+        for line in lines:
+            self._line(line.rstrip("\r"))
+
+    def end(self) -> str:
+        if self.pending.strip():
+            self.emit(self.pending)
+        if self.image_id is None:
+            raise RuntimeFailure(f"image build of {self.service} ended without an image", retryable=True)
+        return self.image_id
+
+    def _line(self, line: str) -> None:
+        if line.startswith("Step "):
+            self.step, self.output = line, []
+        elif line.strip() and not line.startswith((" ---> ", "Removing intermediate container")):
+            self.output.append(line)
+        if line.strip():
+            self.emit(line)
+
+    def _fail(self, error: str) -> NoReturn:
+        for line in error.splitlines():
+            self.emit(line)
+        tail = "\n".join(self.output[-FAILED_STEP_LINES:])
+        message = f"image build of {self.service} failed at {self.step or 'the start'}: {error.strip()}"
+        raise RuntimeFailure(message + (f"\n{tail}" if tail else ""), retryable=False)
 
 
 # -- image references ------------------------------------------------------------------------------------
@@ -263,14 +294,7 @@ async def prepare_image(
     and the revision runs the pushed reference pinned by its digest (`REGISTRY/NAME:TAG@sha256:...`): every node
     pulls the same content."""
     if spec.build is None:
-        if spec.image is None:
-            raise RuntimeFailure(f"services.{service}: needs `image` or `build`", retryable=False)
-        image = spec.image
-        await engine.call(f"image {image} of {service}", lambda c: _present_or_pull(c, image))
-        if push and registry_of(image) and split_reference(image)[2] is None:
-            digest = await engine.call(f"digest of {image}", lambda c: registry_digest(c, image))
-            return spec.model_copy(update={"image": f"{with_tag(image, 'latest')}@{digest}"})
-        return spec
+        return await _check_image(engine, service, spec, push=push)
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str | None] = asyncio.Queue()
 
@@ -293,22 +317,8 @@ async def prepare_image(
 
     started = time.monotonic()
     building = loop.run_in_executor(None, build)  # a future, not a task: the lines are read here meanwhile
-    steps = cached = 0
-    step: str | None = None  # a step is told once its first output shows it ran (not "Using cache")
     try:
-        while (line := await lines.get()) is not None:
-            log.info("build %s: %s", service, line, extra={"service": service})
-            if line.startswith("Step "):
-                instruction = line.partition(" : ")[2].split(" ", 1)[0].upper()
-                steps, step = steps + 1, None if instruction in ("FROM", "ARG") else line  # these do no work
-            elif line.startswith("pushed ") and progress is not None:
-                await progress(line)
-            elif step is not None:
-                if "Using cache" in line:
-                    cached += 1
-                elif progress is not None:
-                    await progress(step)
-                step = None
+        cached, steps = await _tell_build(service, lines, progress)
         reference = await building
     finally:
         if not building.done():
@@ -319,6 +329,38 @@ async def prepare_image(
     if progress is not None:
         await progress(summary)
     return spec.model_copy(update={"image": reference})
+
+
+async def _check_image(engine: Engine, service: str, spec: ServiceSpec, *, push: bool) -> ServiceSpec:
+    """An image to run as it is: present (pulled if not), and pinned to its registry's digest for a swarm."""
+    if spec.image is None:
+        raise RuntimeFailure(f"services.{service}: needs `image` or `build`", retryable=False)
+    image = spec.image
+    await engine.call(f"image {image} of {service}", lambda c: _present_or_pull(c, image))
+    if push and registry_of(image) and split_reference(image)[2] is None:
+        digest = await engine.call(f"digest of {image}", lambda c: registry_digest(c, image))
+        return spec.model_copy(update={"image": f"{with_tag(image, 'latest')}@{digest}"})
+    return spec
+
+
+async def _tell_build(service: str, lines: asyncio.Queue[str | None], progress: Progress | None) -> tuple[int, int]:
+    """Log a build's lines until it ends, and tell `progress` each step that does work; returns (cached, steps)."""
+    steps = cached = 0
+    step: str | None = None  # a step is told once its first output shows it ran (not "Using cache")
+    while (line := await lines.get()) is not None:
+        log.info("build %s: %s", service, line, extra={"service": service})
+        if line.startswith("Step "):
+            instruction = line.partition(" : ")[2].split(" ", 1)[0].upper()
+            steps, step = steps + 1, None if instruction in ("FROM", "ARG") else line  # these do no work
+        elif line.startswith("pushed ") and progress is not None:
+            await progress(line)
+        elif step is not None:
+            if "Using cache" in line:
+                cached += 1
+            elif progress is not None:
+                await progress(step)
+            step = None
+    return cached, steps
 
 
 def registry_digest(client: DockerClient, image: str) -> str:

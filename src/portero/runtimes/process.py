@@ -42,6 +42,7 @@ TREE_REFRESH_S = 5.0  # a replica's process tree is listed again at least this o
 
 class ProcessRuntime:
     name = "process"
+    kill_wait_s = 5.0
 
     def __init__(self, state_dir: Path, host: str = "127.0.0.1", log_max_bytes: int = 10 * 1024 * 1024) -> None:
         self.root = state_dir.resolve() / "replicas"  # absolute: replicas run in their own workdir
@@ -269,7 +270,7 @@ class ProcessRuntime:
             extra={"replica": replica_id},
         )
         self._killed[replica_id] = self._kill_tree(process.pid)
-        for _ in range(100):
+        for _ in range(round(self.kill_wait_s / POLL_S)):
             ended = await self.poll(replica_id, process)
             if ended is not None:
                 return ended

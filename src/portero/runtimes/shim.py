@@ -240,20 +240,8 @@ def wait_for(app: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="portero-shim")
-    parser.add_argument("--log", required=True)
-    parser.add_argument("--max-bytes", type=int, default=10 * 1024 * 1024)
-    parser.add_argument("--backups", type=int, default=3)
-    parser.add_argument("--exit-file", required=True)
-    parser.add_argument("--leftover-grace", type=float, default=2.0, help="seconds between SIGTERM and SIGKILL")
-    parser.add_argument("--umask", type=lambda text: int(text, 8), default=-1, help="the app's (octal)")
-    parser.add_argument("--uid", type=int, help="run the app as this user (the shim must be root)")
-    parser.add_argument("--gid", type=int)
-    parser.add_argument("--groups", default="", help="the app's supplementary groups, comma-separated")
-    parser.add_argument("command", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    args = _arguments(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-
     os.umask(0o077)  # the log files: in portero's private state directory, and private themselves
     log = LogFile(args.log, args.max_bytes, args.backups)
 
@@ -276,28 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("cannot start %s: %s", command[0] if command else "(empty command)", exc)
         _write_exit(args.exit_file, 127, started, [])
         return 127
-
-    stopping: list[int] = []  # the stop signals relayed: leftovers got theirs with the app's
-
-    def relay(signum: int, _frame: object) -> None:
-        stopping.append(signum)
-        child.send_signal(signum)
-        for pid in _children().get(os.getpid(), []):  # orphans the shim adopted have no parent left to tell them
-            if pid != child.pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(signum, relay)
-
-    assert child.stdout is not None
-    assert child.stderr is not None
-    pumps = [
-        threading.Thread(target=_pump, args=(child.stdout, "stdout", log), daemon=True),
-        threading.Thread(target=_pump, args=(child.stderr, "stderr", log), daemon=True),
-    ]
-    for pump in pumps:
-        pump.start()
+    stopping = _relay_stops(child)
+    pumps = _pumps(child, log)
     code = child.returncode = wait_for(child.pid)
     # A stop gave the leftovers its signal and its grace already; after a crash they get theirs now.
     killed = kill_leftovers() if stopping else end_leftovers(args.leftover_grace)
@@ -313,6 +281,51 @@ def main(argv: list[str] | None = None) -> int:
         log.info("ended %d process(es) the app left running: %s", len(killed), "; ".join(killed))
     _write_exit(args.exit_file, code, started, killed)
     return code if code >= 0 else 128 - code
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="portero-shim")
+    parser.add_argument("--log", required=True)
+    parser.add_argument("--max-bytes", type=int, default=10 * 1024 * 1024)
+    parser.add_argument("--backups", type=int, default=3)
+    parser.add_argument("--exit-file", required=True)
+    parser.add_argument("--leftover-grace", type=float, default=2.0, help="seconds between SIGTERM and SIGKILL")
+    parser.add_argument("--umask", type=lambda text: int(text, 8), default=-1, help="the app's (octal)")
+    parser.add_argument("--uid", type=int, help="run the app as this user (the shim must be root)")
+    parser.add_argument("--gid", type=int)
+    parser.add_argument("--groups", default="", help="the app's supplementary groups, comma-separated")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    return parser.parse_args(argv)
+
+
+def _relay_stops(child: subprocess.Popen[bytes]) -> list[int]:
+    """Stop signals go to the app and to the orphans the shim adopted; returns the list of those relayed (the
+    leftovers got theirs with the app's)."""
+    stopping: list[int] = []
+
+    def relay(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+        child.send_signal(signum)
+        for pid in _children().get(os.getpid(), []):  # orphans the shim adopted have no parent left to tell them
+            if pid != child.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, relay)
+    return stopping
+
+
+def _pumps(child: subprocess.Popen[bytes], log: LogFile) -> list[threading.Thread]:
+    assert child.stdout is not None
+    assert child.stderr is not None
+    pumps = [
+        threading.Thread(target=_pump, args=(child.stdout, "stdout", log), daemon=True),
+        threading.Thread(target=_pump, args=(child.stderr, "stderr", log), daemon=True),
+    ]
+    for pump in pumps:
+        pump.start()
+    return pumps
 
 
 if __name__ == "__main__":

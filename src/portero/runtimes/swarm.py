@@ -101,6 +101,7 @@ class Placed:
 
 class SwarmRuntime(EngineRuntime):
     name = "swarm"
+    kill_wait_s = KILL_WAIT_S
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -1,10 +1,11 @@
 """Endpoints that misbehave, each the way a real one was seen to: `python misbehaving.py MODE` prints its port and
 serves until killed.
 
-Modes: `stall-after-head` (Content-Length: 100, 10 bytes, then silence), `never-read-body` (reads the request
-head, never its body), `huge-head` (header lines without end, up to 300 MB), `hang` (reads the request, never
-answers), `early-hints` (103 with a Link header, then 200), `gzip-chunked` (`Transfer-Encoding: gzip, chunked`),
-`lenient` (Python's own http.server: answers whatever it is sent, as leniently as it does).
+Modes: `stall-after-head` (Content-Length: 100, 10 bytes, then silence), `stall-after-head-large` (the same with
+Content-Length 1,000,000), `never-read-body` (reads the request head, never its body), `huge-head` (header lines
+without end, up to 300 MB), `hang` (reads the request, never answers), `early-hints` (103 with a Link header, then
+200), `gzip-chunked` (`Transfer-Encoding: gzip, chunked`), `lenient` (Python's own http.server: answers whatever it
+is sent, as leniently as it does).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ async def serve(mode: str, reader: asyncio.StreamReader, writer: asyncio.StreamW
             if b"content-length" in head.lower() and mode != "hang":
                 length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
                 await reader.readexactly(length)
-            if mode == "stall-after-head":
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+            if mode.startswith("stall-after-head"):
+                length = 1_000_000 if mode.endswith("-large") else 100
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % length + b"x" * 10)
                 await writer.drain()
                 await asyncio.Event().wait()
             elif mode == "hang":

@@ -76,13 +76,13 @@ def watched(processes: Callable[[list[str]], Process]) -> Callable[..., tuple[Wa
     return start
 
 
-def test_a_response_that_stalls_after_its_head_is_cut_and_counted_against_the_endpoint(watched):
-    view, bad = watched("stall-after-head", stall_timeout_s=1, response_timeout_s=30)
+def test_a_large_response_that_stalls_after_its_head_is_cut_and_counted_against_the_endpoint(watched):
+    view, bad = watched("stall-after-head-large", stall_timeout_s=1, response_timeout_s=30)
     started = time.monotonic()
     with Client(view.router.port, timeout=10) as client:
         client.send(get("/"))
-        assert client.read_line() == b"HTTP/1.1 200 OK"
-        while client._more():  # the head, 10 bytes of the 100, then the close
+        assert client.read_line() == b"HTTP/1.1 200 OK"  # streamed as it comes: over HOLD_MAX
+        while client._more():  # the head, 10 bytes of the 1,000,000, then the close
             pass
         took = time.monotonic() - started
     assert 1.0 <= took < 2.0, f"cut after {took:.2f} s; stall_timeout_s is 1"
@@ -96,6 +96,19 @@ def test_a_response_that_stalls_after_its_head_is_cut_and_counted_against_the_en
         client.close()
     view.settled("20 clients left a stalled response")
     assert view.endpoint(bad.address)["errors"] >= 1
+
+
+def test_a_small_response_that_stalls_after_its_head_gets_504_not_half_an_answer(watched):
+    """A small response (Content-Length within HOLD_MAX) goes to the client whole or not at all: stalled, the
+    client gets a clean 504 in the stall timeout rather than a head and a cut connection."""
+    view, bad = watched("stall-after-head", stall_timeout_s=1, response_timeout_s=30)
+    started = time.monotonic()
+    response = one(view.router.port, get("/"))
+    took = time.monotonic() - started
+    assert response.status == 504
+    assert 1.0 <= took < 2.0, f"answered after {took:.2f} s; stall_timeout_s is 1"
+    assert view.faults(bad.address)["stalled"] == 1
+    view.settled("a stalled small response")
 
 
 def test_an_endpoint_that_never_reads_the_request_body_gets_504_in_the_stall_timeout(watched):
@@ -226,6 +239,7 @@ def test_no_request_a_client_can_send_makes_a_healthy_lenient_endpoint_look_sick
     )
     view = Watched(router)
     statuses: dict[int, int] = {}
+    failed: list[tuple[bytes, bytes]] = []
     for n in range(1000):
         form = REQUEST_FORMS[n % len(REQUEST_FORMS)]
         with socket.create_connection(("127.0.0.1", router.port), timeout=10) as sock:
@@ -233,8 +247,9 @@ def test_no_request_a_client_can_send_makes_a_healthy_lenient_endpoint_look_sick
             first = sock.recv(64)
         code = int(first.split(b" ")[1]) if first.startswith(b"HTTP/1.1 ") else 0
         statuses[code] = statuses.get(code, 0) + 1
-    assert 0 not in statuses, statuses
-    assert not any(500 <= code < 600 and code != 505 for code in statuses), statuses
+        if code == 0 or (500 <= code < 600 and code != 505):
+            failed.append((form[:60], first))
+    assert not failed, (sorted(statuses.items()), failed)
     for endpoint in view.stats()["endpoints"]:
         assert endpoint["ejections"] == 0, endpoint
         assert endpoint["breaker"] == "closed", endpoint

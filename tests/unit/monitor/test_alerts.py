@@ -153,6 +153,7 @@ def test_builtin_rules_follow_the_seed_thresholds_and_spec_rules_replace_them():
         "host-memory-high",
         "replica-cpu-high",
         "replica-down",
+        "service-unroutable",
         "crash-loop",
         "error-rate-high",
         "store-unreachable",

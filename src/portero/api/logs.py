@@ -1,0 +1,70 @@
+"""Replica output: read (newest `limit` lines) or followed as server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from portero import logs
+from portero.api.params import REPLICA_ID
+from portero.api.schemas import LogLineOut, LogsOut
+from portero.control import ControlPlane
+from portero.spec.models import NAME_PATTERN
+
+
+def routes(control: ControlPlane) -> APIRouter:
+    api = APIRouter(prefix="/scalability", tags=["logs"])
+
+    @api.get("/logs", response_model=LogsOut, summary="Read or follow (server-sent events) replica output")
+    async def get_logs(
+        service: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+        replica: Annotated[str | None, Query(pattern=REPLICA_ID)] = None,
+        since: Annotated[float | None, Query(description="Unix time, or seconds ago when negative.")] = None,
+        grep: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
+        follow: bool = False,
+        health: Annotated[bool, Query(description="Include the lines of portero's health checks.")] = False,
+    ) -> LogsOut | StreamingResponse:
+        sources = _sources(control, service, replica)
+        start = control.clock() + since if since is not None and since < 0 else since
+        # Taken from here on: nothing written meanwhile is lost.
+        following = logs.follow(sources, grep, health=health) if follow else None
+        # Files are read in a thread, off the event loop.
+        found = await asyncio.to_thread(lambda: logs.read(sources(), start, grep, limit, health=health))
+        backlog = [LogLineOut(**vars(line)) for line in found]
+        if following is None:
+            return LogsOut(lines=backlog)
+        return StreamingResponse(_sse(backlog, following), media_type="text/event-stream")
+
+    return api
+
+
+def _sources(control: ControlPlane, service: str | None, replica: str | None) -> Callable[[], list[logs.LogSource]]:
+    """The replicas asked for (each name checked: an unknown one is a 404), as a function: asked again while
+    following, so that new replicas join the stream."""
+    if service is not None:
+        control.service_spec(service)
+    if replica is not None:
+        control.replica(replica)
+
+    def sources() -> list[logs.LogSource]:
+        return [
+            logs.LogSource(r.service, r.id, control.runtime.log_path(r.id))
+            for r in control.supervisor.replicas
+            if (service is None or r.service == service) and (replica is None or r.id == replica)
+        ]
+
+    return sources
+
+
+async def _sse(backlog: list[LogLineOut], following: AsyncIterator[logs.LogLine]) -> AsyncIterator[str]:
+    # Starlette cancels this generator when the client goes away.
+    for line in backlog:
+        yield f"data: {json.dumps(line.model_dump())}\n\n"  # ASCII: no "\x85" or "\u2028" for a client to split on
+    async for new in following:
+        yield f"data: {json.dumps(vars(new))}\n\n"
