@@ -32,7 +32,7 @@ def measure(variant: str, tree: str | None, connections: list[int], browser: boo
             server.start()
             time.sleep(1.0)  # the daemon's own start-up work (replicas, monitor) settles
         print(f"{variant}:", flush=True)
-        return {count: run.measure_once(server, target, count, browser, RUN_ARGS) for count in connections}
+        return {count: run.measure_once(bench, target, count, browser, RUN_ARGS) for count in connections}
 
 
 def main() -> None:

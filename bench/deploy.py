@@ -204,6 +204,24 @@ def summary(values: list[float | None], fmt: Any = fmt_s) -> tuple[str, str, str
     return each, fmt(statistics.median(present)) if present else "—", fmt(max(present)) if present else "—"
 
 
+def phase_lines(case: Case, runs: list[Result]) -> list[str]:
+    _, switch, _ = summary([r.switch_s for r in runs])
+    if case.expect == "rolled_back":
+        _, back, top = summary([r.rollback_s for r in runs])
+        recorded = " / ".join(str(r.recorded_failed) for r in runs)
+        reasons = sorted({r.reason for r in runs})
+        return [
+            f"- {case.name}: traffic on the bad revision {switch} after the deploy started; rolled back {back}"
+            f" (max {top}) after the switch; failed requests counted by the deployment record: {recorded};"
+            f" reason: {'; '.join(reasons)}"
+        ]
+    if case.strategy == "blue-green":
+        return [f"- {case.name}: green group up and traffic switched {switch} after the start"]
+    if case.strategy == "canary":
+        return [f"- {case.name}: first canary replica serving 10 % {switch} after the start"]
+    return []
+
+
 def report(results: dict[str, list[Result]], args: Args, started: datetime.datetime) -> str:
     lines = [
         f"# portero deployment bench, {started:%Y-%m-%d %H:%M} UTC",
@@ -236,22 +254,7 @@ def report(results: dict[str, list[Result]], args: Args, started: datetime.datet
             f"| {label} | {case.described} | {each} | {median} | {top} | {failed} | {sent:,.0f} | {100 * busy:.0f} % |"
         )
     lines += ["", "Phases (median over runs):", ""]
-    for key, runs in results.items():
-        case = CASES[key]
-        _, switch, _ = summary([r.switch_s for r in runs])
-        if case.expect == "rolled_back":
-            _, back, top = summary([r.rollback_s for r in runs])
-            recorded = " / ".join(str(r.recorded_failed) for r in runs)
-            reasons = sorted({r.reason for r in runs})
-            lines.append(
-                f"- {case.name}: traffic on the bad revision {switch} after the deploy started; rolled back {back}"
-                f" (max {top}) after the switch; failed requests counted by the deployment record: {recorded};"
-                f" reason: {'; '.join(reasons)}"
-            )
-        elif case.strategy == "blue-green":
-            lines.append(f"- {case.name}: green group up and traffic switched {switch} after the start")
-        elif case.strategy == "canary":
-            lines.append(f"- {case.name}: first canary replica serving 10 % {switch} after the start")
+    lines += [line for key, runs in results.items() for line in phase_lines(CASES[key], runs)]
     lines += ["", "Versions that answered requests sent after each deployment ended:", ""]
     for key, runs in results.items():
         lines.append(f"- {CASES[key].name}: " + "; ".join(str(r.after_end) for r in runs))

@@ -1,9 +1,11 @@
 """Memory per idle keep-alive client connection: portero's router against HAProxy and nginx.
 
-For each server: warm it up, take its RSS, open N client connections (from several source addresses in
-127.0.0.0/8, each with one request answered, so each is a real keep-alive connection the server holds between
-requests), let it settle, take its RSS again, and report (after - before) / N. Then every connection is used
-once more: a second request on each must get 200, which proves the server held all of them for the whole hold.
+For each server (one worker, pinned as targets.LAYOUTS[1]): warm it up, take the RSS of its serving processes
+(portero: the router's worker, not the control plane; nginx: its worker), open N client connections (from
+several source addresses in 127.0.0.0/8, each with one request answered, so each is a real keep-alive connection
+the server holds between requests), let it settle, take its RSS again, and report (after - before) / N. Then
+every connection is used once more: a second request on each must get 200, which proves the server held all of
+them for the whole hold.
 
     .venv/bin/python bench/idle_conns.py [--connections 10000] [--hold 5] [--browser] [portero haproxy nginx]
 """
@@ -136,19 +138,23 @@ def table(results: list[IdleResult]) -> str:
 def run(
     bench: targets.Bench, names: list[str], connections: int, hold_s: float, browser: bool = False
 ) -> list[IdleResult]:
-    os.sched_setaffinity(0, {int(targets.LOAD_CORE)})  # the clients stay off the proxy's core
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(core) for core in bench.layout.load_cores.split(",")})  # the clients: the load's
     results = []
     request = browser_request() if browser else REQUEST
-    for name in names:
-        kind = "browser-like requests" if browser else "small requests"
-        print(f"idle: {connections:,} keep-alive connections to {name} ({kind})...", flush=True)
-        result = asyncio.run(measure(bench.servers[name], connections, hold_s, request))
-        print(
-            f"  {name}: held {result.held:,} (opened in {result.open_s:.1f} s), "
-            f"{result.per_conn_bytes / 1024:.2f} KB each, second request OK on {result.second_ok:,}",
-            flush=True,
-        )
-        results.append(result)
+    try:
+        for name in names:
+            kind = "browser-like requests" if browser else "small requests"
+            print(f"idle: {connections:,} keep-alive connections to {name} ({kind})...", flush=True)
+            result = asyncio.run(measure(bench.servers[name], connections, hold_s, request))
+            print(
+                f"  {name}: held {result.held:,} (opened in {result.open_s:.1f} s), "
+                f"{result.per_conn_bytes / 1024:.2f} KB each, second request OK on {result.second_ok:,}",
+                flush=True,
+            )
+            results.append(result)
+    finally:
+        os.sched_setaffinity(0, affinity)
     return results
 
 

@@ -1,11 +1,16 @@
 """The servers a bench run talks to: one nginx backend and the proxies in front of it, configured alike.
 
-Every proxy has one worker (one thread), keeps a keep-alive pool of upstream connections to the same backend
-(sized for the 1,000-connection runs, so no proxy churns connections), adds the same request headers
-(X-Forwarded-For/-Proto/-Host, X-Request-Id) and checks the backend's health every 2 s (nginx has no active
-checks outside its commercial version, so it only has its passive `max_fails`). Pinning, on this 2-core machine:
-the proxy under test on core 0, alone; wrk and the backend share core 1. "direct" (wrk straight to the backend)
-uses the same pinning, so it is the ceiling core 1 allows, not a proxy result.
+Every proxy has the same number of workers (HAProxy threads, nginx worker processes, portero router workers),
+keeps a keep-alive pool of upstream connections to the same backend (sized for the 1,000-connection runs, so no
+proxy churns connections), adds the same request headers (X-Forwarded-For/-Proto/-Host, X-Request-Id) and checks
+the backend's health every 2 s (nginx has no active checks outside its commercial version, so it only has its
+passive `max_fails`). Two layouts on this 2-core machine (`LAYOUTS`):
+
+- 1 worker: the proxy under test on core 0, alone; wrk (one thread) and the backend (one worker) share core 1.
+- 2 workers: every process may run on both cores: the proxy, wrk (two threads) and the backend (two workers).
+
+"direct" (wrk straight to the backend) uses the same pinning, so it is the ceiling of the load's cores, not a
+proxy result.
 """
 
 from __future__ import annotations
@@ -28,21 +33,40 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 PORTERO = ROOT / ".venv" / "bin" / "portero"
 
-PROXY_CORE = "0"
-LOAD_CORE = "1"  # wrk and the backend
 BACKEND_PORT = 18081
 PORTS = {"direct": BACKEND_PORT, "portero": 18000, "haproxy": 18001, "nginx": 18002}
 PORTERO_ADMIN_PORT = 19900
 POOL_SIZE = 1024  # idle upstream connections each proxy may keep (portero router.pool_size, nginx keepalive)
 NGINX_CONNS = 12_000  # nginx counts upstream connections in worker_connections too
+STOP_WAIT_S = 30  # for `portero up` to stop after SIGTERM (its router workers' grace is 10 s)
 MAX_CONNS = 10_500  # client connections each server accepts: the idle test holds 10,000 (hard NOFILE: 20,000)
 BODY = "hello world\n"  # 12 bytes
 # Nice level of the bench's processes (root only; BENCH_NICE=-10, say, on a machine shared with other work).
 # Off by default: it would take CPU from whatever else runs there.
 NICE = int(os.environ.get("BENCH_NICE", "0")) if os.geteuid() == 0 else 0
 
+
+@dataclass(frozen=True)
+class Layout:
+    """How many workers each proxy runs, and the cores (taskset lists) of the proxy and of the load."""
+
+    workers: int
+    proxy_cores: str
+    load_cores: str  # wrk and the backend
+
+    def describe(self) -> str:
+        w = self.workers
+        proxies = f"HAProxy `nbthread {w}`, nginx `worker_processes {w}`, portero `router.workers: {w}`"
+        load = f"wrk ({w} thread{'s' if w > 1 else ''}) and the backend ({w} worker{'s' if w > 1 else ''})"
+        if self.proxy_cores == self.load_cores:
+            return f"{proxies}; the proxy, {load} all on cores {self.proxy_cores}"
+        return f"{proxies}, on core {self.proxy_cores}; {load} on core {self.load_cores}"
+
+
+LAYOUTS = {1: Layout(1, "0", "1"), 2: Layout(2, "0,1", "0,1")}
+
 BACKEND_CONF = """
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {dir}/backend.pid;
 error_log {dir}/backend-error.log warn;
@@ -62,7 +86,7 @@ http {{
 """
 
 NGINX_PROXY_CONF = """
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {dir}/nginx-proxy.pid;
 error_log {dir}/nginx-proxy-error.log warn;
@@ -102,7 +126,7 @@ http {{
 
 HAPROXY_CONF = """
 global
-  nbthread 1
+  nbthread {workers}
   maxconn {max_conns}
   ulimit-n {nofile}
   no strict-limits
@@ -136,7 +160,7 @@ backend backend
 
 PORTERO_SPEC = """
 admin: {{port: {admin}}}
-router: {{port: {port}, pool_size: {pool}}}
+router: {{port: {port}, pool_size: {pool}, workers: {workers}}}
 services:
   bench:
     endpoints: [{{address: "127.0.0.1:{backend}"}}]
@@ -194,6 +218,9 @@ class Server:
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            # A server left over from an earlier run would answer instead of this one, and be measured.
+            raise RuntimeError(f"{self.name}: 127.0.0.1:{self.port} is already taken by another process")
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 pinned(self.core, self.command),
@@ -212,34 +239,63 @@ class Server:
         assert self.process is not None
         return self.process.pid
 
-    def worker_pid(self) -> int:
-        """The process that serves connections: nginx's single worker, else the process itself."""
+    def processes(self) -> list[psutil.Process]:
+        """Every process of this server: for portero, the control plane, the router's parent and its workers."""
         main = psutil.Process(self.pid())
-        children = main.children()
-        return children[0].pid if self.name in ("backend", "nginx") and children else main.pid
+        return [main, *main.children(recursive=True)]
+
+    def serving(self) -> list[psutil.Process]:
+        """The processes that serve connections: nginx's workers, portero's router workers (not the spare)."""
+        main = psutil.Process(self.pid())
+        if self.name == "portero":
+            return [p for p in main.children(recursive=True) if worker_kind(p) == "serving"]
+        if self.name in ("backend", "nginx"):
+            return main.children() or [main]
+        return [main]
 
     def rss_bytes(self) -> int:
-        return int(psutil.Process(self.worker_pid()).memory_info().rss)
+        return sum(int(p.memory_info().rss) for p in self.serving())
 
     def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        process = self.process
+        if process is None:
             return
+        # portero's router outlives a control plane that is killed (by design), so its processes are noted first
+        # and ended here if they are still there once the control plane has gone.
+        tree = self.processes() if process.poll() is None else []
+        self.process = None
         # nginx stops at once on SIGTERM (SIGQUIT would wait for keep-alive clients); haproxy and portero on SIGTERM.
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(10)
+            process.wait(STOP_WAIT_S)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+        _, alive = psutil.wait_procs(tree, timeout=5)
+        for leftover in alive:
+            with contextlib.suppress(psutil.Error):
+                leftover.kill()
+        psutil.wait_procs(alive, timeout=5)
+
+
+def worker_kind(process: psutil.Process) -> str:
+    """ "serving" or "spare" for a router worker (by its command line), "" for any other process."""
+    try:
+        argv = process.cmdline()
+    except psutil.Error:
+        return ""
+    if "portero.dataplane.worker" not in argv:
+        return ""
+    return "spare" if "--spare" in argv else "serving"
 
 
 class Bench:
     """The backend and every proxy, each from its own config in a temporary directory."""
 
-    def __init__(self, names: tuple[str, ...]) -> None:
+    def __init__(self, names: tuple[str, ...], layout: Layout = LAYOUTS[1]) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="portero-bench-"))
         self.names = names
+        self.layout = layout
         nofile = raise_nofile(MAX_CONNS * 2 + 1000)
         values = {
             "dir": self.dir,
@@ -250,17 +306,17 @@ class Bench:
             "nofile": nofile,
             "body": BODY.replace("\n", "\\n"),
             "admin": PORTERO_ADMIN_PORT,
+            "workers": layout.workers,
         }
         self.servers: dict[str, Server] = {}
-        self.servers["backend"] = self._nginx("backend", BACKEND_PORT, BACKEND_CONF, LOAD_CORE, values)
+        self.servers["backend"] = self._nginx("backend", BACKEND_PORT, BACKEND_CONF, layout.load_cores, values)
         for name in names:
             if name == "haproxy":
                 conf = self._write("haproxy.cfg", HAPROXY_CONF, {**values, "port": PORTS[name]})
-                self.servers[name] = Server(
-                    name, PORTS[name], ["haproxy", "-db", "-f", str(conf)], PROXY_CORE, self.dir / "haproxy.log"
-                )
+                command = ["haproxy", "-db", "-f", str(conf)]
+                self.servers[name] = Server(name, PORTS[name], command, layout.proxy_cores, self.dir / "haproxy.log")
             elif name == "nginx":
-                self.servers[name] = self._nginx(name, PORTS[name], NGINX_PROXY_CONF, PROXY_CORE, values)
+                self.servers[name] = self._nginx(name, PORTS[name], NGINX_PROXY_CONF, layout.proxy_cores, values)
             elif name == "portero":
                 spec = self._write("portero.yaml", PORTERO_SPEC, {**values, "port": PORTS[name]})
                 command = [
@@ -272,7 +328,7 @@ class Bench:
                     str(spec),
                     "--no-ui",
                 ]
-                self.servers[name] = Server(name, PORTS[name], command, PROXY_CORE, self.dir / "portero.log")
+                self.servers[name] = Server(name, PORTS[name], command, layout.proxy_cores, self.dir / "portero.log")
 
     def _write(self, filename: str, template: str, values: dict[str, object]) -> Path:
         path = self.dir / filename

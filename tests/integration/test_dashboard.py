@@ -348,7 +348,8 @@ def test_the_dashboard_tells_one_story_in_both_languages_and_fits_a_phone(story,
     card = page.locator(".kpi[data-service=portal]")
 
     # One definition of p95 and of the error rates, with its window said: cards, legends and the endpoints table
-    # show the page's last summary, whose figures are the monitor's last 60 s.
+    # show the page's last summary, whose figures are the monitor's last 60 s; the endpoints' faults and ejections
+    # are the router's counts.
     def agree() -> bool:
         p95, errors = card.locator(".p95").inner_text(), card.locator(".errors-5xx").inner_text()
         client = card.locator(".errors-4xx").inner_text()
@@ -359,7 +360,11 @@ def test_the_dashboard_tells_one_story_in_both_languages_and_fits_a_phone(story,
             """(s) => [...document.querySelectorAll('#endpoints tbody tr')].map((row) => {
                 const v = s.endpoint_traffic[row.dataset.address]?.latency_p95_s;
                 const want = v == null ? '–' : (v < 1 ? `${Math.round(v * 1000)} ms` : `${v.toFixed(2)} s`);
-                return row.querySelector('td.p95').textContent === want;
+                const e = s.endpoints.find((x) => x.address === row.dataset.address);
+                const faults = String(Object.values(e.faults).reduce((a, b) => a + b, 0));
+                return row.querySelector('td.p95').textContent === want
+                    && row.querySelector('td.faults').textContent === faults
+                    && row.querySelector('td.ejections').textContent.startsWith(String(e.ejections));
             })""",
             last,
         )

@@ -200,7 +200,7 @@ def test_the_quick_start_as_written(demo):
         while time.monotonic() < end and not any(b"from-the-readme-test" in line for line in lines):
             lines.append(follower.stdout.readline())
         follower.send_signal(signal.SIGINT)  # Ctrl-C
-        _, errors = follower.communicate(timeout=15)
+        _, errors = follower.communicate(timeout=30)
         assert any(b"from-the-readme-test" in line for line in lines), lines[-5:]
         assert all(re.match(rb"\S+ portal-\d+-\w+ ", line) for line in lines if line)
         assert not any(b"portero-health/" in line for line in lines)  # health checks stay out

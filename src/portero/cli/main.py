@@ -27,7 +27,14 @@ from portero import statedir
 from portero.cli.client import Client, CliError, resolve_token, resolve_url
 from portero.cli.monitor_views import alerts_table, series_view, snapshot_view
 from portero.cli.tokens import token_app
-from portero.cli.views import decisions_table, deployments_table, events_table, revisions_table, status_table
+from portero.cli.views import (
+    decisions_table,
+    deployments_table,
+    endpoints_table,
+    events_table,
+    revisions_table,
+    status_table,
+)
 from portero.events import Event
 from portero.spec.loader import SpecError, load_spec
 from portero.tokens import ADMIN_TOKEN_FILE, TOKENS_FILE, TokenError, ensure_admin
@@ -294,13 +301,27 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     file: SpecFile = Path("portero.yaml"),
 ) -> None:
-    """Services and replicas: state, address, pid, uptime, restarts."""
+    """Services and replicas: state, address, pid, uptime, restarts; the router's endpoints: requests, 5xx, faults
+    by kind, ejections."""
     services = _call(lambda c: c.get("/services"), file)["services"]
     if as_json:
         console.print_json(json.dumps(services))
         return
     console.print(status_table(services))
+    servers = _call(_servers, file)
+    if servers:
+        console.print(endpoints_table(servers))
     _warn_root(services)
+
+
+def _servers(client: Any) -> list[dict[str, Any]]:
+    try:
+        servers: list[dict[str, Any]] = client.get("/load-balancer/servers")["servers"]
+    except CliError as exc:
+        if exc.status == 409:  # the router is disabled: no endpoints to show
+            return []
+        raise
+    return servers
 
 
 def _warn_root(services: list[dict[str, Any]]) -> None:

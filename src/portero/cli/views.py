@@ -61,6 +61,29 @@ def status_table(services: list[dict[str, Any]]) -> Table:
     return table
 
 
+def endpoints_table(servers: list[dict[str, Any]]) -> Table:
+    """The router's endpoints with what they failed: a fault is a try the endpoint failed (docs/router.md)."""
+    table = Table(title="router endpoints", title_justify="left")
+    for column in ("SERVICE", "ENDPOINT", "STATE", "WEIGHT", "IN FLIGHT", "REQUESTS", "5XX", "FAULTS", "EJECTED"):
+        right = column in {"WEIGHT", "IN FLIGHT", "REQUESTS", "5XX", "EJECTED"}
+        table.add_column(column, justify="right" if right else "left", no_wrap=column != "FAULTS")
+    for server in servers:
+        state = server["state"] + (" (ejected)" if server["ejected"] else "")
+        faults = ", ".join(f"{kind} {count}" for kind, count in server["faults"].items() if count) or "-"
+        table.add_row(
+            escape(server["service"]),
+            escape(server["address"]),
+            escape(state),
+            str(server["weight"]),
+            str(server["in_flight"]),
+            str(server["requests"]),
+            str(server["responses"].get("5xx", 0)),
+            escape(faults),
+            str(server["ejections"]),
+        )
+    return table
+
+
 def events_table(events: list[dict[str, Any]], title: str = "events") -> Table:
     table = Table(title=title, title_justify="left", show_edge=False)
     for column in ("TIME", "KIND", "SUBJECT", "MESSAGE"):

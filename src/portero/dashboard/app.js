@@ -290,11 +290,17 @@ function renderAutoscaler(s) {
 
 function renderEndpoints(s) {
   const win = fmt.window(s.window_s);
-  const head = node("tr", {}, ...[t("service"), t("address"), t("state"), t("weight"), t("inflight"), t("requests"), `p95 (${win})`].map((h) => node("th", {}, h)));
+  const head = node("tr", {}, ...[t("service"), t("address"), t("state"), t("weight"), t("inflight"), t("requests"), t("faults"), t("ejections"), `p95 (${win})`].map((h) => node("th", {}, h)));
   const rows = s.endpoints.map((e) => {
     const p95 = s.endpoint_traffic[e.address]?.latency_p95_s;
+    // A fault is a try the endpoint failed (refused, reset, timeout...): the total, its kinds on hover.
+    const kinds = Object.entries(e.faults).filter(([, n]) => n > 0);
+    const faults = kinds.reduce((sum, [, n]) => sum + n, 0);
     return node("tr", { dataset: { address: e.address } }, node("td", {}, e.service), node("td", {}, e.address), node("td", {}, badge(e.state)),
-      node("td", {}, String(e.weight)), node("td", {}, String(e.in_flight)), node("td", {}, String(e.requests)), node("td", { class: "p95" }, p95 == null ? "–" : fmt.seconds(p95)));
+      node("td", {}, String(e.weight)), node("td", {}, String(e.in_flight)), node("td", {}, String(e.requests)),
+      node("td", { class: "faults", title: kinds.map(([k, n]) => `${k}: ${n}`).join(", ") }, String(faults)),
+      node("td", { class: "ejections" }, String(e.ejections) + (e.ejected ? ` (${t("ejectedNow")})` : "")),
+      node("td", { class: "p95" }, p95 == null ? "–" : fmt.seconds(p95)));
   });
   $("#endpoints").replaceChildren(node("thead", {}, head), node("tbody", {}, ...rows));
 }

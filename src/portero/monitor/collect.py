@@ -143,4 +143,7 @@ def _reading(
         in_flight=in_flight,
         buckets=tuple(totals.buckets),
         latency_sum_s=totals.latency_sum_s,
+        faults=tuple(totals.faults),
+        retries=totals.retries,
+        ejections=totals.ejections,
     )

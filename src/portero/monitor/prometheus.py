@@ -158,6 +158,19 @@ def _services(snapshot: Snapshot) -> Iterator[Metric]:
     endpoint_in_flight = GaugeMetricFamily(
         "portero_endpoint_in_flight_requests", "Requests the endpoint is serving.", labels=endpoint_labels
     )
+    endpoint_faults = CounterMetricFamily(
+        "portero_endpoint_faults",
+        "Tries the endpoint failed, by kind (refused, connect_timeout, reset, timeout, stalled, bad_response).",
+        labels=[*endpoint_labels, "kind"],
+    )
+    endpoint_retries = CounterMetricFamily(
+        "portero_endpoint_retries", "Tries that failed at the endpoint and were tried again.", labels=endpoint_labels
+    )
+    endpoint_ejections = CounterMetricFamily(
+        "portero_endpoint_ejections",
+        "Times outlier detection took the endpoint out of rotation.",
+        labels=endpoint_labels,
+    )
     for sample in snapshot.services:
         desired.add_metric([sample.name], sample.desired)
         ready.add_metric([sample.name], sample.ready)
@@ -173,7 +186,12 @@ def _services(snapshot: Snapshot) -> Iterator[Metric]:
             for code, count in endpoint.traffic.responses_total.items():
                 endpoint_requests.add_metric([*values, code], count)
             endpoint_in_flight.add_metric(values, endpoint.traffic.in_flight)
+            for kind, count in endpoint.traffic.faults_total.items():
+                endpoint_faults.add_metric([*values, kind], count)
+            endpoint_retries.add_metric(values, endpoint.traffic.retries_total)
+            endpoint_ejections.add_metric(values, endpoint.traffic.ejections_total)
     yield from (desired, ready, requests, in_flight, latency, endpoint_requests, endpoint_in_flight)
+    yield from (endpoint_faults, endpoint_retries, endpoint_ejections)
     if snapshot.router is not None:
         yield _gauge(
             "portero_router_client_connections", "Open client connections to the router.", snapshot.router.connections

@@ -59,6 +59,11 @@ class Traffic:
     latency_sum_s: float
     latency_count: int
     client_error_ratio: float | None = None  # 4xx share of the responses of the window
+    # An endpoint's own failures since the monitor started (a service's are its endpoints'): tries failed by kind
+    # (router/stats.py FAULTS), tries that failed there and went elsewhere, times it was ejected.
+    faults_total: dict[str, int] = field(default_factory=dict)
+    retries_total: int = 0
+    ejections_total: int = 0
 
 
 @dataclass(frozen=True)

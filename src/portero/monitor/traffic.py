@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from portero.monitor.snapshot import Traffic
-from portero.router.stats import BOUNDS_S, STATUS_CLASSES, LatencyHistogram
+from portero.router.stats import BOUNDS_S, FAULTS, STATUS_CLASSES, LatencyHistogram
 
 Key = tuple[str, str | None]  # (service, endpoint address); None: the router's own answers for the service
 
@@ -36,6 +36,9 @@ class Reading:
     in_flight: int
     buckets: tuple[int, ...]  # len(BOUNDS_S) + 1
     latency_sum_s: float
+    faults: tuple[int, ...] = (0,) * len(FAULTS)  # tries it failed, by kind (router/stats.py FAULTS)
+    retries: int = 0
+    ejections: int = 0
 
 
 @dataclass
@@ -44,12 +47,18 @@ class Totals:
     responses: list[int] = field(default_factory=lambda: [0] * len(STATUS_CLASSES))
     buckets: list[int] = field(default_factory=lambda: [0] * (len(BOUNDS_S) + 1))
     latency_sum_s: float = 0.0
+    faults: list[int] = field(default_factory=lambda: [0] * len(FAULTS))
+    retries: int = 0
+    ejections: int = 0
 
     def add(self, delta: Totals) -> None:
         self.requests += delta.requests
         self.responses = [a + b for a, b in zip(self.responses, delta.responses, strict=True)]
         self.buckets = [a + b for a, b in zip(self.buckets, delta.buckets, strict=True)]
         self.latency_sum_s += delta.latency_sum_s
+        self.faults = [a + b for a, b in zip(self.faults, delta.faults, strict=True)]
+        self.retries += delta.retries
+        self.ejections += delta.ejections
 
 
 class TrafficBook:
@@ -90,12 +99,23 @@ class TrafficBook:
 
 def _delta(before: Reading | None, now: Reading) -> Totals:
     if before is None or before.identity != now.identity or now.requests < before.requests:
-        return Totals(now.requests, list(now.responses), list(now.buckets), now.latency_sum_s)
+        return Totals(
+            now.requests,
+            list(now.responses),
+            list(now.buckets),
+            now.latency_sum_s,
+            list(now.faults),
+            now.retries,
+            now.ejections,
+        )
     return Totals(
         now.requests - before.requests,
         [a - b for a, b in zip(now.responses, before.responses, strict=True)],
         [a - b for a, b in zip(now.buckets, before.buckets, strict=True)],
         now.latency_sum_s - before.latency_sum_s,
+        [a - b for a, b in zip(now.faults, before.faults, strict=True)],
+        now.retries - before.retries,
+        now.ejections - before.ejections,
     )
 
 
@@ -116,4 +136,7 @@ def _traffic(totals: Totals, delta: Totals, in_flight: int, elapsed: float | Non
         latency_buckets=tuple(totals.buckets),
         latency_sum_s=totals.latency_sum_s,
         latency_count=sum(totals.buckets),
+        faults_total=dict(zip(FAULTS, totals.faults, strict=True)),
+        retries_total=totals.retries,
+        ejections_total=totals.ejections,
     )

@@ -18,12 +18,14 @@ from portero.monitor.snapshot import (
     Snapshot,
     Traffic,
 )
-from portero.router.stats import BOUNDS_S
+from portero.router.stats import BOUNDS_S, FAULTS
 
 HOST = HostSample(12.5, 2, 40.0, 4 << 30, 10 << 30, 0.5, 0.4, 0.3, "/tmp", 55.0, 5 << 30, 10 << 30, 100.0, 50.0, 10, 20)
 BUCKETS = tuple([3] + [0] * len(BOUNDS_S))
 TRAFFIC = Traffic(3, {"1xx": 0, "2xx": 2, "3xx": 0, "4xx": 0, "5xx": 1}, 1.5, 0.33, 1, 0.0002, 0.0004, 0.0005,
                   BUCKETS, 0.0009, 3)  # fmt: skip
+FAULTY = Traffic(3, {"1xx": 0, "2xx": 2, "3xx": 0, "4xx": 0, "5xx": 1}, 1.5, 0.33, 1, 0.0002, 0.0004, 0.0005,
+                 BUCKETS, 0.0009, 3, None, {**dict.fromkeys(FAULTS, 0), "refused": 7, "stalled": 2}, 5, 1)  # fmt: skip
 SNAPSHOT = Snapshot(
     at=1_700_000_000.0,
     interval_s=1.0,
@@ -33,7 +35,7 @@ SNAPSHOT = Snapshot(
         ReplicaSample("portal-1-cd34", "portal", 1, "backoff", 4, None, None, None, None, None),
     ],
     services=[
-        ServiceSample("portal", 2, 1, TRAFFIC, [EndpointSample("127.0.0.1:4000", "portal-1-ab12", "active", TRAFFIC)])
+        ServiceSample("portal", 2, 1, TRAFFIC, [EndpointSample("127.0.0.1:4000", "portal-1-ab12", "active", FAULTY)])
     ],
     router=RouterSample(1.5, 1, 4),
     portero=PorteroSample(3.0, 80 << 20, 60.0, 0.004, 40, 1 << 20, 16 << 20),
@@ -68,6 +70,13 @@ def test_every_family_parses_and_has_help_and_type():
     assert 'portero_host_network_bytes_total{direction="receive"} 10.0' in text
     assert 'portero_notifications_total{outcome="sent",receiver="webhook-1"} 2.0' in text
     assert "portero_monitoring_enabled 1.0" in text
+    labels = 'endpoint="127.0.0.1:4000",replica="portal-1-ab12",service="portal"'
+    faults = 'endpoint="127.0.0.1:4000",kind="{}",replica="portal-1-ab12",service="portal"'
+    assert f"portero_endpoint_faults_total{{{faults.format('refused')}}} 7.0" in text
+    assert f"portero_endpoint_faults_total{{{faults.format('stalled')}}} 2.0" in text
+    assert f"portero_endpoint_faults_total{{{faults.format('reset')}}} 0.0" in text
+    assert f"portero_endpoint_retries_total{{{labels}}} 5.0" in text
+    assert f"portero_endpoint_ejections_total{{{labels}}} 1.0" in text
 
 
 def test_disabled_or_not_yet_sampled_says_only_so():

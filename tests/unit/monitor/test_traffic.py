@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from portero.monitor.traffic import Reading, TrafficBook
-from portero.router.stats import BOUNDS_S
+from portero.router.stats import BOUNDS_S, FAULTS
 
 T0 = 1_700_000_000.0
 BUCKETS = len(BOUNDS_S) + 1
@@ -55,3 +57,21 @@ def test_an_endpoint_that_leaves_and_comes_back_as_a_new_object_starts_from_its_
     assert services["portal"].requests_total == 39
     assert services["portal"].requests_per_second == pytest.approx(4.0)
     assert endpoints[("portal", "a:1")].requests_total == 4
+
+
+def test_an_endpoints_faults_retries_and_ejections_add_up_across_passes_and_never_go_down():
+    book = TrafficBook()
+    first = replace(reading("a:1", 1, ok=10), faults=(3, 0, 1, 0, 0, 0), retries=4, ejections=1)
+    _, endpoints = book.update([reading(None, 0, ok=10), first], T0)
+    assert endpoints[("portal", "a:1")].faults_total == dict(zip(FAULTS, (3, 0, 1, 0, 0, 0), strict=True))
+    later = replace(reading("a:1", 1, ok=12), faults=(5, 0, 1, 0, 2, 0), retries=6, ejections=2)
+    _, endpoints = book.update([reading(None, 0, ok=12), later], T0 + 1)
+    traffic = endpoints[("portal", "a:1")]
+    assert traffic.faults_total["refused"] == 5
+    assert traffic.faults_total["stalled"] == 2
+    assert (traffic.retries_total, traffic.ejections_total) == (6, 2)
+    # The same endpoint as a new stats object (it left and came back): its counts add to the totals.
+    again = replace(reading("a:1", 2, ok=1), faults=(1, 0, 0, 0, 0, 0), retries=1, ejections=0)
+    _, endpoints = book.update([reading(None, 0, ok=13), again], T0 + 2)
+    assert endpoints[("portal", "a:1")].faults_total["refused"] == 6
+    assert endpoints[("portal", "a:1")].retries_total == 7
