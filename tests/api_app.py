@@ -15,9 +15,8 @@ from fastapi import FastAPI
 from portero import tokens
 from portero.api.app import create_app
 from portero.autoscale.loop import Autoscaler
-from portero.control import ControlPlane
+from portero.daemon import assemble
 from portero.dataplane.link import RouterLink
-from portero.dataplane.plane import DataPlane
 from portero.monitor.monitor import Monitor
 from portero.runtimes.process import ProcessRuntime
 from portero.spec.loader import parse_spec
@@ -55,8 +54,8 @@ async def api_app(tmp: Path, spec_text: str = SPEC) -> AsyncIterator[ApiApp]:
     _, viewer = tokens.create(state_dir, "viewer", "test-viewer")
     spec = parse_spec(spec_text)
     store = SqliteStore(state_dir / "state.db")
-    control = ControlPlane(spec, tmp, store, ProcessRuntime(state_dir))
-    plane = DataPlane(control, RouterLink(state_dir))  # never opened: no router process runs
+    control, plane = assemble(spec, tmp, store, ProcessRuntime(state_dir), RouterLink(state_dir))  # never opened
+    assert plane is not None
     monitor = Monitor(control, plane, state_dir, spec.admin.url)
     shutdowns: list[bool] = []
     app = create_app(

@@ -35,20 +35,23 @@ from portero.api import server as admin_server
 from portero.api.app import create_app
 from portero.autoscale.loop import Autoscaler
 from portero.cluster.team import Team
-from portero.control import ControlPlane, Refused
+from portero.control import ControlPlane
 from portero.dataplane.build import BUILD
 from portero.dataplane.link import RouterLink, RouterUnavailable
 from portero.dataplane.plane import DataPlane
 from portero.deploy.loop import Deployer
+from portero.desired import DesiredState
+from portero.errors import Refused
 from portero.events import Event
 from portero.monitor.monitor import Monitor
 from portero.runtimes.base import Runtime
 from portero.runtimes.process import ProcessRuntime
 from portero.spec.loader import load_spec
 from portero.spec.models import Spec
-from portero.store.base import StoreUnavailable
+from portero.store.base import Store, StoreUnavailable
 from portero.store.redis import RedisStore
 from portero.store.sqlite import SqliteStore
+from portero.supervisor.loop import Supervisor
 from portero.tasks import settle, spawn
 from portero.tls.admin import AdminCertificate
 from portero.tls.manager import TlsManager
@@ -207,7 +210,6 @@ class Daemon:
         await self.plane.attach(servers)
         if self.plane.tls is not None:
             await self.plane.tls.load()  # the certificates held already go out with the first snapshot
-        self.deployer.on_traffic.append(self.plane.sync)
         if self.link.adopted:
             workers = ", ".join(str(w["pid"]) for w in hello.workers) or "none"
             message = f"adopted the running router: pid {hello.pid}, workers {workers}, snapshot {hello.version}"
@@ -300,7 +302,7 @@ class Daemon:
         # Among other porteros only the last one stops the replicas (Team.leave); which one is last is known only
         # then, so each may take as long.
         graces = [s.stop_grace_s for s in self.control.spec.services.values() if s.managed]
-        graces += [want.stop_grace_s for want in self.control.supervisor.desired.values()]
+        graces += [want.stop_grace_s for want in self.control.desired.groups.values()]
         return budget + max(graces, default=0.0) + self.control.runtime.kill_wait_s
 
     # -- stop, in order -------------------------------------------------------------------------------------------
@@ -376,21 +378,34 @@ def build(spec: Spec, spec_path: Path, state_dir: Path) -> Daemon:
         raise StartupError(f"tokens: {exc}") from exc
     admin = _bind(spec)
     store = make_store(spec, state_dir)
-    control = ControlPlane(spec, spec_path.resolve().parent, store, make_runtime(spec, state_dir))
+    link = RouterLink(state_dir) if spec.router.enabled else None
+    control, plane = assemble(spec, spec_path.resolve().parent, store, make_runtime(spec, state_dir), link)
     if isinstance(control.runtime, ProcessRuntime):
         control.runtime.exit_hooks.append(control.supervisor.wake)  # a crashed replica is seen at once
-    link = RouterLink(state_dir) if spec.router.enabled else None
-    plane = DataPlane(control, link) if link is not None else None
-    deployer = control.deployer = Deployer(control, plane)
     team = Team(spec, store, control, plane, str(spec_path), tokens) if isinstance(store, RedisStore) else None
     if plane is not None:
         plane.tls = make_tls(spec, state_dir, store, control, plane, team)
     monitor = Monitor(control, plane, state_dir, admin_url(spec))
     autoscaler = Autoscaler(control, plane, monitor)
     return Daemon(
-        spec, spec_path, state_dir, tokens, admin, store, control, link, plane, deployer, team, monitor, autoscaler,
-        asyncio.Event(),
+        spec, spec_path, state_dir, tokens, admin, store, control, link, plane, control.deployer, team, monitor,
+        autoscaler, asyncio.Event(),
     )  # fmt: skip
+
+
+def assemble(
+    spec: Spec, base_dir: Path, store: Store, runtime: Runtime, link: RouterLink | None
+) -> tuple[ControlPlane, DataPlane | None]:
+    """The controllers around the one owner of desired state, and the data plane that routes by it."""
+    desired = DesiredState(store)
+    supervisor = Supervisor(runtime, store, base_dir, lambda: desired.groups)
+    desired.observers.append(supervisor.wake)
+    plane = DataPlane(spec, desired, supervisor, link) if link is not None else None
+    deployer = Deployer(desired, supervisor, store, plane)
+    control = ControlPlane(spec, base_dir, store, runtime, supervisor=supervisor, desired=desired, deployer=deployer)
+    if plane is not None:
+        control.on_applied.append(plane.configure)
+    return control, plane
 
 
 async def serve(

@@ -34,6 +34,7 @@ class LoadReport:
     latencies_s: list[float] = field(default_factory=list)
     # (seconds since start when sent, status or 0 for an error, version, seconds since start when answered)
     timeline: list[tuple[float, int, str, float]] = field(default_factory=list)
+    answered_by: list[str] = field(default_factory=list)  # X-Replica of each answer of `timeline` ("" if none)
     duration_s: float = 0.0
     started_at: float = 0.0  # time.monotonic() at the start
     connections: int = 0  # opened, over the run
@@ -53,6 +54,7 @@ class LoadReport:
 class _Answer:
     status: int = 0
     version: str = ""
+    replica: str = ""
     close: bool = False
     body: bytes = b""
 
@@ -92,6 +94,8 @@ class _Connection(asyncio.Protocol):
         lower = name.lower()
         if lower == b"x-app-version":
             self.answer.version = value.decode("latin-1")
+        elif lower == b"x-replica":
+            self.answer.replica = value.decode("latin-1")
         elif lower == b"connection" and value.lower() == b"close":
             self.answer.close = True
 
@@ -197,6 +201,7 @@ async def _client(target: _Target, report: LoadReport, going: Callable[[], bool]
             report.failed += 1
             report.errors[str(exc) or type(exc).__name__] += 1
             report.timeline.append((sent_at - start, 0, "", time.monotonic() - start))
+            report.answered_by.append("")
             continue
         _count(report, answer, sent_at)
         if answer.close:
@@ -215,6 +220,7 @@ def _count(report: LoadReport, answer: _Answer, sent_at: float) -> None:
     report.statuses[answer.status] += 1
     report.versions[answer.version] += 1
     report.timeline.append((sent_at - start, answer.status, answer.version, done_at - start))
+    report.answered_by.append(answer.replica)
     if answer.status < 500:
         report.ok += 1
     else:

@@ -131,6 +131,8 @@ class Replica:
     passes: int = 0  # consecutive health check results, HAProxy's rise/fall counters
     failures: int = 0
     unhealthy_since: float | None = None
+    last_error: str | None = None  # why it last failed to start, crashed or was recycled; cleared once it is ready
+    final_error: bool = False  # that failure cannot heal by trying again (command not found, image missing)
 
     @property
     def running(self) -> bool:

@@ -284,12 +284,14 @@ def test_a_spec_applied_through_the_follower_is_applied_once_and_each_keeps_its_
 
     result = b.cli("apply")
 
-    assert "portal: 3 replica(s)" in result.stdout, result.stdout
+    assert "services.portal.replicas.initial: 2 -> 3: the supervisor keeps the new count" in result.stdout, (
+        result.stdout
+    )
     a.ready(3)
     b.wait("B to route to the three", lambda: len(b.ready(3)) == 3)
     assert len(a.replicas()) == 3
     applied = [e for e in a.events() if e["kind"] == "spec.applied"]
-    assert len([e for e in applied if "3 replica(s)" in e["message"]]) == 1
+    assert len([e for e in applied if "replicas.initial: 2 -> 3" in e["message"]]) == 1
     for member in (a, b):  # each router still listens where its own spec says
         assert member.http.get(f"http://127.0.0.1:{member.router_port}/health").status_code == 200
     assert b.get("/cluster")["role"] == "follower"

@@ -21,7 +21,9 @@ TINY = Path(__file__).parents[1] / "fixtures" / "tiny_app.py"
 @pytest.fixture
 async def supervisor(tmp_path):
     store = SqliteStore(tmp_path / "state.db")
-    sup = Supervisor(ProcessRuntime(tmp_path), store, tmp_path)
+    wants: dict[str, Desired] = {}
+    sup = Supervisor(ProcessRuntime(tmp_path), store, tmp_path, lambda: wants)
+    sup.wanted = wants  # type: ignore[attr-defined]  # what each test sets
     yield sup
     await sup.shutdown()
     await store.close()
@@ -30,7 +32,7 @@ async def supervisor(tmp_path):
 async def test_a_replica_of_a_pruned_revision_is_replaced_not_wedged(supervisor):
     spec = ServiceSpec(command=(sys.executable, str(TINY)))
     supervisor.templates[("web", 12)] = spec  # revision 1 is no longer kept
-    supervisor.desired = {"web": Desired("web", 12, 1)}
+    supervisor.wanted["web"] = Desired("web", 12, 1)
     supervisor.replicas = [Replica("web-1-dead", "web", 1)]  # pending, of the pruned revision
     await supervisor.tick()
     await supervisor.tick()
@@ -42,7 +44,7 @@ async def test_a_replica_of_a_pruned_revision_is_replaced_not_wedged(supervisor)
 
 async def test_a_started_replica_is_saved_before_the_pass_ends(supervisor):
     supervisor.templates[("web", 1)] = ServiceSpec(command=(sys.executable, str(TINY)))
-    supervisor.desired = {"web": Desired("web", 1, 2)}
+    supervisor.wanted["web"] = Desired("web", 1, 2)
     await supervisor.tick()
     saved = await supervisor.store.load_replicas()
     assert len(saved) == 2

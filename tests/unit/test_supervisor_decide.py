@@ -213,7 +213,7 @@ def test_start_failure_backs_off_like_a_crash():
     trace = Trace(replicas=1)
     trace.step()
     pending = Replica("web-9", "web", 1)
-    failed, event = decide.start_failed(pending, "command not found", RESTART, 5.0)
+    failed, event = decide.start_failed(pending, "command not found", RESTART, 5.0, final=True)
     assert failed.state is ReplicaState.BACKOFF
     assert failed.next_start_at == 6.0
     assert "could not start: command not found" in event.message

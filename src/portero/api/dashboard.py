@@ -26,8 +26,9 @@ from portero.api.monitoring import AlertOut, SeriesOut, TrafficOut
 from portero.api.routerd import CertificateOut
 from portero.api.schemas import DeploymentOut, EventOut, ServerOut, ServiceOut
 from portero.autoscale.loop import Autoscaler
-from portero.control import ControlPlane, NotFound
+from portero.control import ControlPlane
 from portero.dataplane.plane import DataPlane
+from portero.errors import NotFound
 from portero.monitor.monitor import Monitor
 from portero.monitor.series import SeriesStore
 from portero.monitor.window import WINDOW_S

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from portero.api.params import DeploymentId, ServiceName
 from portero.api.schemas import DeployIn, DeploymentOut, DeploymentsOut, RevisionOut, RevisionsOut, RollbackIn
-from portero.control import ControlPlane, NotFound
+from portero.control import ControlPlane
 from portero.deploy.model import Deployment
+from portero.errors import NotFound
 from portero.spec.models import NAME_PATTERN
 
 
@@ -31,6 +32,12 @@ def routes(control: ControlPlane) -> APIRouter:
     async def rollback(body: RollbackIn) -> DeploymentOut:
         """Go back to a kept revision (the previous one by default); recorded as a deployment itself."""
         return out(await control.rollback(body.service, body.revision, trigger="api"))
+
+    @api.post("/deployments/{deployment_id}/abort", summary="Abort a running deployment")
+    async def abort(deployment_id: DeploymentId, request: Request) -> DeploymentOut:
+        """Back to the serving revision at once: all traffic to it, the new replicas stopped. The record says who
+        asked (the token's name and id). 409 when the deployment has ended already."""
+        return out(await control.abort(deployment_id, asked_by(request)))
 
     @api.get("/deployments", summary="List deployments, newest first")
     async def deployments(
@@ -67,3 +74,9 @@ def routes(control: ControlPlane) -> APIRouter:
         )
 
     return api
+
+
+def asked_by(request: Request) -> str:
+    """Who sent the request, as records name it: the token's name and id."""
+    token = getattr(request.state, "token", None)
+    return f"token {token.name} ({token.id})" if token is not None else "the API"

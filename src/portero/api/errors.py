@@ -9,7 +9,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from portero.control import NotFound, Refused
+from portero.errors import NotFound, Refused
 from portero.runtimes.base import RuntimeFailure
 from portero.spec.loader import SpecError
 from portero.store.base import StaleLeader, StoreUnavailable

@@ -12,8 +12,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from portero.api.schemas import DrainIn, ServerIn, ServerOut, ServerRef, ServersOut, WeightIn
-from portero.control import ControlPlane, NotFound, Refused
+from portero.control import ControlPlane
 from portero.dataplane.plane import DataPlane
+from portero.errors import NotFound, Refused
 from portero.events import Event
 from portero.health.service import takes_requests
 from portero.spec.models import NAME_PATTERN

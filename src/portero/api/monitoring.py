@@ -14,7 +14,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from portero.control import ControlPlane, NotFound, Refused
+from portero.control import ControlPlane
+from portero.errors import NotFound, Refused
 from portero.monitor.alerts import Alert
 from portero.monitor.monitor import Monitor
 from portero.monitor.notify import rfc3339

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path
 
-from portero.control import NotFound
+from portero.errors import NotFound
 from portero.spec.models import NAME_PATTERN
 
 REPLICA_ID = r"^[a-z][a-z0-9-]{0,63}$"

@@ -6,7 +6,8 @@ from fastapi import APIRouter
 
 from portero.api.params import ReplicaId
 from portero.api.schemas import ContainersOut, ReplicaOut, StatsOut
-from portero.control import ControlPlane, NotFound, Refused
+from portero.control import ControlPlane
+from portero.errors import NotFound, Refused
 from portero.replicas import Replica
 
 

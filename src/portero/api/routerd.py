@@ -10,10 +10,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from portero.control import ControlPlane, NotFound, Refused
+from portero.control import ControlPlane
 from portero.dataplane.build import BUILD
 from portero.dataplane.link import Hello, RouterUnavailable
 from portero.dataplane.plane import DataPlane
+from portero.errors import NotFound, Refused
 from portero.events import Event
 
 

@@ -120,6 +120,12 @@ class ReplicaOut(BaseModel):
     next_start_in_s: float | None
     cpu_percent: float | None = Field(default=None, description="Latest monitor sample: percent of one core.")
     memory_bytes: int | None = Field(default=None, description="Latest monitor sample: resident memory.")
+    last_error: str | None = Field(
+        default=None, description="Why it last failed to start, crashed or was recycled; none once it is ready."
+    )
+    last_error_final: bool = Field(
+        default=False, description="Trying again cannot help as things are (command not found, image missing)."
+    )
 
     @classmethod
     def of(cls, replica: Replica, now: float, usage: tuple[float | None, int | None] = (None, None)) -> ReplicaOut:
@@ -140,6 +146,8 @@ class ReplicaOut(BaseModel):
             next_start_in_s=round(max(waiting, 0.0), 1) if waiting is not None else None,
             cpu_percent=usage[0],
             memory_bytes=usage[1],
+            last_error=replica.last_error,
+            last_error_final=replica.final_error,
         )
 
 
@@ -232,9 +240,25 @@ class SpecIn(Body):
 
 
 class AppliedOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"changes": ["portal: 3 -> 5 replica(s)"]}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "changes": [
+                        "router.port: 8000 -> 8080: the router listens there now, hitless (connections on the old "
+                        "port finish)",
+                        "services.portal.version: v1 -> v2: revision 2, deployment portal-1764300000-a1b2 (rolling)",
+                    ],
+                    "deployments": ["portal-1764300000-a1b2"],
+                }
+            ]
+        }
+    )
 
-    changes: list[str]
+    changes: list[str] = Field(description="Each changed field, old -> new, and how it took effect.")
+    deployments: list[str] = Field(
+        default_factory=list, description="Deployments the spec started: follow them at /deployments/{id}."
+    )
 
 
 class EventOut(BaseModel):

@@ -1,4 +1,5 @@
-"""The spec: apply a changed one; a refused spec changes nothing."""
+"""The spec: apply a changed one (each changed field and how it took effect, the deployments it started); a
+refused spec changes nothing."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from fastapi import APIRouter, Request
 
 from portero.api.schemas import AppliedOut, SpecIn
 from portero.cluster.local import local
-from portero.control import ControlPlane, Refused
+from portero.control import ControlPlane
 from portero.spec.loader import parse_spec
 
 
@@ -20,8 +21,7 @@ def routes(control: ControlPlane) -> APIRouter:
         spec = await asyncio.to_thread(parse_spec, body.yaml, body.source)  # a big spec must not stall traffic
         if getattr(request.app.state, "cluster", None):  # sent through another portero: its ports are its own
             spec = local(spec, control.spec)
-        if spec.runtime != control.spec.runtime or spec.admin != control.spec.admin:
-            raise Refused("changing `runtime` or `admin` needs a restart of portero (portero down, up)")
-        return AppliedOut(changes=await control.apply(spec, body.source, reason=f"applied from {body.source}"))
+        applied = await control.apply(spec, body.source, reason=f"applied from {body.source}")
+        return AppliedOut(changes=applied.changes, deployments=[d.id for d in applied.deployments])
 
     return api

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from portero.autoscale.decide import Decision, History, Limits, Signals, decide
-from portero.control import ControlPlane, Refused
+from portero.control import ControlPlane
+from portero.errors import Refused
 from portero.events import Event
 from portero.monitor.series import series_key
 from portero.replicas import ReplicaState
@@ -102,8 +103,7 @@ class Autoscaler:
 
     async def tick(self, name: str, now: float) -> Decision | None:
         control = self.control
-        deployer = control.deployer
-        if name not in control.records or (deployer is not None and name in deployer.active):
+        if name not in control.records or control.desired.holder(name) is not None:
             return None  # a deployment owns the groups while it runs
         spec = control.spec.services[name]
         current = control.records[name].desired
@@ -119,7 +119,7 @@ class Autoscaler:
         self._remember(name, current, decision, now)
         if decision.changed:
             try:
-                await control.scale(name, decision.desired, reason=f"autoscaler: {decision.reason}")
+                await control.scale(name, decision.desired, reason=f"autoscaler: {decision.reason}", automatic=True)
             except Refused as exc:
                 log.warning("autoscaler could not scale %s: %s", name, exc)
                 return decision

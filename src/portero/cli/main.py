@@ -200,33 +200,75 @@ def _detach(file: Path, wait_s: float) -> None:
             start_new_session=True,
             umask=statedir.app_umask(),  # the daemon records it for the replicas: the one before this CLI's 077
         )
+    _await_ready(file, child, wait_s)
+
+
+def _await_ready(file: Path, child: subprocess.Popen[bytes], wait_s: float) -> None:
+    """Until every service has its replicas ready (the status table), or waiting cannot help, or `wait_s`."""
     deadline = time.monotonic() + wait_s
     refused_until = time.monotonic() + TOKEN_GRACE_S
     starting = _StartingClient(file)
-    while time.monotonic() < deadline:
+    client = starting.client
+    hopeless = False
+    while time.monotonic() < deadline and not hopeless:
         if child.poll() is not None:
-            tail = (state_dir / "portero.log").read_text(errors="replace").splitlines()[-5:]
+            tail = (Context.state_dir / "portero.log").read_text(errors="replace").splitlines()[-5:]
             raise fail("portero exited at start:\n" + "\n".join(tail))
         client = starting.get()
-        if client.alive():
-            try:
-                services = client.get("/services")["services"]
-            except CliError as exc:
-                if exc.status not in (401, 403):
-                    raise fail(f"portero (pid {child.pid}) started, but {exc}") from None
-                if time.monotonic() < refused_until:  # with Redis, the group's tokens arrive within a second
-                    time.sleep(0.25)
-                    continue
-                _stop(child)
-                refused = f"PORTERO_TOKEN was refused ({exc.args[0].splitlines()[0]}; {_token_hint()})"
-                raise fail(f"{refused}: portero was stopped again") from None
-            if all(s["ready"] >= s["desired"] for s in services):
-                console.print(status_table(services))
-                _warn_root(services)
-                console.print(f"portero running in the background (pid {child.pid}), admin API at {client.url}")
-                return
+        services = _services_at_start(client, child, refused_until) if client.alive() else None
+        if services is not None and all(s["ready"] >= s["desired"] for s in services):
+            console.print(status_table(services))
+            _warn_root(services)
+            console.print(f"portero running in the background (pid {child.pid}), admin API at {client.url}")
+            return
+        hopeless = services is not None and _cannot_start(services)  # waiting longer cannot help
         time.sleep(0.25)
-    raise fail(f"portero (pid {child.pid}) started but its replicas were not all ready within {wait_s:g} s")
+    try:
+        services = client.get("/services")["services"]
+    except CliError:
+        services = []
+    why = "".join(f"\n  {line}" for line in _not_ready(services))
+    if hopeless:
+        raise fail(f"portero (pid {child.pid}) runs, but replicas cannot start; fix the spec and apply it:{why}")
+    raise fail(f"portero (pid {child.pid}) started but its replicas were not all ready within {wait_s:g} s{why}")
+
+
+def _services_at_start(
+    client: Client, child: subprocess.Popen[bytes], refused_until: float
+) -> list[dict[str, Any]] | None:
+    """The services, or None while the token may still be on its way (with Redis, the group's tokens arrive
+    within a second); a token refused after that stops the daemon again."""
+    try:
+        services: list[dict[str, Any]] = client.get("/services")["services"]
+    except CliError as exc:
+        if exc.status not in (401, 403):
+            raise fail(f"portero (pid {child.pid}) started, but {exc}") from None
+        if time.monotonic() < refused_until:
+            return None
+        _stop(child)
+        refused = f"PORTERO_TOKEN was refused ({exc.args[0].splitlines()[0]}; {_token_hint()})"
+        raise fail(f"{refused}: portero was stopped again") from None
+    return services
+
+
+def _not_ready(services: list[dict[str, Any]]) -> list[str]:
+    """Why each replica that is not ready is not: its last error (a start failure, an exit, a failed check)."""
+    return [
+        f"{r['id']}: {r['state']}" + (f": {r['last_error']}" if r.get("last_error") else "")
+        for s in services
+        for r in s["replicas"]
+        if r["state"] != "ready"
+    ]
+
+
+def _cannot_start(services: list[dict[str, Any]]) -> bool:
+    """Some service lacks replicas, and every replica it is missing failed in a way that trying again cannot heal
+    (command not found, workdir or image missing)."""
+    for s in services:
+        waiting = [r for r in s["replicas"] if r["state"] != "ready"]
+        if s["ready"] < s["desired"] and waiting and all(r.get("last_error_final") for r in waiting):
+            return True
+    return False
 
 
 class _StartingClient:
@@ -442,8 +484,13 @@ def events(
 
 
 @app.command()
-def apply(file: SpecFile = Path("portero.yaml")) -> None:
-    """Send a changed spec to the running portero; a refused spec changes nothing."""
+def apply(
+    file: SpecFile = Path("portero.yaml"),
+    detach: Annotated[bool, typer.Option("--detach", help="Return once applied; do not follow deployments.")] = False,
+) -> None:
+    """Send a changed spec to the running portero: each changed field is listed with how it took effect, and
+    the deployments it starts are followed until they end (exit 1 when one fails or rolls back); a refused
+    spec changes nothing."""
     try:
         spec = load_spec(file)
         text = file.read_text(encoding="utf-8")
@@ -454,7 +501,16 @@ def apply(file: SpecFile = Path("portero.yaml")) -> None:
     wait = httpx.Timeout(10, read=spec.docker.build_timeout_s * builds + 120 if builds else 10)
     body = {"yaml": text, "source": str(file)}
     result = _call(lambda c: c.request("PUT", "/spec", json=body, timeout=wait), file)
-    console.print("\n".join(result["changes"]) or "no change")
+    console.print("\n".join(result["changes"]) or "no change", highlight=False)
+    ended = [_follow_deployment(_deployment(d, file), not detach, file, quiet=True) for d in result["deployments"]]
+    failed = [d for d in ended if d["state"] not in ("running", "succeeded")]
+    if failed:
+        raise fail("; ".join(_outcome(d) for d in failed))
+
+
+def _deployment(deployment_id: str, file: Path) -> dict[str, Any]:
+    found: dict[str, Any] = _call(lambda c: c.get(f"/deployments/{deployment_id}"), file)
+    return found
 
 
 @app.command()
@@ -474,10 +530,17 @@ def deploy(
     image: Annotated[str | None, typer.Option(help="New image (container runtimes).")] = None,
     set_env: Annotated[list[str] | None, typer.Option("--set", help="KEY=VAL environment change; repeatable.")] = None,
     strategy: Annotated[str | None, typer.Option(help="rolling, blue-green or canary (default: the spec's).")] = None,
-    follow: Annotated[bool, typer.Option(help="Show progress until it ends.")] = True,
+    abort: Annotated[
+        bool, typer.Option("--abort", help="Abort the service's running deployment: its serving revision at once.")
+    ] = False,
+    detach: Annotated[bool, typer.Option("--detach", help="Return once started; do not follow it.")] = False,
     file: SpecFile = Path("portero.yaml"),
 ) -> None:
-    """Deploy a new revision: the serving one with these changes."""
+    """Deploy a new revision (the serving one with these changes) and follow it until it ends, as `kubectl rollout
+    status` does: exit 1 when it fails or rolls back. --abort stops the running one."""
+    if abort:
+        _abort(service, file)
+        return
     env = {}
     for item in set_env or []:
         key, sep, value = item.partition("=")
@@ -486,18 +549,34 @@ def deploy(
         env[key] = value
     body = {"service": service, "version": version, "image": image, "env": env, "strategy": strategy}
     started = _call(lambda c: c.post("/deploy", {k: v for k, v in body.items() if v is not None}), file)
-    _follow_deployment(started, follow, file)
+    ended = _follow_deployment(started, not detach, file)
+    if ended["state"] not in ("running", "succeeded"):
+        raise fail(_outcome(ended))
+
+
+def _abort(service: str, file: Path) -> None:
+    found = _call(lambda c: c.get("/deployments", service=service, limit=20), file)["deployments"]
+    running = next((d for d in found if d["state"] == "running"), None)
+    if running is None:
+        raise fail(f"no deployment of {service} is running")
+    ended = _call(lambda c: c.post(f"/deployments/{running['id']}/abort"), file)
+    console.print(
+        f"deployment {escape(ended['id'])} aborted: revision {ended['from_revision']} serves {escape(service)}"
+    )
 
 
 @app.command()
 def rollback(
     service: Annotated[str, typer.Argument(help="Service to roll back.")] = "portal",
     revision: Annotated[int | None, typer.Argument(help="Kept revision (default: the previous one).")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Return once started; do not follow it.")] = False,
     file: SpecFile = Path("portero.yaml"),
 ) -> None:
-    """Go back to a kept revision; recorded as a deployment."""
+    """Go back to a kept revision; recorded as a deployment, followed until it ends."""
     started = _call(lambda c: c.post("/rollback", {"service": service, "revision": revision}), file)
-    _follow_deployment(started, True, file)
+    ended = _follow_deployment(started, not detach, file)
+    if ended["state"] not in ("running", "succeeded"):
+        raise fail(_outcome(ended))
 
 
 @app.command()
@@ -512,11 +591,13 @@ def history(
     console.print(deployments_table(found))
 
 
-def _follow_deployment(started: dict[str, Any], follow: bool, file: Path) -> None:
-    console.print(
-        f"deployment {escape(started['id'])}: revision {started['from_revision']} -> "
-        f"{started['to_revision']} ({started['strategy']})"
-    )
+def _follow_deployment(started: dict[str, Any], follow: bool, file: Path, *, quiet: bool = False) -> dict[str, Any]:
+    """Print its steps as they come until it ends (`follow`), and return its last record."""
+    if not quiet:
+        console.print(
+            f"deployment {escape(started['id'])}: revision {started['from_revision']} -> "
+            f"{started['to_revision']} ({started['strategy']})"
+        )
     shown = 0
     current = started
     while True:
@@ -525,11 +606,13 @@ def _follow_deployment(started: dict[str, Any], follow: bool, file: Path) -> Non
             console.print(f"  [dim]{stamp}[/] {escape(step['message'])}", highlight=False)
         shown = len(current["steps"])
         if current["state"] != "running" or not follow:
-            break
+            return current
         time.sleep(0.5)
-        current = _call(lambda c: c.get(f"/deployments/{started['id']}"), file)
-    if current["state"] not in ("running", "succeeded"):
-        raise fail(f"deployment {current['id']} {current['state'].replace('_', ' ')}: {current['reason']}")
+        current = _deployment(started["id"], file)
+
+
+def _outcome(d: dict[str, Any]) -> str:
+    return f"deployment {d['id']} {d['state'].replace('_', ' ')}: {d['reason']}"
 
 
 @app.command()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from portero.cluster.local import local
 from portero.control import KEEP_REVISIONS, ControlPlane
+from portero.desired import DropHolds
 from portero.events import Event
 from portero.revisions import Revision
 from portero.spec.models import Spec
@@ -39,11 +40,10 @@ class Controllers:
             source = stored[0]
             control.spec = local(Spec.model_validate(stored[1], strict=False), control.spec)
         self.terms += 1
+        await control.deployer.recover()  # a deployment the last leader left running ends as aborted
+        await control.desired.apply(DropHolds())  # and its traffic split with it: the serving revision takes it all
+        await self.store.put_traffic({})
         await control.start(source)
-        if control.deployer is not None:
-            control.deployer.active.clear()
-            await control.deployer.recover()  # a deployment the last leader left running ends as aborted
-        await self.store.put_traffic({})  # and its traffic split with it: the serving revision takes it all
         control.supervisor.acting = True
         control.supervisor.wake()
         message = f"{self.identity} leads with fencing token {token}"
@@ -79,8 +79,7 @@ class Controllers:
         """Pause: the pass in progress ends first; replicas keep running for the next leader to adopt."""
         control = self.control
         await control.supervisor.pause()
-        if control.deployer is not None:
-            control.deployer.active.clear()
-        control.traffic.clear()
+        control.deployer.stand_down()
+        await control.desired.apply(DropHolds())
         message = f"{self.identity} stopped leading: {reason}"
         await control.supervisor.record(Event("leader.lost", self.identity, message, at=control.clock()))

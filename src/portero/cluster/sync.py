@@ -22,6 +22,7 @@ from portero.cluster.local import local
 from portero.cluster.registry import Deregister, Drain, Register, Reweight, ServerOp, Undrain
 from portero.control import ControlPlane
 from portero.dataplane.plane import DataPlane
+from portero.desired import Load
 from portero.spec.models import Spec
 from portero.store.base import ServerRecord, StoreUnavailable
 from portero.store.redis import RedisStore
@@ -165,8 +166,8 @@ class Sync:
                 return  # it took the lead meanwhile: its own adoption is newer
             if stored[1] != self._spec:
                 self._follow_spec(stored[1])
-            self.control.records = {name: r for name, r in records.items() if name in self.control.spec.services}
-            self.control.traffic = traffic
+            known = {name: r for name, r in records.items() if name in self.control.spec.services}
+            await self.control.desired.apply(Load(known, traffic))
             supervisor.replicas = replicas
             for observer in supervisor.observers:
                 observer(replicas)

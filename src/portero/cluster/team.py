@@ -54,18 +54,19 @@ class Team:
         self.sync = Sync(store, control, plane)
         self.controllers.servers = self.sync.registered
         store.on_stale = self._stale
-        if control.deployer is not None:
-            control.deployer.on_traffic.append(self._share_traffic)
+        control.desired.observers.append(self._share_traffic)
         self.control = control
         self.store = store
         self.tokens = tokens
         self._tasks: list[asyncio.Task[None]] = []
         self._traffic: asyncio.Task[None] | None = None
+        self._shared: dict[str, dict[int, float]] = {}
 
     def _share_traffic(self) -> None:
         """A deployment moved traffic: the other routers split it the same way (written in order, by the leader)."""
-        if self.election.leading:
-            split = {service: dict(shares) for service, shares in self.control.traffic.items()}
+        split = self.control.desired.traffic
+        if self.election.leading and split != self._shared:
+            self._shared = split
             self._traffic = spawn(self._write_traffic(self._traffic, split), name="share-traffic")
 
     async def _write_traffic(self, previous: asyncio.Task[None] | None, split: dict[str, dict[int, float]]) -> None:

@@ -13,20 +13,23 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from portero.dataplane.link import RouterLink
 from portero.dataplane.report import EndpointRecord, endpoint_out
 from portero.dataplane.table import RoutingTable
+from portero.desired import DesiredState
 from portero.events import Event
 from portero.replicas import Replica
 from portero.router.balancer import make_balancer
 from portero.router.target import Target
+from portero.spec.models import Spec
 from portero.store.base import ServerRecord
+from portero.supervisor.loop import Supervisor
 from portero.tasks import spawn
 
 if TYPE_CHECKING:
-    from portero.control import ControlPlane
     from portero.tls.manager import TlsManager
 
 log = logging.getLogger(__name__)
@@ -34,10 +37,18 @@ SETTLE_TIMEOUT_S = 10.0  # the workers acknowledge a snapshot within this (they 
 
 
 class DataPlane:
-    def __init__(self, control: ControlPlane, link: RouterLink) -> None:
-        self.control = control
+    def __init__(
+        self,
+        spec: Spec,
+        desired: DesiredState,
+        supervisor: Supervisor,
+        link: RouterLink,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.desired = desired  # the replicas' weights follow its traffic splits
+        self.supervisor = supervisor
         self.link = link
-        spec = control.spec
+        self.clock = clock
         self.table = RoutingTable(spec.router, {n: s for n, s in spec.services.items()})
         self._pushing = False
         self._held = False  # no push until `release`: an adopted router keeps its snapshot meanwhile
@@ -54,28 +65,22 @@ class DataPlane:
         for server in servers:
             if server.service in self.table.services:
                 self.table.register(server.service, server.address, server.weight)
-        supervisor = self.control.supervisor
-        supervisor.observers.append(self.sync)
-        supervisor.drain = self.drain
-        self.control.on_applied.append(self.configure)
+        self.supervisor.observers.append(self.sync)
+        self.supervisor.drain = self.drain
+        self.desired.observers.append(self.sync)
         self.link.on_event.append(self._record_event)
 
     # -- changes --------------------------------------------------------------------------------------------------
 
-    def configure(self, spec: Any) -> None:
+    def configure(self, spec: Spec) -> None:
+        """A new spec applied (control.py's `on_applied`)."""
         self.table.configure(spec.router, dict(spec.services))
         self.sync()
 
     def sync(self, replicas: list[Replica] | None = None) -> None:
-        """The supervisor's replicas (or the deployment's traffic split) changed."""
-        control = self.control
-        replicas = control.supervisor.replicas if replicas is None else replicas
-        deploying = control.deployer.active if control.deployer is not None else {}
-        serving = {
-            name: (record.revision if name not in deploying or name in control.traffic else None)
-            for name, record in control.records.items()
-        }
-        self.table.set_replicas(replicas, control.traffic, serving)
+        """The supervisor's replicas, or what should serve (a deployment's split), changed."""
+        replicas = self.supervisor.replicas if replicas is None else replicas
+        self.table.set_replicas(replicas, self.desired.traffic, self.desired.serving())
         self.push()
 
     def hold(self) -> None:
@@ -104,7 +109,7 @@ class DataPlane:
 
     async def _time_push(self, version: int, started: float) -> None:
         if await self.link.served(version, SETTLE_TIMEOUT_S):
-            self.push_times.append((self.control.clock(), time.monotonic() - started))
+            self.push_times.append((self.clock(), time.monotonic() - started))
 
     async def settle(self) -> bool:
         """Push now and wait until every worker serves the table as it is."""
@@ -175,5 +180,5 @@ class DataPlane:
         service = str(message.get("service", ""))
         address = str(message.get("address", ""))
         subject = f"{service}/{address}" if address else "router"
-        event = Event(str(message["kind"]), subject, str(message["message"]), service or None, self.control.clock())
-        spawn(self.control.supervisor.record(event), name=f"record:{event.kind}")
+        event = Event(str(message["kind"]), subject, str(message["message"]), service or None, self.clock())
+        spawn(self.supervisor.record(event), name=f"record:{event.kind}")

@@ -33,9 +33,9 @@ import pybreaker
 import tenacity
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from portero.resilience import metrics
 from portero.resilience.breaker import BreakerOpen, Gate, storage
 from portero.resilience.clock import SYSTEM, Clock
+from portero.resilience.metrics import metrics_for, track
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -126,7 +126,7 @@ class Policy:
         self.timeout_s = timeout_s
         self.fallback = fallback
         self.clock = clock
-        self.metrics = metrics.metrics_for(registry)
+        self.metrics = metrics_for(registry)
         url = os.environ.get("REDIS_URL") if redis_url is None else redis_url
         store = storage(name, clock, url or None)
         self.breaker = pybreaker.CircuitBreaker(
@@ -140,7 +140,7 @@ class Policy:
             throw_new_error_on_trip=False,
         )
         self.gate = Gate(name, self.breaker, store)
-        metrics.track(self)
+        track(self)
         self.refresh()
 
     @property

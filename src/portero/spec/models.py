@@ -584,18 +584,22 @@ class AnalysisSettings(Model):
     """...and above this, so that noise between fast answers fails nothing."""
 
 
+StrategyName = Literal["rolling", "blue-green", "canary"]  # deploy/strategy.py has one object for each
+
+
 class DeploySettings(Model):
     """How a new revision replaces the running one."""
 
-    strategy: Literal["rolling", "blue-green", "canary"] = "rolling"
+    strategy: StrategyName = "rolling"
     """`rolling`, `blue-green` or `canary`."""
     max_surge: Annotated[int, Field(ge=0, le=100)] = 1
     """Rolling: replicas above the count while replacing."""
     max_unavailable: Annotated[int, Field(ge=0, le=100)] = 0
     """Rolling: replicas below the count while replacing."""
     progress_deadline_s: Seconds = 120
-    """A new revision not fully ready by then is rolled back (`rolled_back`, reason: its ready count); the old one
-    keeps serving."""
+    """A deployment that makes no progress for this long while it waits for new replicas is rolled back
+    (`rolled_back`, reason: its ready count); the old revision keeps serving. Every new replica ready and every
+    step restarts it; it does not run during planned pauses (a canary step's, blue-green's watch)."""
     keep_old_s: Annotated[float, Field(ge=0, le=86_400)] = 30
     """Blue-green: how long the old group stays (without traffic) after the switch, for an instant rollback."""
     canary_steps: Annotated[tuple[Annotated[float, Field(gt=0, le=100)], ...], LIST, FEW] = (10, 50, 100)
@@ -1022,6 +1026,17 @@ class Spec(Model):
             ]
             if missing:
                 raise ValueError(f"{', '.join(missing)}: required by runtime `process`")
+            ignored = [
+                f"services.{name}.{field}"
+                for name, svc in self.services.items()
+                for field in ("image", "build")
+                if getattr(svc, field) is not None
+            ]
+            if ignored:
+                raise ValueError(
+                    f"{', '.join(ignored)}: runtime `process` runs `command` and would ignore it (it applies to "
+                    "runtimes docker and swarm): remove it, or set `runtime`"
+                )
         else:
             alone = [f"services.{name}.group" for name, svc in self.services.items() if svc.group and not svc.user]
             if alone:

@@ -36,6 +36,12 @@ class StaleLeader(RuntimeError):
     """A controller's write under a fencing token that is no longer current: another portero leads now."""
 
 
+def dropped(numbers: list[int], keep: int, pinned: frozenset[int]) -> list[int]:
+    """Which revisions `add_revision` drops: the oldest beyond the newest `keep`, none of `pinned`."""
+    ordered = sorted(set(numbers))
+    return [n for n in ordered[: max(len(ordered) - max(keep, 1), 0)] if n not in pinned]
+
+
 class Store(Protocol):
     async def close(self) -> None: ...
 
@@ -46,7 +52,11 @@ class Store(Protocol):
     async def get_services(self) -> dict[str, ServiceRecord]: ...
     async def delete_service(self, name: str) -> None: ...
 
-    async def add_revision(self, revision: Revision, keep: int) -> None: ...
+    async def add_revision(self, revision: Revision, keep: int, pinned: frozenset[int] = frozenset()) -> None:
+        """Add it and drop the oldest beyond the newest `keep`, but never one of `pinned` (the serving revision and
+        those a running deployment moves between): history may lose what is past, never what runs."""
+        ...
+
     async def get_revisions(self, service: str) -> list[Revision]: ...
 
     async def save_replicas(self, replicas: list[Replica]) -> None:

@@ -31,7 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from portero.events import Event
 from portero.replicas import Replica
 from portero.revisions import Revision
-from portero.store.base import ServerRecord, ServiceRecord, StaleLeader, StoreUnavailable
+from portero.store.base import ServerRecord, ServiceRecord, StaleLeader, StoreUnavailable, dropped
 
 log = logging.getLogger(__name__)
 MAX_EVENTS = 50_000  # as SQLite: the log is bounded, older events are dropped in batches
@@ -177,15 +177,14 @@ class RedisStore:
 
     # -- revisions ------------------------------------------------------------------------------------------------
 
-    async def add_revision(self, revision: Revision, keep: int) -> None:
+    async def add_revision(self, revision: Revision, keep: int, pinned: frozenset[int] = frozenset()) -> None:
         key = self.keys.revisions(revision.service)
         numbers: list[str] = await self.call(self.client.hkeys(key))
-        kept = sorted({int(n) for n in numbers} | {revision.number})
-        dropped = kept[: max(len(kept) - max(keep, 1), 0)]
+        gone = dropped([int(n) for n in numbers] + [revision.number], keep, pinned)
         body = json.dumps([revision.digest, revision.template, revision.created_at, revision.reason])
         commands: list[tuple[str, ...]] = [("HSET", key, str(revision.number), body)]
-        if dropped:
-            commands.append(("HDEL", key, *(str(n) for n in dropped)))
+        if gone:
+            commands.append(("HDEL", key, *(str(n) for n in gone)))
         await self._write(commands)
 
     async def get_revisions(self, service: str) -> list[Revision]:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from portero.events import Event
 from portero.replicas import Replica
 from portero.revisions import Revision
-from portero.store.base import ServerRecord, ServiceRecord
+from portero.store.base import ServerRecord, ServiceRecord, dropped
 
 T = TypeVar("T")
 
@@ -105,7 +105,7 @@ class SqliteStore:
     async def delete_service(self, name: str) -> None:
         await self._write(lambda db: db.execute("DELETE FROM services WHERE name = ?", (name,)))
 
-    async def add_revision(self, revision: Revision, keep: int) -> None:
+    async def add_revision(self, revision: Revision, keep: int, pinned: frozenset[int] = frozenset()) -> None:
         def work(db: sqlite3.Connection) -> None:
             db.execute(
                 "INSERT INTO revisions VALUES (?, ?, ?, ?, ?, ?)",
@@ -118,11 +118,9 @@ class SqliteStore:
                     revision.reason,
                 ),
             )
-            db.execute(
-                "DELETE FROM revisions WHERE service = ? AND number NOT IN "
-                "(SELECT number FROM revisions WHERE service = ? ORDER BY number DESC LIMIT ?)",
-                (revision.service, revision.service, max(keep, 1)),
-            )
+            numbers = [n for (n,) in db.execute("SELECT number FROM revisions WHERE service = ?", (revision.service,))]
+            for number in dropped(numbers, keep, pinned):
+                db.execute("DELETE FROM revisions WHERE service = ? AND number = ?", (revision.service, number))
 
         await self._write(work)
 

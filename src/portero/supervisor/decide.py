@@ -7,7 +7,7 @@ by the next pass. The shell in `loop.py` gathers observations and carries out th
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from portero.events import Event as LogEvent
@@ -66,6 +66,8 @@ class Plan:
 
 DEFAULT_GRACE_S = 10.0  # for replicas whose service left the spec, with its settings
 
+CANNOT_RUN = {126: " (not executable)", 127: " (command not found)"}
+
 PROBED = frozenset({ReplicaState.STARTING, ReplicaState.READY, ReplicaState.UNHEALTHY})
 
 # Which replica goes first when there are too many: those doing the least for the service.
@@ -83,7 +85,7 @@ RETIRE_ORDER = {
 def reconcile(
     replicas: Iterable[Replica],
     observed: Observed,
-    desired: dict[str, Desired],
+    desired: Mapping[str, Desired],
     now: float,
     new_id: Callable[[str, int], str],
 ) -> Plan:
@@ -117,7 +119,7 @@ def _observe(replica: Replica, observed: Observed, want: Desired | None, now: fl
     if event is Event.PASSED_CHECKS:
         waited = now - (replica.started_at or now)
         was = replica.state
-        replica = replica.transition(event, ready_at=now, unhealthy_since=None)
+        replica = replica.transition(event, ready_at=now, unhealthy_since=None, last_error=None, final_error=False)
         message = (
             f"passed its health check {waited:.1f} s after start" if was is ReplicaState.STARTING else "healthy again"
         )
@@ -127,7 +129,9 @@ def _observe(replica: Replica, observed: Observed, want: Desired | None, now: fl
         plan.note("replica.unhealthy", replica, f"failed {replica.failures} health checks in a row", now)
     elif event is Event.FAILED_CHECKS:
         why = "never passed its health check" if replica.state is ReplicaState.STARTING else "stayed unhealthy"
-        replica = replica.transition(event, stop_intent=StopIntent.RESTART)
+        replica = replica.transition(
+            event, stop_intent=StopIntent.RESTART, last_error=f"{why} (GET {want.health.path})"
+        )
         plan.actions.append(Stop(replica, want.stop_grace_s))
         plan.note("replica.recycled", replica, f"{why}: restarting it", now)
     return replica
@@ -147,7 +151,11 @@ def _exited(replica: Replica, exit_: Exit, want: Desired | None, now: float, pla
     if want is None:
         plan.actions.append(Forget(replica.id))
         return None
-    return _backoff(replica, Event.EXITED, f"{exit_.describe()} after {ran:.1f} s", ran, want.restart, now, plan)
+    why = f"{exit_.describe()} after {ran:.1f} s"
+    # The shell's codes for a command that cannot run: it will not run better the next time.
+    final = exit_.code in CANNOT_RUN and exit_.signal is None
+    replica = dataclasses.replace(replica, last_error=why + CANNOT_RUN.get(exit_.code, ""), final_error=final)
+    return _backoff(replica, Event.EXITED, why, ran, want.restart, now, plan)
 
 
 def _backoff(
@@ -260,10 +268,18 @@ def release(replica: Replica) -> Replica:
 
 
 def started(replica: Replica, process: Process, now: float) -> Replica:
-    return replica.transition(Event.STARTED, process=process, started_at=now, ready_at=None, passes=0, failures=0)
+    return replica.transition(
+        Event.STARTED, process=process, started_at=now, ready_at=None, passes=0, failures=0, final_error=False
+    )
 
 
-def start_failed(replica: Replica, error: str, policy: RestartPolicy, now: float) -> tuple[Replica, LogEvent]:
+def start_failed(
+    replica: Replica, error: str, policy: RestartPolicy, now: float, *, final: bool
+) -> tuple[Replica, LogEvent]:
+    """`final`: the runtime says trying again cannot help (command not found, image missing); the supervisor
+    still tries, with its backoff (the operator may fix the host), but a deployment need not wait for it."""
     plan = Plan([])
-    replica = _backoff(replica, Event.START_FAILED, f"could not start: {error}", 0.0, policy, now, plan)
+    why = f"could not start: {error}"
+    replica = dataclasses.replace(replica, last_error=why, final_error=final)
+    replica = _backoff(replica, Event.START_FAILED, why, 0.0, policy, now, plan)
     return replica, plan.events[0]

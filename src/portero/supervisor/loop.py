@@ -32,16 +32,17 @@ class Supervisor:
         runtime: Runtime,
         store: Store,
         base_dir: Path,
+        wants: Callable[[], Mapping[str, Desired]],
         clock: Callable[[], float] = time.time,
         tick_s: float = TICK_S,
     ) -> None:
         self.runtime = runtime
         self.store = store
         self.base_dir = base_dir
+        self.wants = wants  # the groups to keep, from their one owner (desired.py): read on every pass, never written
         self.clock = clock
         self.tick_s = tick_s
         self.replicas: list[Replica] = []
-        self.desired: dict[str, Desired] = {}
         self.templates: dict[tuple[str, int], ServiceSpec] = {}
         self.lock = asyncio.Lock()
         self.prober = Prober(runtime.health)  # an engine's own check (Docker HEALTHCHECK) wins over HTTP
@@ -151,7 +152,7 @@ class Supervisor:
                     if ended is not None:
                         exits[replica.id] = ended
             observed = Observed(exits=exits, checks=self.prober.collect())
-            plan = decide.reconcile(self.replicas, observed, self.desired, now, self._new_id)
+            plan = decide.reconcile(self.replicas, observed, self.wants(), now, self._new_id)
             self.replicas = plan.replicas
             for event in plan.events:
                 await self.record(event)
@@ -186,7 +187,7 @@ class Supervisor:
         try:
             process = await self.runtime.start(self._launch(replica, spec))
         except RuntimeFailure as exc:
-            updated, event = decide.start_failed(replica, str(exc), spec.restart, now)
+            updated, event = decide.start_failed(replica, str(exc), spec.restart, now, final=not exc.retryable)
             await self.record(event)
         else:
             updated = decide.started(replica, process, now)
@@ -224,8 +225,9 @@ class Supervisor:
         self._stops[replica.id] = spawn(stop(), name=f"stop:{replica.id}")
 
     def _probe(self, now: float) -> None:
+        wants = self.wants()
         for replica in self.replicas:
-            want = self.desired.get(replica.service)
+            want = wants.get(replica.service)
             if want is None or replica.state not in decide.PROBED:
                 continue
             if now >= next_probe_due(replica, want.health, self.prober.last_probe_at(replica.id)):
@@ -239,7 +241,7 @@ class Supervisor:
             self._saved = list(self.replicas)
 
     def _grace(self, service: str) -> float:
-        want = self.desired.get(service)
+        want = self.wants().get(service)
         return want.stop_grace_s if want is not None else decide.DEFAULT_GRACE_S
 
     def _replace(self, replica: Replica) -> None:

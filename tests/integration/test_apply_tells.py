@@ -1,0 +1,106 @@
+"""What `apply`, `deploy`, `up` and `scale` tell the operator is what happened (issue 19, cases 2, 3, 7, 13): real
+portero, real replicas of the portal, the real router."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from portero.runtimes.ports import free_port
+from tests.integration.portero_cli import PORTAL, Portero, portal_service
+
+pytestmark = pytest.mark.integration
+ROLLING = {"strategy": "rolling", "progress_deadline_s": 60, "analysis": {"p95_floor_s": 5}}
+
+
+def out(result) -> str:  # type: ignore[no-untyped-def]
+    return str(result.stdout + result.stderr)
+
+
+@pytest.fixture
+def portero(tmp_path):
+    instance = Portero(tmp_path)
+    yield instance
+    instance.stop()
+
+
+def test_a_wrong_workdir_is_explained_and_its_fix_rolls_out_then_a_command_not_found_fails_at_once(portero):
+    # Case 13: `up --detach` with a workdir that does not exist says why, at once (main waited 60 s and said
+    # "replicas were not all ready"); the corrected spec, applied, replaces both crash-looping replicas (main:
+    # one new replica, the old ones left in backoff, "running" for minutes).
+    missing = Path(portero.dir) / "no-such-dir"
+    portero.write_spec({"portal": portal_service(replicas=2, workdir=str(missing))}, deploy=ROLLING)
+    began = time.monotonic()
+    up = portero.cli("up", "--detach", check=False)
+    assert up.returncode == 1, out(up)
+    assert time.monotonic() - began < 30
+    assert "replicas cannot start" in out(up)
+    assert f"workdir does not exist: {missing}" in out(up)
+    portero.write_spec({"portal": portal_service(replicas=2)}, deploy=ROLLING)
+    began = time.monotonic()
+    fixed = portero.cli("apply", timeout=60)
+    print(fixed.stdout)
+    said = " ".join(fixed.stdout.split())  # a long line wraps at the terminal's width
+    assert f"services.portal.workdir: {str(missing)[:57]}... -> {PORTAL}: revision 2, deployment" in said
+    assert "old replicas 2 -> 0, new 1 -> 2" in said  # both old replicas were down already: both go at once
+    assert time.monotonic() - began < 30
+    assert {(r["revision"], r["state"]) for r in portero.ready(2)} == {(2, "ready")}
+    # Case 3: a command that does not exist ends its deployment at once with the reason, and `apply` exits 1
+    # (main: exit 0, "deployment started", then 120 s of crash-looping).
+    portero.write_spec({"portal": portal_service(replicas=2, command="no-such-command-xyz")}, deploy=ROLLING)
+    began = time.monotonic()
+    broken = portero.cli("apply", check=False, timeout=60)
+    print(out(broken))
+    assert broken.returncode == 1
+    assert time.monotonic() - began < 15
+    said = " ".join(out(broken).split())
+    assert "rolled back: revision 3 cannot start" in said
+    assert "command not found: 'no-such-command-xyz'" in said
+    assert {(r["revision"], r["state"]) for r in portero.ready(2)} == {(2, "ready")}
+
+
+def test_apply_lists_each_changed_field_and_how_it_took_effect_and_scale_is_refused_under_the_autoscaler(portero):
+    service = portal_service(replicas=2)
+    service["replicas"] = {"initial": 2, "min": 1, "max": 4}
+    autoscale = {"enabled": True, "scale_up_threshold": 90, "scale_down_threshold": 1}
+    portero.write_spec({"portal": service}, autoscale=autoscale)
+    portero.cli("up", "--detach")
+    portero.ready(2)
+    # Case 7: a manual scale would be undone by the autoscaler's next pass: refused, with what to do instead.
+    scaled = portero.cli("scale", "portal", "3", check=False)
+    assert scaled.returncode == 1, out(scaled)
+    assert "the autoscaler sets its count (autoscale.enabled)" in out(scaled)
+    assert "services.portal.autoscale.enabled: false" in out(scaled)
+    assert next(s for s in portero.get("/services")["services"] if s["name"] == "portal")["desired"] == 2
+    # Case 2: the router's port, the autoscaler's thresholds and a service's health interval, each on its line.
+    old_port, new_port = portero.router_port, free_port(avoid={portero.router_port, portero.admin_port})
+    portero.router_port = new_port
+    service["health"] = {**service["health"], "interval_s": 2}
+    portero.write_spec({"portal": service}, autoscale={**autoscale, "scale_up_threshold": 80})
+    applied = portero.cli("apply")
+    print(applied.stdout)
+    lines = applied.stdout.strip().splitlines()
+    assert lines[0] == "autoscale.scale_up_threshold: 90.0 -> 80.0: from the autoscaler's next pass", lines
+    assert lines[1].startswith(f"router.port: {old_port} -> {new_port}: the router listens there now, hitless")
+    assert lines[2] == "services.portal.health.interval_s: 1.0 -> 2.0: from the supervisor's next pass", lines
+    answered = portero.wait(
+        "the router on its new port",
+        lambda: httpx.get(f"http://127.0.0.1:{new_port}/", trust_env=False).status_code == 200,
+    )
+    assert answered
+    # A field read only at start is refused, and nothing of the spec changes.
+    portero.write_spec(
+        {"portal": service},
+        autoscale={**autoscale, "scale_up_threshold": 75},
+        monitoring={"series": {"fine_keep_s": 600}},
+    )
+    refused = portero.cli("apply", check=False)
+    print(out(refused))
+    assert refused.returncode == 1, out(refused)
+    assert "monitoring.series.fine_keep_s: 3600.0 -> 600.0: needs a restart of portero" in out(refused)
+    assert "nothing was changed" in out(refused)
+    portero.write_spec({"portal": service}, autoscale={**autoscale, "scale_up_threshold": 80})
+    assert portero.cli("apply").stdout.strip() == "no change"  # the threshold stayed at 80
