@@ -25,8 +25,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from portero.dataplane.table import RoutingTable
 from portero.events import Event
 from portero.monitor.snapshot import CertificateSample
 from portero.router.snapshot import CertificateEntry
@@ -36,9 +37,6 @@ from portero.tasks import settle, spawn
 from portero.tls import acmeclient, certs, plan
 from portero.tls.plan import Holding, Step
 from portero.tls.vault import Stored, Vault, write_private
-
-if TYPE_CHECKING:
-    from portero.dataplane.plane import DataPlane
 
 log = logging.getLogger(__name__)
 TICK_S = 1.0  # how often the vault (Redis) and the given files are looked at
@@ -59,13 +57,23 @@ class Given:
     error: str = ""
 
 
+class Plane(Protocol):
+    """What the manager needs of the data plane (dataplane/plane.py): the table it sets certificates in, a push,
+    and a wait until every worker serves the table."""
+
+    table: RoutingTable
+
+    def push(self) -> None: ...
+    async def settle(self) -> bool: ...
+
+
 class TlsManager:
     def __init__(
         self,
         settings: RouterSettings,
         state_dir: Path,
         vault: Vault,
-        plane: DataPlane,
+        plane: Plane,
         record: Record,
         *,
         clock: Callable[[], float] = time.time,
