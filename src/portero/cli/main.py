@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -386,6 +388,7 @@ def logs(
     client = Context.client(file)
     try:
         if follow:
+            _end_on_interrupt()
             for line in client.stream("/logs", follow="true", **params):
                 _print_line(line)
                 sys.stdout.flush()  # `logs -f | grep` sees each line as it comes
@@ -396,6 +399,19 @@ def logs(
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         pass
+
+
+def _end_on_interrupt() -> None:
+    """Ctrl-C ends a follow at once, as `kubectl logs -f` does: nothing is left to finish. Left to unwind as
+    KeyboardInterrupt through the HTTP client, it could land where closing the stream then waits (under load, a
+    `logs -f` did not end after Ctrl-C)."""
+
+    def end(signum: int, frame: object) -> None:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os._exit(0)
+
+    signal.signal(signal.SIGINT, end)
 
 
 def _print_line(line: dict[str, Any]) -> None:
