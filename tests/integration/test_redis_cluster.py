@@ -354,9 +354,13 @@ def test_after_a_frozen_redis_a_leader_is_back_within_1_5_s_and_the_history_and_
     assert refusals  # the writes did meet the outage
     assert [message for message, retry in refusals if retry != "1"] == []
 
-    history = [e["kind"] for e in a.events() if e["subject"] == "store-unreachable"]
-    assert history.count("alert.firing") >= 1
-    assert history.count("alert.resolved") == history.count("alert.firing")
+    def resolved() -> list[str] | None:
+        """The alert's history once every firing has its resolution (one may still be on its way to the store)."""
+        kinds = [e["kind"] for e in a.events() if e["subject"] == "store-unreachable"]
+        return kinds if kinds.count("alert.resolved") == kinds.count("alert.firing") else None
+
+    history = a.wait("a resolution for every firing in the history", resolved, timeout_s=10)
+    assert history.count("alert.firing") >= 1, history
 
     follower = b if leader == a.get("/cluster")["instance"] else a
     said = follower.cli("down").stdout
