@@ -17,6 +17,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from portero.runtimes.ports import free_port
+
 PORTAL_DIR = Path(__file__).resolve().parents[2] / "examples" / "portal"
 PORTAL_ENV = (
     "PORTAL_NAME",
@@ -365,16 +367,9 @@ def test_work_and_wait_reject_bad_ms(client: FlaskClient, path: str) -> None:
 # --- real server -----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.mark.integration
 def test_gunicorn_serves_the_app(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {name: value for name, value in os.environ.items() if name not in PORTAL_ENV}
     # XDG_RUNTIME_DIR: gunicorn's control socket goes there instead of ~/.gunicorn.

@@ -199,6 +199,8 @@ class Parent:
                 await self._command(message, writer)
         except ConnectionError as exc:
             log.warning("control channel: %s", exc)
+        except asyncio.CancelledError:  # the parent stops: 3.11's unix server logs a cancelled handler as an error
+            return
         finally:
             if self.control is writer:
                 self.control = None

@@ -3,21 +3,34 @@ host ports, chosen from `docker.swarm.ports` where nothing listens on any node."
 
 from __future__ import annotations
 
+import random
 import socket
 from collections.abc import Collection, Iterator, Mapping
 
 LISTEN = "0A"  # the TCP state column of /proc/net/tcp{,6} for a listening socket
+# Where replicas' (and the tests') free ports are chosen: below Linux's ephemeral range (32768-60999), which the
+# kernel hands out to outgoing connections. A port the kernel chose with bind(0) is from that range, so between its
+# choice and the replica's own bind, any connection on the machine could take it ("Address already in use"); a port
+# from here is never taken that way. Below the swarm runtime's default block range (20000-29999) too.
+LOCAL_PORTS = range(10000, 20000)
+_pick = random.SystemRandom()  # forked test workers and daemons must not share a sequence
 
 
 def free_port(host: str = "127.0.0.1", avoid: Collection[int] = ()) -> int:
-    """A port the kernel says is free now; `avoid` skips ports given to replicas that are still starting."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0))
-            port: int = sock.getsockname()[1]
-        if port not in avoid:
-            return port
-    raise OSError(f"no free port on {host} after 50 tries")
+    """A port from LOCAL_PORTS that nothing listens on or is bound to now; `avoid` skips ports given to replicas
+    that are still starting."""
+    for _ in range(200):
+        port = _pick.choice(LOCAL_PORTS)
+        if port in avoid:
+            continue
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise OSError(f"no free port on {host} in {LOCAL_PORTS.start}-{LOCAL_PORTS.stop - 1} after 200 tries")
 
 
 def blocks(first: int, last: int, size: int) -> Iterator[int]:
