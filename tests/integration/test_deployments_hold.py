@@ -137,8 +137,14 @@ class Cases:
         return ok
 
     def refused(self, case: int, result: subprocess.CompletedProcess[str], text: str) -> bool:
-        out = (result.stdout + result.stderr).strip()
-        return self.expect(case, result.returncode == 1 and text in out, f"not refused with {text!r}: {out[-300:]}")
+        out = result.stdout + result.stderr
+        return self.expect(case, result.returncode == 1 and text in out, f"not refused with {text!r}: {said(result)}")
+
+
+def said(result: subprocess.CompletedProcess[str]) -> str:
+    """What the CLI printed, on one line (the frame of a usage error left out)."""
+    lines = (line.strip(" │╭╮╰╯─") for line in (result.stdout + result.stderr).splitlines())
+    return " / ".join(line for line in lines if line)[:300]
 
 
 async def put_spec(instance: Portero) -> httpx.Response:
@@ -180,27 +186,27 @@ async def test_changes_during_a_deployment_are_refused_with_nothing_changed_and_
             cases.expect(case, revisions(held) == [1, 2], f"revisions after apply: {revisions(held)}")
             desired = [s["desired"] for s in held.get("/services")["services"] if s["name"] == "portal"]
             cases.expect(case, desired == [2], f"desired replicas after apply: {desired}")
-        write(held, portal=False)
-        cases.refused(7, await cli(held, "apply", check=False), f"services.portal removed while deployment {d['id']}")
-        cases.expect(7, "portal" in {s["name"] for s in held.get("/services")["services"]}, "portal removed")
-        state = held.get(f"/deployments/{d['id']}")["state"]
-        cases.expect(7, state == "running", f"the deployment is {state}")
         # Case 10: a field the runtime ignores is refused.
         cases.refused(
             10,
             await cli(held, "deploy", "portal", "--image", "portal:v9", check=False),
             "image: the process runtime runs",
         )
+        write(held, portal=False)
+        cases.refused(7, await cli(held, "apply", check=False), f"services.portal removed while deployment {d['id']}")
+        cases.expect(7, "portal" in {s["name"] for s in held.get("/services")["services"]}, "portal removed")
+        state = held.get(f"/deployments/{d['id']}")["state"]
+        cases.expect(7, state == "running", f"the deployment is {state}")
         # Case 8: abort, recorded with who asked; revision 1 takes every request from then on.
         aborted = await cli(held, "deploy", "portal", "--abort", check=False)
         aborted_at = time.time()
-        said = f"deployment {d['id']} aborted: revision 1 serves portal"
-        if cases.expect(8, said in aborted.stdout, f"abort said: {(aborted.stdout + aborted.stderr).strip()[-300:]}"):
+        told = f"deployment {d['id']} aborted: revision 1 serves portal"
+        if cases.expect(8, told in aborted.stdout, f"abort said: {said(aborted)}"):
             ended = held.get(f"/deployments/{d['id']}")
             cases.expect(8, ended["state"] == "aborted", f"the deployment is {ended['state']}")
             cases.expect(8, ended["reason"].startswith("aborted by token "), f"reason: {ended['reason']!r}")
-            again = await cli(held, "deploy", "portal", "--abort", check=False)
-            cases.refused(8, again, "no deployment of portal is running")
+            twice = await cli(held, "deploy", "portal", "--abort", check=False)
+            cases.refused(8, twice, "no deployment of portal is running")
             await asyncio.to_thread(
                 held.wait, "the canary replica to stop", lambda: all(r["revision"] == 1 for r in held.replicas())
             )
@@ -213,11 +219,11 @@ async def test_changes_during_a_deployment_are_refused_with_nothing_changed_and_
         # Case 4: the file (v3, 3 replicas; the portal back in it) converges once the deployment has ended.
         write(held, version="v3", replicas={"initial": 3, "min": 0, "max": 10})
         applied = await cli(held, "apply")
-        said = "services.portal.version: v1 -> v3: revision 3, deployment"
-        cases.expect(4, said in applied.stdout, f"apply said: {applied.stdout}")
+        told = "services.portal.version: v1 -> v3: revision 3, deployment"
+        cases.expect(4, told in applied.stdout, f"apply said: {said(applied)}")
         cases.expect(4, (await cli(held, "apply")).stdout.strip() == "no change", "apply again: a change")
         cases.expect(4, {r["revision"] for r in held.ready(3)} == {3}, "not converged to the file")
-    assert cases.broken == {}, cases.broken
+    assert cases.broken == {}, "\n".join(f"case {n}: {' | '.join(what)}" for n, what in sorted(cases.broken.items()))
     assert report.failed == 0, (report.statuses, report.errors)
 
 
