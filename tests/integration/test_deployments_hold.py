@@ -266,6 +266,8 @@ async def test_a_restart_in_the_middle_of_a_deployment_ends_it_with_a_reason_and
     assert latest["id"] != first["id"]
     assert (latest["to_revision"], latest["state"]) == (2, "running"), latest
     assert "no change" not in started.stdout
+    changes = applied.json()["changes"]
+    assert f"services.portal.version: v1 -> v2: revision 2, deployment {first['id']} (canary)" in changes, changes
 
 
 # -- the progress deadline -------------------------------------------------------------------------------------------
