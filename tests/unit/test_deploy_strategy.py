@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from pydantic import ValidationError
 
+from portero.cli.views import analysis_cells
 from portero.deploy import strategy
-from portero.deploy.model import MOVES, Deployment, Move, MoveError, Observation, Phase, State, Verdict
+from portero.deploy.model import MOVES, Deployment, Figures, Move, MoveError, Observation, Phase, State, Verdict
 from portero.spec.models import AnalysisSettings, DeploySettings, Spec
 
 
@@ -216,3 +219,14 @@ def test_every_spec_strategy_has_an_object_and_unknown_names_are_refused():
     body = deployment("rolling").to_dict() | {"strategy": "red-black"}
     with pytest.raises(ValueError, match="unknown deploy strategy 'red-black'"):
         Deployment.from_dict(body)
+
+
+def test_a_records_analysis_figures_survive_the_store_and_an_older_record_has_none():
+    figures = Figures(requests=120, p95_s=0.045, queued=300, queue_p95_s=0.85)
+    d = dataclasses.replace(deployment("canary"), analysis=figures)
+    assert Deployment.from_dict(d.to_dict()) == d
+    older = {k: v for k, v in deployment("canary").to_dict().items() if k != "analysis"}
+    assert Deployment.from_dict(older).analysis is None
+    assert analysis_cells(d.to_dict()["analysis"]) == ("45 ms", "850 ms (300 waited)")
+    assert analysis_cells({"requests": 0, "p95_s": None, "queued": 0, "queue_p95_s": None}) == ("-", "-")
+    assert analysis_cells(None) == ("-", "-")

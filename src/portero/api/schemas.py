@@ -402,6 +402,15 @@ class StepOut(BaseModel):
     message: str
 
 
+class AnalysisOut(BaseModel):
+    requests: int = Field(description="The new revision's requests in the analysis window.")
+    p95_s: float | None = Field(
+        description="Their p95 latency at its endpoints, from the request sent to a replica to its answer: judged."
+    )
+    queued: int = Field(description="Requests of the service that waited in the router's queue in the same window.")
+    queue_p95_s: float | None = Field(description="Their p95 wait in the queue: reported apart, never judged.")
+
+
 class DeploymentOut(BaseModel):
     id: str
     service: str
@@ -421,6 +430,9 @@ class DeploymentOut(BaseModel):
     traffic: float | None
     canary_step: int
     failed_requests: int
+    analysis: AnalysisOut | None = Field(
+        default=None, description="The analysis window the last recorded step was decided on (none: not analysed)."
+    )
     steps: list[StepOut]
     reason: str
 

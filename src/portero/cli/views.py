@@ -113,7 +113,7 @@ def revisions_table(revisions: list[dict[str, Any]]) -> Table:
 
 def deployments_table(deployments: list[dict[str, Any]]) -> Table:
     table = Table(title="deployments", title_justify="left")
-    for column in ("ID", "KIND", "REVISIONS", "STRATEGY", "STATE", "TOOK", "FAILED", "REASON"):
+    for column in ("ID", "KIND", "REVISIONS", "STRATEGY", "STATE", "TOOK", "FAILED", "P95", "QUEUE P95", "REASON"):
         table.add_column(column)
     for d in deployments:
         took = duration((d["finished_at"] or time.time()) - d["started_at"])
@@ -125,9 +125,21 @@ def deployments_table(deployments: list[dict[str, Any]]) -> Table:
             d["state"],
             took,
             str(d["failed_requests"]),
+            *analysis_cells(d.get("analysis")),
             escape(d["reason"]),
         )
     return table
+
+
+def analysis_cells(figures: dict[str, Any] | None) -> tuple[str, str]:
+    """The p95 the analysis judged (at the new revision's endpoints) and, apart, the router's queue p95 with how
+    many requests waited there; "-" where there was nothing to measure."""
+    if figures is None:
+        return "-", "-"
+    p95, queue_p95 = figures["p95_s"], figures["queue_p95_s"]
+    judged = "-" if p95 is None else f"{p95 * 1000:.0f} ms"
+    queue = "-" if queue_p95 is None else f"{queue_p95 * 1000:.0f} ms ({figures['queued']} waited)"
+    return judged, queue
 
 
 def decisions_table(decisions: list[dict[str, Any]]) -> Table:

@@ -51,6 +51,7 @@ class Tally:
     aborted: int = 0
     buckets: list[int] = field(default_factory=lambda: _zeros(BUCKETS))
     latency_sum_s: float = 0.0
+    waits: list[int] = field(default_factory=lambda: _zeros(BUCKETS))  # a service's queue waits (Stats.waits)
 
     @staticmethod
     def of(stats: Stats) -> Tally:
@@ -65,6 +66,7 @@ class Tally:
             c.aborted,
             list(h.counts),
             h.sum,
+            list(stats.waits.counts),
         )
 
     def add(self, other: Tally) -> None:
@@ -77,6 +79,7 @@ class Tally:
         self.aborted += other.aborted
         self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
         self.latency_sum_s += other.latency_sum_s
+        self.waits = [a + b for a, b in zip(self.waits, other.waits, strict=True)]
 
     def minus(self, base: Tally) -> Tally:
         return Tally(
@@ -89,12 +92,13 @@ class Tally:
             self.aborted - base.aborted,
             [a - b for a, b in zip(self.buckets, base.buckets, strict=True)],
             self.latency_sum_s - base.latency_sum_s,
+            [a - b for a, b in zip(self.waits, base.waits, strict=True)],
         )
 
     def empty(self) -> bool:
         return not (
             self.requests or any(self.responses) or any(self.faults) or self.retries or self.ejections
-        ) and not (self.own or self.aborted or any(self.buckets))
+        ) and not (self.own or self.aborted or any(self.buckets) or any(self.waits))
 
     @property
     def answered(self) -> int:
@@ -112,6 +116,13 @@ class Tally:
         histogram.sum = self.latency_sum_s
         return histogram
 
+    def waits_histogram(self) -> LatencyHistogram:
+        """The queue waits (no sum kept: percentiles and counts only)."""
+        histogram = LatencyHistogram()
+        histogram.counts = list(self.waits)
+        histogram.count = sum(self.waits)
+        return histogram
+
     def to_json(self) -> list[Any]:
         return [
             self.requests,
@@ -123,12 +134,19 @@ class Tally:
             self.aborted,
             self.buckets,
             self.latency_sum_s,
+            self.waits,
         ]
 
     @staticmethod
     def from_json(data: list[Any]) -> Tally:
-        requests, responses, faults, retries, ejections, own, aborted, buckets, latency_sum = data
-        if len(responses) != len(STATUS_CLASSES) or len(faults) != len(FAULTS) or len(buckets) != BUCKETS:
+        requests, responses, faults, retries, ejections, own, aborted, buckets, latency_sum, *rest = data
+        waits = rest[0] if rest else _zeros(BUCKETS)  # a worker of the version before queue waits were counted
+        if (
+            len(responses) != len(STATUS_CLASSES)
+            or len(faults) != len(FAULTS)
+            or len(buckets) != BUCKETS
+            or len(waits) != BUCKETS
+        ):
             raise ValueError("a stats report of another shape (another portero version?)")
         return Tally(
             int(requests),
@@ -140,6 +158,7 @@ class Tally:
             int(aborted),
             [int(v) for v in buckets],
             float(latency_sum),
+            [int(v) for v in waits],
         )
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from portero.dataplane.plane import DataPlane
 from portero.deploy import strategy
 from portero.deploy.analysis import Window, analyze
-from portero.deploy.model import ANALYSED, Deployment, Observation, Phase, State, Step
+from portero.deploy.model import ANALYSED, Deployment, Figures, Observation, Phase, State, Step
 from portero.desired import DesiredState, Hold, Release, Rollout
 from portero.errors import NotFound, Refused
 from portero.events import Event
@@ -60,6 +60,8 @@ class Active:
     settings: DeploySettings
     start: dict[int, Tally]
     phase: dict[int, Tally]
+    phase_waits: list[int]  # the router's queue waits of the service when the phase began
+    figures: Figures | None = None  # of the current analysis window, at the last pass
 
 
 class Deployer:
@@ -133,7 +135,7 @@ class Deployer:
         )
         d = strategy.begin(d, settings, now)
         tallies = self._tallies(service)
-        self._active[service] = Active(d, settings, tallies, tallies)
+        self._active[service] = Active(d, settings, tallies, tallies, self._waits(service))
         await self._save(d)
         message = (
             f"{kind} of {service}: revision {d.from_revision} -> {d.to_revision} ({d.strategy}), asked by {trigger}"
@@ -195,8 +197,11 @@ class Deployer:
     async def _carry_out(self, d: Deployment, following: Deployment) -> Deployment:
         """Hand the next record's groups and split over, then record its steps (dated when traffic moved)."""
         active = self._active[d.service]
+        if len(following.steps) > len(d.steps) and d.phase in ANALYSED and active.figures is not None:
+            following = dataclasses.replace(following, analysis=active.figures)  # the window it was decided on
         if following.phase_started_at != d.phase_started_at:
             active.phase = self._tallies(d.service)  # a new phase: a new analysis window
+            active.phase_waits = self._waits(d.service)
         if following.finished:
             del self._active[d.service]
         else:
@@ -241,7 +246,23 @@ class Deployer:
             window = new.since(active.phase.get(d.to_revision, Tally()))
             baseline = old.since(active.phase.get(d.from_revision, Tally())) if d.phase is Phase.CANARY else None
             verdict = analyze(window, baseline, active.settings.analysis)
+            active.figures = self._figures(active, window)
         return Observation(ready[d.to_revision], ready[d.from_revision], verdict, errors, unstartable)
+
+    def _figures(self, active: Active, window: Window) -> Figures:
+        """The window's figures for the record: what the analysis judged, and apart the router's queue (a request
+        waits there for any endpoint of the service, so its wait is the service's, not a revision's)."""
+        totals = self._waits(active.deployment.service)
+        waits = LatencyHistogram()
+        if totals:
+            base = active.phase_waits or [0] * len(totals)
+            waits.counts = [a - b for a, b in zip(totals, base, strict=True)]
+            waits.count = sum(waits.counts)
+        return Figures(window.requests, window.p95_s, waits.count, waits.percentile(95))
+
+    def _waits(self, service: str) -> list[int]:
+        """The router's cumulative queue waits of `service` (histogram buckets), every worker's."""
+        return [] if self.plane is None else list(self.plane.link.view.service_totals(service).waits)
 
     def _tallies(self, service: str) -> dict[int, Tally]:
         """The router's cumulative counts per revision of `service`: every worker's, endpoints that left included

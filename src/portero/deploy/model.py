@@ -82,6 +82,18 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Figures:
+    """An analysis window's figures, as recorded: what was judged, the new revision's requests and their p95 at its
+    endpoints (from the request sent to a replica to its answer); and apart, never judged, the requests of the
+    service that waited in the router's queue over the same window and their p95 wait there."""
+
+    requests: int
+    p95_s: float | None
+    queued: int
+    queue_p95_s: float | None
+
+
+@dataclass(frozen=True)
 class Deployment:
     id: str
     service: str
@@ -104,6 +116,7 @@ class Deployment:
     canary_step: int = 0
     failed_requests: int = 0  # 5xx answered by the new revision while it was under analysis
     file_digest: str = ""  # the spec file's template it brings in (apply, up): recorded when it succeeds
+    analysis: Figures | None = None  # of the analysis window that the last recorded step was decided on
     steps: tuple[Step, ...] = ()
     reason: str = ""
 
@@ -140,6 +153,8 @@ class Deployment:
         fields["phase"] = Phase(fields["phase"])
         fields["strategy"] = strategy_name(str(fields["strategy"]))
         fields["steps"] = tuple(Step(**s) for s in fields.get("steps", ()))
+        if fields.get("analysis") is not None:
+            fields["analysis"] = Figures(**fields["analysis"])
         return cls(**fields)
 
 

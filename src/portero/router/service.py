@@ -35,13 +35,15 @@ class EndpointState(StrEnum):
 
 class Stats:
     """Counters and a latency histogram: an endpoint's (its tries: the time each took there), or a service's (the
-    answers its clients got: the time each client waited, queue included)."""
+    answers its clients got: the time each client waited, queue included; and apart, in `waits`, the time requests
+    spent in its queue, observed for those that waited only)."""
 
-    __slots__ = ("counters", "latency")
+    __slots__ = ("counters", "latency", "waits")
 
     def __init__(self) -> None:
         self.counters = Counters()
         self.latency = LatencyHistogram()
+        self.waits = LatencyHistogram()
 
     def record(self, status: int, seconds: float) -> None:
         # Counters.record_status and LatencyHistogram.observe, inlined: this runs on every response.
@@ -206,6 +208,7 @@ class ServiceRoute:
         self.slow_start_s = slow_start_s
         self.endpoints: dict[str, Endpoint] = {}
         self.queue: deque[Exchange] = deque()
+        self.queued_at: dict[Exchange, float] = {}  # when each exchange in the queue began to wait
         self.stats = Stats()  # what its clients got, whoever answered (`counters.own`: the router itself)
         self.max_in_flight = 0
         self.hash_header: bytes | None = None
@@ -269,13 +272,16 @@ class ServiceRoute:
             return False
         if not exchange.waiting:  # a requeued exchange keeps its place in time
             exchange.deadline = now + self.router.settings.queue_timeout_s
+            self.queued_at[exchange] = now
         self.queue.append(exchange)
         self.router.demand(self)
         return True
 
     def dequeue(self, exchange: Exchange) -> None:
+        """Out of the queue without an endpoint (timed out, the client left): its wait counts all the same."""
         with contextlib.suppress(ValueError):
             self.queue.remove(exchange)
+        self.waited(exchange, self.router.now())
 
     def wake(self, now: float) -> None:
         """Hand waiting requests to endpoints that can take them, oldest first."""
@@ -284,6 +290,13 @@ class ServiceRoute:
                 return
             exchange = self.queue.popleft()
             exchange.dispatch(now)
+            if not exchange.waiting:  # not put back (every available endpoint's breaker refused it)
+                self.waited(exchange, now)
+
+    def waited(self, exchange: Exchange, now: float) -> None:
+        at = self.queued_at.pop(exchange, None)
+        if at is not None:
+            self.stats.waits.observe(now - at)
 
     # -- endpoint set ---------------------------------------------------------------------------------------------
 

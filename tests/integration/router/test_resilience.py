@@ -237,6 +237,8 @@ def test_client_that_leaves_releases_its_endpoint_and_its_queue_place(start_rout
         client.send(get("/queued"))
         wait_until(lambda: empty.call(lambda: len(empty.service().queue)) == 1, what="the request to queue")
     wait_until(lambda: empty.call(lambda: len(empty.service().queue)) == 0, what="the queue place freed")
+    # Its wait counts all the same, and nothing of it is kept.
+    assert empty.call(lambda: (empty.service().stats.waits.count, len(empty.service().queued_at))) == (1, 0)
 
 
 def test_concurrency_limit_per_endpoint_queues_the_rest(start_router, backend):
@@ -257,3 +259,8 @@ def test_concurrency_limit_per_endpoint_queues_the_rest(start_router, backend):
         thread.join(15)
     assert results == [200] * 4
     assert backend.most_answering == 2
+    # The two that queued waited about a second each for a slot: the service's queue waits, apart from latency.
+    waits = proxy.call(lambda: proxy.service().stats.waits)
+    assert waits.count == 2
+    assert 1.5 < waits.sum < 10, waits.sum
+    assert proxy.call(lambda: proxy.service().queued_at) == {}
