@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import threading
@@ -22,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from portero import lowpriority
 from portero.health import USER_AGENT_MARK
 
 LINE = re.compile(r"^(?P<at>\d{4}-\d\d-\d\dT[\d:.]+Z) (?P<stream>stdout|stderr|portero) (?P<text>.*)$")
@@ -174,12 +176,14 @@ async def _follow(
 ) -> AsyncIterator[LogLine]:
     while True:
         cursors = {source: cursors.get(source) or Cursor(None, 0) for source in sources()}  # gone ones dropped
-        for source, cursor in cursors.items():
-            for raw in read_new(source.path, cursor):
-                line = parse(raw, source)
-                if line is not None and _wanted(line, None, grep, health):
-                    yield line
+        for line in await lowpriority.run(functools.partial(_read_new_lines, cursors, grep, health=health)):
+            yield line
         await asyncio.sleep(poll_s)
+
+
+def _read_new_lines(cursors: dict[LogSource, Cursor], grep: str | None, *, health: bool) -> list[LogLine]:
+    lines = [parse(raw, source) for source, cursor in cursors.items() for raw in read_new(source.path, cursor)]
+    return [line for line in lines if line is not None and _wanted(line, None, grep, health)]
 
 
 def read_new(path: Path, cursor: Cursor) -> list[str]:

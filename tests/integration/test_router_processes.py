@@ -8,9 +8,9 @@ each a process), under 50 keep-alive clients, and counts every request that fail
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from portero.loadgen import LoadReport, run_load
-from tests.integration.portero_cli import Portero
+from tests.integration.portero_cli import ROOT, Portero
 from tests.integration.router.conftest import Process, backend_process_argv
 
 pytestmark = pytest.mark.integration
@@ -148,34 +148,20 @@ async def test_reading_40_mb_of_logs_and_following_them_leaves_the_routers_p99_a
     replica = next(r for r in portero.replicas() if r["service"] == "chatty")
     fill_logs(portero, replica["id"], 40)
     before = await measured(portero, 6)
-    stop = asyncio.Event()
-
-    async def read_logs() -> int:
-        reads = 0
-        while not stop.is_set():
-            await asyncio.to_thread(portero.get, "/logs", service="chatty", limit=10_000)
-            await asyncio.to_thread(portero.get, "/logs", service="chatty", grep="nothing matches this", limit=10)
-            reads += 2
-        return reads
-
-    def follow_logs() -> None:  # the dashboard's log stream, open meanwhile (again whenever it falls quiet)
-        with httpx.Client(trust_env=False, auth=portero.auth, timeout=httpx.Timeout(5, read=1)) as client:
-            while not stop.is_set():
-                with (
-                    contextlib.suppress(httpx.ReadTimeout),
-                    client.stream("GET", portero.url + "/logs", params={"follow": "true"}) as stream,
-                ):
-                    for _ in stream.iter_lines():
-                        if stop.is_set():
-                            return
-
-    readers = asyncio.ensure_future(read_logs())
-    follower = asyncio.ensure_future(asyncio.to_thread(follow_logs))
-    await asyncio.sleep(0.5)
+    reader = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.integration.log_reader",
+        portero.url,
+        "chatty",
+        cwd=ROOT,
+        env={**os.environ, "PORTERO_TOKEN": portero.token},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    await asyncio.sleep(1.0)
     during = await measured(portero, 6)
-    stop.set()
-    reads = await readers
-    await follower
+    reads = int((await asyncio.wait_for(reader.communicate(b"stop\n"), 120))[0])
     started = time.monotonic()
     tail = portero.get("/logs", service="chatty", limit=200)["lines"]
     tail_s = time.monotonic() - started

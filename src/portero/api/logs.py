@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
-from portero import logs
+from portero import logs, lowpriority
 from portero.api.params import REPLICA_ID
 from portero.api.schemas import LogLineOut, LogsOut
 from portero.control import ControlPlane
@@ -29,17 +28,17 @@ def routes(control: ControlPlane) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
         follow: bool = False,
         health: Annotated[bool, Query(description="Include the lines of portero's health checks.")] = False,
-    ) -> LogsOut | StreamingResponse:
+    ) -> Response:
         sources = _sources(control, service, replica)
         start = control.clock() + since if since is not None and since < 0 else since
         # Taken from here on: nothing written meanwhile is lost.
         following = logs.follow(sources, grep, health=health) if follow else None
-        # Files are read in a thread, off the event loop.
-        found = await asyncio.to_thread(lambda: logs.read(sources(), start, grep, limit, health=health))
-        backlog = [LogLineOut(**vars(line)) for line in found]
+        # Read and encoded in a low-priority thread: a big read waits for traffic, and traffic never for it.
         if following is None:
-            return LogsOut(lines=backlog)
-        return StreamingResponse(_sse(backlog, following), media_type="text/event-stream")
+            body = await lowpriority.run(lambda: _encoded(logs.read(sources(), start, grep, limit, health=health)))
+            return Response(body, media_type="application/json")
+        found = await lowpriority.run(lambda: logs.read(sources(), start, grep, limit, health=health))
+        return StreamingResponse(_sse(found, following), media_type="text/event-stream")
 
     return api
 
@@ -62,9 +61,13 @@ def _sources(control: ControlPlane, service: str | None, replica: str | None) ->
     return sources
 
 
-async def _sse(backlog: list[LogLineOut], following: AsyncIterator[logs.LogLine]) -> AsyncIterator[str]:
+def _encoded(found: list[logs.LogLine]) -> bytes:
+    return LogsOut(lines=[LogLineOut(**vars(line)) for line in found]).model_dump_json().encode()
+
+
+async def _sse(backlog: list[logs.LogLine], following: AsyncIterator[logs.LogLine]) -> AsyncIterator[str]:
     # Starlette cancels this generator when the client goes away.
     for line in backlog:
-        yield f"data: {json.dumps(line.model_dump())}\n\n"  # ASCII: no "\x85" or "\u2028" for a client to split on
+        yield f"data: {json.dumps(vars(line))}\n\n"  # ASCII: no "\x85" or "\u2028" for a client to split on
     async for new in following:
         yield f"data: {json.dumps(vars(new))}\n\n"
