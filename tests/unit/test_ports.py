@@ -1,6 +1,7 @@
 """Free ports for replicas and tests: chosen outside the kernel's ephemeral range, never one that is bound."""
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -8,7 +9,7 @@ from portero.runtimes import ports
 
 
 def ephemeral_range() -> range:
-    low, high = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
     return range(int(low), int(high) + 1)
 
 
