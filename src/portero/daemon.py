@@ -110,7 +110,7 @@ def make_runtime(spec: Spec, state_dir: Path) -> Runtime:
         from portero.runtimes.swarm import SwarmRuntime
 
         return SwarmRuntime(state_dir, spec.docker)
-    return ProcessRuntime(state_dir)
+    return ProcessRuntime(state_dir, kill_wait_s=spec.process.kill_wait_s)
 
 
 def admin_url(spec: Spec) -> str:
@@ -382,7 +382,7 @@ def build(spec: Spec, spec_path: Path, state_dir: Path) -> Daemon:
     control, plane = assemble(spec, spec_path.resolve().parent, store, make_runtime(spec, state_dir), link)
     if isinstance(control.runtime, ProcessRuntime):
         control.runtime.exit_hooks.append(control.supervisor.wake)  # a crashed replica is seen at once
-    team = Team(spec, store, control, plane, str(spec_path), tokens) if isinstance(store, RedisStore) else None
+    team = Team(spec, store, control, plane, str(spec_path), tokens=tokens) if isinstance(store, RedisStore) else None
     if plane is not None:
         plane.tls = make_tls(spec, state_dir, store, control, plane, team)
     monitor = Monitor(control, plane, state_dir, admin_url(spec))
@@ -476,5 +476,5 @@ def make_tls(
 def make_store(spec: Spec, state_dir: Path) -> SqliteStore | RedisStore:
     settings = spec.store
     if settings.redis_url:
-        return RedisStore(settings.redis_url, settings.redis_prefix, settings.timeout_s)
+        return RedisStore(settings.redis_url, prefix=settings.redis_prefix, timeout_s=settings.timeout_s)
     return SqliteStore(state_dir / "state.db")

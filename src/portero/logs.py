@@ -81,7 +81,7 @@ def read(
                 continue
             if since is not None and line.at < since:
                 break  # a replica's lines are in time order: the rest is older still
-            if _wanted(line, None, grep, health):
+            if _wanted(line, None, grep, health=health):
                 kept.append(line)
                 if len(kept) >= limit:
                     break
@@ -127,7 +127,7 @@ def _lines_backwards(handle: BinaryIO) -> Iterator[str]:
         yield rest.decode("utf-8", "replace")
 
 
-def _wanted(line: LogLine, since: float | None, grep: str | None, health: bool) -> bool:
+def _wanted(line: LogLine, since: float | None, grep: str | None, *, health: bool) -> bool:
     return (
         (since is None or line.at >= since)
         and (grep is None or grep in line.text)
@@ -164,7 +164,7 @@ def follow(
     appear later (scaled up, replaced by a deployment) are followed from their first line; files are followed
     across rotation (by inode) and truncation."""
     cursors = {source: Cursor.at_end(source.path) for source in sources()}
-    return _follow(sources, cursors, grep, poll_s, health)
+    return _follow(sources, cursors, grep, poll_s, health=health)
 
 
 async def _follow(
@@ -172,6 +172,7 @@ async def _follow(
     cursors: dict[LogSource, Cursor],
     grep: str | None,
     poll_s: float,
+    *,
     health: bool,
 ) -> AsyncIterator[LogLine]:
     while True:
@@ -183,7 +184,7 @@ async def _follow(
 
 def _read_new_lines(cursors: dict[LogSource, Cursor], grep: str | None, *, health: bool) -> list[LogLine]:
     lines = [parse(raw, source) for source, cursor in cursors.items() for raw in read_new(source.path, cursor)]
-    return [line for line in lines if line is not None and _wanted(line, None, grep, health)]
+    return [line for line in lines if line is not None and _wanted(line, None, grep, health=health)]
 
 
 def read_new(path: Path, cursor: Cursor) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import signal
 import sys
@@ -27,7 +28,7 @@ from portero.logs import LINE
 from portero.replicas import Process
 from portero.runtimes.base import Exit, Launch, Runtime, RuntimeFailure
 from portero.runtimes.process import ProcessRuntime
-from portero.spec.models import Build, DockerSettings, ServiceSpec
+from portero.spec.models import Build, DockerSettings, ServiceSpec, SwarmSettings
 from tests.conftest import REQUIRE_ALL, require_docker
 
 pytestmark = pytest.mark.integration
@@ -190,14 +191,19 @@ async def test_a_graceful_stop_sends_sigterm_and_reports_a_clean_exit(kind, runt
     assert time.monotonic() - started < 3
 
 
-async def test_a_stop_escalates_to_sigkill_after_the_grace_period(kind, runtime):
+async def test_a_stop_escalates_to_sigkill_after_the_grace_period(kind, runtime, caplog):
     process = await runtime.start(kind.launch("tiny-1-0001", {"TINY_IGNORE_TERM": "1"}))
     await wait_http(process)
     started = time.monotonic()
-    ended = await runtime.stop("tiny-1-0001", process, grace_s=1)
+    with caplog.at_level(logging.INFO, logger="portero.runtimes.ladder"):
+        ended = await runtime.stop("tiny-1-0001", process, grace_s=1)
     assert ended is not None
     assert ended.signal == 9
     assert 1 <= time.monotonic() - started < 5
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "portero.runtimes.ladder"] == [
+        ("INFO", "replica tiny-1-0001: SIGTERM, waiting up to 1.0 s"),  # every runtime climbs the same ladder
+        ("WARNING", f"replica tiny-1-0001: SIGKILL, waiting up to {runtime.kill_wait_s:.1f} s"),
+    ]
 
 
 async def test_a_crash_is_reported_with_its_code_and_its_output_is_kept(kind, runtime):
@@ -319,3 +325,37 @@ async def test_a_replica_runs_as_the_spec_user_without_portero_secrets(kind, run
     assert (await wait_http(process, "/id")).text == "65534:65534\n"
     assert (await wait_http(process, "/env/PORTERO_TOKEN")).text == "-\n"
     await runtime.stop("tiny-1-0001", process, grace_s=5)
+
+
+async def test_a_swarm_task_whose_node_engine_does_not_answer_is_stopped_by_swarm(tiny_image, tmp_path, caplog):
+    """The one-rung ladder: no Engine of the task's node answers (here: configured at a socket nobody serves),
+    so the service is scaled to 0 and Swarm itself stops the task, SIGTERM then SIGKILL after its grace."""
+    require_docker(swarm=True)
+    import docker
+
+    from portero.runtimes.swarm import SwarmRuntime
+
+    client = docker.from_env()
+    node_id = client.info()["Swarm"]["NodeID"]
+    settings = DockerSettings(swarm=SwarmSettings(engines={node_id: "unix:///nonexistent/portero-test.sock"}))
+    runtime = SwarmRuntime(tmp_path, settings, log_max_bytes=4096)
+    spec = ServiceSpec(image=tiny_image, stop_grace_s=1)
+    launch = Launch("tiny-1-0001", "tiny", 1, (), None, {"TINY_IGNORE_TERM": "1"}, 5000, spec)
+    try:
+        process = await runtime.start(launch)
+        await wait_http(process)
+        started = time.monotonic()
+        with caplog.at_level(logging.INFO, logger="portero.runtimes.ladder"):
+            ended = await runtime.stop("tiny-1-0001", process, grace_s=1)
+        # Its exit code when the task is read before Swarm's task reaper deletes it (a scaled-down slot's task
+        # goes once it ended), else unknown.
+        assert ended.signal == 9 or ended.code == -1
+        assert 1 <= time.monotonic() - started < 10  # the grace its ignored SIGTERM took, then Swarm's SIGKILL
+        assert client.api.containers(filters={"label": f"portero.instance={runtime.instance}"}) == []  # none runs
+        assert [r.getMessage() for r in caplog.records if r.name == "portero.runtimes.ladder"] == [
+            f"replica tiny-1-0001: scale to 0 through Swarm, waiting up to {1 + runtime.kill_wait_s:.1f} s"
+        ]
+    finally:
+        for follower in list(runtime._followers.values()):
+            follower.stop()
+        _clean(runtime)

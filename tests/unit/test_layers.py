@@ -214,3 +214,43 @@ def test_no_function_in_src_is_over_60_lines():
             f"{relative}:{line} {name} ({length} lines)" for name, line, length in long_functions(path.read_text())
         ]
     assert not found, f"over {MAX_FUNCTION_LINES} lines: {found}; split them (one job each)"
+
+
+def positional_flags(source: str) -> list[tuple[str, int, str]]:
+    """(function, line, parameter) of every parameter annotated `bool` (or `bool | None`, or `Annotated[bool,
+    ...]` as Typer and FastAPI take them) that a caller can pass by position."""
+
+    def is_flag(annotation: ast.expr | None) -> bool:
+        if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+            annotation = ast.parse(annotation.value, mode="eval").body
+        if isinstance(annotation, ast.Subscript) and ast.unparse(annotation.value) in ("Annotated", "typing.Annotated"):
+            annotation = annotation.slice.elts[0] if isinstance(annotation.slice, ast.Tuple) else annotation.slice
+        return annotation is not None and ast.unparse(annotation) in ("bool", "bool | None", "Optional[bool]")
+
+    return sorted(
+        (node.name, node.lineno, arg.arg)
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        for arg in (*node.args.posonlyargs, *node.args.args)
+        if is_flag(arg.annotation)
+    )
+
+
+def test_the_flag_check_finds_positional_flags_only():
+    source = (
+        "def f(a: int, b: bool, *, c: bool) -> bool: ...\n"
+        "class C:\n    async def g(self, d: 'bool | None' = None, *e: bool, **f: bool) -> None: ...\n"
+        "def h(g: Annotated[bool, Option('--g')] = False, *, i: Annotated[bool, Query()] = False) -> None: ...\n"
+    )
+    assert positional_flags(source) == [("f", 1, "b"), ("g", 3, "d"), ("h", 4, "g")]  # c, e, f and i cannot be
+
+
+def test_flags_are_keyword_only():
+    """STYLE.md: a call reads `record_check(replica, policy, now, ok=True)`, never `record_check(r, True, p, n)`."""
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        relative = path.relative_to(SRC).as_posix()
+        if relative.startswith("router/"):  # router/: issue-17x makes its flags keyword-only
+            continue
+        found += [f"{relative}:{line} {name}({arg})" for name, line, arg in positional_flags(path.read_text())]
+    assert not found, f"flags a caller can pass by position: {found}; put them after `*`"

@@ -252,7 +252,7 @@ HARDENING = [
 ]
 
 
-def _hardened(send: Send, private: bool) -> Send:
+def _hardened(send: Send, *, private: bool) -> Send:
     """Headers every answer gets unless its route set them: no MIME sniffing, no framing (an admin action
     cannot be clickjacked), no Referer; and an answer given to a token is never cached."""
     extra = [*HARDENING, (b"cache-control", b"no-store")] if private else HARDENING

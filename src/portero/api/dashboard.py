@@ -114,7 +114,7 @@ def routes(
     api = APIRouter(prefix="/scalability/dashboard", tags=["dashboard"])
     assets = load_assets()
 
-    def answer(asset: Asset, request: Request, revalidate: bool = True) -> Response:
+    def answer(asset: Asset, request: Request, *, revalidate: bool = True) -> Response:
         headers = {"Cache-Control": "no-cache", "Content-Security-Policy": CSP}
         if revalidate:  # not the page itself: auth lets only a text/html answer out to a client without a token
             headers["ETag"] = asset.etag

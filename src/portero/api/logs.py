@@ -21,6 +21,7 @@ def routes(control: ControlPlane) -> APIRouter:
 
     @api.get("/logs", response_model=LogsOut, summary="Read or follow (server-sent events) replica output")
     async def get_logs(
+        *,
         service: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
         replica: Annotated[str | None, Query(pattern=REPLICA_ID)] = None,
         since: Annotated[float | None, Query(description="Unix time, or seconds ago when negative.")] = None,

@@ -26,6 +26,7 @@ def routes(control: ControlPlane, plane: DataPlane | None, request_shutdown: Cal
 
     @api.post("/shutdown", tags=["portero"], status_code=202, summary="Stop every replica gracefully, then portero")
     async def shutdown(
+        *,
         keep_running: Annotated[
             bool, Query(description="Stop portero only: replicas and router keep serving for the next portero.")
         ] = False,

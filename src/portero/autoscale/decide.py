@@ -124,7 +124,7 @@ def _ask(
 def _stabilized(current: int, ask: _Ask, policy: ServiceAutoscale, history: History, now: float) -> tuple[int, str]:
     """The count stability allows, and what held it back ("" when nothing did)."""
     if ask.raw > current:
-        return _scale_up(current, ask.raw, policy, history, now, ask.in_panic)
+        return _scale_up(current, ask.raw, policy, history, now, in_panic=ask.in_panic)
     if ask.raw == current:
         return current, ""
     highest = max(n for _, n in history.recommendations)
@@ -223,7 +223,7 @@ def _targets(signals: Signals, policy: ServiceAutoscale) -> list[tuple[str, floa
 
 
 def _scale_up(
-    current: int, raw: int, policy: ServiceAutoscale, history: History, now: float, in_panic: bool
+    current: int, raw: int, policy: ServiceAutoscale, history: History, now: float, *, in_panic: bool
 ) -> tuple[int, str]:
     if in_panic:
         return raw, ""

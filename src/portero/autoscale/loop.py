@@ -47,6 +47,7 @@ class Autoscaler:
         control: ControlPlane,
         plane: DataPlane | None,
         monitor: Monitor | None,
+        *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.control = control

@@ -84,6 +84,7 @@ class Client:
     def __init__(
         self,
         url: str,
+        *,
         token: str | None = None,
         timeout_s: float = 10.0,
         token_hint: str = "",

@@ -78,7 +78,7 @@ class Context:
         hint = f"the CLI sends PORTERO_TOKEN, else the token in {cls.state_dir / ADMIN_TOKEN_FILE}"
         url = resolve_url(cls.admin, cls.state_dir, spec_file)
         trust, name = resolve_trust(cls.state_dir, spec_file)
-        return Client(url, resolve_token(cls.state_dir), token_hint=hint, verify=trust, server_name=name)
+        return Client(url, token=resolve_token(cls.state_dir), token_hint=hint, verify=trust, server_name=name)
 
 
 @app.callback()
@@ -99,6 +99,7 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 @app.command()
 def up(
+    *,
     file: SpecFile = Path("portero.yaml"),
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")] = False,
     ui: Annotated[bool, typer.Option(help="Live status table (foreground only).")] = True,
@@ -320,6 +321,7 @@ def _stop(child: subprocess.Popen[bytes]) -> None:
 
 @app.command()
 def status(
+    *,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     file: SpecFile = Path("portero.yaml"),
 ) -> None:
@@ -369,6 +371,7 @@ def scale(
 
 @app.command()
 def logs(
+    *,
     service: Annotated[str | None, typer.Argument(help="Service name (all when omitted).")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
     since: Annotated[str | None, typer.Option(help="30s, 5m, 2h, 1d, or an ISO time.")] = None,
@@ -445,6 +448,7 @@ def parse_since(text: str | None) -> float | None:
 
 @app.command()
 def metrics(
+    *,
     name: Annotated[
         str | None, typer.Option("--name", help="A series, e.g. replica_cpu_percent or host_load1{...}.")
     ] = None,
@@ -468,6 +472,7 @@ def metrics(
 
 @app.command()
 def alerts(
+    *,
     history: Annotated[bool, typer.Option(help="Alerts that fired and resolved (the event log).")] = False,
     limit: Annotated[int, typer.Option(help="With --history: how many events to read.", min=1, max=1000)] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -501,6 +506,7 @@ def events(
 
 @app.command()
 def apply(
+    *,
     file: SpecFile = Path("portero.yaml"),
     detach: Annotated[bool, typer.Option("--detach", help="Return once applied; do not follow deployments.")] = False,
 ) -> None:
@@ -518,7 +524,9 @@ def apply(
     body = {"yaml": text, "source": str(file)}
     result = _call(lambda c: c.request("PUT", "/spec", json=body, timeout=wait), file)
     console.print("\n".join(result["changes"]) or "no change", highlight=False)
-    ended = [_follow_deployment(_deployment(d, file), not detach, file, quiet=True) for d in result["deployments"]]
+    ended = [
+        _follow_deployment(_deployment(d, file), file, follow=not detach, quiet=True) for d in result["deployments"]
+    ]
     failed = [d for d in ended if d["state"] not in ("running", "succeeded")]
     if failed:
         raise fail("; ".join(_outcome(d) for d in failed))
@@ -541,6 +549,7 @@ def validate(file: SpecFile = Path("portero.yaml")) -> None:
 
 @app.command()
 def deploy(
+    *,
     service: Annotated[str, typer.Argument(help="Service to deploy.")] = "portal",
     version: Annotated[str | None, typer.Option(help="New version (APP_VERSION of the replicas).")] = None,
     image: Annotated[str | None, typer.Option(help="New image (container runtimes).")] = None,
@@ -565,7 +574,7 @@ def deploy(
         env[key] = value
     body = {"service": service, "version": version, "image": image, "env": env, "strategy": strategy}
     started = _call(lambda c: c.post("/deploy", {k: v for k, v in body.items() if v is not None}), file)
-    ended = _follow_deployment(started, not detach, file)
+    ended = _follow_deployment(started, file, follow=not detach)
     if ended["state"] not in ("running", "succeeded"):
         raise fail(_outcome(ended))
 
@@ -583,6 +592,7 @@ def _abort(service: str, file: Path) -> None:
 
 @app.command()
 def rollback(
+    *,
     service: Annotated[str, typer.Argument(help="Service to roll back.")] = "portal",
     revision: Annotated[int | None, typer.Argument(help="Kept revision (default: the previous one).")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Return once started; do not follow it.")] = False,
@@ -590,7 +600,7 @@ def rollback(
 ) -> None:
     """Go back to a kept revision; recorded as a deployment, followed until it ends."""
     started = _call(lambda c: c.post("/rollback", {"service": service, "revision": revision}), file)
-    ended = _follow_deployment(started, not detach, file)
+    ended = _follow_deployment(started, file, follow=not detach)
     if ended["state"] not in ("running", "succeeded"):
         raise fail(_outcome(ended))
 
@@ -607,7 +617,7 @@ def history(
     console.print(deployments_table(found))
 
 
-def _follow_deployment(started: dict[str, Any], follow: bool, file: Path, *, quiet: bool = False) -> dict[str, Any]:
+def _follow_deployment(started: dict[str, Any], file: Path, *, follow: bool, quiet: bool = False) -> dict[str, Any]:
     """Print its steps as they come until it ends (`follow`), and return its last record."""
     if not quiet:
         console.print(
@@ -654,6 +664,7 @@ def autoscaler(file: SpecFile = Path("portero.yaml")) -> None:
 
 @app.command()
 def down(
+    *,
     file: SpecFile = Path("portero.yaml"),
     timeout_s: Annotated[
         float | None,
@@ -690,7 +701,7 @@ def down(
         return
     stopped = _last_stop(file, asked_at - 1)
     report = f": {escape(stopped.message)}" if stopped else ""
-    console.print(f"portero stopped{report}; {_left_running(replicas, among_others)}")
+    console.print(f"portero stopped{report}; {_left_running(replicas, among_others=among_others)}")
 
 
 OLD_STOP_WAIT_S = 60.0  # a portero that does not say how long its stop takes (before `stop_within_s`)
@@ -762,6 +773,7 @@ Endpoint = Annotated[str, typer.Argument(help="The endpoint's address (host:port
 
 @app.command()
 def drain(
+    *,
     service: Annotated[str, typer.Argument(help="Service name.")],
     endpoint: Endpoint,
     force: Annotated[
@@ -820,24 +832,27 @@ app.add_typer(router_app, name="router")
 
 @router_app.command("status")
 def router_status(
+    *,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     file: SpecFile = Path("portero.yaml"),
 ) -> None:
     """The router's parent and workers, the snapshot each serves, its listeners."""
-    _show_router(_call(lambda c: c.get("/router"), file), as_json)
+    _show_router(_call(lambda c: c.get("/router"), file), as_json=as_json)
 
 
 @router_app.command("restart")
 def router_restart(
+    *,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     file: SpecFile = Path("portero.yaml"),
 ) -> None:
     """New router workers (and the installed portero's router code) without refusing a connection."""
-    _show_router(_call(lambda c: c.post("/router/restart"), file), as_json)
+    _show_router(_call(lambda c: c.post("/router/restart"), file), as_json=as_json)
 
 
 @router_app.command("tls")
 def router_tls(
+    *,
     renew: Annotated[
         str | None, typer.Option("--renew", metavar="HOST", help="Obtain a new certificate for HOST now (ACME).")
     ] = None,
@@ -878,7 +893,7 @@ def _certificates_text(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _show_router(info: dict[str, Any], as_json: bool) -> None:
+def _show_router(info: dict[str, Any], *, as_json: bool) -> None:
     if as_json:
         console.print_json(json.dumps(info))
         return
@@ -894,7 +909,7 @@ def _show_router(info: dict[str, Any], as_json: bool) -> None:
         console.print(f"  [red]refused:[/] {escape(info['error'])}", highlight=False)
 
 
-def _left_running(replicas: list[dict[str, Any]], among_others: bool) -> str:
+def _left_running(replicas: list[dict[str, Any]], *, among_others: bool) -> str:
     """What runs on, found by knocking at each replica's address rather than assumed."""
     running = [r["id"] for r in replicas if r.get("address") and _listening(r["address"])]
     if not running:

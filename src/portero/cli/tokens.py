@@ -49,6 +49,7 @@ def create(
 
 @token_app.command("list")
 def list_tokens(
+    *,
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:

@@ -82,6 +82,7 @@ class Election:
         identity: str,
         url: str,
         timing: Timing,
+        *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store

@@ -39,6 +39,7 @@ class Team:
         control: ControlPlane,
         plane: DataPlane | None,
         source: str,
+        *,
         tokens: TokenSet | None = None,
     ) -> None:
         self.identity = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"

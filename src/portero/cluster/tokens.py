@@ -45,7 +45,7 @@ class TokenShare:
     stay. A token unknown here makes the API ask Redis at once (at most every `MISS_EVERY_S`), so a token made on
     another portero a moment ago is not refused for the length of a period."""
 
-    def __init__(self, store: RedisStore, tokens: TokenSet, member: str, every_s: float = SHARE_EVERY_S) -> None:
+    def __init__(self, store: RedisStore, tokens: TokenSet, member: str, *, every_s: float = SHARE_EVERY_S) -> None:
         self.store, self.tokens, self.member, self.every_s = store, tokens, member, every_s
         self._asked = -MISS_EVERY_S
         tokens.on_miss = self.take

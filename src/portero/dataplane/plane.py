@@ -43,6 +43,7 @@ class DataPlane:
         desired: DesiredState,
         supervisor: Supervisor,
         link: RouterLink,
+        *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.desired = desired  # the replicas' weights follow its traffic splits

@@ -71,6 +71,7 @@ class Deployer:
         supervisor: Supervisor,
         store: Store,
         plane: DataPlane | None,
+        *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.desired = desired

@@ -9,7 +9,7 @@ from portero.replicas import Event, Replica, ReplicaState
 from portero.spec.models import HealthCheck
 
 
-def record_check(replica: Replica, ok: bool, policy: HealthCheck, now: float) -> tuple[Replica, Event | None]:
+def record_check(replica: Replica, policy: HealthCheck, now: float, *, ok: bool) -> tuple[Replica, Event | None]:
     """Count one check result; return the updated replica and the event it crosses, if any."""
     # Counters stop at their threshold: a steady replica's record then stays equal and is not rewritten.
     if ok:

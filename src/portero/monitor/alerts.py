@@ -139,7 +139,7 @@ def evaluate(
             seen.add(key)
             before = alerts.get(key) or Alert(rule.name, labels, {}, key)
             met = value is not None and compare(value, rule.threshold)
-            after = step(before, rule, met, value, now)
+            after = step(before, rule, value, now, met=met)
             _keep(result, before, after)
     for key, alert in alerts.items():  # series gone, or rule removed: the condition no longer holds
         if key not in seen:
@@ -154,7 +154,7 @@ def _keep(result: Evaluation, before: Alert, after: Alert) -> None:
         result.alerts[after.fingerprint] = after
 
 
-def step(alert: Alert, rule: AlertRule, met: bool, value: float | None, now: float) -> Alert:
+def step(alert: Alert, rule: AlertRule, value: float | None, now: float, *, met: bool) -> Alert:
     """One evaluation of one alert: the table's moves that the facts call for, in order."""
     annotations = _annotations(rule, alert.labels, value) if met or alert.state is not AlertState.FIRING else None
     current = dataclasses.replace(alert, value=value, annotations=annotations or alert.annotations)

@@ -47,6 +47,7 @@ class Monitor:
         plane: DataPlane | None,
         state_dir: Path,
         external_url: str,
+        *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.control = control

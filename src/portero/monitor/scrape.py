@@ -83,7 +83,7 @@ class Scraper:
         url = f"http://{replica.process.host}:{replica.process.port}{settings.path}"
         began = time.perf_counter()
 
-        def status(ok: bool, series: int = 0, dropped: int = 0, error: str | None = None) -> ScrapeStatus:
+        def status(*, ok: bool, series: int = 0, dropped: int = 0, error: str | None = None) -> ScrapeStatus:
             took = round(time.perf_counter() - began, 4)
             return ScrapeStatus(replica.service, replica.id, url, now, ok, series, dropped, took, error)
 
@@ -91,15 +91,15 @@ class Scraper:
             assert self._client is not None
             response = await self._client.get(url, timeout=settings.timeout_s)
             if response.status_code != 200:
-                return ScrapeResult(status(False, error=f"HTTP {response.status_code}"), [])
+                return ScrapeResult(status(ok=False, error=f"HTTP {response.status_code}"), [])
             if len(response.content) > MAX_BODY_BYTES:
-                return ScrapeResult(status(False, error=f"body over {MAX_BODY_BYTES} bytes"), [])
+                return ScrapeResult(status(ok=False, error=f"body over {MAX_BODY_BYTES} bytes"), [])
             parsed = parse(response.text, replica.service, replica.id, settings.max_series)
         except httpx.HTTPError as exc:
-            return ScrapeResult(status(False, error=f"{type(exc).__name__}: {exc}".rstrip(": ")), [])
+            return ScrapeResult(status(ok=False, error=f"{type(exc).__name__}: {exc}".rstrip(": ")), [])
         except ValueError as exc:
-            return ScrapeResult(status(False, error=f"not Prometheus text: {exc}"), [])
-        return ScrapeResult(status(True, len(parsed.samples), parsed.dropped), parsed.samples)
+            return ScrapeResult(status(ok=False, error=f"not Prometheus text: {exc}"), [])
+        return ScrapeResult(status(ok=True, series=len(parsed.samples), dropped=parsed.dropped), parsed.samples)
 
     async def close(self) -> None:
         for task in self._inflight.values():

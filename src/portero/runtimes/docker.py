@@ -30,6 +30,7 @@ import docker.errors
 from docker import DockerClient
 
 from portero.replicas import Process
+from portero.runtimes import ladder
 from portero.runtimes.accounts import container_user
 from portero.runtimes.base import Exit, Launch, Progress, RuntimeFailure, Stats
 from portero.runtimes.engine import (
@@ -50,19 +51,18 @@ from portero.spec.models import DockerSettings, ServiceSpec
 log = logging.getLogger(__name__)
 POLL_S = 0.1
 LISTING_TTL_S = 0.15  # one container listing serves every poll of a supervisor pass (tick 0.2 s)
-KILL_WAIT_S = 10.0
 
 
 class EngineRuntime:
     """State and habits both container runtimes share: the Engine, the instance id, logs, stats, builds."""
 
     name = "engine"
-    kill_wait_s = KILL_WAIT_S
 
     def __init__(
         self,
         state_dir: Path,
         settings: DockerSettings,
+        *,
         host: str = "127.0.0.1",
         log_max_bytes: int = 10 * 1024 * 1024,
     ) -> None:
@@ -70,6 +70,7 @@ class EngineRuntime:
         self.instance = instance_id(state_dir)
         self.engine = Engine(settings)
         self.settings = settings
+        self.kill_wait_s = settings.kill_wait_s  # the stop ladder's last rung; `portero down` counts it in
         self.host = host
         self.log_max_bytes = log_max_bytes
         self.sampler = StatsSampler()
@@ -81,7 +82,7 @@ class EngineRuntime:
     async def prepare(self, service: str, spec: ServiceSpec, base_dir: Path, progress: Progress | None) -> ServiceSpec:
         return await prepare_image(self.engine, service, spec, base_dir, self.instance, progress)
 
-    def _follow(self, replica_id: str, container: str, engine: Engine | None = None) -> None:
+    def _follow(self, replica_id: str, container: str, *, engine: Engine | None = None) -> None:
         """Copy a container's output into the replica log, from where the log file ends; `engine` is the one
         that runs it (a Swarm node's), portero's own by default."""
         self._unfollow(replica_id)
@@ -108,13 +109,13 @@ class EngineRuntime:
         return f"container exited with {describe(exit_of(state))}"
 
     async def _container_stats(
-        self, replica_id: str, container: str, pid: int | None, engine: Engine | None = None
+        self, replica_id: str, container: str, pid: int | None, *, engine: Engine | None = None
     ) -> Stats:
         return await (engine or self.engine).call(
             f"stats of replica {replica_id}", lambda c: self.sampler.measure(c, replica_id, container, pid)
         )
 
-    async def _container_health(self, replica_id: str, container: str, engine: Engine | None = None) -> bool | None:
+    async def _container_health(self, replica_id: str, container: str, *, engine: Engine | None = None) -> bool | None:
         def read(client: DockerClient) -> bool | None:
             state = client.api.inspect_container(container)["State"]
             health = state.get("Health")
@@ -137,10 +138,11 @@ class DockerRuntime(EngineRuntime):
         self,
         state_dir: Path,
         settings: DockerSettings,
+        *,
         host: str = "127.0.0.1",
         log_max_bytes: int = 10 * 1024 * 1024,
     ) -> None:
-        super().__init__(state_dir, settings, host, log_max_bytes)
+        super().__init__(state_dir, settings, host=host, log_max_bytes=log_max_bytes)
         self._ports: dict[str, int] = {}  # given to live replicas; never handed out twice
         self._listing: tuple[float, dict[str, dict[str, Any]]] | None = None
 
@@ -297,28 +299,19 @@ class DockerRuntime(EngineRuntime):
         if attrs is None or not attrs["State"].get("Running"):
             return await self._ended(replica_id, process)
         name = self.container_name(replica_id)
-        signal = attrs.get("Config", {}).get("StopSignal") or "SIGTERM"
-        log.info("stopping replica %s: %s, %.1f s grace", replica_id, signal, grace_s, extra={"replica": replica_id})
-        with contextlib.suppress(RuntimeFailure):  # it may have ended meanwhile; the wait below tells
-            await self.engine.call(f"stop of replica {replica_id}", lambda c: c.api.kill(name, signal=signal))
-        ended = await self._wait_ended(replica_id, process, grace_s)
-        if ended is not None:
-            return ended
-        log.warning("replica %s outlived its %.1f s grace: SIGKILL", replica_id, grace_s, extra={"replica": replica_id})
-        with contextlib.suppress(RuntimeFailure):
-            await self.engine.call(f"kill of replica {replica_id}", lambda c: c.api.kill(name, signal="SIGKILL"))
-        ended = await self._wait_ended(replica_id, process, KILL_WAIT_S)
-        if ended is None:
-            raise RuntimeFailure(f"replica {replica_id} (container {name}) survived SIGKILL", retryable=True)
-        return ended
 
-    async def _wait_ended(self, replica_id: str, process: Process, within_s: float) -> Exit | None:
-        deadline = time.monotonic() + within_s
-        while True:
-            ended = await self._ended(replica_id, process)
-            if ended is not None or time.monotonic() >= deadline:
-                return ended
-            await asyncio.sleep(POLL_S)
+        async def send(action: str) -> None:
+            with contextlib.suppress(RuntimeFailure):  # it may have ended meanwhile; the wait tells
+                await self.engine.call(f"{action} to replica {replica_id}", lambda c: c.api.kill(name, signal=action))
+
+        return await ladder.climb(
+            replica_id,
+            ladder.ladder(attrs.get("Config", {}).get("StopSignal") or "SIGTERM", grace_s, self.kill_wait_s),
+            send,
+            lambda: self._ended(replica_id, process),
+            what=f"container {name}",
+            interval=POLL_S,
+        )
 
     async def forget(self, replica_id: str) -> None:
         self._ports.pop(replica_id, None)

@@ -101,10 +101,10 @@ class Engine:
     """One lazily made client and a helper that runs a blocking SDK call in a thread, classified.
 
     The threads are the Engine's own, not asyncio's default pool (cores + 4: 6 on a 2-core machine), which the
-    store and the monitor share: a call may block for seconds. A swarm replica's start holds its call until
-    its task runs (up to `docker.swarm.task_timeout_s`), and a stats call waits for the Engine's next collection
-    (measured: up to 1.0 s with `one-shot`, 2.0 s without), so six replicas starting at once, or six stats
-    calls, would otherwise hold every thread the store needs."""
+    store and the monitor share: a call may block for seconds. A stats call waits for the Engine's next
+    collection (measured: up to 1.0 s with `one-shot`, 2.0 s without), and an image build or pull for minutes,
+    so six of them would otherwise hold every thread the store needs. (Waits for a state, a swarm task that
+    runs or a container that ended, are `ladder.poll_until` over short calls, and hold no thread between them.)"""
 
     THREADS = 16
 

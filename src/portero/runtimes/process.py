@@ -3,8 +3,8 @@
 Each replica runs under `portero.runtimes.shim`, which leads the process group, owns the app's output and
 writes its exit status, so replicas outlive a killed portero and are adopted by the next one. The shim is a
 subreaper: whatever the app starts stays under it, even a process that left the group with setsid.
-Stopping escalates on a deadline: SIGTERM to the shim (relayed to the app), the grace period, then SIGKILL
-to the shim's whole tree and group, so that no worker of the app is left behind; the exit names what had to be
+Stopping climbs the stop ladder (`ladder.py`): SIGTERM to the shim (relayed to the app), the grace period, then
+SIGKILL to the shim's whole tree and group, so that no worker of the app is left behind; the exit names what had to be
 killed. A replica gets a clean environment (`environment.py`) and, as root, runs as the spec's user.
 """
 
@@ -28,11 +28,11 @@ import psutil
 
 from portero import statedir
 from portero.replicas import Process
-from portero.runtimes import accounts
+from portero.runtimes import accounts, ladder
 from portero.runtimes.base import Exit, Launch, Progress, RuntimeFailure, Stats
 from portero.runtimes.environment import replica_environment
 from portero.runtimes.ports import free_port
-from portero.spec.models import ServiceSpec
+from portero.spec.models import ProcessSettings, ServiceSpec
 
 log = logging.getLogger(__name__)
 POLL_S = 0.05
@@ -42,9 +42,16 @@ TREE_REFRESH_S = 5.0  # a replica's process tree is listed again at least this o
 
 class ProcessRuntime:
     name = "process"
-    kill_wait_s = 5.0
 
-    def __init__(self, state_dir: Path, host: str = "127.0.0.1", log_max_bytes: int = 10 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        log_max_bytes: int = 10 * 1024 * 1024,
+        kill_wait_s: float = ProcessSettings().kill_wait_s,
+    ) -> None:
+        self.kill_wait_s = kill_wait_s  # the ladder's last rung; `portero down` counts it in
         self.root = state_dir.resolve() / "replicas"  # absolute: replicas run in their own workdir
         self.host = host
         self.log_max_bytes = log_max_bytes
@@ -254,28 +261,22 @@ class ProcessRuntime:
     async def stop(self, replica_id: str, process: Process, grace_s: float) -> Exit | None:
         if not self._is_same(process):
             return await self.poll(replica_id, process)
-        log.info("stopping replica %s: SIGTERM, %.1f s grace", replica_id, grace_s, extra={"replica": replica_id})
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            ended = await self.poll(replica_id, process)
-            if ended is not None:
-                return ended
-            await asyncio.sleep(POLL_S)
-        log.warning(
-            "replica %s outlived its %.1f s grace: SIGKILL",
+
+        async def send(action: str) -> None:
+            if action == "SIGKILL":  # the shim's whole tree and group: no worker of the app is left behind
+                self._killed[replica_id] = self._kill_tree(process.pid)
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.Signals[action])
+
+        return await ladder.climb(
             replica_id,
-            grace_s,
-            extra={"replica": replica_id},
+            ladder.ladder("SIGTERM", grace_s, self.kill_wait_s),
+            send,
+            lambda: self.poll(replica_id, process),
+            what=f"pid {process.pid}",
+            interval=POLL_S,
         )
-        self._killed[replica_id] = self._kill_tree(process.pid)
-        for _ in range(round(self.kill_wait_s / POLL_S)):
-            ended = await self.poll(replica_id, process)
-            if ended is not None:
-                return ended
-            await asyncio.sleep(POLL_S)
-        raise RuntimeFailure(f"replica {replica_id} (pid {process.pid}) survived SIGKILL", retryable=True)
 
     async def stats(self, replica_id: str, process: Process) -> Stats:
         return await asyncio.to_thread(self._stats, process)

@@ -59,7 +59,7 @@ from docker.types import (
 )
 
 from portero.replicas import Process
-from portero.runtimes import nodes
+from portero.runtimes import ladder, nodes
 from portero.runtimes.accounts import container_user
 from portero.runtimes.base import Exit, Launch, Progress, RuntimeFailure, Stats
 from portero.runtimes.docker import EngineRuntime, describe, exit_of
@@ -84,7 +84,6 @@ LABEL_PORT_CHECK = "portero.port-check"  # the global job that reads the nodes' 
 POLL_S = 0.1
 LISTING_TTL_S = 0.15  # one task listing serves every poll of a supervisor pass (tick 0.2 s)
 NODES_TTL_S = 1.0
-KILL_WAIT_S = 10.0
 ALIVE = {"new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running"}
 PORT_CHECK = ["cat", "/proc/net/tcp", "/proc/net/tcp6"]
 
@@ -101,7 +100,6 @@ class Placed:
 
 class SwarmRuntime(EngineRuntime):
     name = "swarm"
-    kill_wait_s = KILL_WAIT_S
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -150,11 +148,11 @@ class SwarmRuntime(EngineRuntime):
             )
             if block is None:  # the revision's first replica: a new block, held once its service exists
                 async with self._choosing:
-                    block = await self.engine.call(f"ports of {launch.service}", lambda c: self._choose_block(c, image))
+                    block = await self._choose_block(image)
                     await self.engine.call(f"service {name}", lambda c: self._create(c, name, launch, block, slot))
             else:
                 await self.engine.call(f"service {name}", lambda c: self._create(c, name, launch, block, slot))
-        task = await self.engine.call(f"start of replica {launch.replica_id}", lambda c: self._wait_running(c, name))
+        task = await self._running(name)
         self._tasks = None
         node = await self._node(task["NodeID"])
         try:
@@ -176,7 +174,7 @@ class SwarmRuntime(EngineRuntime):
         )
         engine = await self._engine_of(placed.node)
         if engine is not None and placed.container:
-            self._follow(launch.replica_id, placed.container, engine)
+            self._follow(launch.replica_id, placed.container, engine=engine)
         return Process(
             host=host,
             port=block + slot,
@@ -210,14 +208,11 @@ class SwarmRuntime(EngineRuntime):
             )
         return block, slot
 
-    def _choose_block(self, client: DockerClient, image: str) -> int:
+    async def _choose_block(self, image: str) -> int:
         """The first block of `docker.swarm.ports` that no service of any portero on the swarm holds and in
         which nothing listens on any node."""
-        taken = set()
-        for found in client.api.services(filters={"label": LABEL_BLOCK}):
-            with contextlib.suppress(KeyError, ValueError):
-                taken.add(int(found["Spec"]["Labels"][LABEL_BLOCK]))
-        listening = self._listening(client, image)
+        taken = await self.engine.call("ports held by swarm services", _held_blocks)
+        listening = await self._listening(image)
         first, last = self.settings.swarm.port_range
         block, passed = choose_block(first, last, PORT_BLOCK, taken, listening)
         for base, why in passed.items():
@@ -238,58 +233,54 @@ class SwarmRuntime(EngineRuntime):
         )
         return block
 
-    def _listening(self, client: DockerClient, image: str) -> dict[str, set[int]]:
+    async def _listening(self, image: str) -> dict[str, set[int]]:
         """Every schedulable node's listening TCP ports, by hostname, read by a global job of the image."""
-        expected = {n["ID"]: n for n in client.api.nodes() if nodes.schedulable(n)}
         name = f"portero-{self.instance}-ports-{secrets.token_hex(3)}"
-        client.services.create(
-            image,
-            command=PORT_CHECK,
-            name=name,
-            labels={LABEL_PORT_CHECK: self.instance},
-            networks=[NetworkAttachmentConfig("host")],
-            mode=ServiceMode("global-job"),
-            restart_policy=RestartPolicy(condition="none"),
-        )
-        try:
-            ended = self._job_ended(client, name, expected)
-            raw = b"".join(client.api.service_logs(name, stdout=True, stderr=True, details=True, follow=False))
-        finally:
-            with contextlib.suppress(docker.errors.APIError):
-                client.api.remove_service(name)
-        lines: dict[str, list[str]] = defaultdict(list)
-        for line in raw.decode("utf-8", "replace").splitlines():
-            details, _, text = line.partition(" ")
-            fields = dict(pair.split("=", 1) for pair in details.split(",") if "=" in pair)
-            lines[fields.get("com.docker.swarm.node.id", "")].append(text)
-        found = {}
-        for node_id, node in expected.items():
-            text = "\n".join(lines.get(node_id, []))
-            if "local_address" not in text:
-                error = ended[node_id]["Status"].get("Err") or ended[node_id]["Status"]["State"]
-                raise RuntimeFailure(
-                    f"cannot check ports on node {nodes.hostname(node)}: `{' '.join(PORT_CHECK)}` in {image} "
-                    f"printed nothing ({error}); the swarm runtime needs `cat` in the image",
-                    retryable=False,
-                )
-            found[nodes.hostname(node)] = listening_ports(text)
-        return found
 
-    def _job_ended(self, client: DockerClient, name: str, expected: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        deadline = time.monotonic() + self.settings.swarm.task_timeout_s
-        while True:
-            tasks = client.api.tasks(filters={"service": name})
-            ended = {t["NodeID"]: t for t in tasks if t["Status"]["State"] not in ALIVE}
-            if set(expected) <= set(ended):
-                return ended
-            if time.monotonic() >= deadline:
-                missing = sorted(nodes.hostname(expected[n]) for n in set(expected) - set(ended))
-                raise RuntimeFailure(
-                    f"the check of free ports did not end on {', '.join(missing)} within "
-                    f"{self.settings.swarm.task_timeout_s:g} s (docker.swarm.task_timeout_s)",
-                    retryable=True,
-                )
-            time.sleep(POLL_S * 2)
+        def start_check(client: DockerClient) -> dict[str, Any]:
+            expected = {n["ID"]: n for n in client.api.nodes() if nodes.schedulable(n)}
+            client.services.create(
+                image,
+                command=PORT_CHECK,
+                name=name,
+                labels={LABEL_PORT_CHECK: self.instance},
+                networks=[NetworkAttachmentConfig("host")],
+                mode=ServiceMode("global-job"),
+                restart_policy=RestartPolicy(condition="none"),
+            )
+            return expected
+
+        def output(client: DockerClient) -> bytes:
+            return b"".join(client.api.service_logs(name, stdout=True, stderr=True, details=True, follow=False))
+
+        expected = await self.engine.call("the check of free ports", start_check)
+        try:
+            ended = await self._job_ended(name, expected)
+            raw = await self.engine.call("the output of the check of free ports", output)
+        finally:
+            with contextlib.suppress(RuntimeFailure):
+                await self._remove(name)
+        return _ports_by_node(image, expected, ended, raw)
+
+    async def _job_ended(self, name: str, expected: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The job's task on each expected node, once every one has ended."""
+        ended: dict[str, dict[str, Any]] = {}
+
+        async def check() -> dict[str, dict[str, Any]] | None:
+            tasks = await self.engine.call(f"tasks of {name}", lambda c: c.api.tasks(filters={"service": name}))
+            ended.clear()
+            ended.update({t["NodeID"]: t for t in tasks if t["Status"]["State"] not in ALIVE})
+            return ended if set(expected) <= set(ended) else None
+
+        timeout_s = self.settings.swarm.task_timeout_s
+        if await ladder.poll_until(ladder.Deadline.within(timeout_s), check, POLL_S * 2) is None:
+            missing = sorted(nodes.hostname(expected[n]) for n in set(expected) - set(ended))
+            raise RuntimeFailure(
+                f"the check of free ports did not end on {', '.join(missing)} within {timeout_s:g} s "
+                "(docker.swarm.task_timeout_s)",
+                retryable=True,
+            )
+        return ended
 
     def _create(self, client: DockerClient, name: str, launch: Launch, block: int, slot: int) -> None:
         spec = launch.spec
@@ -341,32 +332,33 @@ class SwarmRuntime(EngineRuntime):
             user=container_user(spec),
         )
 
-    def _wait_running(self, client: DockerClient, name: str) -> dict[str, Any]:
+    async def _running(self, name: str) -> dict[str, Any]:
         """The service's task, once it runs; a task that fails or does not run in time takes its service along."""
-        deadline = time.monotonic() + self.settings.swarm.task_timeout_s
-        while True:
-            for task in client.api.tasks(filters={"service": name}):
+
+        async def check() -> dict[str, Any] | None:
+            tasks = await self.engine.call(f"tasks of {name}", lambda c: c.api.tasks(filters={"service": name}))
+            for task in tasks:
                 state = task["Status"]["State"]
                 if state == "running":
                     return dict(task)
                 if state not in ALIVE:
                     error = task["Status"].get("Err") or task["Status"].get("Message") or state
-                    with contextlib.suppress(docker.errors.NotFound):
-                        client.api.remove_service(name)
+                    await self._remove(name)
                     raise RuntimeFailure(f"swarm task of {name} {state}: {error}", retryable=True)
-            if time.monotonic() >= deadline:
-                with contextlib.suppress(docker.errors.NotFound):
-                    client.api.remove_service(name)
-                raise RuntimeFailure(
-                    f"no task of {name} running after {self.settings.swarm.task_timeout_s:g} s "
-                    "(docker.swarm.task_timeout_s)",
-                    retryable=True,
-                )
-            time.sleep(POLL_S)
+            return None
+
+        timeout_s = self.settings.swarm.task_timeout_s
+        task = await ladder.poll_until(ladder.Deadline.within(timeout_s), check, POLL_S)
+        if task is None:
+            await self._remove(name)
+            raise RuntimeFailure(
+                f"no task of {name} running after {timeout_s:g} s (docker.swarm.task_timeout_s)", retryable=True
+            )
+        return task
 
     # -- nodes -----------------------------------------------------------------------------------------------
 
-    async def _node_map(self, fresh: bool = False) -> dict[str, dict[str, Any]]:
+    async def _node_map(self, *, fresh: bool = False) -> dict[str, dict[str, Any]]:
         now = time.monotonic()
         if not fresh and self._nodes is not None and now - self._nodes[0] < NODES_TTL_S:
             return self._nodes[1]
@@ -406,7 +398,7 @@ class SwarmRuntime(EngineRuntime):
 
     # -- watch -----------------------------------------------------------------------------------------------
 
-    async def _all_tasks(self, fresh: bool = False) -> list[dict[str, Any]]:
+    async def _all_tasks(self, *, fresh: bool = False) -> list[dict[str, Any]]:
         now = time.monotonic()
         if not fresh and self._tasks is not None and now - self._tasks[0] < LISTING_TTL_S:
             return self._tasks[1]
@@ -423,9 +415,9 @@ class SwarmRuntime(EngineRuntime):
         self._tasks = (now, tasks)
         return tasks
 
-    async def _find(self, replica_id: str, process: Process, fresh: bool = False) -> dict[str, Any] | None:
+    async def _find(self, replica_id: str, process: Process, *, fresh: bool = False) -> dict[str, Any] | None:
         """The replica's task: by its placed id, or (after a restart of portero) by service and creation time."""
-        tasks = await self._all_tasks(fresh)
+        tasks = await self._all_tasks(fresh=fresh)
         placed = self._placed.get(replica_id)
         if placed is not None:
             return next((t for t in tasks if t["ID"] == placed.task), None)
@@ -467,7 +459,7 @@ class SwarmRuntime(EngineRuntime):
         self._placed[replica_id] = placed
         engine = await self._engine_of(placed.node)
         if engine is not None and placed.container:
-            self._follow(replica_id, placed.container, engine)
+            self._follow(replica_id, placed.container, engine=engine)
         return True
 
     async def stats(self, replica_id: str, process: Process) -> Stats:
@@ -477,14 +469,14 @@ class SwarmRuntime(EngineRuntime):
         engine = await self._engine_of(placed.node)
         if engine is None:
             raise RuntimeFailure(f"replica {replica_id} runs on {await self._unreachable(placed)}", retryable=False)
-        return await self._container_stats(replica_id, placed.container, process.pid, engine)
+        return await self._container_stats(replica_id, placed.container, process.pid, engine=engine)
 
     async def health(self, replica_id: str, process: Process) -> bool | None:
         placed = self._placed.get(replica_id)
         engine = await self._engine_of(placed.node) if placed is not None else None
         if placed is None or engine is None or placed.container is None:
             return None
-        return await self._container_health(replica_id, placed.container, engine)
+        return await self._container_health(replica_id, placed.container, engine=engine)
 
     # -- stop ------------------------------------------------------------------------------------------------
 
@@ -518,30 +510,24 @@ class SwarmRuntime(EngineRuntime):
     async def _stop_container(self, replica_id: str, engine: Engine, container: str, grace_s: float) -> Exit:
         """The same ladder as the docker runtime's, through the Engine of the task's node."""
         attrs = await engine.call("a task's container", lambda c: c.api.inspect_container(container))
-        signal = attrs.get("Config", {}).get("StopSignal") or "SIGTERM"
-        log.info("stopping replica %s: %s, %.1f s grace", replica_id, signal, grace_s, extra={"replica": replica_id})
-        for rung, wait_s in ((signal, grace_s), ("SIGKILL", KILL_WAIT_S)):
 
-            def kill(client: DockerClient, rung: str = rung) -> None:
-                client.api.kill(container, rung)
+        async def send(action: str) -> None:
+            with contextlib.suppress(RuntimeFailure):  # it may have ended meanwhile; the wait tells
+                await engine.call(f"{action} to replica {replica_id}", lambda c: c.api.kill(container, action))
 
-            with contextlib.suppress(RuntimeFailure):
-                await engine.call(f"stop of replica {replica_id}", kill)
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline:
-                state = await engine.call("a task's container", lambda c: c.api.inspect_container(container))
-                if not state["State"].get("Running"):
-                    ended = exit_of(state["State"])
-                    log.info("replica %s ended with %s", replica_id, describe(ended), extra={"replica": replica_id})
-                    return ended
-                await asyncio.sleep(POLL_S)
-            if rung != "SIGKILL":
-                log.warning("replica %s outlived its %.1f s grace: SIGKILL", replica_id, grace_s)
-        raise RuntimeFailure(f"replica {replica_id} (container {container[:12]}) survived SIGKILL", retryable=True)
+        async def ended() -> Exit | None:
+            state = (await engine.call("a task's container", lambda c: c.api.inspect_container(container)))["State"]
+            return None if state.get("Running") else exit_of(state)
+
+        stop_signal = attrs.get("Config", {}).get("StopSignal") or "SIGTERM"
+        rungs = ladder.ladder(stop_signal, grace_s, self.kill_wait_s)
+        end = await ladder.climb(replica_id, rungs, send, ended, what=f"container {container[:12]}", interval=POLL_S)
+        log.info("replica %s ended with %s", replica_id, describe(end), extra={"replica": replica_id})
+        return end
 
     async def _stop_by_swarm(self, replica_id: str, placed: Placed, grace_s: float) -> Exit:
-        """No Engine of its node: scale its service to 0 and let Swarm stop it, with the service's grace."""
-        log.info("stopping replica %s through Swarm", replica_id, extra={"replica": replica_id})
+        """No Engine of its node: scale its service to 0 and let Swarm stop it, with the service's grace (the
+        ladder of one rung, as long as the two of the other stops)."""
 
         def scale_to_zero(client: DockerClient) -> None:
             current = client.api.inspect_service(placed.service)
@@ -552,18 +538,20 @@ class SwarmRuntime(EngineRuntime):
                 fetch_current_spec=True,
             )
 
-        await self.engine.call(f"stop of replica {replica_id}", scale_to_zero)
-        deadline = time.monotonic() + grace_s + KILL_WAIT_S
-        while time.monotonic() < deadline:
+        async def send(action: str) -> None:
+            await self.engine.call(f"stop of replica {replica_id}", scale_to_zero)
+
+        async def ended() -> Exit | None:
             task = await self._task(placed.task)
             if task is None:
                 return Exit(code=-1)
-            if task["Status"]["State"] not in ALIVE:
-                code = int((task["Status"].get("ContainerStatus") or {}).get("ExitCode", -1))
-                return Exit(code=code, signal=code - 128 if 128 < code < 160 else None)
-            await asyncio.sleep(POLL_S * 5)
-        waited = grace_s + KILL_WAIT_S
-        raise RuntimeFailure(f"Swarm did not stop replica {replica_id} within {waited:g} s", retryable=True)
+            if task["Status"]["State"] in ALIVE:
+                return None
+            code = int((task["Status"].get("ContainerStatus") or {}).get("ExitCode", -1))
+            return Exit(code=code, signal=code - 128 if 128 < code < 160 else None)
+
+        rungs = (ladder.Rung("scale to 0 through Swarm", grace_s + self.kill_wait_s),)
+        return await ladder.climb(replica_id, rungs, send, ended, what=f"service {placed.service}", interval=POLL_S * 5)
 
     async def _task(self, task_id: str) -> dict[str, Any] | None:
         def inspect(client: DockerClient) -> dict[str, Any] | None:
@@ -607,6 +595,39 @@ class SwarmRuntime(EngineRuntime):
             if replica:
                 await self._drop_local(replica)
         return [name for name, _ in strays]
+
+
+def _held_blocks(client: DockerClient) -> set[int]:
+    """The port blocks the services of every portero on the swarm hold."""
+    taken = set()
+    for found in client.api.services(filters={"label": LABEL_BLOCK}):
+        with contextlib.suppress(KeyError, ValueError):
+            taken.add(int(found["Spec"]["Labels"][LABEL_BLOCK]))
+    return taken
+
+
+def _ports_by_node(
+    image: str, expected: dict[str, Any], ended: dict[str, dict[str, Any]], raw: bytes
+) -> dict[str, set[int]]:
+    """The listening ports each node's task of the port check printed, by hostname (its log lines carry the
+    node's ID); a node whose task printed nothing is a final failure: the image has no `cat`."""
+    lines: dict[str, list[str]] = defaultdict(list)
+    for line in raw.decode("utf-8", "replace").splitlines():
+        details, _, text = line.partition(" ")
+        fields = dict(pair.split("=", 1) for pair in details.split(",") if "=" in pair)
+        lines[fields.get("com.docker.swarm.node.id", "")].append(text)
+    found = {}
+    for node_id, node in expected.items():
+        text = "\n".join(lines.get(node_id, []))
+        if "local_address" not in text:
+            error = ended[node_id]["Status"].get("Err") or ended[node_id]["Status"]["State"]
+            raise RuntimeFailure(
+                f"cannot check ports on node {nodes.hostname(node)}: `{' '.join(PORT_CHECK)}` in {image} "
+                f"printed nothing ({error}); the swarm runtime needs `cat` in the image",
+                retryable=False,
+            )
+        found[nodes.hostname(node)] = listening_ports(text)
+    return found
 
 
 def _alive(task: dict[str, Any]) -> bool:

@@ -21,6 +21,7 @@ FIXED: tuple[tuple[str, str], ...] = (
     ("runtime", RESTART),
     ("admin.", RESTART),
     ("store.", RESTART),
+    ("process.", RESTART),
     ("docker.", RESTART),
     ("router.enabled", RESTART),
     ("monitoring.series.", RESTART + " (the series' memory is laid out at start)"),

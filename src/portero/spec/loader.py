@@ -26,13 +26,13 @@ class _Oversized(int):
 
     digits: int
 
-    def __new__(cls, digits: int, negative: bool) -> _Oversized:
+    def __new__(cls, digits: int, *, negative: bool) -> _Oversized:
         number = super().__new__(cls, -(10**MAX_NUMBER_CHARS) if negative else 10**MAX_NUMBER_CHARS)
         number.digits = digits
         return number
 
-    def __reduce__(self) -> tuple[type[_Oversized], tuple[int, bool]]:  # copied whole (apply_overrides copies)
-        return _Oversized, (self.digits, self < 0)
+    def __getnewargs_ex__(self) -> tuple[tuple[int], dict[str, bool]]:  # copied whole (apply_overrides copies)
+        return (self.digits,), {"negative": self < 0}
 
     def __repr__(self) -> str:
         return f"a number of {self.digits} characters"
@@ -50,7 +50,7 @@ class _NoAliasLoader(yaml.SafeLoader):
     def construct_number(self, node: yaml.ScalarNode) -> object:
         text = self.construct_scalar(node)
         if len(text) > MAX_NUMBER_CHARS:
-            return _Oversized(len(text), text.lstrip().startswith("-"))
+            return _Oversized(len(text), negative=text.lstrip().startswith("-"))
         if node.tag.endswith(":int"):
             return self.construct_yaml_int(node)
         return self.construct_yaml_float(node)

@@ -397,6 +397,14 @@ class SwarmSettings(Model):
         return first, last
 
 
+class ProcessSettings(Model):
+    """The `process` runtime."""
+
+    kill_wait_s: Seconds = 5
+    """Seconds a stop waits for a replica's processes to end after SIGKILL (the last rung of the stop ladder, after the
+    service's `stop_grace_s`) before it counts as failed and is tried again; `portero down` waits this long too."""
+
+
 class DockerSettings(Model):
     """The Docker Engine used by the `docker` and `swarm` runtimes."""
 
@@ -410,6 +418,9 @@ class DockerSettings(Model):
     network namespace, published on a free port of 127.0.0.1."""
     build_timeout_s: Seconds = 900
     """Seconds an image build may take before it is abandoned (and the spec refused)."""
+    kill_wait_s: Seconds = 10
+    """Seconds a stop waits for a container to end after SIGKILL (the last rung of the stop ladder, after the
+    service's `stop_grace_s`) before it counts as failed and is tried again; `portero down` waits this long too."""
     swarm: SwarmSettings = SwarmSettings()
     """The `swarm` runtime."""
 
@@ -1001,6 +1012,8 @@ class Spec(Model):
     """The management API."""
     router: RouterSettings = RouterSettings()
     """The HTTP load balancer."""
+    process: ProcessSettings = ProcessSettings()
+    """The `process` runtime."""
     docker: DockerSettings = DockerSettings()
     """The Docker Engine."""
     store: StoreSettings = StoreSettings()

@@ -101,7 +101,7 @@ def connect(url: str, timeout_s: float) -> aioredis.Redis:
 
 
 class RedisStore:
-    def __init__(self, url: str, prefix: str = "portero", timeout_s: float = 1.0) -> None:
+    def __init__(self, url: str, *, prefix: str = "portero", timeout_s: float = 1.0) -> None:
         self.url = url
         self.keys = Keys(prefix)
         self.client = connect(url, timeout_s)

@@ -115,7 +115,7 @@ def _observe(replica: Replica, observed: Observed, want: Desired | None, now: fl
     if ok is None:
         event = overdue(replica, want.health, now)
     else:
-        replica, event = record_check(replica, ok, want.health, now)
+        replica, event = record_check(replica, want.health, now, ok=ok)
     if event is Event.PASSED_CHECKS:
         waited = now - (replica.started_at or now)
         was = replica.state

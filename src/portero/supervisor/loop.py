@@ -33,6 +33,7 @@ class Supervisor:
         store: Store,
         base_dir: Path,
         wants: Callable[[], Mapping[str, Desired]],
+        *,
         clock: Callable[[], float] = time.time,
         tick_s: float = TICK_S,
     ) -> None:

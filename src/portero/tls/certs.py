@@ -90,7 +90,7 @@ def load_key(pem: bytes) -> PrivateKey:
     return key
 
 
-def self_signed(names: list[str], key: PrivateKey, days: float = 90) -> bytes:
+def self_signed(names: list[str], key: PrivateKey, *, days: float = 90) -> bytes:
     """A self-signed certificate for `names` (the admin API's stand-in until the real one is there)."""
     now = datetime.datetime.now(datetime.UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
