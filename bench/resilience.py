@@ -32,7 +32,7 @@ FIGURES = re.compile(
 
 
 def main() -> int:
-    env = {**os.environ, "PORTERO_KILL_LOOP_S": "30", "PORTERO_STRICT_P99": "1"}
+    env = {**os.environ, "PORTERO_KILL_LOOP_S": "30", "PORTERO_STRICT_P99": "1", "PORTERO_LOAD_PAUSE_S": "0"}
     command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:xdist", *TESTS]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     figures = [line.split(" .")[0].strip(".") for line in result.stdout.splitlines() if FIGURES.match(line.strip("."))]
