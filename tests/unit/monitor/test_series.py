@@ -125,13 +125,15 @@ def test_a_simulated_day_of_30_series_stays_under_the_budget():
     names = [("replica_cpu_percent", {"service": "portal", "replica": f"portal-1-{i:04x}"}) for i in range(24)]
     names += [(f"host_{n}", {}) for n in ("cpu_percent", "memory_percent", "load1", "disk_percent", "a", "b")]
     assert len(names) == 30
+    generations = [  # each replica is replaced every 6 hours (new series)
+        [(n, {**la, "replica": f"{la['replica']}-{g}"} if "replica" in la else la) for n, la in names] for g in range(4)
+    ]
     now = T0
-    for tick in range(86_400):  # one day at 1 s; each replica is replaced every 6 hours (new series)
+    for tick in range(86_400):  # one day at 1 s
         now = T0 + tick
-        generation = tick // 21_600
-        for name, labels in names:
-            labels = {**labels, "replica": f"{labels['replica']}-{generation}"} if "replica" in labels else labels
-            s.add(name, labels, float(tick % 100), now)
+        value = float(tick % 100)
+        for name, labels in generations[tick // 21_600]:
+            s.add(name, labels, value, now)
         if tick % 60 == 0:
             s.expire(now)
     measured = sum(
