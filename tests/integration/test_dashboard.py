@@ -464,3 +464,61 @@ def autoscaler_reasons() -> list[str]:
         reasons.add(decide(current, signals, idle, zero, History(), 1000.0).reason)
     reasons.add(decide(0, Signals(ready=0), idle, zero, History(), 1000.0).reason)
     return sorted(reasons)
+
+
+def test_a_scale_from_the_page_under_the_autoscaler_shows_the_refusal_and_the_box_follows_the_count(portero, browser):
+    # Issue 19, case 7: with autoscaling on, a manual scale from the page showed "Done" and was undone in under a
+    # second. The API refuses it (409) with the reason: the page must show that reason, in either language, and
+    # its scale box the desired count (the autoscaler's), also when the count moves while the page is open.
+    service = portal_service(replicas=2)
+    service["replicas"] = {"initial": 2, "min": 1, "max": 4}
+    autoscale = {"enabled": True, "scale_up_threshold": 90, "scale_down_threshold": 1}
+    portero.write_spec({"portal": service}, autoscale=autoscale)
+    portero.cli("up", "--detach")
+    portero.ready(2)
+    context, page = signed_in_plain(browser, portero)
+    box = page.locator("#scale-portal")
+    toast = "document.querySelector('#toast')"
+
+    def refused(words: str) -> str:
+        box.fill("3")
+        page.locator(".service[data-service=portal] button.scale").click()
+        page.click("#confirm-ok")
+        shown = until(
+            page,
+            "the refusal in the toast",
+            # the toast in the language asked for: the previous one may still show (5 s)
+            f"() => !{toast}.hidden && {toast}.classList.contains('bad')"
+            f" && {toast}.textContent.startsWith('{words.split(':')[0]}:') && {toast}.textContent",
+            timeout_s=15,
+        )
+        assert words in shown, shown
+        until(page, "the box to show the desired count", "() => document.querySelector('#scale-portal').value === '2'")
+        return str(shown)
+
+    shown = refused("Failed: portal: the autoscaler sets its count (autoscale.enabled)")
+    assert "Done" not in shown
+    assert "services.portal.autoscale.enabled: false" in shown
+    page.click("#lang")
+    shown = refused("Falló: portal: el autoescalado fija su número de réplicas (autoscale.enabled)")
+    assert "autoscaler" not in shown, shown  # no English left in the reason
+    time.sleep(2)  # the autoscaler's next passes: nothing was scaled
+    assert next(s for s in portero.get("/services")["services"] if s["name"] == "portal")["desired"] == 2
+    # The count moves by another hand (an apply raises it): the box follows, without a reload.
+    service["replicas"] = {"initial": 3, "min": 3, "max": 4}
+    portero.write_spec({"portal": service}, autoscale=autoscale)
+    portero.cli("apply")
+    until(page, "the box to follow the count", "() => document.querySelector('#scale-portal').value === '3'")
+    context.close()
+
+
+def signed_in_plain(browser: Any, portero: Any) -> tuple[Any, Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+    page = context.new_page()
+    page.goto(f"{portero.url}/dashboard")
+    page.wait_for_selector("#login[open]", timeout=15_000)
+    page.fill("#token", portero.token)
+    page.click("#login-submit")
+    page.wait_for_selector("#status.ok", timeout=15_000)
+    page.locator(".service[data-service=portal] button.scale").wait_for(timeout=15_000)
+    return context, page
