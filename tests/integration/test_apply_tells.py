@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -133,13 +134,20 @@ def test_deploy_follows_its_deployment_to_its_end_and_a_script_that_is_not_execu
     assert {(r["revision"], r["state"]) for r in portero.ready(2)} == {(3, "ready")}
 
 
-def test_apply_lists_each_changed_field_and_how_it_took_effect_and_scale_is_refused_under_the_autoscaler(portero):
+def up_under_the_autoscaler(portero: Portero) -> tuple[dict[str, Any], dict[str, Any]]:
+    """2 portal replicas (1..4) with the autoscaler on, idle: it keeps them at 2 for minutes. The service and
+    the autoscale section, to change and apply again."""
     service = portal_service(replicas=2)
     service["replicas"] = {"initial": 2, "min": 1, "max": 4}
     autoscale = {"enabled": True, "scale_up_threshold": 90, "scale_down_threshold": 1}
     portero.write_spec({"portal": service}, autoscale=autoscale)
     portero.cli("up", "--detach")
     portero.ready(2)
+    return service, autoscale
+
+
+def test_apply_lists_each_changed_field_and_how_it_took_effect_and_scale_is_refused_under_the_autoscaler(portero):
+    service, autoscale = up_under_the_autoscaler(portero)
     # Case 7: a manual scale would be undone by the autoscaler's next pass: refused, with what to do instead.
     scaled = portero.cli("scale", "portal", "3", check=False)
     assert scaled.returncode == 1, out(scaled)

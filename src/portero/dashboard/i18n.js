@@ -36,20 +36,8 @@ const TEXT = {
     strategy_rolling: "rolling", "strategy_blue-green": "blue-green", strategy_canary: "canary",
     kind_deploy: "deploy", kind_rollback: "rollback",
     phase_starting: "starting", phase_rolling: "rolling", phase_canary: "canary", phase_switched: "switched", phase_done: "done",
-    "event_replica.created": "replica created", "event_replica.started": "replica started", "event_replica.ready": "replica ready",
-    "event_replica.unhealthy": "replica unhealthy", "event_replica.recycled": "replica recycled", "event_replica.restarting": "replica restarting",
-    "event_replica.stopped": "replica stopped", "event_replica.retiring": "replica retiring", "event_replica.removed": "replica removed",
-    "event_replica.adopted": "replica adopted", "event_replica.stray": "stray replica", "event_replica.held": "replica held",
-    "event_replica.released": "replica released", "event_service.scaled": "service scaled", "event_spec.applied": "spec applied",
-    "event_revision.created": "revision created", "event_image.build": "image build", "event_image.failed": "image failed",
-    "event_deployment.started": "deployment started", "event_deployment.step": "deployment step",
-    "event_deployment.succeeded": "deployment succeeded", "event_deployment.rolled_back": "deployment rolled back",
-    "event_deployment.aborted": "deployment aborted", "event_deployment.ended": "deployment ended",
-    "event_alert.firing": "alert firing", "event_alert.resolved": "alert resolved", "event_server.registered": "server registered",
-    "event_server.deregistered": "server deregistered", "event_server.draining": "server draining", "event_server.weighted": "server weighted",
-    "event_server.undrained": "server back in rotation",
-    "event_leader.elected": "leader elected", "event_leader.lost": "leader lost", "event_store.restored": "store restored",
-    "event_portero.stopped": "portero stopped", "event_autoscaler.cold_start": "cold start",
+    "event_replica.stray": "stray replica", "event_server.undrained": "server back in rotation",
+    "event_autoscaler.cold_start": "cold start",
   },
   es: {
     connecting: "conectando…", live: "en vivo", offline: "sin conexión", readOnly: "token de solo lectura",
@@ -101,6 +89,11 @@ const TEXT = {
     "event_server.undrained": "servidor de vuelta en rotación",
     "event_leader.elected": "líder elegido", "event_leader.lost": "liderazgo perdido", "event_store.restored": "almacén restaurado",
     "event_portero.stopped": "portero detenido", "event_autoscaler.cold_start": "arranque en frío",
+    "event_endpoint.ejected": "endpoint expulsado", "event_endpoint.down": "endpoint caído",
+    "event_router.adopted": "router adoptado", "event_router.listener": "router escuchando", "event_router.restarted": "router reiniciado",
+    "event_router.restart_failed": "reinicio del router fallido", "event_router.upgrade": "router actualizado",
+    "event_router.worker_died": "worker del router caído", "event_tls.obtained": "certificado obtenido",
+    "event_tls.renewed": "certificado renovado", "event_tls.failed": "certificado fallido", "event_tls.load_failed": "certificado ilegible",
   },
 };
 
@@ -124,13 +117,13 @@ export function t(key, values = {}) {
 // A word of a closed set (a state, a strategy...) in the current language; an unknown one as it came.
 export function word(prefix, value) {
   const key = `${prefix}_${value}`;
-  return TEXT[lang][key] ?? TEXT.en[key] ?? String(value).replace(/_/g, " ");
+  return TEXT[lang][key] ?? TEXT.en[key] ?? String(value).replace(/[._]/g, " "); // an event kind reads as words
 }
 
 // What portero's server writes in English (deployment steps and reasons, the autoscaler's reasons, events), as
 // patterns with their Spanish: `$n` is a value as it came, `{n}` a part translated in turn. Text portero did not
 // write (an alert summary of the spec's own, an error of the operating system) is shown as it came.
-const R = String.raw; // patterns as written, no backslash doubled
+const R = String.raw;
 const N = R`[\d.e+-]+`;
 const MESSAGES = [
   // deployments
