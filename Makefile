@@ -73,6 +73,7 @@ docs: setup
 # interleaved rounds (medians: this VM's speed drifts from run to run), idle-connection memory, a perf profile of
 # the router; installs wrk, haproxy, nginx and perf if missing; then the autoscaler's reaction times and each
 # deploy strategy's duration and failed requests. About 25 minutes; writes bench/results/{latest,autoscale,deploy}.md.
+# Not here: bench/first_start.py, the first `make run` on a clean clone with empty caches (network-bound; docs/benchmarks.md).
 bench: setup
 	./bench/provision.sh
 	$(BIN)/python bench/run.py --rounds 3

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.integration.portero_cli import ROOT, portal_service
+from tests.integration.test_apply_tells import up_under_the_autoscaler
 
 pytestmark = pytest.mark.integration
 RESULTS = ROOT / "test-results"
@@ -328,13 +329,18 @@ def signed_in(browser: Any, portero: Any, width: int, summaries: list[dict[str, 
             summaries.append(response.json())
 
     page.on("response", keep)
+    log_in(page, portero)
+    until(page, "the charts", "() => Number(document.querySelector('#chart-cpu').dataset.points) > 0")
+    return context, page
+
+
+def log_in(page: Any, portero: Any) -> None:
+    """The page asks for a token (none yet): the admin's, then the page shows portero's state."""
     page.goto(f"{portero.url}/dashboard")
     page.wait_for_selector("#login[open]", timeout=15_000)
     page.fill("#token", portero.token)
     page.click("#login-submit")
     page.wait_for_selector("#status.ok", timeout=15_000)
-    until(page, "the charts", "() => Number(document.querySelector('#chart-cpu').dataset.points) > 0")
-    return context, page
 
 
 def shot(page: Any, name: str) -> None:
@@ -415,7 +421,8 @@ def test_the_dashboard_tells_one_story_in_both_languages_and_fits_a_phone(story,
     assert "revertido a la revisión 2" in page.locator("#deployment").inner_text()
     kinds = [e["kind"] for e in summaries[-1]["events"][:30]]
     events = page.locator("#events").inner_text()
-    assert not [k for k in kinds if k in events], "event kinds left in English"
+    english = [k for k in kinds if k in events or re.sub(r"[._]", " ", k) in events]  # as sent, or as words
+    assert not english, f"event kinds left in English: {english}"
     shot(page, "dashboard-1440-es.png")
 
     # Every reason the autoscaler writes, through the page's own translation.
@@ -464,3 +471,47 @@ def autoscaler_reasons() -> list[str]:
         reasons.add(decide(current, signals, idle, zero, History(), 1000.0).reason)
     reasons.add(decide(0, Signals(ready=0), idle, zero, History(), 1000.0).reason)
     return sorted(reasons)
+
+
+def test_a_scale_from_the_page_under_the_autoscaler_shows_the_refusal_and_the_box_follows_the_count(portero, browser):
+    # Issue 19, case 7: with autoscaling on, a manual scale from the page showed "Done" and was undone in under a
+    # second. The API refuses it (409) with the reason: the page must show that reason, in either language, and
+    # its scale box the desired count (the autoscaler's), also when the count moves while the page is open.
+    service, autoscale = up_under_the_autoscaler(portero)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+    page = context.new_page()
+    log_in(page, portero)
+    page.locator(".service[data-service=portal] button.scale").wait_for(timeout=15_000)
+    box = page.locator("#scale-portal")
+    toast = "document.querySelector('#toast')"
+
+    def refused(words: str) -> str:
+        box.fill("3")
+        page.locator(".service[data-service=portal] button.scale").click()
+        page.click("#confirm-ok")
+        shown = until(
+            page,
+            "the refusal in the toast",
+            # the toast in the language asked for: the previous one may still show (5 s)
+            f"() => !{toast}.hidden && {toast}.classList.contains('bad')"
+            f" && {toast}.textContent.startsWith('{words.split(':')[0]}:') && {toast}.textContent",
+            timeout_s=15,
+        )
+        assert words in shown, shown
+        until(page, "the box to show the desired count", "() => document.querySelector('#scale-portal').value === '2'")
+        return str(shown)
+
+    shown = refused("Failed: portal: the autoscaler sets its count (autoscale.enabled)")
+    assert "Done" not in shown
+    assert "services.portal.autoscale.enabled: false" in shown
+    page.click("#lang")
+    shown = refused("Falló: portal: el autoescalado fija su número de réplicas (autoscale.enabled)")
+    assert "autoscaler" not in shown, shown  # no English left in the reason
+    time.sleep(2)  # the autoscaler's next passes: nothing was scaled
+    assert next(s for s in portero.get("/services")["services"] if s["name"] == "portal")["desired"] == 2
+    # The count moves by another hand (an apply raises it): the box follows, without a reload.
+    service["replicas"] = {"initial": 3, "min": 3, "max": 4}
+    portero.write_spec({"portal": service}, autoscale=autoscale)
+    portero.cli("apply")
+    until(page, "the box to follow the count", "() => document.querySelector('#scale-portal').value === '3'")
+    context.close()

@@ -523,7 +523,7 @@ def apply(
     wait = httpx.Timeout(10, read=spec.docker.build_timeout_s * builds + 120 if builds else 10)
     body = {"yaml": text, "source": str(file)}
     result = _call(lambda c: c.request("PUT", "/spec", json=body, timeout=wait), file)
-    console.print("\n".join(result["changes"]) or "no change", highlight=False)
+    console.print(escape("\n".join(result["changes"]) or "no change"), highlight=False)  # `rules[name]` is no markup
     ended = [
         _follow_deployment(_deployment(d, file), file, follow=not detach, quiet=True) for d in result["deployments"]
     ]

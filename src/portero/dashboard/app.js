@@ -375,7 +375,7 @@ async function act(question, what, method, path, body) {
       signedIn();
       showLogin(t("badToken"));
     } else {
-      toast(t("failed", { what: err.message }), true);
+      toast(t("failed", { what: message(err.message) }), true); // a refusal says why (a 409's reason)
     }
   }
   poll();

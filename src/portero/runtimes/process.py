@@ -40,6 +40,24 @@ LEFTOVER_GRACE_MAX_S = 10.0  # what a crashed app leaves (orphaned workers) fini
 TREE_REFRESH_S = 5.0  # a replica's process tree is listed again at least this often (new workers show up)
 
 
+def cannot_run(program: str, path: str, workdir: Path) -> str | None:
+    """Why exec would refuse `program`, or None: found as the replica's exec finds it (a name with a slash
+    from the workdir, the replica's cwd; a bare name along PATH), then executable by this process."""
+    if "/" in program:
+        candidates = [workdir / program]
+    else:
+        candidates = [workdir / folder / program for folder in path.split(os.pathsep)]  # absolute folders win
+    files = [c for c in candidates if c.is_file()]
+    if any(os.access(f, os.X_OK) for f in files):
+        return None
+    if files:  # the shell says "Permission denied" (126): there is a file, it cannot be run
+        mode = files[0].stat().st_mode & 0o7777
+        return f"not executable: {program!r} ({files[0]}, mode {mode:04o}; chmod +x it or name its interpreter)"
+    if "/" in program:
+        return f"command not found: {program!r} (no such file: {candidates[0]})"
+    return f"command not found: {program!r} (PATH={path})"
+
+
 class ProcessRuntime:
     name = "process"
 
@@ -97,10 +115,11 @@ class ProcessRuntime:
         account = accounts.resolve(launch.spec) if launch.spec is not None else None
         env = self._environment(launch, port, account)
         argv = [Template(arg).safe_substitute(env) for arg in launch.command]
-        if shutil.which(argv[0], path=env["PATH"]) is None:
-            raise RuntimeFailure(f"command not found: {argv[0]!r} (PATH={env['PATH']})", retryable=False)
         if launch.workdir is not None and not launch.workdir.is_dir():
             raise RuntimeFailure(f"workdir does not exist: {launch.workdir}", retryable=False)
+        why = cannot_run(argv[0], env["PATH"], launch.workdir or Path.cwd())
+        if why is not None:
+            raise RuntimeFailure(why, retryable=False)
         folder = self._dir(launch.replica_id)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "exit.json").unlink(missing_ok=True)

@@ -262,8 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (OSError, subprocess.SubprocessError) as exc:
         log.info("cannot start %s: %s", command[0] if command else "(empty command)", exc)
-        _write_exit(args.exit_file, 127, started, [])
-        return 127
+        code = 126 if isinstance(exc, PermissionError) else 127  # the shell's codes: not executable, not found
+        _write_exit(args.exit_file, code, started, [])
+        return code
     stopping = _relay_stops(child)
     pumps = _pumps(child, log)
     code = child.returncode = wait_for(child.pid)

@@ -74,9 +74,11 @@ def changes(old: Spec, new: Spec) -> list[Change]:
 
 
 def _diff(path: str, old: Any, new: Any) -> Any:
-    if isinstance(old, dict) and isinstance(new, dict):
+    if _items(old) and _items(new):  # alert rules, webhooks, endpoints: item by item, as a dict by its name
+        yield from _diff(path, _by_name(old), _by_name(new))
+    elif isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(set(old) | set(new), key=lambda k: (k not in old, k)):
-            here = f"{path}.{key}" if path else str(key)
+            here = f"{path}{key}" if key.startswith("[") else f"{path}.{key}" if path else str(key)
             if key not in old:
                 yield Change(here, None, new[key])
             elif key not in new:
@@ -85,6 +87,19 @@ def _diff(path: str, old: Any, new: Any) -> Any:
                 yield from _diff(here, old[key], new[key])
     elif old != new:
         yield Change(path, old, new)
+
+
+def _items(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, dict) for item in value)
+
+
+def _by_name(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """`[name]` for an item with a name (a rule's threshold changed is `alerts.rules[high-5xx].threshold`), else
+    `[N]`, its position from 1 (as an unnamed webhook is `webhook-N`)."""
+    named = [item.get("name") for item in items]
+    if all(isinstance(name, str) for name in named) and len(set(named)) == len(named):
+        return {f"[{name}]": item for name, item in zip(named, items, strict=True)}
+    return {f"[{i}]": item for i, item in enumerate(items, 1)}
 
 
 def refusal(change: Change) -> str | None:
@@ -96,7 +111,7 @@ def effect(change: Change) -> str:
     """How a live change took effect (a service's template: the caller says which deployment carries it)."""
     path = change.path
     if change.service is not None:
-        if change.old is None or change.new is None:
+        if path == f"services.{change.service}" and (change.old is None or change.new is None):
             return "its replicas start" if change.old is None else "its replicas stop"
         path = "service." + path.split(".", 2)[2]
     return _lookup(EFFECTS, path) or "takes effect now"
