@@ -176,6 +176,9 @@ class Exchange:
         if after < 0:
             raise ExchangeStateError(self.request_id, self.phase, step)
         self.phase = after
+        trace = self.service.router.trace
+        if trace is not None:
+            trace.append((self.request_id, after))
 
     @property
     def done(self) -> bool:

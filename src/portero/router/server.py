@@ -14,6 +14,7 @@ import random
 import socket
 import ssl
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from portero.router.balancer import make_balancer
 from portero.router.breaker import BreakerPolicy
@@ -23,11 +24,14 @@ from portero.router.client import ClientConnection
 from portero.router.outlier import OutlierPolicy
 from portero.router.probe import probe
 from portero.router.routes import CompiledRoute, compile_routes, find, match
-from portero.router.service import Endpoint, EndpointState, ServiceRoute
+from portero.router.service import Endpoint, EndpointState, ServiceRoute, open_connection
 from portero.router.snapshot import RoutingSnapshot, ServiceEntry, from_spec
 from portero.spec.models import RouterSettings, ServiceSpec
 from portero.tasks import settle, spawn
 from portero.tls import contexts
+
+if TYPE_CHECKING:
+    from portero.router.exchange import Exchange
 
 log = logging.getLogger(__name__)
 SWEEP_S = 0.25  # resolution of every router deadline
@@ -63,6 +67,10 @@ class Router:
         self._flush_scheduled = False
         self.stopped = False
         self.now: Callable[[], float] = lambda: 0.0
+        # Seams for driving the router without sockets (tests/unit/router/transcript.py): how a connection to an
+        # endpoint is opened, and a list that, when set, gets every exchange's phase as it changes.
+        self.connector: Callable[[Endpoint, Exchange, int], None] = open_connection
+        self.trace: list[tuple[bytes, int]] | None = None
         self.tls = contexts.ContextBook()  # the certificates new HTTPS connections are served (tls/contexts.py)
         self._tls_listeners: list[socket.socket] = []
         self.handshakes: dict[str, int] = {}  # "TLSv1.3", ...: completed; "failed:<reason>": not (report.py)

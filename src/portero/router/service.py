@@ -154,18 +154,7 @@ class Endpoint:
             self.service.wake(now)
 
     def connect(self, exchange: Exchange, tries: int) -> None:
-        router = self.service.router
-        timeout = router.settings.connect_timeout_s
-
-        async def open_connection() -> None:
-            try:
-                conn = await self.pool.connect(timeout)
-            except (OSError, TimeoutError) as exc:
-                exchange.connect_failed(exc, tries, router.now())
-            else:
-                exchange.connected(conn, tries, router.now())
-
-        spawn(open_connection(), name=f"connect:{self.key}")
+        self.service.router.connector(self, exchange, tries)
 
     def drain(self, until: float) -> None:
         self.state = EndpointState.DRAINING
@@ -319,3 +308,20 @@ class ServiceRoute:
             endpoint.pool.expire(now - 30.0)
         if self.queue:
             self.wake(now)
+
+
+def open_connection(endpoint: Endpoint, exchange: Exchange, tries: int) -> None:
+    """Open a connection to `endpoint` for the try numbered `tries` of `exchange`, in a task of its own, and tell
+    the exchange how it went: the router's `connector`, which tests replace to run the router without sockets."""
+    router = endpoint.service.router
+    timeout = router.settings.connect_timeout_s
+
+    async def opening() -> None:
+        try:
+            conn = await endpoint.pool.connect(timeout)
+        except (OSError, TimeoutError) as exc:
+            exchange.connect_failed(exc, tries, router.now())
+        else:
+            exchange.connected(conn, tries, router.now())
+
+    spawn(opening(), name=f"connect:{endpoint.key}")
