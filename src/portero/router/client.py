@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 HEAD, BODY, WAIT, IDLE = 1, 2, 3, 4  # what the connection is waiting for; its deadline means that
 # A version llhttp refuses but that is one (HTTP/1.2, HTTP/3.0) gets 505; anything else there is malformed: 400.
 _WELL_FORMED_VERSION = re.compile(rb" HTTP/[0-9]\.[0-9]\r\n")
+# Fix: a head's size is the bytes before the blank line that ends it, however it was read. A head not ended yet
+# after this many bytes is over the limit: they may hold three bytes of its end (the CRLF CR before the last LF).
+# Checked after the read is parsed, so the body after a head that just ended is not counted as head (it was).
+_HEAD_READ_MAX = wire.MAX_HEAD_BYTES + 3
 
 
 class BadRequest(Exception):
@@ -137,9 +141,6 @@ class ClientConnection(BurstWriter):
             self.deadline = self.router.now() + self.router.settings.header_timeout_s
         if self.phase == HEAD:
             self.head_received += len(data)  # counts until the head is complete; bounds a head that never ends
-            if self.head_received > wire.MAX_HEAD_BYTES and data.find(b"\r\n\r\n") < 0:
-                self.reject(431, "request head larger than 16 KiB")
-                return
         self.chunk = data
         self.chunk_fresh = True
         # Fix: a head begun in an earlier packet is not all in this one, so it must not be forwarded from it
@@ -162,6 +163,9 @@ class ClientConnection(BurstWriter):
                 self.reject(505, "only HTTP/1.0 and HTTP/1.1 are served here")
             else:
                 self.reject(400, f"malformed request: {exc}")
+        if self.phase == HEAD and self.head_received > _HEAD_READ_MAX and not self.closed:
+            self.reject(431, "request head larger than 16 KiB")  # and it has not ended yet
+            return
         # Fix: a request goes upstream only once the whole packet it came in has parsed, so bad bytes after its
         # head (a malformed chunk, a smuggled request) abort it before any byte of it reaches an endpoint.
         exchange, self.undispatched = self.undispatched, None
@@ -263,8 +267,9 @@ class ClientConnection(BurstWriter):
         raw_end = self.chunk.find(b"\r\n\r\n") if self.head_at_start else -1
         if raw_end > 0:  # the head is all in this chunk, from its start (see _upstream_head)
             size = raw_end
-        else:
-            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        else:  # the same measure from the parsed head: its request line, and each header line with a CRLF
+            size = len(parser.get_method()) + len(self.url) + 10
+            size += sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size > wire.MAX_HEAD_BYTES:
             raise BadRequest(431, "request head larger than 16 KiB")
         version = parser.get_http_version()
@@ -468,8 +473,12 @@ class ClientConnection(BurstWriter):
         if exchange is self.current:
             self.current = None
         if self.queued:
-            self.current = self.queued.pop(0)
-            self.current.dispatch(self.router.now())
+            following = self.current = self.queued.pop(0)
+            following.dispatch(self.router.now())
+            if not following.request_done:
+                # Fix: its body comes on: read it. The connection stayed paused (as it is while a request waits),
+                # and the request hung, half-sent, until the slow-body check answered 408.
+                self.resume_reading()
             return
         if self.rejection is not None:  # the requests before the refused bytes are answered: now refuse
             self.write(self.rejection)

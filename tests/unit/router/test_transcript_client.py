@@ -68,6 +68,21 @@ def test_pipelined_requests_are_answered_in_order_one_at_a_time():
     assert [phase for _, phase in h.trace()] == [2, 3, 4, 6, 2, 3, 4, 6]  # one after the other, never together
 
 
+def test_a_pipelined_request_whose_body_comes_later_is_read_when_its_turn_comes():
+    """Fix: the connection stayed paused after the request before it was answered, so its body was never read
+    (found by test_transcript_splits)."""
+    h = Harness()
+    h.send(b"GET /a HTTP/1.1\r\nHost: portal\r\n\r\nPOST /b HTTP/1.1\r\nHost: portal\r\nContent-Length: 4\r\n\r\nda")
+    first = h.open()
+    first.answer(OK)
+    assert h.client_transport.log == ["pause", "resume"]  # the rest of the body may come
+    second = h.open()
+    h.send(b"ta")
+    assert h.requests_seen(second) == [b"POST /b data"]
+    second.answer(OK)
+    assert h.client_bytes().count(b"HTTP/1.1 200 OK") == 2
+
+
 def test_a_post_with_content_length_streams_its_body_after_the_head():
     h = Harness()
     head = b"POST /form HTTP/1.1\r\nHost: portal\r\nContent-Length: 11\r\n"
@@ -230,10 +245,33 @@ def test_a_head_that_never_ends_gets_431_once_it_passes_16_kib():
     h.send(start)
     for _ in range(15):
         h.send(b"a" * 1024)
-    h.send(b"a" * (1024 - len(start)))  # 16 KiB exactly, and no end of head in sight
+    h.send(b"a" * (1024 - len(start)))  # 16 KiB
+    h.send(b"aaa")  # three bytes more might have been the CRLF CR of its blank line
     assert h.client_bytes() == b""
     h.send(b"a")
     assert h.client_bytes() == own(431, "request head larger than 16 KiB")
+
+
+def test_a_head_just_over_16_kib_gets_431_also_when_it_comes_in_two_reads():
+    """Fix: read in pieces, a head was measured by its parsed fields without its request line, so 16 bytes more
+    passed than when it came in one read."""
+    head = b"GET /p HTTP/1.1\r\nHost: portal\r\nX-Big: " + b"a" * (16 * 1024 - 37) + b"\r\n\r\n"
+    assert len(head) - 4 == 16 * 1024 + 1
+    whole, split = Harness(), Harness()
+    whole.send(head)
+    split.send(head[:100], head[100:])
+    assert whole.client_bytes() == split.client_bytes() == own(431, "request head larger than 16 KiB")
+
+
+def test_the_body_in_the_read_that_ends_a_head_is_not_counted_as_head():
+    """Fix: a read that held the head's last LF and some of the body, but not all of the blank line, had its body
+    bytes counted as head: a 16,000-byte head got 431 when the network cut it between its CR and its LF."""
+    head = b"POST /p HTTP/1.1\r\nHost: portal\r\nContent-Length: 2000\r\nX-Big: " + b"a" * 15_900 + b"\r\n\r\n"
+    h = Harness()
+    h.send(head[:-1], b"\n" + b"b" * 2000)
+    conn = h.open()
+    assert conn.received().endswith(b"\r\n\r\n" + b"b" * 2000)
+    assert h.client_bytes() == b""
 
 
 def test_an_unknown_http_version_gets_505():
