@@ -21,6 +21,7 @@ from portero.router.exchange import Exchange
 
 if TYPE_CHECKING:
     from portero.router.server import Router
+    from portero.router.service import ServiceRoute
     from portero.router.upstream import Upstream
 
 HEAD, BODY, WAIT, IDLE = 1, 2, 3, 4  # what the connection is waiting for; its deadline means that
@@ -84,7 +85,7 @@ class ClientConnection(BurstWriter):
         "write_paused_at",
     )
 
-    def __init__(self, router: Router, tls: bool = False) -> None:
+    def __init__(self, router: Router, *, tls: bool = False) -> None:
         super().__init__()
         self.router = router
         self.scheme = b"https" if tls else b"http"  # X-Forwarded-Proto, and whether HTTPS policies apply
@@ -265,55 +266,22 @@ class ClientConnection(BurstWriter):
         self.head_received = 0
         self.in_head = False
         raw_end = self.chunk.find(b"\r\n\r\n") if self.head_at_start else -1
-        if raw_end > 0:  # the head is all in this chunk, from its start (see _upstream_head)
-            size = raw_end
-        else:  # the same measure from the parsed head: its request line, and each header line with a CRLF
-            size = len(parser.get_method()) + len(self.url) + 10
-            size += sum(len(name) + len(value) + 4 for name, value in self.headers)
-        if size > wire.MAX_HEAD_BYTES:
-            raise BadRequest(431, "request head larger than 16 KiB")
-        version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
-            raise BadRequest(505, "only HTTP/1.0 and HTTP/1.1 are served here")
-        http10 = version == "1.0"
-        chunked = self.te is not None
-        if chunked:
-            if self.te.strip().lower() != b"chunked":  # type: ignore[union-attr]
-                raise BadRequest(400, "Transfer-Encoding must be exactly `chunked`")
-            if http10:
-                raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
-        if self.host_count > 1 or (self.host_count == 0 and not http10):
-            raise BadRequest(400, "a request needs exactly one Host header")
+        http10 = self._check_head(raw_end)
+        service, hsts = self._route()
         router = self.router
         now = router.now()
-        if self.url == b"*":
-            if parser.get_method() != b"OPTIONS":
-                raise BadRequest(400, "the asterisk target is for OPTIONS only (RFC 9112 §3.2.4)")
-        elif self.url[:1] != b"/":
-            self._absolute_form()
-        if router.challenges and self.url in router.challenges and self.scheme == b"http":
-            answer = router.challenges[self.url]  # an ACME CA checks that this router answers for the host
-            raise OwnAnswer(200, wire.response(200, answer, content_type=b"application/octet-stream", close=True))
-        service = router.route(self.host or b"", self.url)
-        if service is None:
-            raise BadRequest(404, "no service is routed for this host and path")
-        hsts = b""
-        if router.https_routes:
-            hsts = self._https_policy()
-        length = 0
-        if not chunked and self.content_length:
-            length = int(self.content_length)
-        if length and length > router.settings.max_body_bytes:
+        chunked = self.te is not None
+        length = int(self.content_length) if self.content_length and not chunked else 0
+        if length > router.settings.max_body_bytes:
             raise BadRequest(413, f"request body larger than {router.settings.max_body_bytes} bytes")
         upgrade = bool(parser.should_upgrade())
         request_id = self._request_id()
         method = parser.get_method()
-        head = self._upstream_head(method, request_id, http10, upgrade, raw_end)
         exchange = Exchange(
             self,
             service,
             method,
-            head,
+            self._upstream_head(method, request_id, http10=http10, upgrade=upgrade, raw_end=raw_end),
             request_id,
             keep_alive=bool(parser.should_keep_alive()) and not upgrade,
             chunked=chunked,
@@ -325,10 +293,56 @@ class ClientConnection(BurstWriter):
             exchange.hash_key = service.hash_key_of(self.headers)
         if hsts:
             exchange.extra_head = hsts
+        self._admit(exchange, now, body=bool(length) or chunked)
+
+    def _check_head(self, raw_end: int) -> bool:
+        """What RFC 9112 §6 leaves to the router to refuse in a parsed head (BadRequest); True for HTTP/1.0."""
+        parser = self.parser
+        if raw_end > 0:  # the head is all in this chunk, from its start (see _upstream_head)
+            size = raw_end
+        else:  # the same measure from the parsed head: its request line, and each header line with a CRLF
+            size = len(parser.get_method()) + len(self.url) + 10
+            size += sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > wire.MAX_HEAD_BYTES:
+            raise BadRequest(431, "request head larger than 16 KiB")
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise BadRequest(505, "only HTTP/1.0 and HTTP/1.1 are served here")
+        http10 = version == "1.0"
+        te = self.te
+        if te is not None:
+            if te.strip().lower() != b"chunked":
+                raise BadRequest(400, "Transfer-Encoding must be exactly `chunked`")
+            if http10:
+                raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if self.host_count > 1 or (self.host_count == 0 and not http10):
+            raise BadRequest(400, "a request needs exactly one Host header")
+        return http10
+
+    def _route(self) -> tuple[ServiceRoute, bytes]:
+        """The service the request goes to, and the HSTS line its response gets (b"": none); or the router's own
+        answer (OwnAnswer), or 400 or 404 (BadRequest)."""
+        router = self.router
+        if self.url == b"*":
+            if self.parser.get_method() != b"OPTIONS":
+                raise BadRequest(400, "the asterisk target is for OPTIONS only (RFC 9112 §3.2.4)")
+        elif self.url[:1] != b"/":
+            self._absolute_form()
+        if router.challenges and self.url in router.challenges and self.scheme == b"http":
+            answer = router.challenges[self.url]  # an ACME CA checks that this router answers for the host
+            raise OwnAnswer(200, wire.response(200, answer, content_type=b"application/octet-stream", close=True))
+        service = router.route(self.host or b"", self.url)
+        if service is None:
+            raise BadRequest(404, "no service is routed for this host and path")
+        return service, (self._https_policy() if router.https_routes else b"")
+
+    def _admit(self, exchange: Exchange, now: float, *, body: bool) -> None:
+        """The exchange is the connection's: answered now, or after the ones before it (pipelined)."""
+        router = self.router
         router.active += 1
         router.budget.request(now)
         self.body_started = now
-        if length or chunked:
+        if body:
             self.phase = BODY
             self.deadline = now + router.settings.body_grace_s
         else:
@@ -402,7 +416,7 @@ class ClientConnection(BurstWriter):
             return incoming
         return self.router.next_request_id()
 
-    def _upstream_head(self, method: bytes, request_id: bytes, http10: bool, upgrade: bool, raw_end: int) -> bytes:
+    def _upstream_head(self, method: bytes, request_id: bytes, *, http10: bool, upgrade: bool, raw_end: int) -> bytes:
         trusted = self.router.is_trusted(self.peer) if self.rewrite else False
         forwarded_for, proto, forwarded_host = self.peer, self.scheme, self.host or b""
         if not http10 and not upgrade and raw_end > 0 and not trusted and not self.absolute:
@@ -463,7 +477,7 @@ class ClientConnection(BurstWriter):
     def writable(self) -> bool:
         return not self.closed
 
-    def exchange_done(self, exchange: Exchange, close: bool) -> None:
+    def exchange_done(self, exchange: Exchange, *, close: bool) -> None:
         # A stopping router closes a connection only where its response said so: one whose head went out before
         # the stop said keep-alive, and its client may be sending the next request already. That one gets
         # `Connection: close` on its next response, or is closed once idle (`close_when_idle`).

@@ -298,14 +298,14 @@ class Exchange:
             return NO_RETRY
         return kind
 
-    def release(self, ok: bool | None) -> None:
+    def release(self, *, ok: bool | None) -> None:
         """Let go of the endpoint; `ok` is the outcome for passive health (None: no verdict)."""
         endpoint, self.endpoint = self.endpoint, None
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             upstream.close()
         if endpoint is not None:
-            endpoint.end(ok, self.service.router.now())
+            endpoint.end(self.service.router.now(), ok=ok)
 
     # -- request body, from the client ----------------------------------------------------------------------------
 
@@ -377,7 +377,7 @@ class Exchange:
         if upstream.head_bytes > limit and self.upstream is upstream and self.phase == SENT:
             self.broken_response(f"response head larger than {limit} bytes")
 
-    def response_head(self, status: int, upstream_keep_alive: bool, raw: bytes) -> None:
+    def response_head(self, status: int, raw: bytes, *, upstream_keep_alive: bool) -> None:
         router = self.service.router
         if len(raw) > router.settings.max_response_head_bytes:
             raise BadResponse(f"response head larger than {router.settings.max_response_head_bytes} bytes")
@@ -426,7 +426,7 @@ class Exchange:
         elif self.is_head:
             assert self.upstream is not None
             self.upstream.reset_parser()  # httptools cannot be told a HEAD response has no body
-            self.response_done(upstream_keep_alive)
+            self.response_done(upstream_keep_alive=upstream_keep_alive)
 
     def _retry_status(self, status: int) -> bool:
         """An answer the policy retries elsewhere (`router.retry_on_status`): counted as the endpoint's answer,
@@ -448,7 +448,7 @@ class Exchange:
         else:
             self.client.write(wire.chunk(data) if self.rechunk else data)
 
-    def response_done(self, upstream_keep_alive: bool) -> None:
+    def response_done(self, *, upstream_keep_alive: bool) -> None:
         if self.holding is not None:  # complete: now it goes out, whole
             self._to(ANSWERED)
             self.client.write(b"".join(self.holding))
@@ -466,7 +466,7 @@ class Exchange:
                 upstream.give_back(now)
             elif upstream is not None:
                 upstream.close()
-            endpoint.end(self.status < 500, now)
+            endpoint.end(now, ok=self.status < 500)
         self._record(now, endpoint)
         self.finish()
         self.client.exchange_done(self, close=self.response_close)
@@ -490,7 +490,7 @@ class Exchange:
             # Part of a response is out; the client cannot be told anything else. Close-delimited bodies end here.
             if self.until_close and self.endpoint is not None:  # fix: was `not rechunk and response_close`
                 self.upstream = None
-                self.response_done(False)
+                self.response_done(upstream_keep_alive=False)
                 return
             self.cut(stats.RESET, now)
             return
@@ -549,7 +549,7 @@ class Exchange:
 
     # -- endings --------------------------------------------------------------------------------------------------
 
-    def fail(self, status: int, detail: str, maintenance: bool = False) -> None:
+    def fail(self, status: int, detail: str, *, maintenance: bool = False) -> None:
         """Answer with the router's own response; the connection closes unless the request was read whole."""
         self.release(ok=None)
         self.status = status

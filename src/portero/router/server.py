@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import ipaddress
 import itertools
 import logging
@@ -128,7 +129,7 @@ class Router:
         self._listeners = [*sockets, *self._tls_listeners]
         for listener in self._listeners:
             listener.setblocking(False)
-            loop.add_reader(listener.fileno(), self._accept, listener, listener in self._tls_listeners)
+            loop.add_reader(listener.fileno(), self._accepting(listener))
         self._tasks = [
             spawn(self._sweep(), name="router-sweep", eternal=True),
             spawn(self._check_endpoints(), name="router-health", eternal=True),
@@ -136,7 +137,11 @@ class Router:
         names = ", ".join("{}:{}".format(*listener.getsockname()[:2]) for listener in sockets)
         log.info("router listening on %s", names)
 
-    def _accept(self, listener: socket.socket, secure: bool) -> None:
+    def _accepting(self, listener: socket.socket) -> Callable[[], None]:
+        """What the loop calls when `listener` has connections to accept."""
+        return functools.partial(self._accept, listener, secure=listener in self._tls_listeners)
+
+    def _accept(self, listener: socket.socket, *, secure: bool) -> None:
         """Accept up to ACCEPT_BURST connections per wake-up. The loop's own server accepts one per loop
         iteration (libuv >= 1.45), and an iteration of a busy router serves hundreds of connections, so 1,000
         new clients waited seconds in the accept queue (wrk counted up to 168 requests over 5 s)."""
@@ -154,7 +159,7 @@ class Router:
                     # spin on a listener that stays readable; the kernel's queue holds the clients meanwhile.
                     log.error("router cannot accept connections: %s; retrying in %.1f s", exc, ACCEPT_PAUSE_S)
                     _stop_reading(loop, listener.fileno())
-                    loop.call_later(ACCEPT_PAUSE_S, self._resume_accepting, listener, secure)
+                    loop.call_later(ACCEPT_PAUSE_S, self._resume_accepting, listener)
                     return
                 continue  # the client left before we accepted it (ECONNABORTED...)
             with contextlib.suppress(OSError):
@@ -182,7 +187,7 @@ class Router:
         timeout = settings.handshake_timeout_s if settings is not None else 10.0
         try:
             transport, _ = await loop.connect_accepted_socket(
-                lambda: ClientConnection(self, True), sock, ssl=context, ssl_handshake_timeout=timeout
+                lambda: ClientConnection(self, tls=True), sock, ssl=context, ssl_handshake_timeout=timeout
             )
         except ssl.SSLError:
             self._count("failed:protocol")  # not TLS, no common version or cipher, a bad record
@@ -202,9 +207,9 @@ class Router:
     def _count(self, outcome: str) -> None:
         self.handshakes[outcome] = self.handshakes.get(outcome, 0) + 1
 
-    def _resume_accepting(self, listener: socket.socket, secure: bool) -> None:
+    def _resume_accepting(self, listener: socket.socket) -> None:
         if self._loop is not None and not self.closing and listener in self._listeners:
-            self._loop.add_reader(listener.fileno(), self._accept, listener, secure)
+            self._loop.add_reader(listener.fileno(), self._accepting(listener))
 
     def stop_accepting(self) -> None:
         """No new connection from now on. The listening sockets are closed here, in this process: where a parent
@@ -440,7 +445,7 @@ class Router:
                 endpoint.up(now)
                 log.info("endpoint %s of %s answers again", endpoint.key, route.name)
             return
-        if endpoint.health.observe(ok):
+        if endpoint.health.observe(ok=ok):
             if endpoint.health.healthy:
                 endpoint.up(now)
                 log.info("endpoint %s of %s is up", endpoint.key, route.name)
