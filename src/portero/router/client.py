@@ -147,6 +147,18 @@ class ClientConnection(BurstWriter):
         # Fix: a head begun in an earlier packet is not all in this one, so it must not be forwarded from it
         # (it was: the backend got the tail of the head as a request line, without the Content-Length before it).
         self.head_at_start = False
+        self._parse(data)
+        if self.phase == HEAD and self.head_received > _HEAD_READ_MAX and not self.closed:
+            self.reject(431, "request head larger than 16 KiB")  # and it has not ended yet
+            return
+        # Fix: a request goes upstream only once the whole packet it came in has parsed, so bad bytes after its
+        # head (a malformed chunk, a smuggled request) abort it before any byte of it reaches an endpoint.
+        exchange, self.undispatched = self.undispatched, None
+        if exchange is not None and not exchange.done and not self.closed:
+            exchange.dispatch(self.router.now())
+
+    def _parse(self, data: bytes) -> None:
+        """Feed `data` to the parser; what it refuses is answered (`reject`)."""
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -164,14 +176,6 @@ class ClientConnection(BurstWriter):
                 self.reject(505, "only HTTP/1.0 and HTTP/1.1 are served here")
             else:
                 self.reject(400, f"malformed request: {exc}")
-        if self.phase == HEAD and self.head_received > _HEAD_READ_MAX and not self.closed:
-            self.reject(431, "request head larger than 16 KiB")  # and it has not ended yet
-            return
-        # Fix: a request goes upstream only once the whole packet it came in has parsed, so bad bytes after its
-        # head (a malformed chunk, a smuggled request) abort it before any byte of it reaches an endpoint.
-        exchange, self.undispatched = self.undispatched, None
-        if exchange is not None and not exchange.done and not self.closed:
-            exchange.dispatch(self.router.now())
 
     def _upgrade_data(self, data: bytes, upgrade: httptools.HttpParserUpgrade) -> None:
         offset = upgrade.args[0] if upgrade.args and isinstance(upgrade.args[0], int) else len(data)
@@ -418,7 +422,6 @@ class ClientConnection(BurstWriter):
 
     def _upstream_head(self, method: bytes, request_id: bytes, *, http10: bool, upgrade: bool, raw_end: int) -> bytes:
         trusted = self.router.is_trusted(self.peer) if self.rewrite else False
-        forwarded_for, proto, forwarded_host = self.peer, self.scheme, self.host or b""
         if not http10 and not upgrade and raw_end > 0 and not trusted and not self.absolute:
             # The client's own head, byte for byte, minus the lines the router drops (hop-by-hop, X-Forwarded-*,
             # X-Request-Id). Fix: without the blank lines a server ignores before a request (RFC 9112 §2.2);
@@ -427,34 +430,9 @@ class ClientConnection(BurstWriter):
             start = self.chunk[: raw_end + 2].lstrip(b"\r\n")
             if self.rewrite:
                 start = wire.splice_request_head(start, self.dropped, self.connection)
+            forwarded_for, proto, forwarded_host = self.peer, self.scheme, self.host or b""
         else:
-            lines = [method + b" " + self.url + b" HTTP/1.1"]
-            named = wire.connection_options(self.headers)
-            chain: list[bytes] = []
-            for name, value in self.headers:
-                lower = wire.rewritten_name(name.lower())
-                if lower in wire.REWRITTEN:
-                    if trusted and lower == b"x-forwarded-for":
-                        chain.append(value)  # fix: every line of a trusted chain (only the last one was kept)
-                    elif trusted and lower == b"x-forwarded-proto":
-                        proto = value
-                    elif trusted and lower == b"x-forwarded-host":
-                        forwarded_host = value
-                    elif upgrade and lower == b"upgrade":
-                        lines.append(b"upgrade: " + value)
-                    continue
-                if lower in named:
-                    continue
-                if self.absolute and lower == b"host":
-                    value = self.host or value  # the target's authority (see _absolute_form)
-                lines.append(name + b": " + value)
-            if chain:
-                forwarded_for = b", ".join([*chain, self.peer])
-            if self.host_count == 0:
-                lines.append(b"host: " + (self.host if self.absolute and self.host else self._local_authority()))
-            if upgrade:
-                lines.append(b"connection: upgrade")
-            start = b"\r\n".join(lines) + b"\r\n"
+            start, forwarded_for, proto, forwarded_host = self._rebuilt_head(method, trusted=trusted, upgrade=upgrade)
         return b"%bx-forwarded-for: %b\r\nx-forwarded-proto: %b\r\nx-forwarded-host: %b\r\nx-request-id: %b\r\n\r\n" % (
             start,
             forwarded_for,
@@ -462,6 +440,44 @@ class ClientConnection(BurstWriter):
             forwarded_host,
             request_id,
         )
+
+    def _rebuilt_head(self, method: bytes, *, trusted: bool, upgrade: bool) -> tuple[bytes, bytes, bytes, bytes]:
+        """The head made again from the parsed request, as HTTP/1.1, without the lines the router drops; and the
+        X-Forwarded-For, -Proto and -Host values to add."""
+        lines = [method + b" " + self.url + b" HTTP/1.1"]
+        named = wire.connection_options(self.headers)
+        for name, value in self.headers:
+            lower = wire.rewritten_name(name.lower())
+            if lower in wire.REWRITTEN:
+                if upgrade and lower == b"upgrade":
+                    lines.append(b"upgrade: " + value)
+            elif lower not in named:
+                if self.absolute and lower == b"host":
+                    value = self.host or value  # the target's authority (see _absolute_form)
+                lines.append(name + b": " + value)
+        if self.host_count == 0:
+            lines.append(b"host: " + (self.host if self.absolute and self.host else self._local_authority()))
+        if upgrade:
+            lines.append(b"connection: upgrade")
+        start = b"\r\n".join(lines) + b"\r\n"
+        if trusted:
+            return (start, *self._trusted_forwarded())
+        return start, self.peer, self.scheme, self.host or b""
+
+    def _trusted_forwarded(self) -> tuple[bytes, bytes, bytes]:
+        """X-Forwarded-For, -Proto and -Host from a trusted proxy's request: its chain with the peer added, and its
+        proto and host where it sent them."""
+        chain: list[bytes] = []
+        proto, forwarded_host = self.scheme, self.host or b""
+        for name, value in self.headers:
+            lower = wire.rewritten_name(name.lower())
+            if lower == b"x-forwarded-for":
+                chain.append(value)  # fix: every line of a trusted chain (only the last one was kept)
+            elif lower == b"x-forwarded-proto":
+                proto = value
+            elif lower == b"x-forwarded-host":
+                forwarded_host = value
+        return b", ".join([*chain, self.peer]), proto, forwarded_host
 
     def _local_authority(self) -> bytes:
         """Fix: an HTTP/1.0 request without Host goes upstream as HTTP/1.1, which must have one; RFC 9112 §3.3

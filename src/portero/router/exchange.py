@@ -82,6 +82,16 @@ class BadResponse(Exception):
     """The endpoint's response cannot be forwarded as HTTP/1.1 (raised inside the parser's callbacks)."""
 
 
+def _forwardable(raw: bytes, limit: int) -> wire.ResponseHead:
+    """The response head `raw` read for forwarding, or BadResponse when it cannot be forwarded."""
+    if len(raw) > limit:
+        raise BadResponse(f"response head larger than {limit} bytes")
+    head = wire.response_head(raw)
+    if head.unknown_coding:
+        raise BadResponse("response with a transfer coding other than chunked")
+    return head
+
+
 class Exchange:
     __slots__ = (
         "attached_reads",
@@ -379,11 +389,7 @@ class Exchange:
 
     def response_head(self, status: int, raw: bytes, *, upstream_keep_alive: bool) -> None:
         router = self.service.router
-        if len(raw) > router.settings.max_response_head_bytes:
-            raise BadResponse(f"response head larger than {router.settings.max_response_head_bytes} bytes")
-        head = wire.response_head(raw)
-        if head.unknown_coding:
-            raise BadResponse("response with a transfer coding other than chunked")
+        head = _forwardable(raw, router.settings.max_response_head_bytes)
         if 100 <= status < 200 and status != 101:
             if not self.client_http10:  # interim responses (100 Continue, 103 Early Hints) reach HTTP/1.1 clients
                 self.client.write(head.kept + b"\r\n")
@@ -396,6 +402,22 @@ class Exchange:
             self._to(UPGRADED if status == 101 else ANSWERED)
         if status == 101:  # the exchange is a tunnel from here: its answer is counted now
             self._record(self.service.router.now())
+        out = self._client_head(head, status)
+        self.deadline = 0.0
+        if hold:
+            self.holding = out
+            return
+        self.client.write(b"".join(out))
+        if status == 101:
+            self.client.start_tunnel(self)
+        elif self.is_head:
+            assert self.upstream is not None
+            self.upstream.reset_parser()  # httptools cannot be told a HEAD response has no body
+            self.response_done(upstream_keep_alive=upstream_keep_alive)
+
+    def _client_head(self, head: wire.ResponseHead, status: int) -> list[bytes]:
+        """The pieces of the response head as the client gets it: the endpoint's kept lines, then the framing and
+        connection lines the router decides, and the request id."""
         out = [head.kept]
         bodiless = self.is_head or status in NO_BODY_STATUS or status == 101
         # Fix: a body with neither length nor chunking ends when the endpoint closes (RFC 9112 §6.3); the
@@ -409,24 +431,14 @@ class Exchange:
             else:
                 self.rechunk = True
                 out.append(b"transfer-encoding: chunked\r\n")
-        close = self.response_close or not self.keep_alive or not self.request_done or router.closing
         if status != 101:
+            close = self.response_close or not self.keep_alive or not self.request_done or self.service.router.closing
             out.append(b"connection: close\r\n" if close else b"connection: keep-alive\r\n")
             self.response_close = close
         if self.extra_head:
             out.append(self.extra_head)
         out.append(b"x-request-id: %b\r\n\r\n" % self.request_id)
-        self.deadline = 0.0
-        if hold:
-            self.holding = out
-            return
-        self.client.write(b"".join(out))
-        if status == 101:
-            self.client.start_tunnel(self)
-        elif self.is_head:
-            assert self.upstream is not None
-            self.upstream.reset_parser()  # httptools cannot be told a HEAD response has no body
-            self.response_done(upstream_keep_alive=upstream_keep_alive)
+        return out
 
     def _retry_status(self, status: int) -> bool:
         """An answer the policy retries elsewhere (`router.retry_on_status`): counted as the endpoint's answer,

@@ -274,25 +274,7 @@ class Router:
         self._configure(settings)
         now = self.now()
         for entry in snapshot.services:
-            route = self._route_for(entry)
-            wanted = {e.address: e for e in entry.endpoints}
-            for key, endpoint in route.endpoints.items():
-                if key not in wanted and endpoint.state is not EndpointState.DRAINING:
-                    endpoint.drain(now + settings.drain_timeout_s)
-            reweighted = False
-            for address, e in wanted.items():
-                current = route.endpoints.get(address)
-                if e.draining:
-                    if current is not None and current.state is not EndpointState.DRAINING:
-                        current.drain(now + (e.drain_s or settings.drain_timeout_s))
-                elif current is None or current.state is EndpointState.DRAINING:
-                    host, port = split_address(address)
-                    route.add(Endpoint(route, host, port, e.weight, e.source, now, e.replica), now)
-                elif current.target.weight != e.weight:
-                    current.target.weight = e.weight
-                    reweighted = True
-            if reweighted:
-                route.restart_balancing(now)
+            self._load_endpoints(self._route_for(entry), entry, now)
         names = {entry.name for entry in snapshot.services}
         for gone in set(self.services) - names:
             for endpoint in self.services[gone].endpoints.values():
@@ -303,6 +285,28 @@ class Router:
         self.default_service = snapshot.services[0].name if snapshot.services else None
         self._load_tls(snapshot)
         self.version = snapshot.version
+
+    def _load_endpoints(self, route: ServiceRoute, entry: ServiceEntry, now: float) -> None:
+        """The service's endpoints become the entry's: those it lacks drain, new ones join, weights change."""
+        drain_s = self.settings.drain_timeout_s
+        wanted = {e.address: e for e in entry.endpoints}
+        for key, endpoint in route.endpoints.items():
+            if key not in wanted and endpoint.state is not EndpointState.DRAINING:
+                endpoint.drain(now + drain_s)
+        reweighted = False
+        for address, e in wanted.items():
+            current = route.endpoints.get(address)
+            if e.draining:
+                if current is not None and current.state is not EndpointState.DRAINING:
+                    current.drain(now + (e.drain_s or drain_s))
+            elif current is None or current.state is EndpointState.DRAINING:
+                host, port = split_address(address)
+                route.add(Endpoint(route, host, port, e.weight, e.source, now, e.replica), now)
+            elif current.target.weight != e.weight:
+                current.target.weight = e.weight
+                reweighted = True
+        if reweighted:
+            route.restart_balancing(now)
 
     def _load_tls(self, snapshot: RoutingSnapshot) -> None:
         self.challenges = {
