@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -30,7 +30,7 @@ _WELL_FORMED_VERSION = re.compile(rb" HTTP/[0-9]\.[0-9]\r\n")
 # Fix: a head's size is the bytes before the blank line that ends it, however it was read. A head not ended yet
 # after this many bytes is over the limit: they may hold three bytes of its end (the CRLF CR before the last LF).
 # Checked after the read is parsed, so the body after a head that just ended is not counted as head (it was).
-_HEAD_READ_MAX = wire.MAX_HEAD_BYTES + 3
+_HEAD_READ_MAX: Final = wire.MAX_HEAD_BYTES + 3
 
 
 class BadRequest(Exception):
@@ -276,7 +276,7 @@ class ClientConnection(BurstWriter):
         now = router.now()
         chunked = self.te is not None
         length = int(self.content_length) if self.content_length and not chunked else 0
-        if length > router.settings.max_body_bytes:
+        if length and length > router.settings.max_body_bytes:  # `length and`: no settings lookup for a GET
             raise BadRequest(413, f"request body larger than {router.settings.max_body_bytes} bytes")
         upgrade = bool(parser.should_upgrade())
         request_id = self._request_id()
