@@ -256,40 +256,63 @@ class Parent:
             return
         settings = snapshot.settings
         wanted = (settings.host, settings.port)
-        tls = settings.tls
-        wanted_tls = (tls.host or settings.host, tls.port) if tls is not None else None
+        wanted_tls = (settings.tls.host or settings.host, settings.tls.port) if settings.tls is not None else None
         count = self._wanted_workers(snapshot)
-        fresh: list[socket.socket] = []
-        fresh_tls: list[socket.socket] = []
         try:
-            if wanted != self.address:
-                fresh = self._bind(snapshot, wanted, count, "router.port")
-            if wanted_tls is not None and wanted_tls != self.tls_address:
-                fresh_tls = self._bind(snapshot, wanted_tls, len(fresh or self.slots) or count, "router.tls.port")
+            fresh, fresh_tls = self._bind_moved(snapshot, wanted, wanted_tls, count)
         except OSError:
-            for sock in fresh:
-                sock.close()
             return
         self.snapshot, self.version = data, snapshot.version
         self._save(data)
         if fresh or wanted_tls != self.tls_address:
-            moved = self.address is not None
-            old_slots = (self.slots if fresh else []) + self.tls_slots
-            if fresh:
-                self.slots, self.address = fresh, wanted
-            self.tls_slots, self.tls_address = fresh_tls, wanted_tls
-            await self._replace(self._serving() + self._spares())
-            for sock in old_slots:
-                sock.close()  # the old workers hold their own copies until they are done
-            if moved:
-                where = f"{settings.host}:{settings.port}"
-                if wanted_tls is not None:
-                    where += f" and {wanted_tls[0]}:{wanted_tls[1]} (HTTPS)"
-                self.event("router.listener", f"router now listening on {where}")
+            await self._move(wanted if fresh else None, fresh, wanted_tls, fresh_tls)
             return
         for handle in self._serving() + self._spares():
             self._send(handle, {"t": "snapshot", "snapshot": data})
         await self._fit(count)
+
+    def _bind_moved(
+        self,
+        snapshot: RoutingSnapshot,
+        wanted: tuple[str, int],
+        wanted_tls: tuple[str, int] | None,
+        count: int,
+    ) -> tuple[list[socket.socket], list[socket.socket]]:
+        """New listening sockets for the addresses that changed (none for those that did not)."""
+        fresh: list[socket.socket] = []
+        try:
+            if wanted != self.address:
+                fresh = self._bind(snapshot, wanted, count, "router.port")
+            if wanted_tls is not None and wanted_tls != self.tls_address:
+                group = len(fresh or self.slots) or count
+                return fresh, self._bind(snapshot, wanted_tls, group, "router.tls.port")
+        except OSError:
+            for sock in fresh:
+                sock.close()
+            raise
+        return fresh, []
+
+    async def _move(
+        self,
+        wanted: tuple[str, int] | None,
+        fresh: list[socket.socket],
+        wanted_tls: tuple[str, int] | None,
+        fresh_tls: list[socket.socket],
+    ) -> None:
+        """New workers on the new listening sockets (`wanted` None: the plain one stays), then the old ones go."""
+        moved = self.address is not None
+        old_slots = (self.slots if wanted is not None else []) + self.tls_slots
+        if wanted is not None:
+            self.slots, self.address = fresh, wanted
+        self.tls_slots, self.tls_address = fresh_tls, wanted_tls
+        await self._replace(self._serving() + self._spares())
+        for sock in old_slots:
+            sock.close()  # the old workers hold their own copies until they are done
+        if moved and self.address is not None:
+            where = f"{self.address[0]}:{self.address[1]}"
+            if wanted_tls is not None:
+                where += f" and {wanted_tls[0]}:{wanted_tls[1]} (HTTPS)"
+            self.event("router.listener", f"router now listening on {where}")
 
     def _bind(self, snapshot: RoutingSnapshot, where: tuple[str, int], count: int, setting: str) -> list[socket.socket]:
         try:
@@ -347,17 +370,20 @@ class Parent:
             if slot >= count:
                 self._retire(handle)
         if len(self.slots) > count:
-            extra, self.slots = self.slots[count:], self.slots[:count]
-            extra += self.tls_slots[count:]
-            self.tls_slots = self.tls_slots[:count]
-            listeners.allow_migration()
-            for sock in extra:
-                sock.close()  # their workers stop accepting, finish and go; their queues move to the others
+            self._shrink(count)
         spares = self._spares()
         if not spares:
             await self._spawn(-1)
         for handle in spares[1:]:
             self._retire(handle)
+
+    def _shrink(self, count: int) -> None:
+        extra, self.slots = self.slots[count:], self.slots[:count]
+        extra += self.tls_slots[count:]
+        self.tls_slots = self.tls_slots[:count]
+        listeners.allow_migration()
+        for sock in extra:
+            sock.close()  # their workers stop accepting, finish and go; their queues move to the others
 
     async def _spawn(self, slot: int) -> WorkerHandle:
         assert self.snapshot is not None

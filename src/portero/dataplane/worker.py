@@ -104,30 +104,34 @@ class Worker:
                 self.orphaned = True
                 log.warning("worker %d: the router's parent is gone; serving the last snapshot", self.number)
                 return
-            kind = message["t"]
             if self.quiet:  # the parent (its new program) speaks again
                 self.quiet = False
                 for held in self.held:
                     self.send(held)
                 self.held = []
-            if kind == "quiet":
-                self.send({"t": "quiet"})
-                self.quiet = True
-            elif kind == "snapshot":
-                snapshot = RoutingSnapshot.from_json(message["snapshot"])
-                self.router.load(snapshot)
-                self.send({"t": "ack", "version": snapshot.version})
-            elif kind == "serve":  # a spare takes a dead worker's place, on that worker's listening sockets
-                chosen = [sock for sock in self.listeners if sock.fileno() == int(message["listener"])]
-                secure = int(message.get("tls_listener", -1))
-                chosen_tls = [sock for sock in self.tls_listeners if sock.fileno() == secure]
-                for sock in self.listeners + self.tls_listeners:
-                    if sock not in chosen and sock not in chosen_tls:
-                        sock.close()  # the parent holds them: closing them here changes nothing for the others
-                await self.router.start(chosen, chosen_tls)
-            elif kind == "stop":
-                self.grace_s = float(message.get("grace_s", self.grace_s))
-                self.stopping.set()
+            await self._obey(message)
+
+    async def _obey(self, message: dict[str, Any]) -> None:
+        assert self.router is not None
+        kind = message["t"]
+        if kind == "quiet":
+            self.send({"t": "quiet"})
+            self.quiet = True
+        elif kind == "snapshot":
+            snapshot = RoutingSnapshot.from_json(message["snapshot"])
+            self.router.load(snapshot)
+            self.send({"t": "ack", "version": snapshot.version})
+        elif kind == "serve":  # a spare takes a dead worker's place, on that worker's listening sockets
+            chosen = [sock for sock in self.listeners if sock.fileno() == int(message["listener"])]
+            secure = int(message.get("tls_listener", -1))
+            chosen_tls = [sock for sock in self.tls_listeners if sock.fileno() == secure]
+            for sock in self.listeners + self.tls_listeners:
+                if sock not in chosen and sock not in chosen_tls:
+                    sock.close()  # the parent holds them: closing them here changes nothing for the others
+            await self.router.start(chosen, chosen_tls)
+        elif kind == "stop":
+            self.grace_s = float(message.get("grace_s", self.grace_s))
+            self.stopping.set()
 
     async def _report(self) -> None:
         assert self.reporter is not None

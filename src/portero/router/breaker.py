@@ -144,10 +144,10 @@ class CircuitBreaker:
         self._probes += 1
         return True
 
-    def record(self, ok: bool, now: float) -> None:
+    def record(self, now: float, *, ok: bool) -> None:
         state = self._state
         if state is BreakerState.CLOSED:
-            self._count(ok, now)
+            self._count(now, ok=ok)
         elif state is BreakerState.HALF_OPEN and self._probes:  # no probe in flight: a stale outcome, ignore it
             self._probes -= 1
             if not ok:
@@ -175,7 +175,7 @@ class CircuitBreaker:
         self._opened_at = now
         self._clear_window()
 
-    def _count(self, ok: bool, now: float) -> None:
+    def _count(self, now: float, *, ok: bool) -> None:
         bucket = int(now * self._per_s)
         if bucket > self._head:
             self._advance(bucket)

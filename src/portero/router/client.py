@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -21,11 +21,16 @@ from portero.router.exchange import Exchange
 
 if TYPE_CHECKING:
     from portero.router.server import Router
+    from portero.router.service import ServiceRoute
     from portero.router.upstream import Upstream
 
 HEAD, BODY, WAIT, IDLE = 1, 2, 3, 4  # what the connection is waiting for; its deadline means that
 # A version llhttp refuses but that is one (HTTP/1.2, HTTP/3.0) gets 505; anything else there is malformed: 400.
 _WELL_FORMED_VERSION = re.compile(rb" HTTP/[0-9]\.[0-9]\r\n")
+# Fix: a head's size is the bytes before the blank line that ends it, however it was read. A head not ended yet
+# after this many bytes is over the limit: they may hold three bytes of its end (the CRLF CR before the last LF).
+# Checked after the read is parsed, so the body after a head that just ended is not counted as head (it was).
+_HEAD_READ_MAX: Final = wire.MAX_HEAD_BYTES + 3
 
 
 class BadRequest(Exception):
@@ -80,7 +85,7 @@ class ClientConnection(BurstWriter):
         "write_paused_at",
     )
 
-    def __init__(self, router: Router, tls: bool = False) -> None:
+    def __init__(self, router: Router, *, tls: bool = False) -> None:
         super().__init__()
         self.router = router
         self.scheme = b"https" if tls else b"http"  # X-Forwarded-Proto, and whether HTTPS policies apply
@@ -137,14 +142,23 @@ class ClientConnection(BurstWriter):
             self.deadline = self.router.now() + self.router.settings.header_timeout_s
         if self.phase == HEAD:
             self.head_received += len(data)  # counts until the head is complete; bounds a head that never ends
-            if self.head_received > wire.MAX_HEAD_BYTES and data.find(b"\r\n\r\n") < 0:
-                self.reject(431, "request head larger than 16 KiB")
-                return
         self.chunk = data
         self.chunk_fresh = True
         # Fix: a head begun in an earlier packet is not all in this one, so it must not be forwarded from it
         # (it was: the backend got the tail of the head as a request line, without the Content-Length before it).
         self.head_at_start = False
+        self._parse(data)
+        if self.phase == HEAD and self.head_received > _HEAD_READ_MAX and not self.closed:
+            self.reject(431, "request head larger than 16 KiB")  # and it has not ended yet
+            return
+        # Fix: a request goes upstream only once the whole packet it came in has parsed, so bad bytes after its
+        # head (a malformed chunk, a smuggled request) abort it before any byte of it reaches an endpoint.
+        exchange, self.undispatched = self.undispatched, None
+        if exchange is not None and not exchange.done and not self.closed:
+            exchange.dispatch(self.router.now())
+
+    def _parse(self, data: bytes) -> None:
+        """Feed `data` to the parser; what it refuses is answered (`reject`)."""
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -162,11 +176,6 @@ class ClientConnection(BurstWriter):
                 self.reject(505, "only HTTP/1.0 and HTTP/1.1 are served here")
             else:
                 self.reject(400, f"malformed request: {exc}")
-        # Fix: a request goes upstream only once the whole packet it came in has parsed, so bad bytes after its
-        # head (a malformed chunk, a smuggled request) abort it before any byte of it reaches an endpoint.
-        exchange, self.undispatched = self.undispatched, None
-        if exchange is not None and not exchange.done and not self.closed:
-            exchange.dispatch(self.router.now())
 
     def _upgrade_data(self, data: bytes, upgrade: httptools.HttpParserUpgrade) -> None:
         offset = upgrade.args[0] if upgrade.args and isinstance(upgrade.args[0], int) else len(data)
@@ -261,54 +270,22 @@ class ClientConnection(BurstWriter):
         self.head_received = 0
         self.in_head = False
         raw_end = self.chunk.find(b"\r\n\r\n") if self.head_at_start else -1
-        if raw_end > 0:  # the head is all in this chunk, from its start (see _upstream_head)
-            size = raw_end
-        else:
-            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
-        if size > wire.MAX_HEAD_BYTES:
-            raise BadRequest(431, "request head larger than 16 KiB")
-        version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
-            raise BadRequest(505, "only HTTP/1.0 and HTTP/1.1 are served here")
-        http10 = version == "1.0"
-        chunked = self.te is not None
-        if chunked:
-            if self.te.strip().lower() != b"chunked":  # type: ignore[union-attr]
-                raise BadRequest(400, "Transfer-Encoding must be exactly `chunked`")
-            if http10:
-                raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
-        if self.host_count > 1 or (self.host_count == 0 and not http10):
-            raise BadRequest(400, "a request needs exactly one Host header")
+        http10 = self._check_head(raw_end)
+        service, hsts = self._route()
         router = self.router
         now = router.now()
-        if self.url == b"*":
-            if parser.get_method() != b"OPTIONS":
-                raise BadRequest(400, "the asterisk target is for OPTIONS only (RFC 9112 §3.2.4)")
-        elif self.url[:1] != b"/":
-            self._absolute_form()
-        if router.challenges and self.url in router.challenges and self.scheme == b"http":
-            answer = router.challenges[self.url]  # an ACME CA checks that this router answers for the host
-            raise OwnAnswer(200, wire.response(200, answer, content_type=b"application/octet-stream", close=True))
-        service = router.route(self.host or b"", self.url)
-        if service is None:
-            raise BadRequest(404, "no service is routed for this host and path")
-        hsts = b""
-        if router.https_routes:
-            hsts = self._https_policy()
-        length = 0
-        if not chunked and self.content_length:
-            length = int(self.content_length)
-        if length and length > router.settings.max_body_bytes:
+        chunked = self.te is not None
+        length = int(self.content_length) if self.content_length and not chunked else 0
+        if length and length > router.settings.max_body_bytes:  # `length and`: no settings lookup for a GET
             raise BadRequest(413, f"request body larger than {router.settings.max_body_bytes} bytes")
         upgrade = bool(parser.should_upgrade())
         request_id = self._request_id()
         method = parser.get_method()
-        head = self._upstream_head(method, request_id, http10, upgrade, raw_end)
         exchange = Exchange(
             self,
             service,
             method,
-            head,
+            self._upstream_head(method, request_id, http10=http10, upgrade=upgrade, raw_end=raw_end),
             request_id,
             keep_alive=bool(parser.should_keep_alive()) and not upgrade,
             chunked=chunked,
@@ -320,10 +297,56 @@ class ClientConnection(BurstWriter):
             exchange.hash_key = service.hash_key_of(self.headers)
         if hsts:
             exchange.extra_head = hsts
+        self._admit(exchange, now, body=bool(length) or chunked)
+
+    def _check_head(self, raw_end: int) -> bool:
+        """What RFC 9112 §6 leaves to the router to refuse in a parsed head (BadRequest); True for HTTP/1.0."""
+        parser = self.parser
+        if raw_end > 0:  # the head is all in this chunk, from its start (see _upstream_head)
+            size = raw_end
+        else:  # the same measure from the parsed head: its request line, and each header line with a CRLF
+            size = len(parser.get_method()) + len(self.url) + 10
+            size += sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > wire.MAX_HEAD_BYTES:
+            raise BadRequest(431, "request head larger than 16 KiB")
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            raise BadRequest(505, "only HTTP/1.0 and HTTP/1.1 are served here")
+        http10 = version == "1.0"
+        te = self.te
+        if te is not None:
+            if te.strip().lower() != b"chunked":
+                raise BadRequest(400, "Transfer-Encoding must be exactly `chunked`")
+            if http10:
+                raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if self.host_count > 1 or (self.host_count == 0 and not http10):
+            raise BadRequest(400, "a request needs exactly one Host header")
+        return http10
+
+    def _route(self) -> tuple[ServiceRoute, bytes]:
+        """The service the request goes to, and the HSTS line its response gets (b"": none); or the router's own
+        answer (OwnAnswer), or 400 or 404 (BadRequest)."""
+        router = self.router
+        if self.url == b"*":
+            if self.parser.get_method() != b"OPTIONS":
+                raise BadRequest(400, "the asterisk target is for OPTIONS only (RFC 9112 §3.2.4)")
+        elif self.url[:1] != b"/":
+            self._absolute_form()
+        if router.challenges and self.url in router.challenges and self.scheme == b"http":
+            answer = router.challenges[self.url]  # an ACME CA checks that this router answers for the host
+            raise OwnAnswer(200, wire.response(200, answer, content_type=b"application/octet-stream", close=True))
+        service = router.route(self.host or b"", self.url)
+        if service is None:
+            raise BadRequest(404, "no service is routed for this host and path")
+        return service, (self._https_policy() if router.https_routes else b"")
+
+    def _admit(self, exchange: Exchange, now: float, *, body: bool) -> None:
+        """The exchange is the connection's: answered now, or after the ones before it (pipelined)."""
+        router = self.router
         router.active += 1
         router.budget.request(now)
         self.body_started = now
-        if length or chunked:
+        if body:
             self.phase = BODY
             self.deadline = now + router.settings.body_grace_s
         else:
@@ -397,9 +420,8 @@ class ClientConnection(BurstWriter):
             return incoming
         return self.router.next_request_id()
 
-    def _upstream_head(self, method: bytes, request_id: bytes, http10: bool, upgrade: bool, raw_end: int) -> bytes:
+    def _upstream_head(self, method: bytes, request_id: bytes, *, http10: bool, upgrade: bool, raw_end: int) -> bytes:
         trusted = self.router.is_trusted(self.peer) if self.rewrite else False
-        forwarded_for, proto, forwarded_host = self.peer, self.scheme, self.host or b""
         if not http10 and not upgrade and raw_end > 0 and not trusted and not self.absolute:
             # The client's own head, byte for byte, minus the lines the router drops (hop-by-hop, X-Forwarded-*,
             # X-Request-Id). Fix: without the blank lines a server ignores before a request (RFC 9112 §2.2);
@@ -408,34 +430,9 @@ class ClientConnection(BurstWriter):
             start = self.chunk[: raw_end + 2].lstrip(b"\r\n")
             if self.rewrite:
                 start = wire.splice_request_head(start, self.dropped, self.connection)
+            forwarded_for, proto, forwarded_host = self.peer, self.scheme, self.host or b""
         else:
-            lines = [method + b" " + self.url + b" HTTP/1.1"]
-            named = wire.connection_options(self.headers)
-            chain: list[bytes] = []
-            for name, value in self.headers:
-                lower = wire.rewritten_name(name.lower())
-                if lower in wire.REWRITTEN:
-                    if trusted and lower == b"x-forwarded-for":
-                        chain.append(value)  # fix: every line of a trusted chain (only the last one was kept)
-                    elif trusted and lower == b"x-forwarded-proto":
-                        proto = value
-                    elif trusted and lower == b"x-forwarded-host":
-                        forwarded_host = value
-                    elif upgrade and lower == b"upgrade":
-                        lines.append(b"upgrade: " + value)
-                    continue
-                if lower in named:
-                    continue
-                if self.absolute and lower == b"host":
-                    value = self.host or value  # the target's authority (see _absolute_form)
-                lines.append(name + b": " + value)
-            if chain:
-                forwarded_for = b", ".join([*chain, self.peer])
-            if self.host_count == 0:
-                lines.append(b"host: " + (self.host if self.absolute and self.host else self._local_authority()))
-            if upgrade:
-                lines.append(b"connection: upgrade")
-            start = b"\r\n".join(lines) + b"\r\n"
+            start, forwarded_for, proto, forwarded_host = self._rebuilt_head(method, trusted=trusted, upgrade=upgrade)
         return b"%bx-forwarded-for: %b\r\nx-forwarded-proto: %b\r\nx-forwarded-host: %b\r\nx-request-id: %b\r\n\r\n" % (
             start,
             forwarded_for,
@@ -443,6 +440,44 @@ class ClientConnection(BurstWriter):
             forwarded_host,
             request_id,
         )
+
+    def _rebuilt_head(self, method: bytes, *, trusted: bool, upgrade: bool) -> tuple[bytes, bytes, bytes, bytes]:
+        """The head made again from the parsed request, as HTTP/1.1, without the lines the router drops; and the
+        X-Forwarded-For, -Proto and -Host values to add."""
+        lines = [method + b" " + self.url + b" HTTP/1.1"]
+        named = wire.connection_options(self.headers)
+        for name, value in self.headers:
+            lower = wire.rewritten_name(name.lower())
+            if lower in wire.REWRITTEN:
+                if upgrade and lower == b"upgrade":
+                    lines.append(b"upgrade: " + value)
+            elif lower not in named:
+                if self.absolute and lower == b"host":
+                    value = self.host or value  # the target's authority (see _absolute_form)
+                lines.append(name + b": " + value)
+        if self.host_count == 0:
+            lines.append(b"host: " + (self.host if self.absolute and self.host else self._local_authority()))
+        if upgrade:
+            lines.append(b"connection: upgrade")
+        start = b"\r\n".join(lines) + b"\r\n"
+        if trusted:
+            return (start, *self._trusted_forwarded())
+        return start, self.peer, self.scheme, self.host or b""
+
+    def _trusted_forwarded(self) -> tuple[bytes, bytes, bytes]:
+        """X-Forwarded-For, -Proto and -Host from a trusted proxy's request: its chain with the peer added, and its
+        proto and host where it sent them."""
+        chain: list[bytes] = []
+        proto, forwarded_host = self.scheme, self.host or b""
+        for name, value in self.headers:
+            lower = wire.rewritten_name(name.lower())
+            if lower == b"x-forwarded-for":
+                chain.append(value)  # fix: every line of a trusted chain (only the last one was kept)
+            elif lower == b"x-forwarded-proto":
+                proto = value
+            elif lower == b"x-forwarded-host":
+                forwarded_host = value
+        return b", ".join([*chain, self.peer]), proto, forwarded_host
 
     def _local_authority(self) -> bytes:
         """Fix: an HTTP/1.0 request without Host goes upstream as HTTP/1.1, which must have one; RFC 9112 §3.3
@@ -458,7 +493,7 @@ class ClientConnection(BurstWriter):
     def writable(self) -> bool:
         return not self.closed
 
-    def exchange_done(self, exchange: Exchange, close: bool) -> None:
+    def exchange_done(self, exchange: Exchange, *, close: bool) -> None:
         # A stopping router closes a connection only where its response said so: one whose head went out before
         # the stop said keep-alive, and its client may be sending the next request already. That one gets
         # `Connection: close` on its next response, or is closed once idle (`close_when_idle`).
@@ -468,8 +503,12 @@ class ClientConnection(BurstWriter):
         if exchange is self.current:
             self.current = None
         if self.queued:
-            self.current = self.queued.pop(0)
-            self.current.dispatch(self.router.now())
+            following = self.current = self.queued.pop(0)
+            following.dispatch(self.router.now())
+            if not following.request_done:
+                # Fix: its body comes on: read it. The connection stayed paused (as it is while a request waits),
+                # and the request hung, half-sent, until the slow-body check answered 408.
+                self.resume_reading()
             return
         if self.rejection is not None:  # the requests before the refused bytes are answered: now refuse
             self.write(self.rejection)

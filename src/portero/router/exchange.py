@@ -82,6 +82,16 @@ class BadResponse(Exception):
     """The endpoint's response cannot be forwarded as HTTP/1.1 (raised inside the parser's callbacks)."""
 
 
+def _forwardable(raw: bytes, limit: int) -> wire.ResponseHead:
+    """The response head `raw` read for forwarding, or BadResponse when it cannot be forwarded."""
+    if len(raw) > limit:
+        raise BadResponse(f"response head larger than {limit} bytes")
+    head = wire.response_head(raw)
+    if head.unknown_coding:
+        raise BadResponse("response with a transfer coding other than chunked")
+    return head
+
+
 class Exchange:
     __slots__ = (
         "attached_reads",
@@ -176,6 +186,9 @@ class Exchange:
         if after < 0:
             raise ExchangeStateError(self.request_id, self.phase, step)
         self.phase = after
+        trace = self.service.router.trace
+        if trace is not None:
+            trace.append((self.request_id, after))
 
     @property
     def done(self) -> bool:
@@ -295,14 +308,14 @@ class Exchange:
             return NO_RETRY
         return kind
 
-    def release(self, ok: bool | None) -> None:
+    def release(self, *, ok: bool | None) -> None:
         """Let go of the endpoint; `ok` is the outcome for passive health (None: no verdict)."""
         endpoint, self.endpoint = self.endpoint, None
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
             upstream.close()
         if endpoint is not None:
-            endpoint.end(ok, self.service.router.now())
+            endpoint.end(self.service.router.now(), ok=ok)
 
     # -- request body, from the client ----------------------------------------------------------------------------
 
@@ -374,13 +387,9 @@ class Exchange:
         if upstream.head_bytes > limit and self.upstream is upstream and self.phase == SENT:
             self.broken_response(f"response head larger than {limit} bytes")
 
-    def response_head(self, status: int, upstream_keep_alive: bool, raw: bytes) -> None:
+    def response_head(self, status: int, raw: bytes, *, upstream_keep_alive: bool) -> None:
         router = self.service.router
-        if len(raw) > router.settings.max_response_head_bytes:
-            raise BadResponse(f"response head larger than {router.settings.max_response_head_bytes} bytes")
-        head = wire.response_head(raw)
-        if head.unknown_coding:
-            raise BadResponse("response with a transfer coding other than chunked")
+        head = _forwardable(raw, router.settings.max_response_head_bytes)
         if 100 <= status < 200 and status != 101:
             if not self.client_http10:  # interim responses (100 Continue, 103 Early Hints) reach HTTP/1.1 clients
                 self.client.write(head.kept + b"\r\n")
@@ -393,6 +402,22 @@ class Exchange:
             self._to(UPGRADED if status == 101 else ANSWERED)
         if status == 101:  # the exchange is a tunnel from here: its answer is counted now
             self._record(self.service.router.now())
+        out = self._client_head(head, status)
+        self.deadline = 0.0
+        if hold:
+            self.holding = out
+            return
+        self.client.write(b"".join(out))
+        if status == 101:
+            self.client.start_tunnel(self)
+        elif self.is_head:
+            assert self.upstream is not None
+            self.upstream.reset_parser()  # httptools cannot be told a HEAD response has no body
+            self.response_done(upstream_keep_alive=upstream_keep_alive)
+
+    def _client_head(self, head: wire.ResponseHead, status: int) -> list[bytes]:
+        """The pieces of the response head as the client gets it: the endpoint's kept lines, then the framing and
+        connection lines the router decides, and the request id."""
         out = [head.kept]
         bodiless = self.is_head or status in NO_BODY_STATUS or status == 101
         # Fix: a body with neither length nor chunking ends when the endpoint closes (RFC 9112 §6.3); the
@@ -406,24 +431,14 @@ class Exchange:
             else:
                 self.rechunk = True
                 out.append(b"transfer-encoding: chunked\r\n")
-        close = self.response_close or not self.keep_alive or not self.request_done or router.closing
         if status != 101:
+            close = self.response_close or not self.keep_alive or not self.request_done or self.service.router.closing
             out.append(b"connection: close\r\n" if close else b"connection: keep-alive\r\n")
             self.response_close = close
         if self.extra_head:
             out.append(self.extra_head)
         out.append(b"x-request-id: %b\r\n\r\n" % self.request_id)
-        self.deadline = 0.0
-        if hold:
-            self.holding = out
-            return
-        self.client.write(b"".join(out))
-        if status == 101:
-            self.client.start_tunnel(self)
-        elif self.is_head:
-            assert self.upstream is not None
-            self.upstream.reset_parser()  # httptools cannot be told a HEAD response has no body
-            self.response_done(upstream_keep_alive)
+        return out
 
     def _retry_status(self, status: int) -> bool:
         """An answer the policy retries elsewhere (`router.retry_on_status`): counted as the endpoint's answer,
@@ -445,7 +460,7 @@ class Exchange:
         else:
             self.client.write(wire.chunk(data) if self.rechunk else data)
 
-    def response_done(self, upstream_keep_alive: bool) -> None:
+    def response_done(self, *, upstream_keep_alive: bool) -> None:
         if self.holding is not None:  # complete: now it goes out, whole
             self._to(ANSWERED)
             self.client.write(b"".join(self.holding))
@@ -463,7 +478,7 @@ class Exchange:
                 upstream.give_back(now)
             elif upstream is not None:
                 upstream.close()
-            endpoint.end(self.status < 500, now)
+            endpoint.end(now, ok=self.status < 500)
         self._record(now, endpoint)
         self.finish()
         self.client.exchange_done(self, close=self.response_close)
@@ -487,7 +502,7 @@ class Exchange:
             # Part of a response is out; the client cannot be told anything else. Close-delimited bodies end here.
             if self.until_close and self.endpoint is not None:  # fix: was `not rechunk and response_close`
                 self.upstream = None
-                self.response_done(False)
+                self.response_done(upstream_keep_alive=False)
                 return
             self.cut(stats.RESET, now)
             return
@@ -546,7 +561,7 @@ class Exchange:
 
     # -- endings --------------------------------------------------------------------------------------------------
 
-    def fail(self, status: int, detail: str, maintenance: bool = False) -> None:
+    def fail(self, status: int, detail: str, *, maintenance: bool = False) -> None:
         """Answer with the router's own response; the connection closes unless the request was read whole."""
         self.release(ok=None)
         self.status = status

@@ -11,7 +11,7 @@ from __future__ import annotations
 class ActiveHealth:
     __slots__ = ("failures", "fall", "healthy", "passes", "rise")
 
-    def __init__(self, healthy: bool, rise: int = 2, fall: int = 3) -> None:
+    def __init__(self, *, healthy: bool, rise: int = 2, fall: int = 3) -> None:
         if rise < 1 or fall < 1:
             raise ValueError(f"health: rise and fall must be >= 1, got rise={rise}, fall={fall}")
         self.healthy = healthy  # a registered endpoint may start up (trusted) or down (prove it first)
@@ -25,7 +25,7 @@ class ActiveHealth:
         self.healthy = False
         self.passes = self.failures = 0
 
-    def observe(self, ok: bool) -> bool:
+    def observe(self, *, ok: bool) -> bool:
         """Count one check result; True when it changed `healthy`."""
         if ok:
             self.passes += 1

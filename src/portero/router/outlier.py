@@ -57,11 +57,12 @@ class OutlierState:
 
 def record(
     state: OutlierState,
-    ok: bool,
     now: float,
     policy: OutlierPolicy,
     ejected_in_service: int,
     endpoints_in_service: int,
+    *,
+    ok: bool,
 ) -> bool:
     """Count one request's outcome; True when this call ejects the endpoint.
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import ipaddress
 import itertools
 import logging
@@ -14,6 +15,7 @@ import random
 import socket
 import ssl
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from portero.router.balancer import make_balancer
 from portero.router.breaker import BreakerPolicy
@@ -23,11 +25,14 @@ from portero.router.client import ClientConnection
 from portero.router.outlier import OutlierPolicy
 from portero.router.probe import probe
 from portero.router.routes import CompiledRoute, compile_routes, find, match
-from portero.router.service import Endpoint, EndpointState, ServiceRoute
+from portero.router.service import Endpoint, EndpointState, ServiceRoute, open_connection
 from portero.router.snapshot import RoutingSnapshot, ServiceEntry, from_spec
 from portero.spec.models import RouterSettings, ServiceSpec
 from portero.tasks import settle, spawn
 from portero.tls import contexts
+
+if TYPE_CHECKING:
+    from portero.router.exchange import Exchange
 
 log = logging.getLogger(__name__)
 SWEEP_S = 0.25  # resolution of every router deadline
@@ -63,6 +68,10 @@ class Router:
         self._flush_scheduled = False
         self.stopped = False
         self.now: Callable[[], float] = lambda: 0.0
+        # Seams for driving the router without sockets (tests/unit/router/transcript.py): how a connection to an
+        # endpoint is opened, and a list that, when set, gets every exchange's phase as it changes.
+        self.connector: Callable[[Endpoint, Exchange, int], None] = open_connection
+        self.trace: list[tuple[bytes, int]] | None = None
         self.tls = contexts.ContextBook()  # the certificates new HTTPS connections are served (tls/contexts.py)
         self._tls_listeners: list[socket.socket] = []
         self.handshakes: dict[str, int] = {}  # "TLSv1.3", ...: completed; "failed:<reason>": not (report.py)
@@ -120,7 +129,7 @@ class Router:
         self._listeners = [*sockets, *self._tls_listeners]
         for listener in self._listeners:
             listener.setblocking(False)
-            loop.add_reader(listener.fileno(), self._accept, listener, listener in self._tls_listeners)
+            loop.add_reader(listener.fileno(), self._accepting(listener))
         self._tasks = [
             spawn(self._sweep(), name="router-sweep", eternal=True),
             spawn(self._check_endpoints(), name="router-health", eternal=True),
@@ -128,7 +137,11 @@ class Router:
         names = ", ".join("{}:{}".format(*listener.getsockname()[:2]) for listener in sockets)
         log.info("router listening on %s", names)
 
-    def _accept(self, listener: socket.socket, secure: bool) -> None:
+    def _accepting(self, listener: socket.socket) -> Callable[[], None]:
+        """What the loop calls when `listener` has connections to accept."""
+        return functools.partial(self._accept, listener, secure=listener in self._tls_listeners)
+
+    def _accept(self, listener: socket.socket, *, secure: bool) -> None:
         """Accept up to ACCEPT_BURST connections per wake-up. The loop's own server accepts one per loop
         iteration (libuv >= 1.45), and an iteration of a busy router serves hundreds of connections, so 1,000
         new clients waited seconds in the accept queue (wrk counted up to 168 requests over 5 s)."""
@@ -146,7 +159,7 @@ class Router:
                     # spin on a listener that stays readable; the kernel's queue holds the clients meanwhile.
                     log.error("router cannot accept connections: %s; retrying in %.1f s", exc, ACCEPT_PAUSE_S)
                     _stop_reading(loop, listener.fileno())
-                    loop.call_later(ACCEPT_PAUSE_S, self._resume_accepting, listener, secure)
+                    loop.call_later(ACCEPT_PAUSE_S, self._resume_accepting, listener)
                     return
                 continue  # the client left before we accepted it (ECONNABORTED...)
             with contextlib.suppress(OSError):
@@ -174,7 +187,7 @@ class Router:
         timeout = settings.handshake_timeout_s if settings is not None else 10.0
         try:
             transport, _ = await loop.connect_accepted_socket(
-                lambda: ClientConnection(self, True), sock, ssl=context, ssl_handshake_timeout=timeout
+                lambda: ClientConnection(self, tls=True), sock, ssl=context, ssl_handshake_timeout=timeout
             )
         except ssl.SSLError:
             self._count("failed:protocol")  # not TLS, no common version or cipher, a bad record
@@ -194,9 +207,9 @@ class Router:
     def _count(self, outcome: str) -> None:
         self.handshakes[outcome] = self.handshakes.get(outcome, 0) + 1
 
-    def _resume_accepting(self, listener: socket.socket, secure: bool) -> None:
+    def _resume_accepting(self, listener: socket.socket) -> None:
         if self._loop is not None and not self.closing and listener in self._listeners:
-            self._loop.add_reader(listener.fileno(), self._accept, listener, secure)
+            self._loop.add_reader(listener.fileno(), self._accepting(listener))
 
     def stop_accepting(self) -> None:
         """No new connection from now on. The listening sockets are closed here, in this process: where a parent
@@ -261,25 +274,7 @@ class Router:
         self._configure(settings)
         now = self.now()
         for entry in snapshot.services:
-            route = self._route_for(entry)
-            wanted = {e.address: e for e in entry.endpoints}
-            for key, endpoint in route.endpoints.items():
-                if key not in wanted and endpoint.state is not EndpointState.DRAINING:
-                    endpoint.drain(now + settings.drain_timeout_s)
-            reweighted = False
-            for address, e in wanted.items():
-                current = route.endpoints.get(address)
-                if e.draining:
-                    if current is not None and current.state is not EndpointState.DRAINING:
-                        current.drain(now + (e.drain_s or settings.drain_timeout_s))
-                elif current is None or current.state is EndpointState.DRAINING:
-                    host, port = split_address(address)
-                    route.add(Endpoint(route, host, port, e.weight, e.source, now, e.replica), now)
-                elif current.target.weight != e.weight:
-                    current.target.weight = e.weight
-                    reweighted = True
-            if reweighted:
-                route.restart_balancing(now)
+            self._load_endpoints(self._route_for(entry), entry, now)
         names = {entry.name for entry in snapshot.services}
         for gone in set(self.services) - names:
             for endpoint in self.services[gone].endpoints.values():
@@ -290,6 +285,28 @@ class Router:
         self.default_service = snapshot.services[0].name if snapshot.services else None
         self._load_tls(snapshot)
         self.version = snapshot.version
+
+    def _load_endpoints(self, route: ServiceRoute, entry: ServiceEntry, now: float) -> None:
+        """The service's endpoints become the entry's: those it lacks drain, new ones join, weights change."""
+        drain_s = self.settings.drain_timeout_s
+        wanted = {e.address: e for e in entry.endpoints}
+        for key, endpoint in route.endpoints.items():
+            if key not in wanted and endpoint.state is not EndpointState.DRAINING:
+                endpoint.drain(now + drain_s)
+        reweighted = False
+        for address, e in wanted.items():
+            current = route.endpoints.get(address)
+            if e.draining:
+                if current is not None and current.state is not EndpointState.DRAINING:
+                    current.drain(now + (e.drain_s or drain_s))
+            elif current is None or current.state is EndpointState.DRAINING:
+                host, port = split_address(address)
+                route.add(Endpoint(route, host, port, e.weight, e.source, now, e.replica), now)
+            elif current.target.weight != e.weight:
+                current.target.weight = e.weight
+                reweighted = True
+        if reweighted:
+            route.restart_balancing(now)
 
     def _load_tls(self, snapshot: RoutingSnapshot) -> None:
         self.challenges = {
@@ -432,7 +449,7 @@ class Router:
                 endpoint.up(now)
                 log.info("endpoint %s of %s answers again", endpoint.key, route.name)
             return
-        if endpoint.health.observe(ok):
+        if endpoint.health.observe(ok=ok):
             if endpoint.health.healthy:
                 endpoint.up(now)
                 log.info("endpoint %s of %s is up", endpoint.key, route.name)

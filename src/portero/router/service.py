@@ -90,7 +90,7 @@ class Endpoint:
         self.drain_until = 0.0
         # Replicas are checked by the supervisor; other endpoints by the router, starting UP as in HAProxy.
         checks = router.settings.health
-        self.health = None if source == "replica" else ActiveHealth(True, rise=checks.rise, fall=checks.fall)
+        self.health = None if source == "replica" else ActiveHealth(healthy=True, rise=checks.rise, fall=checks.fall)
         self.probing = False  # a replica that refused a connection: probed by the router until it answers
         self.last_check = 0.0
         self.breaker = CircuitBreaker(router.breaker_policy)
@@ -115,17 +115,19 @@ class Endpoint:
         self.stats.counters.requests += 1
         self.stats.counters.in_flight += 1
 
-    def end(self, ok: bool | None, now: float) -> None:
+    def end(self, now: float, *, ok: bool | None) -> None:
         self.target.in_flight -= 1
         self.stats.counters.in_flight -= 1
         if ok is None:
             self.breaker.release()
         else:
-            self.breaker.record(ok, now)
+            self.breaker.record(now, ok=ok)
             service = self.service
             # A success ejects nothing: the count of ejected endpoints (a walk over all of them) only for failures.
             ejected_now = 0 if ok else service.ejected_count(now)
-            ejected = outlier.record(self.outlier, ok, now, service.outlier_policy, ejected_now, len(service.endpoints))
+            ejected = outlier.record(
+                self.outlier, now, service.outlier_policy, ejected_now, len(service.endpoints), ok=ok
+            )
             if ejected:
                 self.stats.counters.ejections += 1
                 until = (self.outlier.ejected_until or now) - now
@@ -156,18 +158,7 @@ class Endpoint:
             self.service.wake(now)
 
     def connect(self, exchange: Exchange, tries: int) -> None:
-        router = self.service.router
-        timeout = router.settings.connect_timeout_s
-
-        async def open_connection() -> None:
-            try:
-                conn = await self.pool.connect(timeout)
-            except (OSError, TimeoutError) as exc:
-                exchange.connect_failed(exc, tries, router.now())
-            else:
-                exchange.connected(conn, tries, router.now())
-
-        spawn(open_connection(), name=f"connect:{self.key}")
+        self.service.router.connector(self, exchange, tries)
 
     def drain(self, until: float) -> None:
         self.state = EndpointState.DRAINING
@@ -332,3 +323,20 @@ class ServiceRoute:
             endpoint.pool.expire(now - 30.0)
         if self.queue:
             self.wake(now)
+
+
+def open_connection(endpoint: Endpoint, exchange: Exchange, tries: int) -> None:
+    """Open a connection to `endpoint` for the try numbered `tries` of `exchange`, in a task of its own, and tell
+    the exchange how it went: the router's `connector`, which tests replace to run the router without sockets."""
+    router = endpoint.service.router
+    timeout = router.settings.connect_timeout_s
+
+    async def opening() -> None:
+        try:
+            conn = await endpoint.pool.connect(timeout)
+        except (OSError, TimeoutError) as exc:
+            exchange.connect_failed(exc, tries, router.now())
+        else:
+            exchange.connected(conn, tries, router.now())
+
+    spawn(opening(), name=f"connect:{endpoint.key}")

@@ -116,7 +116,9 @@ class Upstream(BurstWriter):
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:
-            self.exchange.response_head(self.parser.get_status_code(), self.parser.should_keep_alive(), self._head())
+            parser = self.parser
+            keep_alive = parser.should_keep_alive()
+            self.exchange.response_head(parser.get_status_code(), self._head(), upstream_keep_alive=keep_alive)
 
     def _head(self) -> bytes:
         """The head just parsed: status line and header lines, each with its CRLF, without the blank line. llhttp
@@ -147,7 +149,7 @@ class Upstream(BurstWriter):
 
     def on_message_complete(self) -> None:
         if self.exchange is not None:
-            self.exchange.response_done(self.parser.should_keep_alive())
+            self.exchange.response_done(upstream_keep_alive=self.parser.should_keep_alive())
 
     # --------------------------------------------------------------------------------------------------------------
 

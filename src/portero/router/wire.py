@@ -103,27 +103,16 @@ class ResponseHead:
         for match in _RESPONSE_WATCHED.finditer(lowered):
             name = match.group(1)
             if name == b"content-length":
-                self.has_length = True
-                value = lowered[match.end() : lowered.find(b"\r\n", match.end())].strip(b" \t")
-                if value.isdigit():
-                    self.length = int(value)
+                self._length(lowered[match.end() : lowered.find(b"\r\n", match.end())])
                 continue
             value_start = match.end()
             line_end = lowered.find(b"\r\n", value_start)
             if name == b"connection":
                 value = lowered[value_start:line_end].strip(b" \t")
                 if value != b"keep-alive" and value != b"close":
-                    for token in value.split(b","):
-                        token = token.strip(b" \t")
-                        if token and token not in _CONNECTION_PLAIN:
-                            named = named or set()
-                            named.add(token)
+                    named = _named_by(value, named)
             elif name == b"transfer-encoding":
-                # Only `chunked` can be forwarded as it is framed: a coding before it (`gzip, chunked`) would reach
-                # the client as raw bytes labelled chunked, so the exchange answers 502 instead, as nginx does.
-                codings = [c.strip(b" \t") for c in lowered[value_start:line_end].split(b",")]
-                self.chunked = codings[-1] == b"chunked"
-                self.unknown_coding = self.unknown_coding or any(c != b"chunked" for c in codings)
+                self._codings(lowered[value_start:line_end])
             elif name == b"upgrade":
                 self.upgrade = head[value_start:line_end].strip(b" \t")
             pieces.append(head[last : match.start()])  # the line goes (the CRLF before it, not the one after)
@@ -137,8 +126,34 @@ class ResponseHead:
             head = b"HTTP/1.1" + head[8:]  # an HTTP/1.0 endpoint's status line; llhttp checked it is HTTP/x.y
         self.kept = head
 
+    def _length(self, value: bytes) -> None:
+        self.has_length = True
+        value = value.strip(b" \t")
+        if value.isdigit():
+            self.length = int(value)
+
+    def _codings(self, value: bytes) -> None:
+        """A (lowered) Transfer-Encoding value. Only `chunked` can be forwarded as it is framed: a coding before it
+        (`gzip, chunked`) would reach the client as raw bytes labelled chunked, so the exchange answers 502
+        instead, as nginx does."""
+        codings = [c.strip(b" \t") for c in value.split(b",")]
+        self.chunked = codings[-1] == b"chunked"
+        self.unknown_coding = self.unknown_coding or any(c != b"chunked" for c in codings)
+
 
 _CONNECTION_PLAIN = frozenset({b"keep-alive", b"close", b"upgrade"})
+
+
+def _named_by(connection: bytes, named: set[bytes] | None) -> set[bytes] | None:
+    """`named` plus the header names a (lowered) Connection value lists; None while there are none."""
+    for token in connection.split(b","):
+        token = token.strip(b" \t")
+        if token and token not in _CONNECTION_PLAIN:
+            named = named or set()
+            named.add(token)
+    return named
+
+
 _HEADS: dict[bytes, ResponseHead] = {}  # see response_head
 _HEADS_MAX = 512
 _HEAD_REMEMBERED_BYTES = 1024

@@ -22,7 +22,7 @@ def feed(breaker: CircuitBreaker, outcomes: str, now: float) -> None:
     """'+' a success, '-' a failure, each allowed first as the data plane would."""
     for outcome in outcomes:
         breaker.allow(now)
-        breaker.record(outcome == "+", now)
+        breaker.record(now, ok=outcome == "+")
 
 
 def tripped(now: float = T0) -> CircuitBreaker:
@@ -72,11 +72,11 @@ def test_probe_successes_close_it_with_a_fresh_window():
     breaker = tripped()
     for _ in range(3):
         assert breaker.allow(T0 + 6.0)
-    breaker.record(True, T0 + 6.1)
-    breaker.record(True, T0 + 6.1)
+    breaker.record(T0 + 6.1, ok=True)
+    breaker.record(T0 + 6.1, ok=True)
     assert breaker.state is HALF_OPEN
     assert breaker.allow(T0 + 6.1)  # a slot came back with each success
-    breaker.record(True, T0 + 6.2)
+    breaker.record(T0 + 6.2, ok=True)
     assert breaker.state is CLOSED
     assert breaker.window(T0 + 6.2) == (0, 0)
     feed(breaker, "-" * 19, T0 + 6.3)  # the old failures are not held against it
@@ -87,8 +87,8 @@ def test_a_failed_probe_opens_it_again_for_open_s():
     breaker = tripped()
     assert breaker.allow(T0 + 6.0)
     assert breaker.allow(T0 + 6.0)
-    breaker.record(True, T0 + 6.0)
-    breaker.record(False, T0 + 7.0)
+    breaker.record(T0 + 6.0, ok=True)
+    breaker.record(T0 + 7.0, ok=False)
     assert breaker.state is OPEN
     assert not breaker.allow(T0 + 11.9)
     assert breaker.allow(T0 + 12.0)
@@ -97,24 +97,24 @@ def test_a_failed_probe_opens_it_again_for_open_s():
 def test_each_half_open_round_starts_afresh():
     breaker = tripped()
     assert [breaker.allow(T0 + 6.0) for _ in range(3)] == [True, True, True]
-    breaker.record(True, T0 + 6.0)
-    breaker.record(False, T0 + 6.0)  # open again, one probe still out
+    breaker.record(T0 + 6.0, ok=True)
+    breaker.record(T0 + 6.0, ok=False)  # open again, one probe still out
     assert [breaker.allow(T0 + 11.0) for _ in range(4)] == [True, True, True, False]
-    breaker.record(True, T0 + 11.0)
-    breaker.record(True, T0 + 11.0)
+    breaker.record(T0 + 11.0, ok=True)
+    breaker.record(T0 + 11.0, ok=True)
     assert breaker.state is HALF_OPEN  # the success of the round before does not count
-    breaker.record(True, T0 + 11.0)
+    breaker.record(T0 + 11.0, ok=True)
     assert breaker.state is CLOSED
 
 
 def test_outcomes_that_are_not_probes_are_ignored():
     breaker = tripped()
-    breaker.record(True, T0 + 1.0)  # requests admitted before the trip, ending while open
-    breaker.record(False, T0 + 4.0)
+    breaker.record(T0 + 1.0, ok=True)  # requests admitted before the trip, ending while open
+    breaker.record(T0 + 4.0, ok=False)
     assert breaker.reopens_at == T0 + 5.0
     assert breaker.allow(T0 + 5.0)
-    breaker.record(True, T0 + 5.1)  # the probe
-    breaker.record(False, T0 + 5.2)  # no probe in flight: stale
+    breaker.record(T0 + 5.1, ok=True)  # the probe
+    breaker.record(T0 + 5.2, ok=False)  # no probe in flight: stale
     breaker.release()
     assert breaker.state is HALF_OPEN
 
@@ -186,5 +186,5 @@ def test_the_policy_is_honoured():
     feed(breaker, "--", T0)
     assert breaker.state is OPEN
     assert [breaker.allow(T0 + 1.0) for _ in range(2)] == [True, False]
-    breaker.record(True, T0 + 1.0)
+    breaker.record(T0 + 1.0, ok=True)
     assert breaker.state is CLOSED

@@ -11,7 +11,7 @@ def replay(health: ActiveHealth, results: str) -> tuple[str, str]:
     """'+' a passed check, '-' a failed one; returns the verdict after each ('U'/'D') and where it changed ('!')."""
     verdicts, changes = "", ""
     for result in results:
-        changes += "!" if health.observe(result == "+") else "."
+        changes += "!" if health.observe(ok=result == "+") else "."
         verdicts += "U" if health.healthy else "D"
     return verdicts, changes
 
@@ -29,16 +29,16 @@ def replay(health: ActiveHealth, results: str) -> tuple[str, str]:
     ],
 )
 def test_rise_and_fall_follow_haproxy(healthy, results, verdicts, changes):
-    assert replay(ActiveHealth(healthy), results) == (verdicts, changes)
+    assert replay(ActiveHealth(healthy=healthy), results) == (verdicts, changes)
 
 
 def test_rise_and_fall_are_settable():
-    assert replay(ActiveHealth(True, rise=1, fall=1), "-+-") == ("DUD", "!!!")
+    assert replay(ActiveHealth(healthy=True, rise=1, fall=1), "-+-") == ("DUD", "!!!")
 
 
 def test_thresholds_below_one_are_refused():
     with pytest.raises(ValueError, match="rise=0"):
-        ActiveHealth(True, rise=0)
+        ActiveHealth(healthy=True, rise=0)
 
 
 @pytest.mark.parametrize(

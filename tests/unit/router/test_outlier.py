@@ -11,7 +11,7 @@ T0 = 1000.0
 
 
 def fail(state: OutlierState, times: int, now: float, ejected: int = 0, endpoints: int = 4) -> list[bool]:
-    return [record(state, False, now, POLICY, ejected, endpoints) for _ in range(times)]
+    return [record(state, now, POLICY, ejected, endpoints, ok=False) for _ in range(times)]
 
 
 def eject_and_release(state: OutlierState, now: float) -> float:
@@ -33,7 +33,7 @@ def test_five_failures_in_a_row_eject_for_thirty_seconds():
 def test_a_success_resets_the_count():
     state = OutlierState()
     fail(state, 4, T0)
-    assert not record(state, True, T0, POLICY, 0, 4)
+    assert not record(state, T0, POLICY, 0, 4, ok=True)
     assert fail(state, 5, T0) == [False, False, False, False, True]
 
 
@@ -96,7 +96,7 @@ def test_a_duration_between_multiples_is_capped_exactly():
     policy = OutlierPolicy(base_ejection_s=30.0, max_ejection_s=100.0)
     state, now, durations = OutlierState(), T0, []
     for _ in range(5):
-        assert [record(state, False, now, policy, 0, 4) for _ in range(5)][-1]
+        assert [record(state, now, policy, 0, 4, ok=False) for _ in range(5)][-1]
         assert state.ejected_until is not None
         durations.append(state.ejected_until - now)
         now = state.ejected_until
@@ -125,10 +125,10 @@ def test_never_more_than_half_of_a_service_is_ejected(ejected, endpoints, allowe
 def test_one_endpoint_may_always_be_ejected_whatever_the_percentage():
     policy = OutlierPolicy(max_ejection_percent=10.0)
     state = OutlierState()
-    results = [record(state, False, T0, policy, 0, 3) for _ in range(5)]
+    results = [record(state, T0, policy, 0, 3, ok=False) for _ in range(5)]
     assert results[-1]
     other = OutlierState()
-    assert not [record(other, False, T0, policy, 1, 3) for _ in range(5)][-1]
+    assert not [record(other, T0, policy, 1, 3, ok=False) for _ in range(5)][-1]
 
 
 def test_a_refused_endpoint_is_ejected_at_its_next_failure_once_there_is_room():
