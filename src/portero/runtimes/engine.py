@@ -561,6 +561,9 @@ class LogFollower:
             if not self._stopped.is_set():
                 log.debug("log stream %s of %s ended: %s", stream, self.container, exc)
         if stream == "stdout" and not self._stopped.is_set():
+            for other in self._threads:  # the end line comes after the last of stderr (a crash says why there)
+                if other is not threading.current_thread():
+                    other.join(timeout=5)
             with contextlib.suppress(Exception):
                 ended = self.describe_exit()
                 if ended:
