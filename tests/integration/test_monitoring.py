@@ -337,6 +337,57 @@ def test_alerts_are_pushed_to_a_real_alertmanager_firing_then_resolved(portero, 
     assert resolved["endsAt"][:19] == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(event["at"]))
 
 
+def test_the_5xx_of_an_endpoint_gone_between_two_monitor_passes_are_counted(portero):
+    """#19 case 1: the monitor samples the router once a pass; an endpoint that served errors and left between two
+    passes took its counts along, so `/metrics` never showed them. Here both replicas answer every request with
+    500, one of them is retired, and all of it happens between two passes of a 10-s monitor: `/metrics` must show
+    every 5xx the clients saw. Before (6f33af1, service totals summed from the endpoints): 20 of the 40."""
+    service = portal_service(replicas=2, env={"PORTAL_ERROR_RATE": "1"}, balance={"slow_start_s": 0})
+    # Neither ejection nor the breaker takes an endpoint that answers 500 out: both answer every request.
+    router = {"outlier": {"consecutive_failures": 1000}, "breaker": {"min_requests": 100_000}}
+    portero.write_spec({"portal": service}, router=router, monitoring={"interval_s": 10})
+    portero.cli("up", "--detach")
+    portero.ready(2)
+
+    def sampled_at() -> float | None:
+        response = portero.http.get(portero.url + "/monitoring/metrics")
+        return float(response.json()["at"]) if response.status_code == 200 else None
+
+    def next_pass(after: float | None) -> float:
+        def new() -> float | None:
+            at = sampled_at()
+            return at if at is not None and at != after else None
+
+        at: float = portero.wait("a monitor pass", new, timeout_s=30, step_s=0.05)
+        return at
+
+    passed = next_pass(sampled_at())
+    began = time.monotonic()  # just after a pass: about 10 s to the next one
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        statuses = [client.get(f"http://127.0.0.1:{portero.router_port}/").status_code for _ in range(40)]
+    assert statuses == [500] * 40  # PORTAL_ERROR_RATE=1: every answer but /health's is a 500, from both replicas
+    seen = len(statuses)
+    portero.cli("scale", "portal", "1")
+
+    def one_endpoint() -> bool:
+        return len(portero.get("/load-balancer/servers", service="portal")["servers"]) == 1
+
+    portero.wait("the retired replica's endpoint to leave the router", one_endpoint, timeout_s=8, step_s=0.05)
+    took = time.monotonic() - began
+    assert sampled_at() == passed, f"a monitor pass came in between ({took:.1f} s): this run tests nothing"
+    next_pass(next_pass(passed))  # the pass after the departure, and one more
+    text = portero.http.get(portero.url.rsplit("/", 1)[0] + "/metrics").text
+    counted = sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "portero_service_requests"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels == {"service": "portal", "code": "5xx"}
+    )
+    print(f"\n5xx: clients saw {seen}, /metrics {counted:g} (the endpoint left {took:.1f} s after a pass)")
+    assert counted == seen
+
+
 def test_an_endpoints_faults_show_in_metrics_status_and_the_servers_list(portero, receiver):
     """A registered server that answers with a transfer coding the router cannot forward (`gzip, chunked`) while
     its health check passes: each such answer is a 502 to its client and a `bad_response` fault of that endpoint,
