@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -424,3 +425,23 @@ async def test_while_redis_is_away_writes_fail_loudly_and_events_wait_in_order(
     assert [e.at for e in await redis_store.get_events()] == [2.0, 3.0, 4.0]
     assert redis_store.pending_events == 0
     assert redis_store.up is True
+
+
+async def test_an_event_sent_again_after_a_frozen_redis_ran_the_first_call_is_appended_once(
+    redis_store: RedisStore, redis_server: Any
+) -> None:
+    """A call that timed out while Redis was frozen still runs when it wakes (its bytes were in Redis's socket):
+    the event kept and sent again must not be in the log twice (the history then had two firings, one resolution)."""
+    await redis_store.append_event(event(1.0))  # a connection open, as a running portero has
+    redis_server.process.send_signal(signal.SIGSTOP)
+    try:
+        kept = await redis_store.append_event(event(2.0))
+        assert kept.id is None
+        assert redis_store.pending_events == 1
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+    assert await redis_store.ping()
+    await redis_store.append_event(event(3.0))  # flushes the kept one first
+
+    assert [e.at for e in await redis_store.get_events()] == [1.0, 2.0, 3.0]
+    assert redis_store.pending_events == 0

@@ -531,6 +531,7 @@ class LogFollower:
         self._streams: list[Any] = []
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
+        self._stderr_read = threading.Event()  # its stream ended: all the container wrote there is in the log
 
     def start(self) -> None:
         for stream in ("stdout", "stderr"):
@@ -560,10 +561,10 @@ class LogFollower:
         except Exception as exc:  # an Engine gone away: the replica's poll reports it; the log says so once
             if not self._stopped.is_set():
                 log.debug("log stream %s of %s ended: %s", stream, self.container, exc)
+        if stream == "stderr":
+            self._stderr_read.set()
         if stream == "stdout" and not self._stopped.is_set():
-            for other in self._threads:  # the end line comes after the last of stderr (a crash says why there)
-                if other is not threading.current_thread():
-                    other.join(timeout=5)
+            self._stderr_read.wait(timeout=1.0)  # the end line after the last of stderr, where a crash says why
             with contextlib.suppress(Exception):
                 ended = self.describe_exit()
                 if ended:

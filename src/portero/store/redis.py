@@ -15,6 +15,7 @@ retries (the supervisor's next pass) or answers 503 (the API).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections import deque
@@ -56,10 +57,18 @@ end
 return 1
 """
 
+# Once per event: a call that timed out may still run when Redis comes back (its bytes were in Redis's socket while
+# it was frozen), and the event, kept and sent again, would be appended twice. KEYS[3] remembers an event's id by
+# its digest for an hour.
 APPEND_EVENT = """
--- KEYS[1] events zset, KEYS[2] sequence; ARGV[1] event JSON; ARGV[2] how many to keep
+-- KEYS[1] events zset, KEYS[2] sequence, KEYS[3] the event's digest; ARGV[1] event JSON; ARGV[2] how many to keep
+local seen = redis.call('GET', KEYS[3])
+if seen then
+  return tonumber(seen)
+end
 local id = redis.call('INCR', KEYS[2])
 redis.call('ZADD', KEYS[1], id, id .. ' ' .. ARGV[1])
+redis.call('SET', KEYS[3], id, 'EX', 3600)
 if id % 1000 == 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', id - tonumber(ARGV[2]))
 end
@@ -304,7 +313,8 @@ class RedisStore:
 
     async def _append(self, event: Event) -> Event:
         body = json.dumps([event.at, event.kind, event.subject, event.service, event.message, event.data])
-        script = self._event_script(keys=[self.keys.events, self.keys.events_seq], args=[body, MAX_EVENTS])
+        digest = f"{self.keys.events}:once:{hashlib.sha256(body.encode()).hexdigest()[:32]}"
+        script = self._event_script(keys=[self.keys.events, self.keys.events_seq, digest], args=[body, MAX_EVENTS])
         event_id = int(await self.call(script))
         return Event(event.kind, event.subject, event.message, event.service, event.at, event.data, event_id)
 
