@@ -12,8 +12,10 @@ import asyncio
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -321,7 +323,12 @@ async def test_a_replica_runs_as_the_spec_user_without_portero_secrets(kind, run
     spec = launch.spec or ServiceSpec(command=launch.command)
     launch = dataclasses.replace(launch, spec=spec.model_copy(update={"user": "65534", "group": "65534"}))
     if kind.name == "process":
-        launch = dataclasses.replace(launch, command=(SYSTEM_PYTHON, *launch.command[1:]))
+        # The app from a copy nobody can read: the checkout may sit in a 0700 directory (`mktemp -d`).
+        readable = Path(tempfile.mkdtemp(prefix="portero-tiny-"))
+        readable.chmod(0o755)
+        app = Path(shutil.copy(launch.command[1], readable))
+        app.chmod(0o644)
+        launch = dataclasses.replace(launch, command=(SYSTEM_PYTHON, str(app), *launch.command[2:]))
     process = await runtime.start(launch)
     assert (await wait_http(process, "/id")).text == "65534:65534\n"
     assert (await wait_http(process, "/env/PORTERO_TOKEN")).text == "-\n"

@@ -95,7 +95,9 @@ def test_a_state_directory_of_another_user_refuses_the_start_with_the_command(re
     state.chmod(0o755)
     code = "import sys; from pathlib import Path; from portero import statedir; statedir.prepare(Path(sys.argv[1]))"
     python = SYSTEM_PYTHON if Path(SYSTEM_PYTHON).exists() else sys.executable  # nobody may not reach the venv's
-    env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}
+    # A copy nobody can read: the checkout may sit in a directory only root can enter (`mktemp -d` makes it 0700).
+    shutil.copytree(SRC / "portero", base / "src" / "portero", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    env = {"PYTHONPATH": str(base / "src"), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
         [python, "-c", code, str(state)], user="nobody", env=env, capture_output=True, text=True, timeout=60
     )
