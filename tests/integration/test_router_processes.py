@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -127,20 +131,34 @@ async def test_a_killed_worker_costs_at_most_its_requests_in_flight_and_is_repla
 
 # -- slow control work never slows traffic ---------------------------------------------------------------------------
 
-TINY = str(__import__("pathlib").Path(__file__).parents[1] / "fixtures" / "tiny_app.py")
+TINY = str(Path(__file__).parents[1] / "fixtures" / "tiny_app.py")
 
 
-def p99_ms(report: LoadReport) -> float:
-    value = report.percentile(99)
-    assert value is not None
-    return value * 1000
+@dataclass(frozen=True)
+class Measured:
+    p99_ms: float
+    failed: int
 
 
-async def measured(portero: Portero, seconds: float) -> LoadReport:
-    """Light load (50 keep-alive clients, each at most 50 requests/s): the p99 then measures how soon the router
-    gets to a request, not a queue of the machine's own making."""
+PACED_LUA = Path(__file__).parent / "paced.lua"
+
+
+async def measured(portero: Portero, seconds: float) -> Measured:
+    """Light load (50 keep-alive clients, each waiting 20 ms after each response): the p99 then measures how soon
+    the router gets to a request, not a queue of the machine's own making. Where the p99 is compared (`make
+    bench`), wrk sends it: the Python load generator's own event loop is most of a p99 of 5 ms (wrk's is 3.5)."""
     url = f"http://127.0.0.1:{portero.router_port}/"
-    return await run_load(url, concurrency=CLIENTS, duration_s=seconds, pause_s=0.02)
+    if not STRICT_P99:
+        report = await run_load(url, concurrency=CLIENTS, duration_s=seconds, pause_s=0.02)
+        p99 = report.percentile(99)
+        assert p99 is not None
+        return Measured(p99 * 1000, report.failed)
+    wrk = ["wrk", "-t1", f"-c{CLIENTS}", f"-d{seconds:g}s", "--latency", "--timeout", "5s", "-s", str(PACED_LUA), url]
+    done = await asyncio.to_thread(subprocess.run, wrk, capture_output=True, text=True, check=True)
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)$", done.stdout, re.M)
+    assert p99 is not None, done.stdout
+    errors = re.findall(r"(?:connect|read|write|timeout|Non-2xx or 3xx responses:) (\d+)", done.stdout)
+    return Measured(float(p99[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99[2]], sum(map(int, errors)))
 
 
 @pytest.mark.timeout(300)
@@ -165,19 +183,23 @@ async def test_reading_40_mb_of_logs_and_following_them_leaves_the_routers_p99_a
     await asyncio.sleep(1.0)
     during = await measured(portero, 6)
     reads = int((await asyncio.wait_for(reader.communicate(b"stop\n"), 120))[0])
+    # Alone again: the p99 alone is the mean of before and after, so that the machine's drift over the test (its
+    # neighbours on the host) is not counted as the reads'.
+    after = await measured(portero, 6) if STRICT_P99 else before
+    alone = (before.p99_ms + after.p99_ms) / 2
     started = time.monotonic()
     tail = portero.get("/logs", service="chatty", limit=200)["lines"]
     tail_s = time.monotonic() - started
     print(
-        f"router p99 {p99_ms(before):.1f} ms alone, {p99_ms(during):.1f} ms during {reads} log reads of 40 MB; "
-        f"the last 200 lines in {tail_s * 1000:.0f} ms"
+        f"router p99 {alone:.1f} ms alone ({before.p99_ms:.1f} before, {after.p99_ms:.1f} after), "
+        f"{during.p99_ms:.1f} ms during {reads} log reads of 40 MB; the last 200 lines in {tail_s * 1000:.0f} ms"
     )
-    assert before.failed == during.failed == 0
+    assert before.failed == during.failed == after.failed == 0
     assert reads >= 4
     assert len(tail) == 200
     assert tail_s < 2.0  # it costs what it returns (all 40 MB took 5-7 s)
     if STRICT_P99:  # `make bench`, on a machine of its own: in `make test` another test shares the 2 cores
-        assert p99_ms(during) <= 1.2 * p99_ms(before) + 1.0  # 1 ms: what a p99 of a few ms moves by itself
+        assert during.p99_ms <= 1.2 * alone + 1.0  # 1 ms: what a p99 of a few ms moves by itself
 
 
 def fill_logs(portero: Portero, replica: str, megabytes: int) -> None:
@@ -293,9 +315,6 @@ async def test_20000_half_sent_requests_to_the_admin_api_leave_the_router_alone_
     descriptors here): every connection sends half a request head and waits. The API keeps at most
     `admin.max_connections` of them, closes the rest at once, and answers again once the kept ones time out; the
     router, in processes of its own, does not notice."""
-    import subprocess
-    import sys
-
     timeout_s = 25  # long enough for a busy machine to open 20,000 connections and to measure while they are held
     portero.write_spec(
         {"web": static_service(backends)},
@@ -324,11 +343,11 @@ async def test_20000_half_sent_requests_to_the_admin_api_leave_the_router_alone_
             attacker.kill()
             attacker.wait(10)
     print(
-        f"router p99 {p99_ms(before):.1f} ms before, {p99_ms(during):.1f} ms with {sum(opened)} half-open admin "
+        f"router p99 {before.p99_ms:.1f} ms before, {during.p99_ms:.1f} ms with {sum(opened)} half-open admin "
         f"connections (opened in {held_for:.1f} s); the API answered again {took:.1f} s after they began"
     )
     assert sum(opened) >= 19_000
     assert answered
     assert before.failed == during.failed == 0
     if STRICT_P99:
-        assert p99_ms(during) <= 1.2 * p99_ms(before) + 1.0
+        assert during.p99_ms <= 1.2 * before.p99_ms + 1.0
