@@ -21,12 +21,9 @@ from josepy.jwk import JWK, JWKEC
 
 import portero
 from portero.tls import certs
+from portero.tls.certs import AcmeFailure
 
 NETWORK_TIMEOUT_S = 30  # one HTTP call to the CA
-
-
-class AcmeFailure(RuntimeError):
-    """An attempt that failed; the message says at which step and why, for the event and the API."""
 
 
 @dataclass

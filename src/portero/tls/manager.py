@@ -34,7 +34,7 @@ from portero.router.snapshot import CertificateEntry
 from portero.spec.models import AcmeSettings, CertificateFiles, RouterSettings
 from portero.store.base import StaleLeader, StoreUnavailable
 from portero.tasks import settle, spawn
-from portero.tls import acmeclient, certs, plan
+from portero.tls import certs, plan
 from portero.tls.plan import Holding, Step
 from portero.tls.vault import Stored, Vault, write_private
 
@@ -313,7 +313,7 @@ class TlsManager:
             stored = await self._order(host)
             await self.vault.save(stored)
             found = self._install(stored)
-        except (acmeclient.AcmeFailure, certs.CertificateError, StoreUnavailable, StaleLeader, OSError) as exc:
+        except (certs.AcmeFailure, certs.CertificateError, StoreUnavailable, StaleLeader, OSError) as exc:
             await self._failed(host, str(exc))
         except Exception as exc:  # a defect: the attempt fails like any other, and the host is not left ordering
             log.exception("TLS: unexpected failure ordering for %s", host)
@@ -332,6 +332,8 @@ class TlsManager:
                 await self._serve_challenges({})
 
     async def _order(self, host: str) -> Stored:
+        from portero.tls import acmeclient  # acme, josepy and pyOpenSSL: only a portero that orders loads them
+
         acme = self._acme_settings()
         jwk = await self.vault.account(acme.directory_url)
         if jwk is None:
