@@ -313,7 +313,7 @@ async def test_what_cannot_start_is_a_final_failure(kind, runtime):
     assert info.value.retryable is False
 
 
-async def test_a_replica_runs_as_the_spec_user_without_portero_secrets(kind, runtime, monkeypatch):
+async def test_a_replica_runs_as_the_spec_user_without_portero_secrets(kind, runtime, monkeypatch, request):
     """`user`/`group`: the process runtime drops to them (as root), the container runtimes set the container's."""
     if kind.name == "process" and os.geteuid() != 0:
         message = "the process runtime runs replicas as another user only as root (CI runs as root)"
@@ -323,8 +323,9 @@ async def test_a_replica_runs_as_the_spec_user_without_portero_secrets(kind, run
     spec = launch.spec or ServiceSpec(command=launch.command)
     launch = dataclasses.replace(launch, spec=spec.model_copy(update={"user": "65534", "group": "65534"}))
     if kind.name == "process":
-        # The app from a copy nobody can read: the checkout may sit in a 0700 directory (`mktemp -d`).
+        # The app from a copy the user `nobody` can read: the checkout may sit in a 0700 directory (`mktemp -d`).
         readable = Path(tempfile.mkdtemp(prefix="portero-tiny-"))
+        request.addfinalizer(lambda: shutil.rmtree(readable))
         readable.chmod(0o755)
         app = Path(shutil.copy(launch.command[1], readable))
         app.chmod(0o644)

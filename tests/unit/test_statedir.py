@@ -95,7 +95,7 @@ def test_a_state_directory_of_another_user_refuses_the_start_with_the_command(re
     state.chmod(0o755)
     code = "import sys; from pathlib import Path; from portero import statedir; statedir.prepare(Path(sys.argv[1]))"
     python = SYSTEM_PYTHON if Path(SYSTEM_PYTHON).exists() else sys.executable  # nobody may not reach the venv's
-    # A copy nobody can read: the checkout may sit in a directory only root can enter (`mktemp -d` makes it 0700).
+    # A copy the user `nobody` can read: the checkout may sit in a 0700 directory only root enters (`mktemp -d`).
     shutil.copytree(SRC / "portero", base / "src" / "portero", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     env = {"PYTHONPATH": str(base / "src"), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
