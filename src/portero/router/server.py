@@ -52,10 +52,11 @@ class Router:
         self.default_service: str | None = None
         self.connections: set[ClientConnection] = set()
         self.active = 0
+        self._trusted_cache: dict[bytes, bool] = {}
+        self.budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min)
         self._configure(settings)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex().encode()
-        self._trusted_cache: dict[bytes, bool] = {}
         self._listeners: list[socket.socket] = []
         self.closing = False  # stopping: no new connections, each connection closes after its current response
         self.version = -1  # of the snapshot loaded last
@@ -81,7 +82,10 @@ class Router:
 
     def _configure(self, settings: RouterSettings) -> None:
         self.settings = settings
-        self.budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min)
+        if (self.budget.ratio, self.budget.min_retries) != (settings.retry_budget_ratio, settings.retry_budget_min):
+            # Only a new budget is a new count: every snapshot (each endpoint that comes or goes) emptied it, and a
+            # replica killed with more than `retry_budget_min` requests in flight failed the rest with 502.
+            self.budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min)
         self.retry_policy = RetryPolicy(
             attempts=settings.retry_attempts,
             on_timeout=settings.retry_on_timeout,
@@ -93,6 +97,7 @@ class Router:
         )
         self.breaker_policy = BreakerPolicy(b.failure_ratio, b.min_requests, b.window_s, b.open_s, b.half_open_probes)
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in settings.trusted_proxies]
+        self._trusted_cache = {}  # what `is_trusted` found under the proxies trusted until now
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 

@@ -4,6 +4,8 @@ and the phases each exchange goes through (tests/unit/router/transcript.py drive
 from __future__ import annotations
 
 from portero.router import wire
+from portero.router.snapshot import EndpointEntry, RoutingSnapshot, ServiceEntry
+from portero.spec.models import Balance
 
 from .transcript import Harness
 
@@ -313,6 +315,64 @@ def test_with_every_endpoint_refusing_a_request_waits_in_the_queue_for_one():
     assert h.phases(1) == ["connecting", "new", "queued", "done"]
 
 
+def test_a_charged_retry_with_no_other_endpoint_goes_back_to_the_one_that_failed():
+    """Fix: with the other replicas dead or restarting, a GET cut on a fresh connection was answered 502 at once."""
+    h = Harness(endpoints=1)
+    h.send(GET)
+    h.open().hang_up()  # it may have reached the app: a charged retry, and this is the only endpoint
+    again = h.open()
+    assert again.received() == forwarded(b"GET /a HTTP/1.1\r\nHost: portal\r\n", 1)
+    again.answer(OK)
+    assert h.client_bytes() == answered(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", 1, b"ok")
+    assert h.phases(1) == ["connecting", "sent", "new", "connecting", "sent", "responding", "done"]
+
+
+def test_a_charged_retry_whose_endpoint_died_waits_in_the_queue_for_another():
+    h = Harness(endpoints=1, queue_timeout_s=5)
+    h.send(GET)
+    h.open().hang_up()
+    h.refuse()  # the endpoint has died: out of rotation, and nothing else can take the request now
+    assert h.phases(1) == ["connecting", "sent", "new", "connecting", "new", "queued"]
+    assert h.client_bytes() == b""
+    entry = EndpointEntry("127.0.0.1:9100", 1, "static")  # its replacement, on another port
+    h.router.load(RoutingSnapshot(2, h.router.settings, (ServiceEntry("web", Balance(), "/health", (entry,)),)))
+    conn = h.open()
+    assert conn.endpoint == "127.0.0.1:9100"
+    conn.answer(OK)
+    assert h.client_bytes() == answered(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", 1, b"ok")
+
+
+def test_a_queued_retry_goes_back_to_the_endpoint_it_left_when_that_is_the_only_one():
+    """Fix: a retry skipped the endpoint it had left even from the queue, and waited there until its timeout while
+    that endpoint, the only one, could take it."""
+    h = Harness(endpoints=1, queue_timeout_s=10)
+    h.send(GET)
+    h.refuse(TimeoutError())  # a connect timeout: a free retry, elsewhere, and there is no elsewhere
+    assert h.phases(1) == ["connecting", "new", "queued"]
+    h.advance(0.25)  # the router's sweep wakes the queue
+    conn = h.open()
+    conn.answer(OK)
+    assert h.client_bytes() == answered(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", 1, b"ok")
+    assert h.phases(1) == ["connecting", "new", "queued", "connecting", "sent", "responding", "done"]
+
+
+def test_a_new_routing_snapshot_keeps_the_retry_budgets_count():
+    """Fix: every snapshot (each endpoint that came or went) emptied the budget, so that a replica killed with
+    more requests in flight than `retry_budget_min` could not fail over: the rest got 502."""
+    h = Harness(endpoints=2, retry_budget_ratio=0, retry_budget_min=1)
+    h.send(GET)
+    h.open().hang_up()
+    # Retried on the other endpoint, the one retry the budget has; that connection closes, so that the next
+    # request goes on a fresh one, where a cut is charged.
+    h.open().answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+    entries = tuple(EndpointEntry(f"127.0.0.1:{9001 + i}", 1, "static") for i in range(3))
+    h.router.load(RoutingSnapshot(2, h.router.settings, (ServiceEntry("web", Balance(), "/health", entries),)))
+    h.send(GET)
+    h.open().hang_up()
+    assert h.client_bytes().endswith(own(502, "the endpoint closed the connection before responding", 2, close=False))
+    assert not h.connects
+
+
 def test_no_endpoint_and_no_queue_gives_503_with_the_maintenance_page():
     h = Harness(endpoints=0, queue_timeout_s=0)
     h.send(GET)
@@ -363,3 +423,12 @@ def test_a_client_gone_mid_response_drops_the_upstream_connection_without_blamin
     assert sum(endpoint.stats.counters.faults) == 0
     assert h.service.stats.counters.aborted == 1
     assert h.router.active == 0
+
+
+def test_a_snapshot_that_changes_the_trusted_proxies_is_heeded_for_peers_seen_before():
+    """Fix: whether a peer is trusted was remembered across snapshots, so that a proxy no longer trusted still was."""
+    h = Harness(trusted_proxies=("192.0.2.0/24",))
+    assert h.router.is_trusted(b"192.0.2.7")
+    settings = h.router.settings.model_copy(update={"trusted_proxies": ()})
+    h.router.load(RoutingSnapshot(2, settings, ()))
+    assert not h.router.is_trusted(b"192.0.2.7")
