@@ -416,3 +416,25 @@ def test_gunicorn_serves_the_app(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def test_a_master_removes_the_metrics_directories_of_masters_killed_before_it(tmp_path: Path) -> None:
+    """A master killed with SIGKILL never removes its multiprocess directory; the next one does (755 were left in
+    /tmp by the kill tests), and leaves those of masters that still run."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = tmp_path / f"portal-metrics-{dead.stdout.strip()}-abc"
+    alive = tmp_path / f"portal-metrics-{os.getpid()}-def"
+    for path in (gone, alive):
+        path.mkdir()
+        (path / "counter_1.db").write_bytes(b"x")
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | {"TMPDIR": str(tmp_path)}
+    script = (
+        "import os, runpy; runpy.run_path('gunicorn.conf.py'); "
+        "print(os.getpid(), os.environ['PROMETHEUS_MULTIPROC_DIR'])"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=PORTAL_DIR, env=env, capture_output=True, text=True)
+    pid, made = out.stdout.split()
+    assert not gone.exists()
+    assert alive.exists()
+    assert Path(made).parent == tmp_path
+    assert Path(made).name.startswith(f"portal-metrics-{pid}-")
