@@ -387,7 +387,10 @@ class Router:
         self._flush_scheduled = False
         held, self.held = self.held, []
         for conn in held:
-            conn.flush()
+            try:
+                conn.flush()
+            except Exception:  # the rest must still go out: a write held past this pass would never be sent
+                log.exception("router: a held write failed; the other connections' writes go on")
 
     def next_request_id(self) -> bytes:
         return b"%b-%x" % (self._id_prefix, next(self._ids))

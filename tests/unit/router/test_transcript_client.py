@@ -3,11 +3,15 @@ and the phases each exchange goes through (tests/unit/router/transcript.py drive
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from portero.router import wire
+from portero.router.client import ClientConnection
 from portero.router.snapshot import EndpointEntry, RoutingSnapshot, ServiceEntry
 from portero.spec.models import Balance
 
-from .transcript import Harness
+from .transcript import FakeTransport, Harness
 
 GET = b"GET /a HTTP/1.1\r\nHost: portal\r\n\r\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -432,3 +436,27 @@ def test_a_snapshot_that_changes_the_trusted_proxies_is_heeded_for_peers_seen_be
     settings = h.router.settings.model_copy(update={"trusted_proxies": ()})
     h.router.load(RoutingSnapshot(2, settings, ()))
     assert not h.router.is_trusted(b"192.0.2.7")
+
+
+def test_a_held_write_that_fails_leaves_the_other_connections_writes_to_go_out():
+    """Every connection's writes of one pass go out in the router's flush; one that raises must not keep the
+    others' held, which no later pass would send: their clients would wait for their timeouts."""
+    h = Harness()
+    scheduled: list[Any] = []
+
+    class Loop(asyncio.AbstractEventLoop):
+        def call_soon(self, callback: Any, *args: Any, context: Any = None) -> Any:
+            scheduled.append(callback)
+
+    h.router._loop = Loop()
+    broken, fine = ClientConnection(h.router), ClientConnection(h.router)
+    broken_transport, fine_transport = FakeTransport(), FakeTransport()
+    broken.connection_made(broken_transport)
+    fine.connection_made(fine_transport)
+    for conn in (broken, fine):
+        conn.hold(h.router)
+        conn.write(b"answer")
+    broken_transport.closed = True  # its write now raises (FakeTransport asserts), as a closed handle's does
+    [flush] = scheduled
+    flush()
+    assert fine_transport.bytes() == b"answer"
