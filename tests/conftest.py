@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import Any
 
 import pytest
 
@@ -89,3 +90,58 @@ def alertmanager(tmp_path):
     yield server
     server.stop()
     receiver.close()
+
+
+# `pytest -n 2 --dist loadfile` (`make test`) hands the two workers whole files, by default the files with the
+# most tests first: the long integration files, with few tests each, came last, and one worker often ran one of
+# them alone at the end (test_readme, test_down, test_api_schema: over a minute each). These go first instead,
+# longest first (seconds of setup and calls, measured in a full run on a busy 2-core machine; the rest keep
+# xdist's order after them): the workers then end within a short file of each other. A file missing here only
+# starts later; a figure that went stale only costs time, never a test.
+LONG_FILES = {
+    "tests/integration/test_router_processes.py": 221,
+    "tests/integration/test_deployments_hold.py": 218,
+    "tests/integration/test_portero.py": 184,
+    "tests/integration/test_tls_acme.py": 178,
+    "tests/integration/test_monitoring.py": 166,
+    "tests/integration/test_redis_cluster.py": 164,
+    "tests/integration/test_swarm_cluster.py": 157,
+    "tests/integration/test_isolation.py": 120,
+    "tests/integration/test_dashboard.py": 104,
+    "tests/integration/test_readme.py": 100,
+    "tests/integration/test_autoscaling.py": 95,
+    "tests/integration/test_deployments.py": 93,
+    "tests/integration/test_apply_tells.py": 88,
+    "tests/integration/test_down.py": 75,
+    "tests/integration/test_api_schema.py": 74,
+    "tests/integration/router/test_faults.py": 50,
+    "tests/integration/test_auth.py": 49,
+    "tests/integration/test_logs.py": 47,
+    "tests/integration/test_drain.py": 42,
+    "tests/integration/test_router_failover.py": 39,
+    "tests/integration/test_resilience.py": 37,
+    "tests/integration/test_tls_files.py": 26,
+    "tests/integration/test_dashboard_load.py": 19,
+    "tests/unit/monitor/test_series.py": 18,
+}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile` with the files of LONG_FILES first (longest first); any other mode as xdist has it."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LongestFilesFirst(LoadFileScheduling):
+        ordered = False
+
+        def _assign_work_unit(self, node: Any) -> None:
+            if not self.ordered:  # the first call: the queue is complete (one unit per file), nothing handed out
+                units = sorted(self.workqueue.items(), key=lambda unit: -LONG_FILES.get(unit[0], 0))
+                self.workqueue.clear()
+                self.workqueue.update(units)
+                self.ordered = True
+            super()._assign_work_unit(node)
+
+    return LongestFilesFirst(config, log)
