@@ -95,34 +95,35 @@ def alertmanager(tmp_path):
 # `pytest -n 2 --dist loadfile` (`make test`) hands the two workers whole files, by default the files with the
 # most tests first: the long integration files, with few tests each, came last, and one worker often ran one of
 # them alone at the end (test_readme, test_down, test_api_schema: over a minute each). These go first instead,
-# longest first (seconds of setup and calls, measured in a full run on a busy 2-core machine; the rest keep
-# xdist's order after them): the workers then end within a short file of each other. A file missing here only
-# starts later; a figure that went stale only costs time, never a test.
+# longest first: seconds of setup, calls and teardown in a full run on a busy 2-core machine (of the Docker files
+# only test_swarm_cluster measured); the rest keep xdist's order after them. The workers then end within a short
+# file of each other. A file missing here only starts later; a figure that went stale only costs time, never a
+# test.
 LONG_FILES = {
-    "tests/integration/test_router_processes.py": 221,
-    "tests/integration/test_deployments_hold.py": 218,
-    "tests/integration/test_portero.py": 184,
-    "tests/integration/test_tls_acme.py": 178,
-    "tests/integration/test_monitoring.py": 166,
-    "tests/integration/test_redis_cluster.py": 164,
+    "tests/integration/test_router_processes.py": 170,
     "tests/integration/test_swarm_cluster.py": 157,
-    "tests/integration/test_isolation.py": 120,
-    "tests/integration/test_dashboard.py": 104,
-    "tests/integration/test_readme.py": 100,
-    "tests/integration/test_autoscaling.py": 95,
-    "tests/integration/test_deployments.py": 93,
-    "tests/integration/test_apply_tells.py": 88,
-    "tests/integration/test_down.py": 75,
-    "tests/integration/test_api_schema.py": 74,
-    "tests/integration/router/test_faults.py": 50,
-    "tests/integration/test_auth.py": 49,
-    "tests/integration/test_logs.py": 47,
-    "tests/integration/test_drain.py": 42,
-    "tests/integration/test_router_failover.py": 39,
-    "tests/integration/test_resilience.py": 37,
-    "tests/integration/test_tls_files.py": 26,
-    "tests/integration/test_dashboard_load.py": 19,
-    "tests/unit/monitor/test_series.py": 18,
+    "tests/integration/test_deployments_hold.py": 153,
+    "tests/integration/test_tls_acme.py": 100,
+    "tests/integration/test_monitoring.py": 96,
+    "tests/integration/test_redis_cluster.py": 91,
+    "tests/integration/test_portero.py": 77,
+    "tests/integration/test_apply_tells.py": 77,
+    "tests/integration/test_autoscaling.py": 74,
+    "tests/integration/test_down.py": 70,
+    "tests/integration/test_readme.py": 68,
+    "tests/integration/test_deployments.py": 66,
+    "tests/integration/test_dashboard.py": 62,
+    "tests/integration/router/test_faults.py": 45,
+    "tests/integration/test_api_schema.py": 41,
+    "tests/integration/test_isolation.py": 40,
+    "tests/integration/test_resilience.py": 40,
+    "tests/integration/test_logs.py": 36,
+    "tests/integration/test_router_failover.py": 32,
+    "tests/integration/test_auth.py": 28,
+    "tests/integration/test_drain.py": 18,
+    "tests/integration/test_dashboard_load.py": 12,
+    "tests/integration/test_tls_files.py": 11,
+    "tests/unit/monitor/test_series.py": 10,
 }
 
 
