@@ -156,7 +156,8 @@ class Portero:
         return str(spec.get("runtime", "process")) if isinstance(spec, dict) else "unknown"
 
     def kill_everything(self) -> None:
-        """Teardown after a failed test: portero and every replica shim of this state directory, with its tree."""
+        """SIGKILL portero and every replica shim of this state directory, with its tree (the process runtime's
+        teardown, and what a failed test left behind)."""
         with contextlib.suppress(OSError, ValueError):
             os.kill(self.pid(), signal.SIGKILL)
         for proc in psutil.process_iter():
