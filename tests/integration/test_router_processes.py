@@ -71,16 +71,19 @@ def router_pids(portero: Portero) -> set[int]:
 
 @pytest.mark.timeout(300)
 async def test_killing_the_control_plane_leaves_traffic_flowing_and_the_next_one_adopts_the_router(portero, backends):
+    """Issue 15, acceptance 1: 50 keep-alive clients for 30 s, the control plane SIGKILLed at 10 s, `portero up` at
+    15 s; the load goes on at least 2 s past the adoption (an `up` under this load took up to 15 s)."""
     start(portero, backends)
     before = router_pids(portero)
     stop = asyncio.Event()
-    traffic = load(portero, 120, stop)  # until 2 s after the new control plane adopted the router
-    await asyncio.sleep(3)  # every client has its connection and sends
+    began = time.monotonic()
+    traffic = load(portero, 120, stop)
+    await asyncio.sleep(10)
     os.kill(portero.pid(), signal.SIGKILL)
     await asyncio.sleep(5)  # no control plane at all
     await asyncio.to_thread(portero.cli, "up", "--detach")
     after = await asyncio.to_thread(router_pids, portero)
-    await asyncio.sleep(2)  # and on once the new one has adopted the router
+    await asyncio.sleep(max(2.0, 30 - (time.monotonic() - began)))
     stop.set()
     report = await traffic
     print(f"control plane killed under load: {report.sent} requests, {report.failed} failed, {refused(report)} refused")
