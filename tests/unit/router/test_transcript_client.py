@@ -8,8 +8,7 @@ from typing import Any
 
 from portero.router import wire
 from portero.router.client import ClientConnection
-from portero.router.snapshot import EndpointEntry, RoutingSnapshot, ServiceEntry
-from portero.spec.models import Balance
+from portero.router.snapshot import RoutingSnapshot
 
 from .transcript import FakeTransport, Harness
 
@@ -338,8 +337,7 @@ def test_a_charged_retry_whose_endpoint_died_waits_in_the_queue_for_another():
     h.refuse()  # the endpoint has died: out of rotation, and nothing else can take the request now
     assert h.phases(1) == ["connecting", "sent", "new", "connecting", "new", "queued"]
     assert h.client_bytes() == b""
-    entry = EndpointEntry("127.0.0.1:9100", 1, "static")  # its replacement, on another port
-    h.router.load(RoutingSnapshot(2, h.router.settings, (ServiceEntry("web", Balance(), "/health", (entry,)),)))
+    h.route("127.0.0.1:9100")  # its replacement, on another port
     conn = h.open()
     assert conn.endpoint == "127.0.0.1:9100"
     conn.answer(OK)
@@ -369,8 +367,7 @@ def test_a_new_routing_snapshot_keeps_the_retry_budgets_count():
     # Retried on the other endpoint, the one retry the budget has; that connection closes, so that the next
     # request goes on a fresh one, where a cut is charged.
     h.open().answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-    entries = tuple(EndpointEntry(f"127.0.0.1:{9001 + i}", 1, "static") for i in range(3))
-    h.router.load(RoutingSnapshot(2, h.router.settings, (ServiceEntry("web", Balance(), "/health", entries),)))
+    h.route("127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003")
     h.send(GET)
     h.open().hang_up()
     assert h.client_bytes().endswith(own(502, "the endpoint closed the connection before responding", 2, close=False))

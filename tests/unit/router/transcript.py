@@ -108,9 +108,7 @@ class Harness:
         self.router.connector = self._connector
         self.connects: list[Connect] = []  # asked for, not opened yet
         self.conns: list[Conn] = []  # every upstream connection, in the order they opened
-        addresses = tuple(EndpointEntry(f"127.0.0.1:{9001 + i}", 1, "static") for i in range(endpoints))
-        service = ServiceEntry("web", Balance(algorithm="round_robin"), "/health", addresses)
-        self.router.load(RoutingSnapshot(1, self.router.settings, (service,)))
+        self.route(*(f"127.0.0.1:{9001 + i}" for i in range(endpoints)))
         self.service = self.router.services["web"]
         self.client_transport = FakeTransport()
         self.client = ClientConnection(self.router, tls=tls)
@@ -118,6 +116,13 @@ class Harness:
 
     def now(self) -> float:
         return self.clock
+
+    def route(self, *addresses: str) -> None:
+        """A new routing snapshot: the service `web` has exactly these static endpoints (as the control plane
+        sends one when a replica comes, goes or moves to another port)."""
+        entries = tuple(EndpointEntry(address, 1, "static") for address in addresses)
+        service = ServiceEntry("web", Balance(algorithm="round_robin"), "/health", entries)
+        self.router.load(RoutingSnapshot(self.router.version + 1, self.router.settings, (service,)))
 
     # -- the client's side ---------------------------------------------------------------------------------------
 
