@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 POLL_S = 0.05
 LEFTOVER_GRACE_MAX_S = 10.0  # what a crashed app leaves (orphaned workers) finishes its requests within this
 TREE_REFRESH_S = 5.0  # a replica's process tree is listed again at least this often (new workers show up)
+# A SIGKILLed process dies when it next runs: on a busy machine the app was still running after its shim had
+# exited and `stop` had returned (2 of 12 runs beside two busy loops). `stop` waits this long for the tree too.
+TREE_EXIT_S = 2.0
 
 
 def cannot_run(program: str, path: str, workdir: Path) -> str | None:
@@ -210,9 +213,10 @@ class ProcessRuntime:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
 
-    def _kill_tree(self, pid: int) -> list[str]:
+    def _kill_tree(self, pid: int) -> tuple[list[str], list[psutil.Process]]:
         """SIGKILL the shim, the group it leads and every process under it (those that left the group with
-        setsid are under it too: the shim is their subreaper); returns what was killed besides the shim."""
+        setsid are under it too: the shim is their subreaper); returns what was killed besides the shim, described
+        and as processes."""
         try:
             tree = psutil.Process(pid).children(recursive=True)
         except psutil.Error:
@@ -225,7 +229,7 @@ class ProcessRuntime:
         for proc in tree:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
-        return killed
+        return killed, tree
 
     def _kill_leftovers(self, process: Process) -> None:
         """Workers left by an adopted replica whose leader died. Linux does not hand out a pid while a process
@@ -283,7 +287,8 @@ class ProcessRuntime:
 
         async def send(action: str) -> None:
             if action == "SIGKILL":  # the shim's whole tree and group: no worker of the app is left behind
-                self._killed[replica_id] = self._kill_tree(process.pid)
+                self._killed[replica_id], tree = self._kill_tree(process.pid)
+                await asyncio.to_thread(_await_exit, tree, TREE_EXIT_S)
                 return
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.Signals[action])
@@ -346,3 +351,17 @@ def _cpu(proc: psutil.Process) -> float:
         return float(proc.cpu_percent(interval=None))
     except psutil.Error:
         return 0.0
+
+
+def _await_exit(procs: list[psutil.Process], timeout_s: float) -> None:
+    """Until every one of `procs` has exited (a zombie has: only its parent's wait is left), or `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while any(_running(proc) for proc in procs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
