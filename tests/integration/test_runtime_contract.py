@@ -368,3 +368,24 @@ async def test_a_swarm_task_whose_node_engine_does_not_answer_is_stopped_by_swar
         for follower in list(runtime._followers.values()):
             follower.stop()
         _clean(runtime)
+
+
+async def test_a_swarm_task_that_ended_before_start_looked_is_a_crash_not_a_failure_to_start(
+    tiny_image, tmp_path, monkeypatch
+):
+    """Start looks at its task now and then: one that ran and exited in between (here: at once, looked at 5 s
+    after) is a crash with its exit code, as with the other runtimes, not a start that failed (CI saw this race)."""
+    require_docker(swarm=True)
+    from portero.runtimes import swarm
+
+    kind = _container_kind("swarm", tiny_image)
+    runtime = kind.make(tmp_path)
+    monkeypatch.setattr(swarm, "POLL_S", 5.0)
+    try:
+        process = await runtime.start(kind.launch("tiny-1-0001", {"TINY_EXIT": "3"}))
+        ended = await wait_exit(runtime, "tiny-1-0001", process)
+        assert (ended.code, ended.signal) == (3, None)
+    finally:
+        for follower in list(runtime._followers.values()):
+            follower.stop()
+        _clean(runtime)

@@ -339,8 +339,8 @@ class SwarmRuntime(EngineRuntime):
             tasks = await self.engine.call(f"tasks of {name}", lambda c: c.api.tasks(filters={"service": name}))
             for task in tasks:
                 state = task["Status"]["State"]
-                if state == "running":
-                    return dict(task)
+                if state == "running" or _ran(task):
+                    return dict(task)  # one that ran and ended already is a crash, for poll to report
                 if state not in ALIVE:
                     error = task["Status"].get("Err") or task["Status"].get("Message") or state
                     await self._remove(name)
@@ -628,6 +628,15 @@ def _ports_by_node(
             )
         found[nodes.hostname(node)] = listening_ports(text)
     return found
+
+
+def _ran(task: dict[str, Any]) -> bool:
+    """Whether the task's container started and has exited since (between two polls of a start), as against a
+    task that never ran (no image, no node, a refused mount)."""
+    status = task["Status"]
+    return status["State"] == "complete" or (
+        status["State"] == "failed" and str(status.get("Err", "")).startswith("task: non-zero exit")
+    )
 
 
 def _alive(task: dict[str, Any]) -> bool:
