@@ -52,7 +52,7 @@ typecheck: setup
 # run on this machine still holds it.
 test: setup provision lint typecheck
 	./scripts/swarm-cluster.sh up --holder $$$$; \
-	status=0; $(BIN)/pytest -n 2 --dist loadfile || status=$$?; \
+	status=0; $(BIN)/pytest -n 2 --dist loadfile --durations=30 || status=$$?; \
 	./scripts/swarm-cluster.sh down --holder $$$$; exit $$status
 
 unit: setup

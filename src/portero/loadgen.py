@@ -43,6 +43,13 @@ class LoadReport:
     def rate(self) -> float:
         return self.sent / self.duration_s if self.duration_s else 0.0
 
+    def failures(self) -> list[tuple[float, int, float]]:
+        """When each failed request was sent and answered (seconds since the start), and its status (0: an error):
+        what a test prints beside its counts, to line a failure up with the logs."""
+        return [
+            (round(sent, 3), status, round(done, 3)) for sent, status, _, done in self.timeline if not 0 < status < 500
+        ]
+
     def percentile(self, q: float) -> float | None:
         if not self.latencies_s:
             return None

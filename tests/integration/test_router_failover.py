@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+from datetime import datetime
 
 import pytest
 
@@ -100,6 +101,11 @@ async def test_replicas_killed_again_and_again_under_load_fail_no_request(porter
     p99 = report.percentile(99)
     print(f"kill loop (supervised): {kills} kills, {report.sent} requests, {report.failed} failed, p99 {p99:.3f} s")
     assert kills >= 2
-    assert report.failed == 0, (report.statuses, report.errors)
+    assert report.failed == 0, (
+        report.statuses,
+        report.errors,
+        report.failures(),
+        f"load began {datetime.fromtimestamp(time.time() - time.monotonic() + report.started_at):%H:%M:%S.%f}",
+    )
     assert p99 is not None
     assert p99 < 1.0

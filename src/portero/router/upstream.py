@@ -248,6 +248,11 @@ class Pool:
         _, conn = await asyncio.wait_for(
             loop.create_connection(lambda: Upstream(self), self.host, self.port), timeout_s
         )
-        self.opened += 1
+        self.opened += 1  # counted even if lost: `discard` has counted it off already
+        if conn.lost:
+            # Fix: reset after it opened and before this task resumed (a sync worker's app killed with the connection
+            # in its backlog). Handed out, the request went on a dead transport and nothing ever told its exchange:
+            # a client waited for the 60-s response timeout (CI's TimeoutError in the kill loop).
+            raise ConnectionResetError(f"{self.address} reset the connection as it opened")
         self.busy.add(conn)
         return conn
