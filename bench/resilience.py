@@ -35,7 +35,9 @@ def main() -> int:
     env = {**os.environ, "PORTERO_KILL_LOOP_S": "30", "PORTERO_STRICT_P99": "1", "PORTERO_LOAD_PAUSE_S": "0"}
     command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:xdist", *TESTS]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    figures = [line.split(" .")[0].strip(".") for line in result.stdout.splitlines() if FIGURES.match(line.strip("."))]
+    # A figure's line may begin with the progress marks of the tests before it (`.`, or `F` after a failure).
+    lines = [re.sub(r"^[.FEsx]+", "", line).split(" .")[0] for line in result.stdout.splitlines()]
+    figures = [line for line in lines if FIGURES.match(line)]
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr[-500:]
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     out = [
