@@ -191,6 +191,11 @@ def splice_request_head(head: bytes, dropped: list[bytes], connection: list[byte
     names a Connection header lists can be spelled any way on their lines, so only they are looked for in the
     lowered head. A regular expression over a browser's 700-byte head cost four times as much as the finds, and
     lowering it for every request was a third of what remained."""
+    if len(dropped) == 1 and (connection is None or (len(connection) == 1 and connection[0] in _CONNECTION_PLAIN)):
+        # One line to cut and none named (a browser's `Connection: keep-alive`): two finds, no sets (5.4 % of a
+        # browser-like request went to the general way below).
+        at = head.find(b"\r\n" + dropped[0] + b":")
+        return head if at < 0 else head[:at] + head[head.find(b"\r\n", at + 2) :]
     cuts: set[tuple[int, int]] = set()  # (the CRLF before a line, the CRLF after it); a set: a line found twice
     for name in set(dropped):
         _find_lines(head, b"\r\n" + name + b":", cuts)

@@ -85,6 +85,16 @@ def test_a_browser_head_loses_only_its_connection_line():
 
 
 @pytest.mark.parametrize(
+    ("dropped", "connection"),
+    [([b"X-Request-Id"], None), ([b"connection"], [b"Keep-Alive"]), ([b"connection"], [b"close"])],
+)
+def test_a_head_with_one_line_to_cut_loses_that_line_only(dropped, connection):
+    raw = b"GET / HTTP/1.1\r\nHost: a\r\n" + dropped[0] + b": x\r\nAccept: */*\r\n"
+    assert wire.splice_request_head(raw, dropped, connection) == b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n"
+    assert wire.splice_request_head(raw, [b"X-Absent"], connection) == raw
+
+
+@pytest.mark.parametrize(
     "line",
     [
         b"X-Forwarded-For: 6.6.6.6",
