@@ -22,19 +22,19 @@ import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from itertools import repeat
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from portero.router.target import Target
 
 # Where the ramp starts, as a share of the configured weight (Envoy's min_weight_percent). Never 0: with integer
 # weights the ramp starts at 0.1 or more, so an endpoint in slow start always gets some traffic.
-SLOW_START_FRACTION = 0.1
-VNODES_PER_WEIGHT = 100  # ring points per unit of weight: ~±10 % key share per endpoint at weight 1
-MAX_RING_POINTS = 10_000  # beyond this the points per weight shrink, so a rebuild stays within a few ms
-_INDEX_BITS = 16  # a ring entry is (point hash << 16) | member index: one sorted list of ints, bisected
-_INDEX_MASK = (1 << _INDEX_BITS) - 1
-_NO_CURRENT = float("-inf")  # below any running weight: the first eligible endpoint always leads at first
-_NEVER = float("inf")
+SLOW_START_FRACTION: Final = 0.1
+VNODES_PER_WEIGHT: Final = 100  # ring points per unit of weight: ~±10 % key share per endpoint at weight 1
+MAX_RING_POINTS: Final = 10_000  # beyond this the points per weight shrink, so a rebuild stays within a few ms
+_INDEX_BITS: Final = 16  # a ring entry is (point hash << 16) | member index: one sorted list of ints, bisected
+_INDEX_MASK: Final = (1 << _INDEX_BITS) - 1
+_NO_CURRENT: Final = float("-inf")  # below any running weight: the first eligible endpoint always leads at first
+_NEVER: Final = float("inf")
 _weight_of = operator.attrgetter("weight")
 
 

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
-BUCKETS = 10  # of the rolling window
+BUCKETS: Final = 10  # of the rolling window
 
 
 class BreakerState(StrEnum):
@@ -56,6 +57,11 @@ TRANSITIONS: dict[tuple[BreakerState, BreakerEvent], BreakerState] = {
     (S.HALF_OPEN, E.PROBES_PASSED): S.CLOSED,
 }
 del S, E
+# The states as Final names: mypyc reads these from a static, where `BreakerState.CLOSED` is an attribute lookup
+# on the class at every request.
+_CLOSED: Final = BreakerState.CLOSED
+_OPEN: Final = BreakerState.OPEN
+_HALF_OPEN: Final = BreakerState.HALF_OPEN
 
 
 class BreakerTransitionError(ValueError):  # not RuntimeError: mypyc cannot compile a subclass of it
@@ -128,13 +134,13 @@ class CircuitBreaker:
     @property
     def reopens_at(self) -> float | None:
         """When an open breaker will admit probes (for Retry-After); None unless OPEN."""
-        return self._opened_at + self.policy.open_s if self._state is BreakerState.OPEN else None
+        return self._opened_at + self.policy.open_s if self._state is _OPEN else None
 
     def allow(self, now: float) -> bool:
         state = self._state
-        if state is BreakerState.CLOSED:
+        if state is _CLOSED:
             return True
-        if state is BreakerState.OPEN:
+        if state is _OPEN:
             if now < self._opened_at + self.policy.open_s:
                 return False
             self._fire(BreakerEvent.COOLED_DOWN)
@@ -146,9 +152,9 @@ class CircuitBreaker:
 
     def record(self, now: float, *, ok: bool) -> None:
         state = self._state
-        if state is BreakerState.CLOSED:
+        if state is _CLOSED:
             self._count(now, ok=ok)
-        elif state is BreakerState.HALF_OPEN and self._probes:  # no probe in flight: a stale outcome, ignore it
+        elif state is _HALF_OPEN and self._probes:  # no probe in flight: a stale outcome, ignore it
             self._probes -= 1
             if not ok:
                 self._trip(BreakerEvent.PROBE_FAILED, now)
@@ -159,7 +165,7 @@ class CircuitBreaker:
 
     def release(self) -> None:
         """An allowed request ended without a verdict: give its probe slot back."""
-        if self._state is BreakerState.HALF_OPEN and self._probes:
+        if self._state is _HALF_OPEN and self._probes:
             self._probes -= 1
 
     def window(self, now: float) -> tuple[int, int]:

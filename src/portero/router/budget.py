@@ -8,12 +8,13 @@ load on the endpoints that are left. Rejected: a fixed retry count alone, which 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from portero.router.stats import CONNECT_TIMEOUT, REFUSED, RESET, TIMEOUT
 
 # RFC 9110 §9.2.2; a retried PUT or DELETE leaves the same state behind. POST and PATCH do not.
-IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
-STATUS = -1  # `RetryPolicy.decide`'s fault for an answer whose status the policy retries
+IDEMPOTENT_METHODS: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+STATUS: Final = -1  # `RetryPolicy.decide`'s fault for an answer whose status the policy retries
 
 
 class RetryBudget:
@@ -74,9 +75,9 @@ class RetryBudget:
         return True
 
 
-NO_RETRY = 0
-FREE_RETRY = 1  # the request never reached a living app: retried at once, outside the budget
-CHARGED_RETRY = 2  # it may have reached one: retried only within `attempts` and the budget
+NO_RETRY: Final = 0
+FREE_RETRY: Final = 1  # the request never reached a living app: retried at once, outside the budget
+CHARGED_RETRY: Final = 2  # it may have reached one: retried only within `attempts` and the budget
 
 
 @dataclass(frozen=True, slots=True)

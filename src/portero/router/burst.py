@@ -4,12 +4,12 @@ base of both sides' protocols, the connection from a client and the connection t
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from portero.router.server import Router
 
-HELD_MAX = 64 * 1024  # bytes held before a connection writes at once: a large body is bounded by back-pressure
+HELD_MAX: Final = 64 * 1024  # bytes held before a connection writes at once: a large body is bounded by back-pressure
 
 
 class BurstWriter(asyncio.Protocol):

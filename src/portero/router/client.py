@@ -24,9 +24,14 @@ if TYPE_CHECKING:
     from portero.router.service import ServiceRoute
     from portero.router.upstream import Upstream
 
-HEAD, BODY, WAIT, IDLE = 1, 2, 3, 4  # what the connection is waiting for; its deadline means that
+# What the connection is waiting for; its deadline means that. Final: mypyc inlines these, where a plain module
+# name is a dict lookup and an unboxing at every use (a few per request).
+HEAD: Final = 1
+BODY: Final = 2
+WAIT: Final = 3
+IDLE: Final = 4
 # A version llhttp refuses but that is one (HTTP/1.2, HTTP/3.0) gets 505; anything else there is malformed: 400.
-_WELL_FORMED_VERSION = re.compile(rb" HTTP/[0-9]\.[0-9]\r\n")
+_WELL_FORMED_VERSION: Final = re.compile(rb" HTTP/[0-9]\.[0-9]\r\n")
 # Fix: a head's size is the bytes before the blank line that ends it, however it was read. A head not ended yet
 # after this many bytes is over the limit: they may hold three bytes of its end (the CRLF CR before the last LF).
 # Checked after the read is parsed, so the body after a head that just ended is not counted as head (it was).
@@ -130,7 +135,7 @@ class ClientConnection(BurstWriter):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not its subclasses
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]).encode() if peer else b""
-        self.deadline = self.router.now() + self.router.settings.header_timeout_s
+        self.deadline = self.router.now() + self.router.header_timeout_s
         self.router.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -139,7 +144,7 @@ class ClientConnection(BurstWriter):
             return
         if self.phase == IDLE:
             self.phase = HEAD
-            self.deadline = self.router.now() + self.router.settings.header_timeout_s
+            self.deadline = self.router.now() + self.router.header_timeout_s
         if self.phase == HEAD:
             self.head_received += len(data)  # counts until the head is complete; bounds a head that never ends
         self.chunk = data
@@ -276,8 +281,8 @@ class ClientConnection(BurstWriter):
         now = router.now()
         chunked = self.te is not None
         length = int(self.content_length) if self.content_length and not chunked else 0
-        if length and length > router.settings.max_body_bytes:  # `length and`: no settings lookup for a GET
-            raise BadRequest(413, f"request body larger than {router.settings.max_body_bytes} bytes")
+        if length and length > router.max_body_bytes:  # `length and`: no settings lookup for a GET
+            raise BadRequest(413, f"request body larger than {router.max_body_bytes} bytes")
         upgrade = bool(parser.should_upgrade())
         request_id = self._request_id()
         method = parser.get_method()
@@ -309,10 +314,7 @@ class ClientConnection(BurstWriter):
             size += sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size > wire.MAX_HEAD_BYTES:
             raise BadRequest(431, "request head larger than 16 KiB")
-        version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
-            raise BadRequest(505, "only HTTP/1.0 and HTTP/1.1 are served here")
-        http10 = version == "1.0"
+        http10 = self._http10(raw_end)
         te = self.te
         if te is not None:
             if te.strip().lower() != b"chunked":
@@ -322,6 +324,23 @@ class ClientConnection(BurstWriter):
         if self.host_count > 1 or (self.host_count == 0 and not http10):
             raise BadRequest(400, "a request needs exactly one Host header")
         return http10
+
+    def _http10(self, raw_end: int) -> bool:
+        """Whether the request is HTTP/1.0 (False: 1.1); BadRequest for any other version. Read from the request
+        line's last bytes when the head starts the chunk (llhttp has checked that line's form): the parser's
+        `get_http_version` formats a new string on every request."""
+        if raw_end > 0:
+            chunk = self.chunk
+            eol = chunk.find(b"\r\n")
+            version = chunk[eol - 8 : eol] if eol > 0 else b""  # empty: the head starts after blank lines
+            if version == b"HTTP/1.1":
+                return False
+            if version == b"HTTP/1.0":
+                return True
+        version_text = self.parser.get_http_version()
+        if version_text != "1.1" and version_text != "1.0":
+            raise BadRequest(505, "only HTTP/1.0 and HTTP/1.1 are served here")
+        return version_text == "1.0"
 
     def _route(self) -> tuple[ServiceRoute, bytes]:
         """The service the request goes to, and the HSTS line its response gets (b"": none); or the router's own
@@ -348,7 +367,7 @@ class ClientConnection(BurstWriter):
         self.body_started = now
         if body:
             self.phase = BODY
-            self.deadline = now + router.settings.body_grace_s
+            self.deadline = now + router.body_grace_s
         else:
             self.phase = WAIT
             self.deadline = 0.0
@@ -363,8 +382,8 @@ class ClientConnection(BurstWriter):
         exchange = self.queued[-1] if self.queued else self.current
         if exchange is None:
             return
-        if self.body_bytes > self.router.settings.max_body_bytes:
-            raise BadRequest(413, f"request body larger than {self.router.settings.max_body_bytes} bytes")
+        if self.body_bytes > self.router.max_body_bytes:
+            raise BadRequest(413, f"request body larger than {self.router.max_body_bytes} bytes")
         exchange.request_body(body)
 
     def on_message_complete(self) -> None:
@@ -517,11 +536,11 @@ class ClientConnection(BurstWriter):
         if self.in_head:  # fix (see on_message_begin): the head begun meanwhile gets the head timeout and limit
             self.phase = HEAD
             self.head_received = 1  # some of it came already: a timeout answers 408
-            self.deadline = self.router.now() + self.router.settings.header_timeout_s
+            self.deadline = self.router.now() + self.router.header_timeout_s
         else:
             self.phase = IDLE
             self.head_received = 0
-            self.deadline = self.router.now() + self.router.settings.idle_timeout_s
+            self.deadline = self.router.now() + self.router.idle_timeout_s
             # An idle keep-alive connection keeps nothing of its last request (10,000 of them must stay small).
             self.chunk, self.url, self.headers = b"", b"", []
         self.resume_reading()
@@ -597,11 +616,7 @@ class ClientConnection(BurstWriter):
         """The router is stopping: close this connection if it has waited for a request for a second. A client
         that is using it gets `Connection: close` on its next response instead: closing under a client that is
         sending a request would fail that request."""
-        if (
-            self.phase == IDLE
-            and self.current is None
-            and self.deadline - self.router.settings.idle_timeout_s <= now - 1
-        ):
+        if self.phase == IDLE and self.current is None and self.deadline - self.router.idle_timeout_s <= now - 1:
             self.close()
 
     def abandon(self) -> None:

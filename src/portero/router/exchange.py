@@ -30,12 +30,12 @@ if TYPE_CHECKING:
     from portero.router.client import ClientConnection
     from portero.router.service import Endpoint, ServiceRoute
 
-PENDING_MAX = 64 * 1024  # body held while no endpoint is attached; also the most a retry can replay
+PENDING_MAX: Final = 64 * 1024  # body held while no endpoint is attached; also the most a retry can replay
 # A response with a Content-Length this small goes to the client whole, once it is complete: an endpoint that dies
 # in the middle of it (its node killed between the head and the body) costs no request, for it is tried again
 # elsewhere, where a head sent already could not be taken back. Larger and unframed ones stream as they come.
-HOLD_MAX = 64 * 1024
-NO_BODY_STATUS = frozenset({204, 304})
+HOLD_MAX: Final = 64 * 1024
+NO_BODY_STATUS: Final = frozenset({204, 304})
 
 # Phases (what the exchange waits for) and steps (what happened), as ints: the table is looked up on every step.
 NEW: Final = 0  # the head is parsed; no endpoint yet
@@ -225,7 +225,7 @@ class Exchange:
             self.attach(conn, now)
         else:
             self._to(PICKED)
-            self.deadline = now + self.service.router.settings.connect_timeout_s + 1  # the connect task's own, plus
+            self.deadline = now + self.service.router.connect_timeout_s + 1  # the connect task's own, plus
             endpoint.connect(self, self.tries)
 
     def connected(self, conn: Upstream, tries: int, now: float) -> None:
@@ -243,7 +243,7 @@ class Exchange:
         self.seen_reads = self.attached_reads = conn.reads
         self.quiet_since = now
         # The response timeout runs from the end of the request: a long upload is judged by its progress instead.
-        self.deadline = now + self.service.router.settings.response_timeout_s if self.request_done else 0.0
+        self.deadline = now + self.service.router.response_timeout_s if self.request_done else 0.0
         parts = [self.head, *self.pending]
         if self.request_done and self.request_chunked and not self.upgrade:
             parts.append(wire.LAST_CHUNK)
@@ -354,7 +354,7 @@ class Exchange:
                 self.upstream.write(wire.LAST_CHUNK)
             router = self.service.router
             if self.phase == SENT:
-                self.deadline = router.now() + router.settings.response_timeout_s
+                self.deadline = router.now() + router.response_timeout_s
 
     # -- response, from the endpoint ------------------------------------------------------------------------------
 
@@ -395,13 +395,13 @@ class Exchange:
                 return
             self.broken_response(f"invalid response from the endpoint: {exc}")
             return
-        limit = self.service.router.settings.max_response_head_bytes
+        limit = self.service.router.max_response_head_bytes
         if upstream.head_bytes > limit and self.upstream is upstream and self.phase == SENT:
             self.broken_response(f"response head larger than {limit} bytes")
 
     def response_head(self, status: int, raw: bytes, *, upstream_keep_alive: bool) -> None:
         router = self.service.router
-        head = _forwardable(raw, router.settings.max_response_head_bytes)
+        head = _forwardable(raw, router.max_response_head_bytes)
         if 100 <= status < 200 and status != 101:
             if not self.client_http10:  # interim responses (100 Continue, 103 Early Hints) reach HTTP/1.1 clients
                 self.client.write(head.kept + b"\r\n")

@@ -8,14 +8,13 @@ import contextlib
 import errno
 import functools
 import ipaddress
-import itertools
 import logging
 import os
 import random
 import socket
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from portero.router.balancer import make_balancer
 from portero.router.breaker import BreakerPolicy
@@ -35,9 +34,9 @@ if TYPE_CHECKING:
     from portero.router.exchange import Exchange
 
 log = logging.getLogger(__name__)
-SWEEP_S = 0.25  # resolution of every router deadline
-ACCEPT_BURST = 256  # connections accepted per wake-up of the listener (HAProxy's tune.maxaccept is 4, per listener)
-ACCEPT_PAUSE_S = 0.1
+SWEEP_S: Final = 0.25  # resolution of every router deadline
+ACCEPT_BURST: Final = 256  # connections accepted per wake-up of the listener (HAProxy's tune.maxaccept: 4)
+ACCEPT_PAUSE_S: Final = 0.1
 
 
 class RouterError(ValueError):
@@ -55,7 +54,7 @@ class Router:
         self._trusted_cache: dict[bytes, bool] = {}
         self.budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_min)
         self._configure(settings)
-        self._ids = itertools.count(1)
+        self._ids = 0  # the last request id's number
         self._id_prefix = os.urandom(4).hex().encode()
         self._listeners: list[socket.socket] = []
         self.closing = False  # stopping: no new connections, each connection closes after its current response
@@ -82,6 +81,15 @@ class Router:
 
     def _configure(self, settings: RouterSettings) -> None:
         self.settings = settings
+        # What every request reads, as the router's own attributes: a field of the pydantic model is a Python
+        # attribute lookup (and an unboxing) from compiled code, several per request. `settings` stays the source.
+        self.header_timeout_s = float(settings.header_timeout_s)
+        self.idle_timeout_s = float(settings.idle_timeout_s)
+        self.body_grace_s = float(settings.body_grace_s)
+        self.connect_timeout_s = float(settings.connect_timeout_s)
+        self.response_timeout_s = float(settings.response_timeout_s)
+        self.max_body_bytes = int(settings.max_body_bytes)
+        self.max_response_head_bytes = int(settings.max_response_head_bytes)
         if (self.budget.ratio, self.budget.min_retries) != (settings.retry_budget_ratio, settings.retry_budget_min):
             # Only a new budget is a new count: every snapshot (each endpoint that comes or goes) emptied it, and a
             # replica killed with more than `retry_budget_min` requests in flight failed the rest with 502.
@@ -393,7 +401,8 @@ class Router:
                 log.exception("router: a held write failed; the other connections' writes go on")
 
     def next_request_id(self) -> bytes:
-        return b"%b-%x" % (self._id_prefix, next(self._ids))
+        self._ids += 1  # a native int: `next()` on an itertools.count is a builtin lookup and a call from compiled code
+        return b"%b-%x" % (self._id_prefix, self._ids)
 
     def demand(self, service: ServiceRoute) -> None:
         """A request is waiting for an endpoint (scale from zero listens here)."""

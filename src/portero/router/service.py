@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from bisect import bisect_left
 from collections import deque
 from enum import StrEnum
 from http.cookies import CookieError, SimpleCookie
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from portero.router import outlier
 from portero.router.balancer import Balancer, effective_weight
-from portero.router.breaker import BreakerState, CircuitBreaker
+from portero.router.breaker import CircuitBreaker
 from portero.router.health import ActiveHealth
-from portero.router.stats import BOUNDS_S, FAULTS, REFUSED, STATUS_CLASSES, Counters, LatencyHistogram
+from portero.router.stats import FAULTS, REFUSED, STATUS_CLASSES, Counters, LatencyHistogram, bucket_of
 from portero.router.target import Target
 from portero.router.upstream import Pool
 from portero.tasks import spawn
@@ -31,6 +30,9 @@ class EndpointState(StrEnum):
     ACTIVE = "active"
     DRAINING = "draining"  # no new requests; the ones in flight may finish until `drain_until`
     DOWN = "down"  # failing its active checks
+
+
+_ACTIVE: Final = EndpointState.ACTIVE  # read from a static by compiled code; `EndpointState.ACTIVE` is a lookup
 
 
 class Stats:
@@ -53,7 +55,7 @@ class Stats:
 
     def observe(self, seconds: float) -> None:
         latency = self.latency
-        latency.counts[bisect_left(BOUNDS_S, seconds)] += 1
+        latency.counts[bucket_of(seconds)] += 1
         latency.sum += seconds
         latency.count += 1
 
@@ -99,7 +101,7 @@ class Endpoint:
 
     def available(self, now: float) -> bool:
         """May take a new request now (the breaker's half-open probe slots are taken only on `allow`)."""
-        if self.state is not EndpointState.ACTIVE or self.target.weight <= 0:
+        if self.state is not _ACTIVE or self.target.weight <= 0:
             return False
         ejected_until = self.outlier.ejected_until
         if ejected_until is not None and now < ejected_until:
@@ -107,8 +109,8 @@ class Endpoint:
         limit = self.service.max_in_flight
         if limit and self.target.in_flight >= limit:
             return False
-        reopens = self.breaker.reopens_at
-        return not (self.breaker.state is BreakerState.OPEN and reopens is not None and now < reopens)
+        reopens = self.breaker.reopens_at  # None unless the breaker is open
+        return reopens is None or now >= reopens
 
     def begin(self) -> None:
         self.target.in_flight += 1

@@ -7,7 +7,7 @@ from http import HTTPStatus
 from typing import Final, TypeVar
 
 # RFC 9110 §7.6.1 plus the de-facto ones; removed before forwarding in either direction.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -20,15 +20,15 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Request headers the router sets itself: incoming ones are dropped unless the peer is a trusted proxy.
-FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
-REWRITTEN = HOP_BY_HOP | FORWARDED | {b"x-request-id"}
-REQUEST_WATCHED = REWRITTEN | {b"host", b"transfer-encoding", b"content-length"}
+FORWARDED: Final = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
+REWRITTEN: Final = HOP_BY_HOP | FORWARDED | {b"x-request-id"}
+REQUEST_WATCHED: Final = REWRITTEN | {b"host", b"transfer-encoding", b"content-length"}
 # Fix: never removed although a Connection header names them, since they frame the message or say where it
 # goes (`Connection: Content-Length` would otherwise strip the length the router frames the body by).
-FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding"})
-MAX_HEAD_BYTES = 16 * 1024
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
-LAST_CHUNK = b"0\r\n\r\n"
+FRAMING: Final = frozenset({b"host", b"content-length", b"transfer-encoding"})
+MAX_HEAD_BYTES: Final = 16 * 1024
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+LAST_CHUNK: Final = b"0\r\n\r\n"
 # Byte values to test membership with: `95 in data` is a memchr, where `b"_" in data` first tries the argument as
 # an integer, and CPython 3.11 raises and clears a formatted TypeError for that (a microsecond per request header).
 UNDERSCORE: Final = ord("_")
@@ -36,7 +36,7 @@ CLOSE_BRACKET: Final = ord("]")
 
 
 _T = TypeVar("_T")
-_SPELLINGS: dict[bytes, bytes] = {}  # a header name as a client sent it -> what `watched` answers for it
+_SPELLINGS: Final[dict[bytes, bytes]] = {}  # a header name as a client sent it -> what `watched` answers for it
 
 
 def watched(name: bytes) -> bytes:
@@ -80,7 +80,7 @@ def connection_options(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
 
 # A response head's lines the router acts on. llhttp (strict) has checked the head: CRLF line ends, no obs-fold,
 # no space before a colon, so "\r\n<name>:" can only be the start of a header line.
-_RESPONSE_WATCHED = re.compile(
+_RESPONSE_WATCHED: Final = re.compile(
     rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|upgrade|proxy-authenticate|proxy-authorization"
     rb"|transfer-encoding|x-request-id|content-length):"
 )  # matched against the lowered head
@@ -141,7 +141,7 @@ class ResponseHead:
         self.unknown_coding = self.unknown_coding or any(c != b"chunked" for c in codings)
 
 
-_CONNECTION_PLAIN = frozenset({b"keep-alive", b"close", b"upgrade"})
+_CONNECTION_PLAIN: Final = frozenset({b"keep-alive", b"close", b"upgrade"})
 
 
 def _named_by(connection: bytes, named: set[bytes] | None) -> set[bytes] | None:
@@ -154,9 +154,9 @@ def _named_by(connection: bytes, named: set[bytes] | None) -> set[bytes] | None:
     return named
 
 
-_HEADS: dict[bytes, ResponseHead] = {}  # see response_head
-_HEADS_MAX = 512
-_HEAD_REMEMBERED_BYTES = 1024
+_HEADS: Final[dict[bytes, ResponseHead]] = {}  # see response_head
+_HEADS_MAX: Final = 512
+_HEAD_REMEMBERED_BYTES: Final = 1024
 
 
 def response_head(raw: bytes) -> ResponseHead:
@@ -253,7 +253,7 @@ def error_body(status: int, detail: str) -> bytes:
     return f"{status} {HTTPStatus(status).phrase}: {detail}\n".encode()
 
 
-MAINTENANCE_PAGE = b"""<!doctype html>
+MAINTENANCE_PAGE: Final = b"""<!doctype html>
 <html lang="es"><head><meta charset="utf-8"><title>En mantenimiento / Under maintenance</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:15vh auto;padding:0 1rem;color:#234}
