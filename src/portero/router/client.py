@@ -77,6 +77,7 @@ class ClientConnection(BurstWriter):
         "peer",
         "phase",
         "queued",
+        "read_at",
         "rejection",
         "request_id",
         "rewrite",
@@ -110,11 +111,12 @@ class ClientConnection(BurstWriter):
         self.rejection: bytes | None = None
         self.write_paused = False  # the client is not reading its response (its socket's buffer is full)
         self.write_paused_at = 0.0
+        self.read_at = 0.0  # when the read being handled came (data_received)
         self._reset_request()
 
     def _reset_request(self) -> None:
         self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: list[bytes] = []  # name, value, name, value, ...: no tuple for each of a browser's 13 headers
         self.rewrite = False
         self.te: bytes | None = None
         self.content_length = b""  # the last Content-Length value (llhttp refuses differing ones); b"": none
@@ -142,9 +144,12 @@ class ClientConnection(BurstWriter):
         if self.tunnel is not None:
             self.tunnel.write(data)
             return
+        # One clock reading for the read and every step of the requests in it (the parser's callbacks run within
+        # this call): three readings per request before, each a Python call into the event loop.
+        now = self.read_at = self.router.now()
         if self.phase == IDLE:
             self.phase = HEAD
-            self.deadline = self.router.now() + self.router.header_timeout_s
+            self.deadline = now + self.router.header_timeout_s
         if self.phase == HEAD:
             self.head_received += len(data)  # counts until the head is complete; bounds a head that never ends
         self.chunk = data
@@ -160,7 +165,7 @@ class ClientConnection(BurstWriter):
         # head (a malformed chunk, a smuggled request) abort it before any byte of it reaches an endpoint.
         exchange, self.undispatched = self.undispatched, None
         if exchange is not None and not exchange.done and not self.closed:
-            exchange.dispatch(self.router.now())
+            exchange.dispatch(now)
 
     def _parse(self, data: bytes) -> None:
         """Feed `data` to the parser; what it refuses is answered (`reject`)."""
@@ -244,7 +249,9 @@ class ClientConnection(BurstWriter):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        headers = self.headers
+        headers.append(name)
+        headers.append(value)
         lower = wire.watched(name)  # b"" for all but the few names the router acts on
         if lower:
             self._watched(name, lower, value)
@@ -278,12 +285,14 @@ class ClientConnection(BurstWriter):
         http10 = self._check_head(raw_end)
         service, hsts = self._route()
         router = self.router
-        now = router.now()
+        now = self.read_at  # see data_received: the parser calls this from within it
         chunked = self.te is not None
         length = int(self.content_length) if self.content_length and not chunked else 0
         if length and length > router.max_body_bytes:  # `length and`: no settings lookup for a GET
             raise BadRequest(413, f"request body larger than {router.max_body_bytes} bytes")
-        upgrade = bool(parser.should_upgrade())
+        # llhttp upgrades only a request whose Connection header names `upgrade` (or a CONNECT, refused by _route):
+        # without a Connection header, no call to ask it. Likewise keep-alive (see _keep_alive).
+        upgrade = self.connection is not None and bool(parser.should_upgrade())
         request_id = self._request_id()
         method = parser.get_method()
         exchange = Exchange(
@@ -292,14 +301,14 @@ class ClientConnection(BurstWriter):
             method,
             self._upstream_head(method, request_id, http10=http10, upgrade=upgrade, raw_end=raw_end),
             request_id,
-            keep_alive=bool(parser.should_keep_alive()) and not upgrade,
+            keep_alive=self._keep_alive(http10=http10) and not upgrade,
             chunked=chunked,
             http10=http10,
             upgrade=upgrade,
             now=now,
         )
         if service.hash_header is not None or service.hash_cookie is not None:
-            exchange.hash_key = service.hash_key_of(self.headers)
+            exchange.hash_key = service.hash_key_of(self._pairs())
         if hsts:
             exchange.extra_head = hsts
         self._admit(exchange, now, body=bool(length) or chunked)
@@ -311,7 +320,7 @@ class ClientConnection(BurstWriter):
             size = raw_end
         else:  # the same measure from the parsed head: its request line, and each header line with a CRLF
             size = len(parser.get_method()) + len(self.url) + 10
-            size += sum(len(name) + len(value) + 4 for name, value in self.headers)
+            size += sum(len(part) for part in self.headers) + 2 * len(self.headers)  # ": " and CRLF a line
         if size > wire.MAX_HEAD_BYTES:
             raise BadRequest(431, "request head larger than 16 KiB")
         http10 = self._http10(raw_end)
@@ -324,6 +333,15 @@ class ClientConnection(BurstWriter):
         if self.host_count > 1 or (self.host_count == 0 and not http10):
             raise BadRequest(400, "a request needs exactly one Host header")
         return http10
+
+    def _keep_alive(self, *, http10: bool) -> bool:
+        """llhttp's `should_keep_alive`, without calling it for the usual case: an HTTP/1.1 request with no
+        Connection header, or with only `Connection: keep-alive` (a browser's), keeps the connection (a request's
+        end never depends on the connection closing)."""
+        connection = self.connection
+        if not http10 and (connection is None or (len(connection) == 1 and connection[0].lower() == b"keep-alive")):
+            return True
+        return bool(self.parser.should_keep_alive())
 
     def _http10(self, raw_end: int) -> bool:
         """Whether the request is HTTP/1.0 (False: 1.1); BadRequest for any other version. Read from the request
@@ -433,6 +451,11 @@ class ClientConnection(BurstWriter):
         body = b"Redirecting to " + location + b"\n"
         raise OwnAnswer(308, wire.response(308, body, headers=((b"location", location),), close=True))
 
+    def _pairs(self) -> list[tuple[bytes, bytes]]:
+        """The request's headers as (name, value) pairs, for the paths that rebuild or inspect them."""
+        headers = self.headers
+        return list(zip(headers[0::2], headers[1::2], strict=True))
+
     def _request_id(self) -> bytes:
         incoming = self.request_id
         if incoming is not None and 0 < len(incoming) <= 128 and incoming.replace(b"-", b"").isalnum():
@@ -464,8 +487,9 @@ class ClientConnection(BurstWriter):
         """The head made again from the parsed request, as HTTP/1.1, without the lines the router drops; and the
         X-Forwarded-For, -Proto and -Host values to add."""
         lines = [method + b" " + self.url + b" HTTP/1.1"]
-        named = wire.connection_options(self.headers)
-        for name, value in self.headers:
+        pairs = self._pairs()
+        named = wire.connection_options(pairs)
+        for name, value in pairs:
             lower = wire.rewritten_name(name.lower())
             if lower in wire.REWRITTEN:
                 if upgrade and lower == b"upgrade":
@@ -488,7 +512,7 @@ class ClientConnection(BurstWriter):
         proto and host where it sent them."""
         chain: list[bytes] = []
         proto, forwarded_host = self.scheme, self.host or b""
-        for name, value in self.headers:
+        for name, value in self._pairs():
             lower = wire.rewritten_name(name.lower())
             if lower == b"x-forwarded-for":
                 chain.append(value)  # fix: every line of a trusted chain (only the last one was kept)
@@ -512,7 +536,7 @@ class ClientConnection(BurstWriter):
     def writable(self) -> bool:
         return not self.closed
 
-    def exchange_done(self, exchange: Exchange, *, close: bool) -> None:
+    def exchange_done(self, exchange: Exchange, *, close: bool, now: float) -> None:
         # A stopping router closes a connection only where its response said so: one whose head went out before
         # the stop said keep-alive, and its client may be sending the next request already. That one gets
         # `Connection: close` on its next response, or is closed once idle (`close_when_idle`).
@@ -523,7 +547,7 @@ class ClientConnection(BurstWriter):
             self.current = None
         if self.queued:
             following = self.current = self.queued.pop(0)
-            following.dispatch(self.router.now())
+            following.dispatch(now)
             if not following.request_done:
                 # Fix: its body comes on: read it. The connection stayed paused (as it is while a request waits),
                 # and the request hung, half-sent, until the slow-body check answered 408.
@@ -536,11 +560,11 @@ class ClientConnection(BurstWriter):
         if self.in_head:  # fix (see on_message_begin): the head begun meanwhile gets the head timeout and limit
             self.phase = HEAD
             self.head_received = 1  # some of it came already: a timeout answers 408
-            self.deadline = self.router.now() + self.router.header_timeout_s
+            self.deadline = now + self.router.header_timeout_s
         else:
             self.phase = IDLE
             self.head_received = 0
-            self.deadline = self.router.now() + self.router.idle_timeout_s
+            self.deadline = now + self.router.idle_timeout_s
             # An idle keep-alive connection keeps nothing of its last request (10,000 of them must stay small).
             self.chunk, self.url, self.headers = b"", b"", []
         self.resume_reading()

@@ -244,11 +244,15 @@ class Exchange:
         self.quiet_since = now
         # The response timeout runs from the end of the request: a long upload is judged by its progress instead.
         self.deadline = now + self.service.router.response_timeout_s if self.request_done else 0.0
-        parts = [self.head, *self.pending]
-        if self.request_done and self.request_chunked and not self.upgrade:
-            parts.append(wire.LAST_CHUNK)
         conn.hold(self.service.router)  # sent with the other endpoints' requests of this pass (Router.defer)
-        conn.write(b"".join(parts))
+        last_chunk = self.request_done and self.request_chunked and not self.upgrade
+        if self.pending or last_chunk:
+            parts = [self.head, *self.pending]
+            if last_chunk:
+                parts.append(wire.LAST_CHUNK)
+            conn.write(b"".join(parts))
+        else:
+            conn.write(self.head)  # a request without a body, the usual case: no list to build and join
         if self.pending_size > PENDING_MAX:
             self.client.resume_reading()
         self.pending = []
@@ -399,7 +403,7 @@ class Exchange:
         if upstream.head_bytes > limit and self.upstream is upstream and self.phase == SENT:
             self.broken_response(f"response head larger than {limit} bytes")
 
-    def response_head(self, status: int, raw: bytes, *, upstream_keep_alive: bool) -> None:
+    def response_head(self, status: int, raw: bytes) -> None:
         router = self.service.router
         head = _forwardable(raw, router.max_response_head_bytes)
         if 100 <= status < 200 and status != 101:
@@ -423,9 +427,11 @@ class Exchange:
         if status == 101:
             self.client.start_tunnel(self)
         elif self.is_head:
-            assert self.upstream is not None
-            self.upstream.reset_parser()  # httptools cannot be told a HEAD response has no body
-            self.response_done(upstream_keep_alive=upstream_keep_alive)
+            upstream = self.upstream
+            assert upstream is not None
+            keep_alive = upstream.keeps_alive()  # before the reset: it is the head's verdict
+            upstream.reset_parser()  # httptools cannot be told a HEAD response has no body
+            self.response_done(upstream_keep_alive=keep_alive)
 
     def _client_head(self, head: wire.ResponseHead, status: int) -> list[bytes]:
         """The pieces of the response head as the client gets it: the endpoint's kept lines, then the framing and
@@ -493,7 +499,7 @@ class Exchange:
             endpoint.end(now, ok=self.status < 500)
         self._record(now, endpoint)
         self.finish()
-        self.client.exchange_done(self, close=self.response_close)
+        self.client.exchange_done(self, close=self.response_close, now=now)
 
     def _record(self, now: float, endpoint: Endpoint | None = None) -> None:
         """The answer, at its endpoint (the time it took there) and at its service (the time its client waited)."""
@@ -588,10 +594,11 @@ class Exchange:
             wire.response(status, body, content_type=kind, headers=headers, close=close, request_id=self.request_id)
         )
         service_stats = self.service.stats
-        service_stats.record(status, self.service.router.now() - self.started_at)
+        now = self.service.router.now()
+        service_stats.record(status, now - self.started_at)
         service_stats.counters.own += 1
         self.finish()
-        self.client.exchange_done(self, close=close)
+        self.client.exchange_done(self, close=close, now=now)
 
     def abort(self) -> None:
         """The client is gone (or the exchange cannot go on): drop everything, no verdict on the endpoint."""

@@ -66,6 +66,7 @@ class Router:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.held: list[BurstWriter] = []  # connections whose writes wait for `_flush` (see `defer`)
         self._flush_scheduled = False
+        self._flush_now = self._flush  # bound once: `self._flush` from compiled code makes a new method object
         self.stopped = False
         self.now: Callable[[], float] = lambda: 0.0
         # Seams for driving the router without sockets (tests/unit/router/transcript.py): how a connection to an
@@ -388,7 +389,7 @@ class Router:
             if self._loop is None:
                 return False
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self._flush_now)
         return True
 
     def _flush(self) -> None:

@@ -116,9 +116,11 @@ class Upstream(BurstWriter):
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:
-            parser = self.parser
-            keep_alive = parser.should_keep_alive()
-            self.exchange.response_head(parser.get_status_code(), self._head(), upstream_keep_alive=keep_alive)
+            head = self._head()
+            # The status from the head's bytes: llhttp (strict) has checked "HTTP/x.y NNN", and asking the parser
+            # is a method call from compiled code on every response.
+            status = (head[9] - 48) * 100 + (head[10] - 48) * 10 + head[11] - 48
+            self.exchange.response_head(status, head)
 
     def _head(self) -> bytes:
         """The head just parsed: status line and header lines, each with its CRLF, without the blank line. llhttp
@@ -149,7 +151,11 @@ class Upstream(BurstWriter):
 
     def on_message_complete(self) -> None:
         if self.exchange is not None:
-            self.exchange.response_done(upstream_keep_alive=self.parser.should_keep_alive())
+            self.exchange.response_done(upstream_keep_alive=self.keeps_alive())
+
+    def keeps_alive(self) -> bool:
+        """The endpoint keeps this connection open after the response just parsed (llhttp's verdict)."""
+        return bool(self.parser.should_keep_alive())
 
     # --------------------------------------------------------------------------------------------------------------
 

@@ -39,11 +39,31 @@ _T = TypeVar("_T")
 _SPELLINGS: Final[dict[bytes, bytes]] = {}  # a header name as a client sent it -> what `watched` answers for it
 
 
+def _shape(length: int, first: int) -> int:
+    """A header name's length and first letter, case folded (`& 31`: an upper- and a lower-case letter differ by 32)."""
+    return length << 5 | (first & 31)
+
+
+_SHAPE_LIMIT: Final = max(len(name) for name in REQUEST_WATCHED) + 1
+# 1 at the shape of each watched name: most of a browser's headers (User-Agent, Accept-*, Cookie, Sec-Fetch-*) have
+# none of these shapes, and are known not to be watched without hashing their names.
+_WATCHED_SHAPES: Final = bytes(
+    1 if any(_shape(len(name), name[0]) == shape for name in REQUEST_WATCHED) else 0
+    for shape in range(_SHAPE_LIMIT << 5)
+)
+
+
 def watched(name: bytes) -> bytes:
     """`name` lowered if the router acts on that request header (REQUEST_WATCHED, or any name with an underscore,
-    see `rewritten_name`), else b"". Remembered by spelling: clients send the same few spellings over and over,
-    and one lookup costs less than lowering and hashing a new name for every header. Bounded: a client that
-    invents names only churns it."""
+    see `rewritten_name`), else b"". A name whose length and first letter no watched name has is not watched (most
+    are not); the others are remembered by spelling: clients send the same few spellings over and over, and one
+    lookup costs less than lowering and hashing a new name for every header. Bounded: a client that invents names
+    only churns it."""
+    length = len(name)
+    if (length == 0 or length >= _SHAPE_LIMIT or not _WATCHED_SHAPES[_shape(length, name[0])]) and (
+        UNDERSCORE not in name
+    ):
+        return b""
     known = _SPELLINGS.get(name)
     if known is None:
         lower = name.lower()

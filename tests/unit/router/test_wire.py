@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import httptools
 import pytest
 
@@ -176,10 +178,29 @@ def test_watched_names_are_recognised_in_any_spelling_and_the_memo_stays_bounded
     assert wire.watched(b"X_Forwarded_For") == b"x_forwarded_for"  # any underscore: rewritten_name judges it
     assert wire.watched(b"Accept-Language") == b""
     assert wire.watched(b"HoSt") == b"host"  # remembered, same answer
-    for i in range(10_000):  # a client inventing header names
-        assert wire.watched(b"X-Junk-%d" % i) == b""
+    for i in range(10_000):  # a client inventing header names, each shaped like X-Request-Id (12 bytes, an x)
+        assert wire.watched(b"X-Junk-%05d" % i) == b""
     assert len(wire._SPELLINGS) <= 4096
     assert wire.watched(b"Transfer-Encoding") == b"transfer-encoding"
+
+
+def test_watched_answers_what_its_definition_says_for_every_spelling_and_random_names():
+    """The shape check (length and first letter) only skips names no watched name could be."""
+
+    def definition(name: bytes) -> bytes:
+        lower = name.lower()
+        return lower if lower in wire.REQUEST_WATCHED or b"_" in lower else b""
+
+    for name in wire.REQUEST_WATCHED:
+        for spelling in (name, name.upper(), name.title(), name.swapcase(), name.replace(b"-", b"_")):
+            assert wire.watched(spelling) == definition(spelling), spelling
+    rng = random.Random(15)
+    alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_!#$%&'*+.^`|~"
+    for _ in range(50_000):
+        name = bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 24)))
+        assert wire.watched(name) == definition(name), name
+    browser = [b"User-Agent", b"Accept", b"Accept-Language", b"Accept-Encoding", b"Cookie", b"Referer"]
+    assert [wire.watched(name) for name in browser] == [b""] * len(browser)
 
 
 def test_response_heads_are_remembered_whole_and_within_bounds():
