@@ -36,6 +36,9 @@ _WELL_FORMED_VERSION: Final = re.compile(rb" HTTP/[0-9]\.[0-9]\r\n")
 # after this many bytes is over the limit: they may hold three bytes of its end (the CRLF CR before the last LF).
 # Checked after the read is parsed, so the body after a head that just ended is not counted as head (it was).
 _HEAD_READ_MAX: Final = wire.MAX_HEAD_BYTES + 3
+_ZERO: Final = ord("0")
+_ONE: Final = ord("1")
+_DOT: Final = ord(".")
 
 
 class BadRequest(Exception):
@@ -349,12 +352,13 @@ class ClientConnection(BurstWriter):
         `get_http_version` formats a new string on every request."""
         if raw_end > 0:
             chunk = self.chunk
-            eol = chunk.find(b"\r\n")
-            version = chunk[eol - 8 : eol] if eol > 0 else b""  # empty: the head starts after blank lines
-            if version == b"HTTP/1.1":
-                return False
-            if version == b"HTTP/1.0":
-                return True
+            eol = chunk.find(b"\r\n")  # 0 when the head starts after blank lines: the parser says then
+            if eol >= 8 and chunk[eol - 3] == _ONE and chunk[eol - 2] == _DOT:  # "HTTP/1.x": bytes, not a slice
+                minor = chunk[eol - 1]
+                if minor == _ONE:
+                    return False
+                if minor == _ZERO:
+                    return True
         version_text = self.parser.get_http_version()
         if version_text != "1.1" and version_text != "1.0":
             raise BadRequest(505, "only HTTP/1.0 and HTTP/1.1 are served here")

@@ -7,7 +7,7 @@ pooled connection or opens one (CONNECTING); once it has a connection it writes 
 arrived meanwhile (SENT; at most PENDING_MAX bytes are held: beyond that the client is paused), then streams the
 rest of the body as it comes. The endpoint's response head goes to the client (RESPONDING) and its body streams
 after it, or the endpoint switches protocols (TUNNEL). Every path ends in DONE. The phases and the steps between
-them are one table, `_NEXT`; a step the table does not hold raises `ExchangeStateError` naming it.
+them are one table, `_TABLE`; a step the table does not hold raises `ExchangeStateError` naming it.
 
 Framing to the endpoint is always made by the router from the parsed message (Content-Length bytes as counted,
 chunked re-encoded), never copied, so bytes the client sends after the end of a request can never reach an
@@ -65,7 +65,9 @@ _TABLE: Final = {
     TUNNEL: {ENDED: DONE},
     DONE: {},
 }
-_NEXT: Final = {phase << 3 | step: after for phase, steps in _TABLE.items() for step, after in steps.items()}
+# The table flattened, indexed by `phase << 3 | step` (-1: not allowed): an index into a tuple is native code where
+# a dict lookup boxes its key, and it runs three times a request.
+_NEXT: Final = tuple(_TABLE.get(key >> 3, {}).get(key & 7, -1) for key in range(len(_TABLE) << 3))
 
 
 class ExchangeStateError(ValueError):
@@ -182,7 +184,7 @@ class Exchange:
         self.extra_head = b""  # header lines the router adds to the response (HSTS)
 
     def _to(self, step: int) -> None:
-        after = _NEXT.get(self.phase << 3 | step, -1)
+        after = _NEXT[self.phase << 3 | step]
         if after < 0:
             raise ExchangeStateError(self.request_id, self.phase, step)
         self.phase = after
