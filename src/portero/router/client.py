@@ -115,11 +115,12 @@ class ClientConnection(BurstWriter):
         self.write_paused = False  # the client is not reading its response (its socket's buffer is full)
         self.write_paused_at = 0.0
         self.read_at = 0.0  # when the read being handled came (data_received)
+        self.headers: list[bytes] = []  # name, value, name, value, ...: no tuple for each of a browser's 13 headers
         self._reset_request()
 
     def _reset_request(self) -> None:
         self.url = b""
-        self.headers: list[bytes] = []  # name, value, name, value, ...: no tuple for each of a browser's 13 headers
+        self.headers.clear()
         self.rewrite = False
         self.te: bytes | None = None
         self.content_length = b""  # the last Content-Length value (llhttp refuses differing ones); b"": none
@@ -169,6 +170,8 @@ class ClientConnection(BurstWriter):
         exchange, self.undispatched = self.undispatched, None
         if exchange is not None and not exchange.done and not self.closed:
             exchange.dispatch(now)
+        # Nothing of the read is needed once it is parsed: freed now, not held until the connection's next read.
+        self.chunk = b""
 
     def _parse(self, data: bytes) -> None:
         """Feed `data` to the parser; what it refuses is answered (`reject`)."""
@@ -314,6 +317,7 @@ class ClientConnection(BurstWriter):
             exchange.hash_key = service.hash_key_of(self._pairs())
         if hsts:
             exchange.extra_head = hsts
+        self.headers.clear()  # forwarded (or rebuilt) already: freed while they are still in the caches
         self._admit(exchange, now, body=bool(length) or chunked)
 
     def _check_head(self, raw_end: int) -> bool:
@@ -570,7 +574,8 @@ class ClientConnection(BurstWriter):
             self.head_received = 0
             self.deadline = now + self.router.idle_timeout_s
             # An idle keep-alive connection keeps nothing of its last request (10,000 of them must stay small).
-            self.chunk, self.url, self.headers = b"", b"", []
+            self.url = b""
+            self.headers.clear()
         self.resume_reading()
 
     def start_tunnel(self, exchange: Exchange) -> None:
