@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
 from portero.router.burst import BurstWriter
+
+_CR: Final = 13
+_LF: Final = 10
 
 if TYPE_CHECKING:
     from portero.router.exchange import Exchange
@@ -109,10 +112,15 @@ class Upstream(BurstWriter):
             # went to that client before any head). Drop the connection.
             self.close()
             return
-        self.head_chunk = self.chunk
-        self.head_start = self.start
+        chunk, start = self.chunk, self.start
+        # Fix: llhttp skips empty lines before a response; the head (and its status) starts after them. They were
+        # forwarded as part of the head, which then reached the client mangled.
+        while start < len(chunk) and (chunk[start] == _CR or chunk[start] == _LF):
+            start += 1
+        self.head_chunk = chunk
+        self.head_start = start
         self.head_parts = []
-        self.head_bytes = len(self.chunk) - self.start
+        self.head_bytes = len(chunk) - start
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:

@@ -185,3 +185,20 @@ def test_an_endpoint_that_stops_sending_its_response_is_cut_after_the_stall_time
     h.advance(6)
     assert h.client_transport.log == ["close"]
     assert h.service.endpoints[conn.endpoint].stats.counters.faults[stats.STALLED] == 1
+
+
+@pytest.mark.parametrize("blank", [b"\r\n", b"\r\n\r\n", b"\n"])
+def test_blank_lines_an_endpoint_sends_before_its_response_are_not_forwarded(blank):
+    """llhttp skips empty lines before a response (as servers skip them before a request); the head forwarded and
+    its status start where the parser's did. They were kept: the head went out as `HTTP/1.1` followed by the status
+    line's tail, and two of them ended the head before its status line."""
+    h = Harness()
+    h.send(GET)
+    conn = h.open()
+    conn.answer(blank + b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+    assert h.client_bytes() == answered(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n", 1, b"ok")
+    h.send(GET.replace(b"/a", b"/b"))
+    conn.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + blank)  # after a response, before the next
+    h.send(GET.replace(b"/a", b"/c"))
+    conn.answer(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno")
+    assert h.client_bytes().endswith(answered(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n", 3, b"no"))
