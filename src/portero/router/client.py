@@ -41,6 +41,10 @@ _ONE: Final = ord("1")
 _DOT: Final = ord(".")
 
 
+def _keep_alive_token(value: bytes) -> bool:
+    return value == b"keep-alive" or value.lower() == b"keep-alive"  # browsers send it lowered: no copy then
+
+
 class BadRequest(Exception):
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
@@ -317,7 +321,7 @@ class ClientConnection(BurstWriter):
             exchange.hash_key = service.hash_key_of(self._pairs())
         if hsts:
             exchange.extra_head = hsts
-        self.headers.clear()  # forwarded (or rebuilt) already: freed while they are still in the caches
+        self.headers.clear()  # forwarded (or rebuilt) already: not held while the request is answered
         self._admit(exchange, now, body=bool(length) or chunked)
 
     def _check_head(self, raw_end: int) -> bool:
@@ -346,7 +350,7 @@ class ClientConnection(BurstWriter):
         Connection header, or with only `Connection: keep-alive` (a browser's), keeps the connection (a request's
         end never depends on the connection closing)."""
         connection = self.connection
-        if not http10 and (connection is None or (len(connection) == 1 and connection[0].lower() == b"keep-alive")):
+        if not http10 and (connection is None or (len(connection) == 1 and _keep_alive_token(connection[0]))):
             return True
         return bool(self.parser.should_keep_alive())
 
