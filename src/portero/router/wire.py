@@ -47,10 +47,8 @@ def _shape(length: int, first: int) -> int:
 _SHAPE_LIMIT: Final = max(len(name) for name in REQUEST_WATCHED) + 1
 # 1 at the shape of each watched name: most of a browser's headers (User-Agent, Accept-*, Cookie, Sec-Fetch-*) have
 # none of these shapes, and are known not to be watched without hashing their names.
-_WATCHED_SHAPES: Final = bytes(
-    1 if any(_shape(len(name), name[0]) == shape for name in REQUEST_WATCHED) else 0
-    for shape in range(_SHAPE_LIMIT << 5)
-)
+_SHAPES_WATCHED: Final = {_shape(len(name), name[0]) for name in REQUEST_WATCHED}
+_WATCHED_SHAPES: Final = bytes([shape in _SHAPES_WATCHED for shape in range(_SHAPE_LIMIT << 5)])
 
 
 def watched(name: bytes) -> bytes:
