@@ -74,12 +74,30 @@ def test_a_follower_that_finds_the_lease_taken_remembers_who_leads_and_tries_aga
 def test_demotion_pauses_a_leader_and_is_nothing_for_a_follower() -> None:
     led = Lease(Role.LEADER, 4, valid_until=50.0, holder="a url 4")
 
-    following, commands = lease.demote(led, "fenced write refused")
+    following, commands = lease.demote(led, "fenced write refused", now=20.0, timing=T)
 
     assert commands == [Follow("fenced write refused")]
     assert following.role is Role.FOLLOWER
     assert following.token == 4  # kept: the store still fences this portero's late writes with it
-    assert lease.demote(following, "again") == (following, [])
+    assert lease.demote(following, "again", now=21.0, timing=T) == (following, [])
+
+
+def test_a_leader_that_stepped_down_leaves_the_lease_to_the_others_for_a_lease_s_time() -> None:
+    """It gave the lease back; its own next try must not take it back before the others can (they try every
+    `acquire_every_s`), not even when a renewal sent before the step down is answered after it."""
+    led = Lease(Role.LEADER, 4, valid_until=50.0, next_try_at=20.3, holder="a url 4")
+    following, _ = lease.demote(led, "going away", now=20.0, timing=T)
+    assert following.next_try_at == 20.0 + T.lease_s
+
+    late, commands = lease.settle(following, Renewed(), sent_at=19.99, now=20.01, timing=T)
+    assert commands == []
+    assert late.role is Role.FOLLOWER
+    assert late.next_try_at == 25.0  # not 20.51
+
+    seen, _ = lease.settle(following, HeldByOther(None), sent_at=19.99, now=20.01, timing=T)
+    assert seen.next_try_at == 25.0
+    after, _ = lease.settle(seen, HeldByOther("b url 5"), sent_at=25.0, now=25.01, timing=T)
+    assert after.next_try_at == 25.51  # then it follows as any follower does
 
 
 def test_two_porteros_on_one_lease_never_lead_at_once_whatever_the_timing() -> None:

@@ -167,7 +167,7 @@ class Election:
         back so that another portero need not wait for it to expire."""
         holder = self.lease.holder
         was_leading = self.leading
-        await self._carry(*decide.demote(self.lease, reason))
+        await self._carry(*decide.demote(self.lease, reason, now=self.clock(), timing=self.timing))
         if was_leading and holder:
             with contextlib.suppress(StoreUnavailable):
                 await self.store.call(self._release(keys=[self.store.keys.lease], args=[holder]))

@@ -104,13 +104,19 @@ def settle(lease: Lease, outcome: Outcome, sent_at: float, now: float, timing: T
             outcome.holder,
         )
         return taken, [Lead(outcome.token)] if lease.role is Role.FOLLOWER else []
+    # A follower's next try: not before one it was told to wait for (see `demote`: a renewal sent before the step
+    # down can be answered after it).
+    retry_at = max(lease.next_try_at, now + timing.acquire_every_s)
     if isinstance(outcome, Renewed):
         if lease.role is not Role.LEADER:
-            return dataclasses.replace(lease, next_try_at=now + timing.acquire_every_s), []
+            return dataclasses.replace(lease, next_try_at=retry_at), []
         valid_until = sent_at + timing.lease_s - timing.margin_s
         return dataclasses.replace(lease, valid_until=valid_until, next_try_at=now + timing.renew_every_s), []
     following = dataclasses.replace(
-        lease, role=Role.FOLLOWER, holder=outcome.holder, next_try_at=now + timing.acquire_every_s
+        lease,
+        role=Role.FOLLOWER,
+        holder=outcome.holder,
+        next_try_at=now + timing.acquire_every_s if lease.role is Role.LEADER else retry_at,
     )
     if lease.role is Role.LEADER:
         return following, [Follow(f"the lease is held by {outcome.holder or 'nobody'} now")]
@@ -125,11 +131,15 @@ def expire(lease: Lease, now: float) -> tuple[Lease, list[Command]]:
     return lease, []
 
 
-def demote(lease: Lease, reason: str) -> tuple[Lease, list[Command]]:
-    """Leadership ends from outside the lease (a fenced write refused, taking over failed)."""
+def demote(lease: Lease, reason: str, *, now: float, timing: Timing) -> tuple[Lease, list[Command]]:
+    """Leadership ends from outside the lease (a fenced write refused, taking over failed, a step down). Fix: the
+    portero that stepped down tries for the lease again only after a lease's time: it gave the lease back for the
+    others, and its own next try (due within `renew_every_s`) took it back before them, so they waited for it to
+    expire (CI: "timed out waiting for b to take over", 5 s)."""
     if lease.role is not Role.LEADER:
         return lease, []
-    return dataclasses.replace(lease, role=Role.FOLLOWER, holder=None), [Follow(reason)]
+    demoted = dataclasses.replace(lease, role=Role.FOLLOWER, holder=None, next_try_at=now + timing.lease_s)
+    return demoted, [Follow(reason)]
 
 
 def wake_at(lease: Lease) -> float:
